@@ -1,0 +1,285 @@
+"""The dataset card `RUN/README.md`: what the run is, how it was made, what is in it, how to use it.
+
+Every number in the card is computed from the verified shards (not copied from what a stage said),
+so the card cannot disagree with the data it describes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from labeler.records import FLAG_LOW_MASS, FLAG_ORDER_FLIP, SPLITS, column_descriptions
+from labeler.store.atomic import atomic_write_text
+from labeler.store.manifest import SplitEntry, load_manifest
+from labeler.store.readers import read_split
+
+CARD_NAME = "README.md"
+P_A_BINS = 10
+
+
+@dataclass(frozen=True)
+class PreferenceStatistics:
+    """Label statistics of a preference split. Rates are fractions of rows; None when there are no rows."""
+
+    rows: int
+    p_a_histogram: tuple[int, ...]  # rows with p_a in [k/10, (k+1)/10), the last bin including 1.0
+    consistency_rate: float | None  # both orders agree
+    low_mass_rate: float | None  # flagged low_mass
+    order_flip_rate: float | None  # flagged order_flip
+    mean_mass: float | None  # mean of (mass_ab + mass_ba) / 2
+    chosen_a_rate: float | None  # chosen is response_a
+
+
+@dataclass(frozen=True)
+class SFTStatistics:
+    """Statistics of an SFT split; means are None when there are no rows."""
+
+    rows: int
+    mean_rounds: float | None
+    revised_rate: float | None  # final revision differs from the initial response
+    mean_prompt_chars: float | None
+    mean_initial_chars: float | None
+    mean_revision_chars: float | None
+
+
+def p_a_histogram(p_a: np.ndarray, bins: int = P_A_BINS) -> tuple[int, ...]:
+    """Counts of p_a in `bins` equal bins over [0, 1]; 1.0 falls in the last bin.
+
+    >>> p_a_histogram(np.array([0.0, 0.05, 0.5, 0.95, 1.0]))
+    (2, 0, 0, 0, 0, 1, 0, 0, 0, 2)
+    """
+    index = np.minimum(np.floor(p_a * bins).astype(np.int64), bins - 1)
+    return tuple(int(count) for count in np.bincount(index, minlength=bins))
+
+
+def preference_statistics(table: pa.Table) -> PreferenceStatistics:
+    """Label statistics of a preference split's table."""
+    rows = table.num_rows
+    p_a = table.column("p_a").to_numpy()
+    flags = table.column("flags").to_pylist()
+    mass = (table.column("mass_ab").to_numpy() + table.column("mass_ba").to_numpy()) / 2
+
+    def rate(values: list[bool]) -> float | None:
+        return sum(values) / rows if rows else None
+
+    return PreferenceStatistics(
+        rows=rows,
+        p_a_histogram=p_a_histogram(p_a),
+        consistency_rate=rate(table.column("consistent").to_pylist()),
+        low_mass_rate=rate([FLAG_LOW_MASS in row for row in flags]),
+        order_flip_rate=rate([FLAG_ORDER_FLIP in row for row in flags]),
+        mean_mass=float(mass.mean()) if rows else None,
+        chosen_a_rate=rate(pc.equal(table.column("chosen"), table.column("response_a")).to_pylist()),
+    )
+
+
+def sft_statistics(table: pa.Table) -> SFTStatistics:
+    """Statistics of an SFT split's table (lengths in characters)."""
+    rows = table.num_rows
+
+    def mean_chars(column: str) -> float | None:
+        return float(pc.mean(pc.utf8_length(table.column(column))).as_py()) if rows else None
+
+    revised = pc.not_equal(table.column("revision"), table.column("initial")).to_pylist()
+    return SFTStatistics(
+        rows=rows,
+        mean_rounds=float(pc.mean(pc.list_value_length(table.column("rounds"))).as_py()) if rows else None,
+        revised_rate=sum(revised) / rows if rows else None,
+        mean_prompt_chars=mean_chars("prompt"),
+        mean_initial_chars=mean_chars("initial"),
+        mean_revision_chars=mean_chars("revision"),
+    )
+
+
+def write_card(run_dir: Path, *, command: str | None = None) -> Path:
+    """Write `run_dir/README.md` atomically from the manifest and the verified shards; returns its path."""
+    path = Path(run_dir) / CARD_NAME
+    atomic_write_text(path, render_card(run_dir, command=command))
+    return path
+
+
+def render_card(run_dir: Path, *, command: str | None = None) -> str:
+    """The dataset card's Markdown (splits still running are included and marked incomplete)."""
+    run_dir = Path(run_dir)
+    manifest = load_manifest(run_dir)
+    splits = [name for name in SPLITS if name in manifest.splits]
+    tables = {name: read_split(run_dir, name, require_complete=False) for name in splits}
+
+    lines = _front_matter(splits)
+    lines += [
+        f"# {run_dir.resolve().name}",
+        "",
+        "AI-labelled data made by labeler from a written constitution "
+        "(Constitutional AI / RLAIF): supervised critique-and-revise data (`sft`) and/or pairs of responses "
+        "judged by a model in both orders (`preferences`), with soft labels.",
+        "",
+        "## Contents",
+        "",
+        "| split | rows | shards | status |",
+        "| --- | ---: | ---: | --- |",
+    ]
+    for name in splits:
+        entry = manifest.splits[name]
+        lines.append(f"| {name} | {tables[name].num_rows} | {len(entry.shards)} | {entry.status} |")
+    incomplete = [name for name in splits if manifest.splits[name].status != "complete"]
+    if incomplete:
+        lines += ["", f"**Incomplete:** {', '.join(incomplete)} still running; statistics cover the records so far."]
+    lines += ["", f"Created {manifest.created}, updated {manifest.updated}, labeler {manifest.labeler_version}."]
+
+    lines += ["", "## How it was made", ""]
+    if command:
+        lines += ["```", command, "```", ""]
+    for name in splits:
+        lines += _provenance(name, manifest.splits[name])
+
+    if "preferences" in tables:
+        lines += _preference_section(preference_statistics(tables["preferences"]))
+    if "sft" in tables:
+        lines += _sft_section(sft_statistics(tables["sft"]))
+    lines += _usage(run_dir, splits)
+    for name in splits:
+        lines += [f"## Columns of `{name}`", "", "| column | type | meaning |", "| --- | --- | --- |"]
+        lines += [f"| `{col}` | `{kind}` | {text} |" for col, kind, text in column_descriptions(SPLITS[name])]
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _front_matter(splits: list[str]) -> list[str]:
+    """Hugging Face Hub metadata: one config per split, so the Hub loads the shards as they are."""
+    lines = ["---", "tags:", "- labeler", "- rlaif", "- constitutional-ai", "configs:"]
+    for name in splits:
+        lines += [f"- config_name: {name}", "  data_files:", "  - split: train", f"    path: {name}/*.arrow"]
+    return [*lines, "---", ""]
+
+
+def _provenance(split: str, entry: SplitEntry) -> list[str]:
+    fingerprint = entry.fingerprint
+    lines = [f"### `{split}`", ""]
+    if entry.part is not None:
+        lines.append(f"- part {entry.part[0]} of {entry.part[1]} of a job array")
+    for role, model in (fingerprint.get("models") or {}).items():
+        lines.append(f"- {role} model: `{model}`")
+    lines.append(f"- constitution sha256: `{fingerprint.get('constitution_sha256')}`")
+    for template, sha in (fingerprint.get("template_sha256s") or {}).items():
+        lines.append(f"- template `{template}` sha256: `{sha}`")
+    lines.append(f"- seed: `{fingerprint.get('seed')}`, labeler `{fingerprint.get('labeler_version')}`")
+    lines += ["", "Config:", "", "```json", json.dumps(fingerprint.get("config"), indent=2, sort_keys=True), "```", ""]
+    if entry.stats:
+        lines += ["Stage statistics:", "", "```json", json.dumps(entry.stats, indent=2, sort_keys=True), "```", ""]
+    return lines
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    """`value` formatted with `spec`, or "n/a" when there is nothing to measure.
+
+    >>> _fmt(0.25, ".1%"), _fmt(None, ".3f")
+    ('25.0%', 'n/a')
+    """
+    return "n/a" if value is None else format(value, spec)
+
+
+def _preference_section(stats: PreferenceStatistics) -> list[str]:
+    width = 1 / P_A_BINS
+    lines = [
+        "## Preference labels",
+        "",
+        "`p_a` is the judge's probability that `response_a` is better, averaged over both presentation "
+        "orders; `chosen` is the response it favours.",
+        "",
+        "| statistic | value |",
+        "| --- | ---: |",
+        f"| rows | {stats.rows} |",
+        f"| consistency rate (both orders agree) | {_fmt(stats.consistency_rate, '.1%')} |",
+        f"| order-flip rate (`{FLAG_ORDER_FLIP}` flag) | {_fmt(stats.order_flip_rate, '.1%')} |",
+        f"| low-mass rate (`{FLAG_LOW_MASS}` flag) | {_fmt(stats.low_mass_rate, '.1%')} |",
+        f"| mean mass on the two choice tokens | {_fmt(stats.mean_mass, '.3f')} |",
+        f"| chosen is response_a | {_fmt(stats.chosen_a_rate, '.1%')} |",
+        "",
+        "Histogram of `p_a`:",
+        "",
+        "| p_a | rows |",
+        "| --- | ---: |",
+    ]
+    for k, count in enumerate(stats.p_a_histogram):
+        closing = "]" if k == P_A_BINS - 1 else ")"
+        lines.append(f"| [{k * width:.1f}, {(k + 1) * width:.1f}{closing} | {count} |")
+    return [*lines, ""]
+
+
+def _sft_section(stats: SFTStatistics) -> list[str]:
+    return [
+        "## SFT data",
+        "",
+        "| statistic | value |",
+        "| --- | ---: |",
+        f"| rows | {stats.rows} |",
+        f"| mean critique-and-revise rounds | {_fmt(stats.mean_rounds, '.2f')} |",
+        f"| revised (final differs from initial) | {_fmt(stats.revised_rate, '.1%')} |",
+        f"| mean prompt length (chars) | {_fmt(stats.mean_prompt_chars, '.1f')} |",
+        f"| mean initial response length (chars) | {_fmt(stats.mean_initial_chars, '.1f')} |",
+        f"| mean final revision length (chars) | {_fmt(stats.mean_revision_chars, '.1f')} |",
+        "",
+    ]
+
+
+def _usage(run_dir: Path, splits: list[str]) -> list[str]:
+    lines = [
+        "## Loading",
+        "",
+        "Each split is a folder of Arrow IPC stream shards; `manifest.json` lists each with its row count "
+        "and sha256.",
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        "",
+        f'run = "{run_dir}"  # this folder',
+    ]
+    lines += [f'{name} = load_dataset("arrow", data_files=f"{{run}}/{name}/*.arrow", split="train")' for name in splits]
+    lines += [
+        "",
+        "# or, verifying every shard's checksum first:",
+        "from labeler.store import read_split",
+        f'table = read_split(run, "{splits[0] if splits else "preferences"}")  # a pyarrow.Table',
+        "```",
+        "",
+    ]
+    if "preferences" not in splits:
+        return lines
+    return [
+        *lines,
+        "## Training a reward model",
+        "",
+        "With labeler (`labeler train-rm --help` lists the options), or with TRL's `RewardTrainer` on the "
+        "split as it is: it reads `prompt`, `chosen`, `rejected` (text, joined as prompt + response) and "
+        "uses `margin` in its loss (drop the column with `preferences.remove_columns('margin')` to train "
+        "without it).",
+        "",
+        "```python",
+        "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+        "from trl import RewardConfig, RewardTrainer",
+        "",
+        'base = "HuggingFaceTB/SmolLM2-135M-Instruct"',
+        "tokenizer = AutoTokenizer.from_pretrained(base)",
+        "model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)",
+        "model.config.pad_token_id = tokenizer.pad_token_id",
+        "trainer = RewardTrainer(",
+        '    model=model, args=RewardConfig(output_dir="rm"), train_dataset=preferences, processing_class=tokenizer',
+        ")",
+        "trainer.train()",
+        "```",
+        "",
+    ]
+
+
+def statistics_dict(stats: PreferenceStatistics | SFTStatistics) -> dict[str, Any]:
+    """Statistics as a JSON-able dict (for `RunStore.mark_complete(stats=...)` or a report)."""
+    return dataclasses.asdict(stats)
+

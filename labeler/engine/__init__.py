@@ -1,0 +1,141 @@
+"""Engines behind one narrow contract (`Engine`), chosen by name: "vllm" (default) or "hf".
+
+Only this package imports vllm or transformers for inference, and only when an engine is opened.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from labeler.engine.base import (
+    ChoiceRequest,
+    ChoiceScores,
+    Conversation,
+    Engine,
+    Generation,
+    GenerationParams,
+    Message,
+)
+from labeler.errors import InputError
+
+__all__ = [
+    "ChoiceRequest",
+    "ChoiceScores",
+    "Conversation",
+    "Engine",
+    "EngineConfig",
+    "Generation",
+    "GenerationParams",
+    "Message",
+    "load_engine",
+    "open_engine",
+    "resolve_model",
+]
+
+EngineName = Literal["vllm", "hf"]
+
+
+class EngineConfig(BaseModel):
+    """How to run a model. Defaults suit a CPU machine; GPU nodes raise batch and parallelism."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: EngineName = Field("vllm", description="vllm (falls back to hf when vllm is not installed) or hf.")
+    model: str = Field(
+        "default",
+        description="Hugging Face model folder, or 'default' for the embedded SmolLM2-135M-Instruct.",
+    )
+    dtype: Literal["bfloat16", "float16", "float32"] = Field("bfloat16", description="Weights and compute dtype.")
+    max_model_len: int | None = Field(None, ge=16, description="Context length cap (default: the model's).")
+    batch_size: int = Field(16, ge=1, description="hf engine: sequences per forward pass.")
+    kv_cache_gib: float | None = Field(
+        None, gt=0, description="vllm on CPU: KV-cache size in GiB (default 2, or $VLLM_CPU_KVCACHE_SPACE)."
+    )
+    threads_bind: str | None = Field(
+        None, description="vllm on CPU: cores to bind OpenMP threads to, e.g. '0-7' (default: all usable cores)."
+    )
+    enforce_eager: bool = Field(True, description="vllm: skip graph compilation (much faster start on CPU).")
+    enable_prefix_caching: bool = Field(True, description="vllm: reuse KV cache of shared prompt prefixes.")
+    tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs per engine.")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm on GPU: memory share to use.")
+    trust_remote_code: bool = Field(False, description="Run model code shipped with the checkpoint (off by default).")
+    seed: int = Field(0, description="Engine-level seed; requests carry their own seeds too.")
+
+
+def resolve_model(model: str | Path | None) -> Path:
+    """A usable Hugging Face model folder, or an `InputError` naming the path and what is wrong."""
+    if model is None or str(model) == "default":
+        from labeler.model_prep import prepare_default_model
+
+        return prepare_default_model()
+    path = Path(model).expanduser()
+    if not path.exists():
+        raise InputError("model path does not exist", file=path, where="--model")
+    if not path.is_dir() or not (path / "config.json").is_file():
+        raise InputError(
+            "not a Hugging Face model folder (no config.json); pass a folder written by save_pretrained",
+            file=path,
+            where="--model",
+        )
+    if not any(path.glob("*.safetensors")):
+        raise InputError(
+            "no .safetensors weights in the model folder (labeler never loads pickled weights)",
+            file=path,
+            where="--model",
+        )
+    return path.resolve()
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def open_engine(config: EngineConfig) -> Engine:
+    """Open the engine a config names (a context manager: use it in a `with` block)."""
+    path = resolve_model(config.model)
+    name = config.name
+    if name == "vllm" and not vllm_available():
+        print(
+            "warning: vllm is not installed (pip install 'labeler[cpu]' or 'labeler[gpu]'); using the hf engine",
+            file=sys.stderr,
+        )
+        name = "hf"
+    try:
+        if name == "vllm":
+            from labeler.engine.vllm_engine import VLLMEngine
+
+            return VLLMEngine(
+                path,
+                dtype=config.dtype,
+                max_model_len=config.max_model_len,
+                kv_cache_gib=config.kv_cache_gib,
+                threads_bind=config.threads_bind,
+                enforce_eager=config.enforce_eager,
+                enable_prefix_caching=config.enable_prefix_caching,
+                tensor_parallel_size=config.tensor_parallel_size,
+                gpu_memory_utilization=config.gpu_memory_utilization,
+                trust_remote_code=config.trust_remote_code,
+                seed=config.seed,
+            )
+        from labeler.engine.hf import HFEngine
+
+        return HFEngine(
+            path,
+            dtype=config.dtype,
+            batch_size=config.batch_size,
+            trust_remote_code=config.trust_remote_code,
+            max_model_len=config.max_model_len,
+        )
+    except OSError as exc:  # unreadable or incomplete model files
+        raise InputError(f"cannot load the model: {exc}", file=path, where="--model") from exc
+
+
+def load_engine(name: str, model: str | Path | None = None, **options: object) -> Engine:
+    """Shorthand: `load_engine("hf", path, dtype="float32")` validates the options as an `EngineConfig`."""
+    config = EngineConfig.model_validate({"name": name, "model": str(model or "default"), **options})
+    return open_engine(config)

@@ -1,0 +1,123 @@
+"""The engine boundary: what every stage may ask of a model, and nothing more.
+
+Two calls, both batched:
+- `generate`: chat generation through the model's chat template.
+- `choice_logprobs`: the exact log-probability of each candidate choice as the next token.
+
+Only modules under `labeler/engine/` import vllm or transformers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Message(BaseModel):
+    """One chat turn."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    role: str = Field(description="system, user or assistant")
+    content: str
+
+
+Conversation = Sequence[Message]
+
+
+class GenerationParams(BaseModel):
+    """Sampling parameters for one batched `generate` call (one object, validated once)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n: int = Field(1, ge=1, description="Samples per conversation.")
+    temperature: float = Field(0.7, ge=0.0, description="0 means greedy decoding.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    max_tokens: int = Field(256, ge=1, description="Most new tokens per sample.")
+    stop: tuple[str, ...] = Field((), description="Strings that end a sample (not included in the text).")
+    seed: int | None = Field(
+        None, description="Base seed; a per-conversation seed passed to `generate` overrides it."
+    )
+
+    @model_validator(mode="after")
+    def _greedy_is_single(self) -> GenerationParams:
+        if self.temperature == 0.0 and self.n > 1:
+            raise ValueError(f"n={self.n} with temperature=0 would return {self.n} identical samples")
+        return self
+
+
+@dataclass(frozen=True)
+class Generation:
+    """The samples for one conversation."""
+
+    texts: tuple[str, ...]
+    token_counts: tuple[int, ...]
+    finish_reasons: tuple[str, ...]  # "stop" (EOS or a stop string) or "length"
+
+
+@dataclass(frozen=True)
+class ChoiceRequest:
+    """A prompt whose next token is a choice: the conversation, then the start of the assistant turn.
+
+    `assistant_prefix` is text the assistant has already "said" (a chain-of-thought rationale, or
+    "The better response is "): the choice token is scored right after it.
+    """
+
+    messages: tuple[Message, ...]
+    assistant_prefix: str = ""
+
+
+@dataclass(frozen=True)
+class ChoiceScores:
+    """Log-probabilities of each candidate choice as the next token, in the order asked."""
+
+    logprobs: tuple[float, ...]
+
+    @property
+    def mass(self) -> float:
+        """Total probability the model put on the candidates at all."""
+        import math
+
+        return sum(math.exp(lp) for lp in self.logprobs)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What stages may call. Engines are context managers that free memory on exit."""
+
+    name: str
+    model_id: str
+    max_model_len: int
+
+    def prompt_lengths(self, conversations: Sequence[Conversation]) -> list[int]:
+        """Token count of each conversation rendered with the chat template and generation prompt."""
+        ...
+
+    def generate(
+        self,
+        conversations: Sequence[Conversation],
+        params: GenerationParams,
+        seeds: Sequence[int] | None = None,
+    ) -> list[Generation]:
+        """One `Generation` per conversation; `seeds` (one per conversation) override `params.seed`."""
+        ...
+
+    def choice_logprobs(
+        self, requests: Sequence[ChoiceRequest], choices: Sequence[str]
+    ) -> list[ChoiceScores]:
+        """For each request, log P(choice) as the next token for every choice (exact, not top-k)."""
+        ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Engine: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...

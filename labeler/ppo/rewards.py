@@ -1,0 +1,91 @@
+"""Rewards for PPO: one score per (prompt, completion), from a rule or from a trained reward model."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from labeler.errors import InputError
+
+Messages = list[dict[str, str]]
+
+
+@runtime_checkable
+class RewardFn(Protocol):
+    """Scores completions: `prompts[i]` (chat messages) was answered with `completions[i]` (text)."""
+
+    def __call__(self, prompts: list[Messages], completions: list[str]) -> list[float]: ...
+
+
+@dataclass(frozen=True)
+class WordReward:
+    """How many times a word appears in the completion (whole word, any case).
+
+    >>> WordReward("blue")([[{"role": "user", "content": "Sky?"}]] * 2, ["Blue, blue sky.", "Bluest"])
+    [2.0, 0.0]
+    """
+
+    word: str
+    _pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.word.strip():
+            raise ValueError("the target word is empty")
+        object.__setattr__(self, "_pattern", re.compile(rf"(?<!\w){re.escape(self.word)}(?!\w)", re.IGNORECASE))
+
+    def __call__(self, prompts: list[Messages], completions: list[str]) -> list[float]:
+        return [float(len(self._pattern.findall(text))) for text in completions]
+
+
+RULES = {"word": WordReward}
+
+
+def parse_reward_rule(rule: str, *, where: str = "--reward-rule") -> RewardFn:
+    """A rule-based reward from its spelling `KIND:ARGUMENT` (e.g. `word:blue`).
+
+    >>> parse_reward_rule("word:blue")
+    WordReward(word='blue')
+    """
+    kind, sep, argument = rule.partition(":")
+    if not sep or kind not in RULES or not argument.strip():
+        raise InputError(
+            f"bad reward rule {rule!r}: expected one of {', '.join(f'{k}:ARGUMENT' for k in RULES)}",
+            where=where,
+        )
+    return RULES[kind](argument)
+
+
+class RewardModelReward:
+    """Scores each full conversation (prompt + completion as the assistant's turn) with a reward model."""
+
+    def __init__(self, folder: Path, batch_size: int = 16) -> None:
+        # Imported here: the reward-model package pulls in torch and transformers.
+        from labeler.rm.model import load_reward_model
+
+        self.model: Any = load_reward_model(folder)
+        self.batch_size = batch_size
+
+    def __call__(self, prompts: list[Messages], completions: list[str]) -> list[float]:
+        conversations: list[Sequence[dict[str, str]]] = [
+            [*prompt, {"role": "assistant", "content": completion}]
+            for prompt, completion in zip(prompts, completions, strict=True)
+        ]
+        scores: list[float] = []
+        for start in range(0, len(conversations), self.batch_size):
+            batch = conversations[start : start + self.batch_size]
+            scores.extend(float(s) for s in self.model.score(batch).detach().float().cpu())
+        return scores
+
+
+def load_reward(reward_model: Path | None, reward_rule: str | None) -> RewardFn:
+    """The reward a config names: a reward model folder or a rule (exactly one)."""
+    if reward_rule is not None:
+        return parse_reward_rule(reward_rule)
+    if reward_model is None:
+        raise InputError("give --reward-model DIR or --reward-rule KIND:ARGUMENT", where="reward")
+    if not reward_model.is_dir():
+        raise InputError("reward model folder not found", file=reward_model, where="--reward-model")
+    return RewardModelReward(reward_model)

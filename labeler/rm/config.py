@@ -1,0 +1,98 @@
+"""The settings of reward-model training and scoring: one frozen object each, help text written once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class RMTrainConfig(BaseModel):
+    """Everything `train_reward_model` needs; checkpoints carry it so a resumed run is the same run."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # --- data
+    data: tuple[Path, ...] = Field(min_length=1, description="Run folders whose preference split to train on.")
+    eval_fraction: float = Field(
+        0.05, ge=0.0, lt=1.0, description="Fraction of pairs held out for evaluation (seeded, by pair id)."
+    )
+    max_length: int = Field(
+        512, ge=8, description="Most tokens per conversation; longer ones lose tokens from the left."
+    )
+    # --- model
+    base_model: str = Field(description="Hugging Face folder of the causal LM to put a reward head on.")
+    out: Path = Field(description="Output folder: final model, metrics.jsonl, checkpoint-<step>/ folders.")
+    lora: bool = Field(False, description="Train LoRA adapters on q_proj and v_proj (merged on save) and the head.")
+    lora_rank: int = Field(16, ge=1, description="LoRA rank.")
+    lora_alpha: float = Field(32.0, gt=0.0, description="LoRA scaling numerator (scale = alpha / rank).")
+    # --- labels and loss
+    loss: Literal["soft", "hard"] = Field(
+        "soft", description="soft: Bradley-Terry against p_a; hard: against p_a >= 0.5 (chosen vs rejected)."
+    )
+    margin: bool = Field(False, description="Subtract the `margin` column (TRL-style) from r_chosen − r_rejected.")
+    principle_conditioned: bool = Field(
+        False, description="SALMON: show sampled principles in a system message; target from principle_scores."
+    )
+    constitution: Path | None = Field(
+        None, description="Constitution whose salmon principles are shown (needed with principle_conditioned)."
+    )
+    principles_per_example: int = Field(3, ge=1, description="Principles shown per example (principle-conditioned).")
+    negate_probability: float = Field(
+        0.5, ge=0.0, le=1.0, description="Chance of showing a principle's negative definition instead (flips it)."
+    )
+    # --- optimisation
+    epochs: int = Field(1, ge=1, description="Passes over the training pairs.")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (before the epochs end).")
+    batch_size: int = Field(8, ge=1, description="Pairs per optimizer step and process.")
+    lr: float = Field(1e-5, gt=0.0, description="Peak learning rate (LoRA usually wants about 1e-4).")
+    lr_schedule: Literal["linear", "constant"] = Field(
+        "linear", description="After warmup: linear decay to zero, or constant."
+    )
+    warmup_steps: int = Field(0, ge=0, description="Steps of linear warmup from zero.")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
+    max_grad_norm: float | None = Field(1.0, gt=0.0, description="Clip the gradient norm to this (None: no clipping).")
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field(
+        "no", description="Autocast precision through accelerate (weights stay float32)."
+    )
+    seed: int = Field(0, description="Seeds the head's initialisation, data order, eval split and principle draws.")
+    # --- bookkeeping
+    logging_steps: int = Field(10, ge=1, description="Write averaged training metrics every this many steps.")
+    eval_steps: int = Field(0, ge=0, description="Evaluate every this many steps (0: only at the end).")
+    checkpoint_steps: int = Field(0, ge=0, description="Write checkpoint-<step>/ every this many steps (0: never).")
+    keep_checkpoints: int = Field(2, ge=1, description="Keep only the newest this many checkpoints.")
+    resume: bool = Field(False, description="Continue from the newest checkpoint in `out`.")
+    progress: bool = Field(True, description="Show a progress bar with rate and ETA.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RMTrainConfig:
+        if self.principle_conditioned and self.constitution is None:
+            raise ValueError("principle_conditioned needs a constitution (--constitution FILE)")
+        if self.constitution is not None and not self.principle_conditioned:
+            raise ValueError("constitution is only used with principle_conditioned (--principle-conditioned)")
+        if self.principle_conditioned and self.margin:
+            raise ValueError(
+                "margin applies to the overall preference; principle_conditioned targets come from "
+                "principle_scores, so the two cannot be combined"
+            )
+        return self
+
+    def math_fields(self) -> dict[str, object]:
+        """The settings a resumed run must share with the checkpoint it continues from."""
+        return self.model_dump(mode="json", exclude={"resume", "progress", "out", "keep_checkpoints"})
+
+
+class ScoreRMConfig(BaseModel):
+    """What `score_reward_model` needs: a reward model and a file of human-labelled pairs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: Path = Field(description="Reward model folder written by `labeler train-rm`.")
+    pairs: Path = Field(
+        description="JSONL, one pair a line: prompt (text or list of messages), chosen, rejected, optional group."
+    )
+    group_by: str | None = Field(None, description="Column to report accuracy per value of (e.g. a category).")
+    out: Path | None = Field(None, description="Write the report as JSON here.")
+    batch_size: int = Field(16, ge=1, description="Conversations per forward pass.")
+    max_length: int | None = Field(None, ge=8, description="Most tokens per conversation (default: as trained).")

@@ -1,0 +1,119 @@
+"""Reward-model math: Bradley-Terry with soft or hard targets, and the metrics logged while training.
+
+Every function takes rewards as 1-D tensors of shape (B,), one entry per pair, oriented "A versus B":
+`target_a` is the probability that response A is better (the `p_a` column, or 0/1 for hard labels).
+Shapes are checked, never broadcast: a (B,) reward minus a (B, 1) reward silently becomes a (B, B)
+matrix, and the mean of that matrix is a loss that trains nothing useful.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def check_pair_shapes(**tensors: torch.Tensor | None) -> None:
+    """Raise ValueError unless every given tensor has the same 1-D shape (B,).
+
+    >>> check_pair_shapes(reward_a=torch.zeros(3), reward_b=torch.zeros(3))
+    >>> check_pair_shapes(reward_a=torch.zeros(3), reward_b=torch.zeros(3, 1))
+    Traceback (most recent call last):
+    ...
+    ValueError: reward_b has shape (3, 1) but reward_a has shape (3,): pass 1-D tensors of shape (B,)
+    """
+    present = {name: t for name, t in tensors.items() if t is not None}
+    first_name, first = next(iter(present.items()))
+    if first.dim() != 1:
+        raise ValueError(f"{first_name} has shape {tuple(first.shape)}: pass 1-D tensors of shape (B,)")
+    for name, tensor in present.items():
+        if tensor.shape != first.shape:
+            raise ValueError(
+                f"{name} has shape {tuple(tensor.shape)} but {first_name} has shape {tuple(first.shape)}: "
+                "pass 1-D tensors of shape (B,)"
+            )
+
+
+def hard_targets(p_a: torch.Tensor) -> torch.Tensor:
+    """Hard labels from soft ones: 1.0 where A is preferred (p_a >= 0.5), else 0.0.
+
+    >>> hard_targets(torch.tensor([0.9, 0.5, 0.2]))
+    tensor([1., 1., 0.])
+    """
+    return (p_a >= 0.5).to(p_a.dtype)
+
+
+def oriented_margin(margin: torch.Tensor, target_a: torch.Tensor) -> torch.Tensor:
+    """Turn a TRL-style margin (how much the chosen response should win by) into a margin for A.
+
+    The chosen response is A where target_a >= 0.5, so the margin keeps its sign there and flips
+    where B is chosen; `bradley_terry_loss` then subtracts it from r_a − r_b.
+
+    >>> oriented_margin(torch.tensor([1.0, 2.0]), torch.tensor([0.8, 0.1]))
+    tensor([ 1., -2.])
+    """
+    check_pair_shapes(margin=margin, target_a=target_a)
+    return torch.where(target_a >= 0.5, margin, -margin)
+
+
+def bradley_terry_loss(
+    reward_a: torch.Tensor,
+    reward_b: torch.Tensor,
+    target_a: torch.Tensor,
+    margin_a: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean Bradley-Terry loss: BCE-with-logits(r_a − r_b − margin_a, target_a).
+
+    P(A better) = sigmoid(r_a − r_b). With target_a = 1 this is TRL's −log σ(r_chosen − r_rejected);
+    with soft targets it is the cross-entropy against the judge's probability, whose minimum sits at
+    r_a − r_b = logit(target_a) rather than at infinity. `margin_a` (see `oriented_margin`) asks the
+    preferred response to win by at least that much.
+
+    >>> loss = bradley_terry_loss(torch.tensor([2.0]), torch.tensor([0.0]), torch.tensor([1.0]))
+    >>> round(loss.item(), 4)  # -log(sigmoid(2))
+    0.1269
+    >>> round(bradley_terry_loss(torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([0.5])).item(), 4)
+    0.6931
+    >>> bradley_terry_loss(torch.zeros(2), torch.zeros(2, 1), torch.ones(2))
+    Traceback (most recent call last):
+    ...
+    ValueError: reward_b has shape (2, 1) but reward_a has shape (2,): pass 1-D tensors of shape (B,)
+    """
+    check_pair_shapes(reward_a=reward_a, reward_b=reward_b, target_a=target_a, margin_a=margin_a)
+    logits = reward_a - reward_b  # (B,)
+    if margin_a is not None:
+        logits = logits - margin_a
+    return F.binary_cross_entropy_with_logits(logits, target_a.to(logits.dtype))
+
+
+def pairwise_accuracy(reward_a: torch.Tensor, reward_b: torch.Tensor, target_a: torch.Tensor) -> torch.Tensor:
+    """Fraction of pairs where the reward model prefers the labelled winner (a tie counts as wrong).
+
+    >>> pairwise_accuracy(torch.tensor([1.0, 0.0, 2.0]), torch.tensor([0.0, 1.0, 2.0]), torch.tensor([1.0, 1.0, 0.0]))
+    tensor(0.3333)
+    """
+    check_pair_shapes(reward_a=reward_a, reward_b=reward_b, target_a=target_a)
+    reward_chosen, reward_rejected = chosen_rejected(reward_a, reward_b, target_a)
+    return (reward_chosen > reward_rejected).float().mean()
+
+
+def mean_chosen_margin(reward_a: torch.Tensor, reward_b: torch.Tensor, target_a: torch.Tensor) -> torch.Tensor:
+    """Mean of r_chosen − r_rejected, the chosen response being A where target_a >= 0.5.
+
+    >>> mean_chosen_margin(torch.tensor([3.0, 0.0]), torch.tensor([1.0, 1.0]), torch.tensor([0.9, 0.2]))
+    tensor(1.5000)
+    """
+    check_pair_shapes(reward_a=reward_a, reward_b=reward_b, target_a=target_a)
+    reward_chosen, reward_rejected = chosen_rejected(reward_a, reward_b, target_a)
+    return (reward_chosen - reward_rejected).mean()
+
+
+def chosen_rejected(
+    reward_a: torch.Tensor, reward_b: torch.Tensor, target_a: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reorder (r_a, r_b) into (r_chosen, r_rejected) using the hard label of `target_a`.
+
+    >>> chosen_rejected(torch.tensor([3.0, 0.0]), torch.tensor([1.0, 1.0]), torch.tensor([1.0, 0.0]))
+    (tensor([3., 1.]), tensor([1., 0.]))
+    """
+    a_chosen = target_a >= 0.5
+    return torch.where(a_chosen, reward_a, reward_b), torch.where(a_chosen, reward_b, reward_a)

@@ -1,0 +1,220 @@
+"""The reward model: a scalar head on a causal-LM backbone, read at the last real token of a conversation.
+
+The backbone is `AutoModelForSequenceClassification(num_labels=1)`: the decoder plus a linear `score`
+head. transformers pools that head at the last token that differs from `pad_token_id`, which goes wrong
+when a chat template ends a turn with the pad token itself (SmolLM2 pads with `<|im_end|>`). Here the
+reward is read at the last position the attention mask keeps, so left and right padding agree and a
+reward never comes from padding.
+
+    model = load_reward_model("runs/rm")
+    rewards = model.score([[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from labeler.errors import InputError
+
+REWARD_CARD = "labeler-rm.json"
+"""File written next to a trained reward model: its training config, data runs and final metrics."""
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position of the last attended token of each row, for left or right padding: (B, T) -> (B,).
+
+    >>> last_token_index(torch.tensor([[1, 1, 0], [0, 1, 1], [1, 1, 1]]))
+    tensor([1, 2, 2])
+    """
+    positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)  # (T,)
+    return (positions * attention_mask.to(positions.dtype)).argmax(dim=-1)
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens only, so a left-padded row sees the same positions: (B, T).
+
+    >>> position_ids_from_mask(torch.tensor([[0, 0, 1, 1], [1, 1, 1, 0]]))
+    tensor([[0, 0, 0, 1],
+            [0, 1, 2, 2]])
+    """
+    return (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)
+
+
+def classifier_of(model: nn.Module) -> nn.Module:
+    """The transformers sequence-classification model inside `model` (a PEFT wrapper is looked through)."""
+    get_base_model = getattr(model, "get_base_model", None)
+    return get_base_model() if callable(get_base_model) else model
+
+
+class LastTokenReward(nn.Module):
+    """Wraps a causal-LM sequence classifier: (input_ids, attention_mask) of (B, T) -> rewards (B,).
+
+    A module of its own so that `accelerate` can wrap it (DDP) and gradients flow through one forward.
+    """
+
+    def __init__(self, classifier: nn.Module) -> None:
+        super().__init__()
+        if not hasattr(classifier, "score") or not hasattr(classifier, "base_model_prefix"):
+            raise TypeError(f"{type(classifier).__name__} is not a causal-LM sequence classifier with a `score` head")
+        self.classifier = classifier
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        backbone = getattr(self.classifier, self.classifier.base_model_prefix)
+        hidden = backbone(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids_from_mask(attention_mask),
+            use_cache=False,
+        ).last_hidden_state  # (B, T, C)
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        last = hidden[rows, last_token_index(attention_mask)]  # (B, C)
+        return self.classifier.score(last).squeeze(-1).float()  # (B,)
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' weight-loading progress bar and load report for the duration.
+
+    Loading a causal LM as a sequence classifier always reports the new `score` head as missing and
+    the unused `lm_head` as unexpected: both are what we ask for, and the report would read as an error.
+    """
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _check_model_folder(path: Path | str, *, what: str) -> None:
+    folder = Path(path)
+    if not folder.is_dir():
+        raise InputError(f"{what} folder not found", file=folder)
+    if not (folder / "config.json").is_file():
+        raise InputError(f"no config.json: not a Hugging Face model folder ({what})", file=folder)
+    if not any(folder.glob("*.safetensors")):
+        raise InputError(f"no .safetensors weights ({what}); labeler loads weights from safetensors only", file=folder)
+
+
+def load_tokenizer(path: Path | str) -> Any:
+    """The model folder's tokenizer, with a pad token (the EOS token when it has none) and a chat template."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.pad_token is None:
+        raise InputError("the tokenizer has neither a pad token nor an EOS token to pad with", file=path)
+    if not tokenizer.chat_template:
+        raise InputError("the tokenizer has no chat template; conversations cannot be rendered", file=path)
+    return tokenizer
+
+
+def load_classifier(path: Path | str, *, dtype: torch.dtype, pad_token_id: int, what: str) -> Any:
+    """`AutoModelForSequenceClassification` with one output, from safetensors only, no remote code."""
+    from transformers import AutoModelForSequenceClassification
+
+    _check_model_folder(path, what=what)
+    with quiet_transformers():
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path,
+            num_labels=1,
+            dtype=dtype,
+            use_safetensors=True,
+            trust_remote_code=False,
+        )
+    if not hasattr(model, "score"):
+        raise InputError(
+            f"{type(model).__name__} has no `score` head: the base model must be a causal LM", file=path
+        )
+    model.config.pad_token_id = pad_token_id  # transformers' own pooling needs it; so do saved copies
+    return model
+
+
+class RewardModel:
+    """A trained reward model ready to score conversations, in batches."""
+
+    def __init__(self, classifier: nn.Module, tokenizer: Any, *, max_length: int, batch_size: int = 16) -> None:
+        self.reward = LastTokenReward(classifier).eval()
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.batch_size = batch_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.reward.parameters()).device
+
+    @torch.no_grad()
+    def score(self, conversations: Sequence[Sequence[Mapping[str, str]]]) -> torch.Tensor:
+        """One reward per conversation (prompt messages then the assistant's response): float32 (N,) on `device`."""
+        from labeler.rm.data import encode_conversations
+
+        scores = []
+        for start in range(0, len(conversations), self.batch_size):
+            batch = encode_conversations(
+                self.tokenizer, conversations[start : start + self.batch_size], self.max_length
+            )
+            scores.append(
+                self.reward(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
+            )
+        if not scores:
+            return torch.zeros(0, device=self.device)
+        return torch.cat(scores)
+
+
+def _context_length(classifier: Any, tokenizer: Any) -> int:
+    """The longest input the model takes: its position limit, or the tokenizer's when smaller."""
+    limits = [getattr(classifier.config, "max_position_embeddings", None), tokenizer.model_max_length]
+    return min(int(limit) for limit in limits if limit)
+
+
+def read_reward_card(path: Path | str) -> dict[str, Any]:
+    """The `labeler-rm.json` of a model folder (empty when the folder was not written by labeler)."""
+    card = Path(path) / REWARD_CARD
+    if not card.is_file():
+        return {}
+    try:
+        data: dict[str, Any] = json.loads(card.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON: {exc.msg}", file=card, line=exc.lineno) from exc
+    return data
+
+
+def load_reward_model(
+    path: Path | str,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+    max_length: int | None = None,
+    batch_size: int = 16,
+) -> RewardModel:
+    """Load a reward model saved by `labeler train-rm` (or any causal-LM sequence classifier folder).
+
+    `max_length` defaults to the one the model was trained with; `device` to CUDA when available.
+    """
+    tokenizer = load_tokenizer(path)
+    classifier = load_classifier(path, dtype=dtype, pad_token_id=tokenizer.pad_token_id, what="reward model")
+    if classifier.config.num_labels != 1:
+        raise InputError(f"has num_labels={classifier.config.num_labels}; a reward model has 1", file=path)
+    card = read_reward_card(path)
+    trained_length = card.get("config", {}).get("max_length")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return RewardModel(
+        classifier.to(device),
+        tokenizer,
+        max_length=max_length or trained_length or _context_length(classifier, tokenizer),
+        batch_size=batch_size,
+    )

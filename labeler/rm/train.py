@@ -1,0 +1,418 @@
+"""Reward-model training: one loop, read top to bottom.
+
+    config = RMTrainConfig(data=[Path("data/runs/demo")], base_model="path/to/model", out=Path("rm"))
+    result = train_reward_model(config)
+
+Single process on CPU or one GPU; several GPUs with `accelerate launch -m labeler train-rm ...`.
+Each optimizer step runs one forward pass over the 2B conversations of B pairs (all the A sides, then
+all the B sides), reads one reward per conversation at its last real token, and takes the
+Bradley-Terry loss of r_a − r_b against the label (see `labeler.rm.losses`).
+
+Writes to `config.out`:
+- `metrics.jsonl`: one JSON object per logging step (split "train") and per evaluation (split "eval");
+- `checkpoint-<step>/` every `checkpoint_steps` (see `labeler.rm.checkpoint`);
+- the final model (`save_pretrained`, safetensors), its tokenizer, and `labeler-rm.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from labeler import __version__
+from labeler.errors import InputError
+from labeler.rm.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    read_checkpoint_config,
+    save_checkpoint,
+)
+from labeler.rm.config import RMTrainConfig
+from labeler.rm.data import (
+    LabelKind,
+    PairLabels,
+    PreferencePair,
+    PrincipleLabels,
+    collate_pairs,
+    epoch_batches,
+    load_preference_pairs,
+    split_train_eval,
+)
+from labeler.rm.losses import bradley_terry_loss, mean_chosen_margin, oriented_margin, pairwise_accuracy
+from labeler.rm.model import REWARD_CARD, LastTokenReward, load_classifier, load_tokenizer
+
+METRICS_FILE = "metrics.jsonl"
+LORA_TARGET_MODULES = ("q_proj", "v_proj")
+
+
+@dataclass(frozen=True)
+class RMTrainResult:
+    """What a finished training run produced."""
+
+    out: Path
+    steps: int
+    train_pairs: int
+    eval_pairs: int
+    train_metrics: dict[str, float]  # averages over the last logging window
+    eval_metrics: dict[str, float]  # final evaluation (empty without an eval split)
+    tokens: int  # non-padding tokens seen by the forward passes, all processes
+    train_seconds: float  # time in the loop (this process's share since start or resume)
+
+
+def learning_rate_at(step: int, *, peak: float, warmup_steps: int, total_steps: int, schedule: str) -> float:
+    """Learning rate of optimizer step `step` (from 0): linear warmup, then linear decay or constant.
+
+    A pure function of the step, so a resumed run needs no scheduler state.
+
+    >>> [round(learning_rate_at(s, peak=1.0, warmup_steps=2, total_steps=6, schedule="linear"), 2) for s in range(6)]
+    [0.5, 1.0, 1.0, 0.75, 0.5, 0.25]
+    >>> learning_rate_at(5, peak=1.0, warmup_steps=0, total_steps=6, schedule="constant")
+    1.0
+    """
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return peak
+    return peak * (total_steps - step) / max(1, total_steps - warmup_steps)
+
+
+def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
+    """Train a reward model on the preference split of `config.data`; save it to `config.out`."""
+    from accelerate import Accelerator
+
+    # ---- setup: processes, output folder, what to resume from ---------------------------------
+    accelerator = Accelerator(mixed_precision=config.mixed_precision)
+    out = config.out
+    resume_from = _resume_point(config)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+
+    # ---- data: read every run, hold out an eval split, choose how labels become targets ---------
+    label_kind = _label_kind(config)
+    why = {"p_a": f"--loss {config.loss}", "margin": "--margin", "principle_scores": "--principle-conditioned"}
+    pairs, runs = load_preference_pairs(
+        config.data, need_margin=config.margin, need_principle_scores=label_kind.needs_principle_scores, why=why
+    )
+    if isinstance(label_kind, PrincipleLabels):
+        pairs = _with_salmon_scores(pairs, label_kind, config)
+    train_rows, eval_rows = split_train_eval([p.id for p in pairs], config.eval_fraction, config.seed)
+    train_pairs = [pairs[i] for i in train_rows]
+    eval_pairs = [pairs[i] for i in eval_rows]
+    if len(train_pairs) < accelerator.num_processes:
+        raise InputError(
+            f"only {len(train_pairs)} training pairs for {accelerator.num_processes} processes", where="--data"
+        )
+    steps_per_epoch = len(
+        epoch_batches(
+            len(train_pairs), config.batch_size, seed=config.seed, epoch=0,
+            rank=accelerator.process_index, world_size=accelerator.num_processes,
+        )
+    )
+    total_steps = min(config.epochs * steps_per_epoch, config.max_steps or math.inf)
+    total_steps = int(total_steps)
+
+    # ---- model: causal LM + scalar head (seeded), optional LoRA, rewards read at the last token ---
+    torch.manual_seed(config.seed)  # the new `score` head is initialised from the global generator
+    tokenizer = load_tokenizer(config.base_model)
+    tokenizer.padding_side = "right"  # no fully masked rows (left padding makes some) in training
+    classifier = load_classifier(
+        config.base_model, dtype=torch.float32, pad_token_id=tokenizer.pad_token_id, what="base model"
+    )
+    peft_model = None
+    if config.lora:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=config.lora_rank,
+            lora_alpha=config.lora_alpha,
+            target_modules=list(LORA_TARGET_MODULES),
+            modules_to_save=["score"],  # the head is new: train all of it
+            lora_dropout=0.0,
+        )
+        peft_model = get_peft_model(classifier, lora)  # injects adapters into `classifier` in place
+    reward = LastTokenReward(classifier)
+    optimizer = torch.optim.AdamW(
+        [p for p in reward.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
+    )
+    reward, optimizer = accelerator.prepare(reward, optimizer)
+    reward.train()
+
+    # ---- resume: parameters, optimizer moments, RNG, step and unlogged metric sums ---------------
+    step, tokens = 0, 0
+    window = _MetricWindow()
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, module=accelerator.unwrap_model(reward), optimizer=optimizer.optimizer)
+        step, tokens = state["step"], state["tokens"]
+        window = _MetricWindow(**state["window"])
+        if accelerator.is_main_process:
+            _truncate_metrics(out / METRICS_FILE, step)
+        accelerator.print(f"resumed from {resume_from} at step {step}")
+    accelerator.wait_for_everyone()
+
+    # ---- training loop ---------------------------------------------------------------------------
+    progress = _progress(config, accelerator.is_main_process, total_steps, step)
+    started = time.monotonic()
+    window_started, window_tokens = started, 0
+    session_tokens = 0
+    epoch_cache: tuple[int, list[list[int]]] | None = None
+    last_train: dict[str, float] = {}
+    while step < total_steps:
+        epoch, index_in_epoch = divmod(step, steps_per_epoch)
+        if epoch_cache is None or epoch_cache[0] != epoch:
+            epoch_cache = (epoch, epoch_batches(
+                len(train_pairs), config.batch_size, seed=config.seed, epoch=epoch,
+                rank=accelerator.process_index, world_size=accelerator.num_processes,
+            ))
+        examples = [label_kind.example(train_pairs[i], epoch=epoch) for i in epoch_cache[1][index_in_epoch]]
+        batch = {k: v.to(accelerator.device) for k, v in collate_pairs(examples, tokenizer, config.max_length).items()}
+
+        lr = learning_rate_at(
+            step, peak=config.lr, warmup_steps=config.warmup_steps, total_steps=total_steps, schedule=config.lr_schedule
+        )
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+        # forward: one pass over the A sides then the B sides, split back into pairs
+        with accelerator.autocast():
+            rewards = reward(batch["input_ids"], batch["attention_mask"])  # (2B,)
+        reward_a, reward_b = rewards.chunk(2)  # (B,), (B,)
+        target_a = batch["target_a"]  # (B,)
+        margin_a = oriented_margin(batch["margin"], target_a) if config.margin else None
+        loss = bradley_terry_loss(reward_a, reward_b, target_a, margin_a)
+
+        # backward and update
+        accelerator.backward(loss)
+        if config.max_grad_norm is not None:
+            accelerator.clip_grad_norm_(reward.parameters(), config.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+
+        # metrics: averaged over processes, summed over the logging window
+        with torch.no_grad():
+            step_metrics = torch.stack([
+                loss.detach(),
+                pairwise_accuracy(reward_a, reward_b, target_a),
+                mean_chosen_margin(reward_a, reward_b, target_a),
+            ])
+            step_metrics = accelerator.reduce(step_metrics, reduction="mean")
+            step_tokens = int(accelerator.reduce(batch["attention_mask"].sum(), reduction="sum").item())
+        tokens += step_tokens
+        window_tokens += step_tokens
+        window.add(*step_metrics.tolist())
+        session_tokens += step_tokens
+        if progress is not None:
+            rate = session_tokens / max(time.monotonic() - started, 1e-9)
+            progress.update(progress.task_ids[0], advance=1, loss=f"{step_metrics[0].item():.4f}", rate=f"{rate:,.0f}")
+        if step % config.logging_steps == 0 or step == total_steps:
+            now = time.monotonic()
+            last_train = {
+                **window.averages(),
+                "lr": lr,
+                "tokens": tokens,
+                "tokens_per_s": window_tokens / max(now - window_started, 1e-9),
+            }
+            _write_metrics(accelerator, out, {"step": step, "epoch": step / steps_per_epoch, "split": "train", **last_train})
+            window, window_started, window_tokens = _MetricWindow(), now, 0
+        if config.eval_steps and step % config.eval_steps == 0 and step < total_steps and eval_pairs:
+            eval_metrics = evaluate(accelerator.unwrap_model(reward), eval_pairs, label_kind, tokenizer, config, accelerator.device)
+            _write_metrics(accelerator, out, {"step": step, "split": "eval", **eval_metrics})
+        if config.checkpoint_steps and step % config.checkpoint_steps == 0 and step < total_steps:
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                save_checkpoint(
+                    out, step,
+                    config_json=config.model_dump_json(indent=2),
+                    module=accelerator.unwrap_model(reward),
+                    optimizer=optimizer.optimizer,
+                    state={"tokens": tokens, "window": asdict(window)},
+                    keep=config.keep_checkpoints,
+                )
+    train_seconds = time.monotonic() - started
+    if progress is not None:
+        progress.stop()
+
+    # ---- final evaluation and save ------------------------------------------------------------
+    eval_metrics = {}
+    if eval_pairs:
+        eval_metrics = evaluate(accelerator.unwrap_model(reward), eval_pairs, label_kind, tokenizer, config, accelerator.device)
+        _write_metrics(accelerator, out, {"step": step, "split": "eval", **eval_metrics})
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        final = peft_model.merge_and_unload() if peft_model is not None else classifier
+        final.save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)
+        card = {
+            "format": 1,
+            "labeler_version": __version__,
+            "config": json.loads(config.model_dump_json()),
+            "runs": [asdict(run) for run in runs],
+            "steps": step,
+            "pairs": {"train": len(train_pairs), "eval": len(eval_pairs)},
+            "metrics": {"train": last_train, "eval": eval_metrics},
+            "reward": "score head at the last attended token of the chat-template rendering",
+        }
+        (out / REWARD_CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    accelerator.wait_for_everyone()
+    return RMTrainResult(
+        out=out,
+        steps=step,
+        train_pairs=len(train_pairs),
+        eval_pairs=len(eval_pairs),
+        train_metrics=last_train,
+        eval_metrics=eval_metrics,
+        tokens=tokens,
+        train_seconds=train_seconds,
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    reward: LastTokenReward,
+    pairs: Sequence[PreferencePair],
+    label_kind: LabelKind,
+    tokenizer: Any,
+    config: RMTrainConfig,
+    device: torch.device,
+) -> dict[str, float]:
+    """Loss, accuracy and mean chosen margin over `pairs`, weighted by pair (not by batch).
+
+    Takes the unwrapped module: every process evaluates all pairs, so no collective call can hang on
+    processes doing different numbers of forward passes. Principle draws use epoch 0, so every
+    evaluation of a run sees the same examples.
+    """
+    was_training = reward.training
+    reward.eval()
+    sums = {"loss": 0.0, "accuracy": 0.0, "margin": 0.0}
+    for start in range(0, len(pairs), config.batch_size):
+        examples = [label_kind.example(pair, epoch=0) for pair in pairs[start : start + config.batch_size]]
+        batch = {k: v.to(device) for k, v in collate_pairs(examples, tokenizer, config.max_length).items()}
+        reward_a, reward_b = reward(batch["input_ids"], batch["attention_mask"]).chunk(2)  # (B,), (B,)
+        target_a = batch["target_a"]
+        margin_a = oriented_margin(batch["margin"], target_a) if config.margin else None
+        n = len(examples)
+        sums["loss"] += bradley_terry_loss(reward_a, reward_b, target_a, margin_a).item() * n
+        sums["accuracy"] += pairwise_accuracy(reward_a, reward_b, target_a).item() * n
+        sums["margin"] += mean_chosen_margin(reward_a, reward_b, target_a).item() * n
+    reward.train(was_training)
+    return {name: total / len(pairs) for name, total in sums.items()} | {"pairs": len(pairs)}
+
+
+@dataclass
+class _MetricWindow:
+    """Sums of per-step metrics since the last log line (saved in checkpoints, so resuming loses none)."""
+
+    loss: float = 0.0
+    accuracy: float = 0.0
+    margin: float = 0.0
+    steps: int = 0
+
+    def add(self, loss: float, accuracy: float, margin: float) -> None:
+        self.loss += loss
+        self.accuracy += accuracy
+        self.margin += margin
+        self.steps += 1
+
+    def averages(self) -> dict[str, float]:
+        n = max(self.steps, 1)
+        return {"loss": self.loss / n, "accuracy": self.accuracy / n, "margin": self.margin / n}
+
+
+def _label_kind(config: RMTrainConfig) -> LabelKind:
+    if not config.principle_conditioned:
+        return PairLabels(hard=config.loss == "hard")
+    from labeler.constitution import load_constitution
+
+    assert config.constitution is not None  # checked by RMTrainConfig
+    principles = load_constitution(config.constitution).for_stage("salmon")
+    if not principles:
+        raise InputError(
+            "has no salmon principles (a principle needs a `definition`) for --principle-conditioned",
+            file=config.constitution,
+        )
+    return PrincipleLabels(
+        principles=principles,
+        count=config.principles_per_example,
+        negate_probability=config.negate_probability,
+        seed=config.seed,
+        hard=config.loss == "hard",
+    )
+
+
+def _with_salmon_scores(
+    pairs: list[PreferencePair], label_kind: PrincipleLabels, config: RMTrainConfig
+) -> list[PreferencePair]:
+    """Keep the pairs the judge scored under at least one of the constitution's salmon principles."""
+    usable = [pair for pair in pairs if label_kind.usable(pair)]
+    if not usable:
+        ids = ", ".join(sorted({p.id for p in label_kind.principles}))
+        raise InputError(
+            f"no pair has a principle_scores entry for the constitution's salmon principles ({ids})",
+            file=config.constitution,
+            where="--principle-conditioned",
+        )
+    return usable
+
+
+def _resume_point(config: RMTrainConfig) -> Path | None:
+    """The checkpoint to continue from (None: start afresh); refuses to mix runs in one folder."""
+    latest = latest_checkpoint(config.out)
+    if not config.resume:
+        if latest is not None or (config.out / METRICS_FILE).exists():
+            raise InputError(
+                "already holds a training run; pass --resume to continue it, or choose another --out",
+                file=config.out,
+            )
+        return None
+    if latest is None:
+        raise InputError("--resume: no checkpoint-<step> folder to resume from", file=config.out)
+    saved = RMTrainConfig.model_validate(read_checkpoint_config(latest)).math_fields()
+    current = config.math_fields()
+    differing = sorted(key for key in current if saved.get(key) != current.get(key))
+    if differing:
+        details = "; ".join(f"{key}: {saved.get(key)!r} then, {current.get(key)!r} now" for key in differing)
+        raise InputError(f"--resume with other settings than the checkpoint ({details})", file=latest / "config.json")
+    return latest
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines written after `step`: the resumed run writes them again."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
+def _write_metrics(accelerator: Any, out: Path, row: dict[str, Any]) -> None:
+    if accelerator.is_main_process:
+        with open(out / METRICS_FILE, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def _progress(config: RMTrainConfig, is_main: bool, total: int, done: int) -> Any:
+    """A rich progress bar (steps, loss, tokens/s, elapsed, ETA) on the main process, or None."""
+    if not (config.progress and is_main):
+        return None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    progress = Progress(
+        TextColumn("train-rm"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("{task.fields[rate]} tok/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    )
+    progress.add_task("train", total=total, completed=done, loss="-", rate="-")
+    progress.start()
+    return progress

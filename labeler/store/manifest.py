@@ -1,0 +1,150 @@
+"""`RUN/manifest.json`: what a run directory holds, split by split.
+
+```json
+{"format": 1, "labeler_version": "0.1.0", "created": "...Z", "updated": "...Z",
+ "splits": {"preferences": {"fingerprint": {...}, "status": "running",
+                            "shards": [{"file": "preferences/shard-00000.arrow", "rows": 512, "sha256": "..."}],
+                            "part": [0, 4], "stats": null}}}
+```
+
+A shard exists for readers only once it is listed here: the manifest is the commit record. It is
+rewritten atomically, under a lock, after every shard; `status` turns "complete" only when the
+stage says it has written every record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from labeler import __version__
+from labeler.errors import InputError
+from labeler.store.atomic import atomic_write_text, exclusive_lock
+
+MANIFEST_NAME = "manifest.json"
+LOCK_NAME = ".manifest.lock"
+MANIFEST_FORMAT = 1
+
+
+class ShardInfo(BaseModel):
+    """One committed shard: where it is, how many rows it holds, and its checksum."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    file: str = Field(description="Path relative to the run folder, e.g. preferences/shard-00000.arrow.")
+    rows: int = Field(ge=0, description="Number of records in the shard.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the shard file's bytes.")
+
+
+class SplitEntry(BaseModel):
+    """The state of one split of a run."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    fingerprint: dict[str, Any] = Field(description="What the records depend on; see labeler.store.fingerprint.")
+    status: Literal["running", "complete"] = Field(description="complete once every record is written.")
+    shards: tuple[ShardInfo, ...] = Field((), description="Committed shards, in the order they were written.")
+    part: tuple[int, int] | None = Field(
+        None, description="(index, count) when this run is one part of a job array, index from 0."
+    )
+    stats: dict[str, Any] | None = Field(None, description="Statistics the stage reported on completion.")
+
+    @field_validator("part")
+    @classmethod
+    def _part_in_range(cls, part: tuple[int, int] | None) -> tuple[int, int] | None:
+        if part is not None and not 0 <= part[0] < part[1]:
+            raise ValueError(f"part index {part[0]} is not in 0..{part[1] - 1}")
+        return part
+
+    @property
+    def rows(self) -> int:
+        return sum(shard.rows for shard in self.shards)
+
+
+class Manifest(BaseModel):
+    """The whole manifest of a run directory."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: int = Field(MANIFEST_FORMAT, description="Version of this file's layout.")
+    labeler_version: str = Field(description="labeler version that last wrote the manifest.")
+    created: str = Field(description="When the run directory was created (UTC, ISO 8601).")
+    updated: str = Field(description="When the manifest was last written (UTC, ISO 8601).")
+    splits: dict[str, SplitEntry] = Field(default_factory=dict, description="Each split by name.")
+
+    def with_split(self, name: str, entry: SplitEntry) -> Manifest:
+        """A copy with split `name` set to `entry`."""
+        return self.model_copy(update={"splits": {**self.splits, name: entry}})
+
+
+def utc_now() -> str:
+    """The current time as `2026-11-21T12:34:56Z`."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def new_manifest() -> Manifest:
+    now = utc_now()
+    return Manifest(labeler_version=__version__, created=now, updated=now)
+
+
+def manifest_path(run_dir: Path) -> Path:
+    return Path(run_dir) / MANIFEST_NAME
+
+
+def read_manifest(run_dir: Path) -> Manifest | None:
+    """The run's manifest, or None if the folder has none yet; `InputError` if it is unreadable."""
+    path = manifest_path(run_dir)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        return Manifest.model_validate(json.loads(text))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON: {exc.msg}", file=path, line=exc.lineno) from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise InputError(f"not a labeler manifest: {first['msg']}", file=path, where=where) from exc
+
+
+def load_manifest(run_dir: Path) -> Manifest:
+    """The run's manifest; `InputError` if the folder is not a labeler run."""
+    manifest = read_manifest(run_dir)
+    if manifest is None:
+        raise InputError(
+            f"no {MANIFEST_NAME}: not a labeler run directory (or its first shard was never written)",
+            file=run_dir,
+        )
+    return manifest
+
+
+def write_manifest(run_dir: Path, manifest: Manifest) -> Manifest:
+    """Write `manifest` atomically, stamping `updated` and the labeler version; returns what was written."""
+    stamped = manifest.model_copy(update={"updated": utc_now(), "labeler_version": __version__})
+    atomic_write_text(manifest_path(run_dir), stamped.model_dump_json(indent=2) + "\n")
+    return stamped
+
+
+def split_entry(manifest: Manifest, split: str, *, run_dir: Path) -> SplitEntry:
+    """The entry of `split`; `InputError` naming the splits the run has if it lacks this one."""
+    try:
+        return manifest.splits[split]
+    except KeyError:
+        have = ", ".join(sorted(manifest.splits)) or "none"
+        raise InputError(
+            f"the run has no {split!r} split (it has: {have})", file=manifest_path(run_dir)
+        ) from None
+
+
+@contextlib.contextmanager
+def manifest_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run's manifest lock: one read-modify-write of the manifest at a time."""
+    with exclusive_lock(Path(run_dir) / LOCK_NAME):
+        yield

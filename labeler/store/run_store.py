@@ -1,0 +1,284 @@
+"""Writing one split of a run directory: shard by shard, resumable after a crash, never mixing runs.
+
+    store = RunStore.open(run_dir, "preferences", fingerprint)
+    todo = [pair for pair in pairs if pair_id(pair) not in store.done_ids()]
+    for batch in batches(todo):
+        store.write_shard(judge(batch))        # one committed shard per call
+    store.mark_complete(stats)
+
+Commit protocol for a shard: write the bytes to a temporary name in the split folder, fsync, rename
+to the next free `shard-NNNNN.arrow`, then list it (rows, sha256) in `manifest.json`. A crash before
+the rename leaves a `.partial` file, deleted on the next open. A crash between the rename and the
+manifest write leaves an *orphan*: a complete shard the manifest does not list. The next open adopts
+it if it reads fully with the split's schema and holds only new ids, and deletes it otherwise, so
+every record ends up in the split exactly once either way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from labeler.errors import InputError
+from labeler.records import SPLITS, Record
+from labeler.store.atomic import TEMP_SUFFIX, atomic_write_bytes
+from labeler.store.fingerprint import fingerprint_diff, normalize_fingerprint, sha256_bytes
+from labeler.store.manifest import (
+    Manifest,
+    ShardInfo,
+    SplitEntry,
+    load_manifest,
+    manifest_lock,
+    manifest_path,
+    new_manifest,
+    read_manifest,
+    split_entry,
+    write_manifest,
+)
+from labeler.store.shards import decode_shard, encode_shard, ids_of, read_verified_shard, shard_name, shard_seq
+
+logger = logging.getLogger(__name__)
+
+
+class RunStore:
+    """The writer of one split of one run directory. Create it with `RunStore.open`."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        split: str,
+        fingerprint: dict[str, Any],
+        part: tuple[int, int] | None,
+        done: set[str],
+    ) -> None:
+        self.run_dir = run_dir
+        self.split = split
+        self.record_type: type[Record] = SPLITS[split]
+        self.fingerprint = fingerprint
+        self.part = part
+        self._done = done
+
+    @classmethod
+    def open(
+        cls,
+        run_dir: Path,
+        split: str,
+        fingerprint: dict[str, Any],
+        *,
+        overwrite: bool = False,
+        part: tuple[int, int] | None = None,
+    ) -> RunStore:
+        """Open `run_dir/split` for writing, creating the run if needed, resuming it if it exists.
+
+        An existing split with another fingerprint (or another part) is refused with an `InputError`
+        naming the differing keys, unless `overwrite`, which deletes its shards first. Committed shards
+        are verified (checksum, schema, rows); orphan shards from a crash are adopted or deleted.
+        """
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; known: {', '.join(sorted(SPLITS))}")
+        if part is not None:
+            _check_part(part)
+        fingerprint = normalize_fingerprint(fingerprint)
+        run_dir = Path(run_dir)
+        split_dir = run_dir / split
+        split_dir.mkdir(parents=True, exist_ok=True)
+        with manifest_lock(run_dir):
+            manifest = read_manifest(run_dir) or new_manifest()
+            entry = manifest.splits.get(split)
+            if entry is not None and overwrite:
+                _delete_split_files(split_dir)
+                entry = None
+            if entry is None:
+                _refuse_unlisted_shards(run_dir, split)
+                entry = SplitEntry(fingerprint=fingerprint, status="running", part=part)
+            else:
+                _refuse_other_run(run_dir, split, entry, fingerprint, part)
+            for temp in split_dir.glob(f"*{TEMP_SUFFIX}"):
+                # A write that never reached its rename: the records in it were never committed.
+                temp.unlink()
+            done = _verified_ids(run_dir, split, entry)
+            entry = _recover_orphans(run_dir, split, entry, done)
+            write_manifest(run_dir, manifest.with_split(split, entry))
+        return cls(run_dir, split, fingerprint, part, done)
+
+    @property
+    def split_dir(self) -> Path:
+        return self.run_dir / self.split
+
+    def done_ids(self) -> set[str]:
+        """Ids of every record already committed to this split (a copy: skip these when resuming)."""
+        return set(self._done)
+
+    @property
+    def is_complete(self) -> bool:
+        """Whether the manifest marks this split complete."""
+        return load_manifest(self.run_dir).splits[self.split].status == "complete"
+
+    def write_shard(self, records: Sequence[Record]) -> ShardInfo | None:
+        """Commit `records` as one new shard; returns its manifest entry (None if `records` is empty).
+
+        Every record must be of the split's record type and carry an id not yet written: an id
+        written twice would break "every record exactly once", so it is a `ValueError`.
+        Writing marks the split "running" until `mark_complete`.
+        """
+        if not records:
+            return None
+        wrong = sorted({type(r).__name__ for r in records if type(r) is not self.record_type})
+        if wrong:
+            raise TypeError(f"split {self.split!r} takes {self.record_type.__name__}, got {', '.join(wrong)}")
+        ids = [record.id for record in records]
+        repeated = sorted({i for i in ids if i in self._done} | _duplicates(ids))
+        if repeated:
+            raise ValueError(
+                f"{len(repeated)} record id(s) already written or repeated in this batch "
+                f"(first: {repeated[0]}); skip the ids in done_ids() and deduplicate inputs"
+            )
+        data = encode_shard(self.record_type.to_table(records))
+        with manifest_lock(self.run_dir):
+            manifest, entry = self._own_entry()
+            path = self.split_dir / shard_name(self._next_seq(entry), self.part)
+            atomic_write_bytes(path, data)
+            info = ShardInfo(file=_relative(self.run_dir, path), rows=len(records), sha256=sha256_bytes(data))
+            entry = entry.model_copy(update={"shards": (*entry.shards, info), "status": "running"})
+            write_manifest(self.run_dir, manifest.with_split(self.split, entry))
+        self._done.update(ids)
+        return info
+
+    def mark_complete(self, stats: dict[str, Any] | None = None) -> None:
+        """Mark the split complete (every record written), with optional JSON-able statistics."""
+        stats = json.loads(json.dumps(stats, allow_nan=False)) if stats is not None else None
+        with manifest_lock(self.run_dir):
+            manifest, entry = self._own_entry()
+            entry = entry.model_copy(update={"status": "complete", "stats": stats})
+            write_manifest(self.run_dir, manifest.with_split(self.split, entry))
+
+    def _own_entry(self) -> tuple[Manifest, SplitEntry]:
+        """The manifest re-read under the lock, and this split's entry, still this run's."""
+        manifest = load_manifest(self.run_dir)
+        entry = split_entry(manifest, self.split, run_dir=self.run_dir)
+        if entry.fingerprint != self.fingerprint or entry.part != self.part:
+            raise InputError(
+                f"split {self.split!r} was overwritten by another run while this one was writing it",
+                file=manifest_path(self.run_dir),
+                where=f"splits.{self.split}",
+            )
+        return manifest, entry
+
+    def _next_seq(self, entry: SplitEntry) -> int:
+        """One past the highest sequence number in use, on disk or in the manifest: never overwrite a file."""
+        names = [Path(shard.file).name for shard in entry.shards]
+        names += [path.name for path in self.split_dir.glob("shard-*.arrow")]
+        used = [seq for seq in map(shard_seq, names) if seq is not None]
+        return max(used, default=-1) + 1
+
+
+def _check_part(part: tuple[int, int]) -> None:
+    index, num = part
+    if not (num >= 1 and 0 <= index < num):
+        raise InputError(f"part {index} of {num} is not valid: need 0 <= index < count", where="part")
+
+
+def _relative(run_dir: Path, path: Path) -> str:
+    return path.relative_to(run_dir).as_posix()
+
+
+def _duplicates(ids: Sequence[str]) -> set[str]:
+    return {i for i, count in Counter(ids).items() if count > 1}
+
+
+def _delete_split_files(split_dir: Path) -> None:
+    for path in [*split_dir.glob("*.arrow"), *split_dir.glob(f"*{TEMP_SUFFIX}")]:
+        path.unlink()
+
+
+def _refuse_unlisted_shards(run_dir: Path, split: str) -> None:
+    """A split the manifest does not know must not already hold .arrow files of unknown origin."""
+    strays = sorted((run_dir / split).glob("*.arrow"))
+    if strays:
+        raise InputError(
+            f"{len(strays)} .arrow file(s) in {split}/ that {manifest_path(run_dir).name} does not list, "
+            "so their origin is unknown; pass --overwrite to delete them",
+            file=strays[0],
+        )
+
+
+def _refuse_other_run(
+    run_dir: Path, split: str, entry: SplitEntry, fingerprint: dict[str, Any], part: tuple[int, int] | None
+) -> None:
+    where = f"splits.{split}"
+    differing = fingerprint_diff(entry.fingerprint, fingerprint)
+    if differing:
+        raise InputError(
+            f"split {split!r} holds {entry.rows} records made with different settings "
+            f"(differing: {', '.join(differing)}); rerun with the same settings to resume, "
+            "use another output folder, or pass --overwrite to discard them",
+            file=manifest_path(run_dir),
+            where=where,
+        )
+    if entry.part != part:
+        raise InputError(
+            f"split {split!r} was written as {_describe_part(entry.part)}, not {_describe_part(part)}; "
+            "use one output folder per part, or pass --overwrite",
+            file=manifest_path(run_dir),
+            where=where,
+        )
+
+
+def _describe_part(part: tuple[int, int] | None) -> str:
+    return "a whole run" if part is None else f"part {part[0]} of {part[1]}"
+
+
+def _verified_ids(run_dir: Path, split: str, entry: SplitEntry) -> set[str]:
+    """Ids in the committed shards, after verifying each; `InputError` names a damaged shard."""
+    done: set[str] = set()
+    for shard in entry.shards:
+        try:
+            table = read_verified_shard(run_dir, shard, SPLITS[split])
+        except InputError as exc:
+            raise InputError(
+                f"{exc.message}. Delete its entry from manifest.json to redo its records, "
+                "or pass --overwrite to start the split again",
+                file=exc.file,
+            ) from exc
+        ids = ids_of(table)
+        repeated = done.intersection(ids) | _duplicates(ids)
+        if repeated:
+            raise InputError(f"repeats {len(repeated)} record id(s) of earlier shards", file=run_dir / shard.file)
+        done.update(ids)
+    return done
+
+
+def _recover_orphans(run_dir: Path, split: str, entry: SplitEntry, done: set[str]) -> SplitEntry:
+    """Adopt or delete shard files that a crash left renamed but not yet listed in the manifest."""
+    listed = {shard.file for shard in entry.shards}
+    for path in sorted((run_dir / split).glob("*.arrow")):
+        file = _relative(run_dir, path)
+        if file in listed:
+            continue
+        seq = shard_seq(path.name)
+        if seq is None or shard_name(seq, entry.part) != path.name:
+            raise InputError(
+                f"not a shard of this run ({_describe_part(entry.part)}); move it out of {split}/ "
+                "or pass --overwrite",
+                file=path,
+            )
+        data = path.read_bytes()
+        try:
+            ids = ids_of(decode_shard(data, file=path, record_type=SPLITS[split]))
+        except InputError as exc:
+            logger.warning("deleting unreadable uncommitted shard: %s", exc.render())
+            path.unlink()
+            continue
+        if done.intersection(ids) or _duplicates(ids):
+            logger.warning("deleting uncommitted shard %s: it repeats records already committed", path)
+            path.unlink()
+            continue
+        logger.info("adopting shard %s (%d records) written just before an interruption", path, len(ids))
+        info = ShardInfo(file=file, rows=len(ids), sha256=sha256_bytes(data))
+        entry = entry.model_copy(update={"shards": (*entry.shards, info), "status": "running"})
+        done.update(ids)
+    return entry

@@ -1,0 +1,50 @@
+"""Shared fixtures: one prepared model and one engine of each kind per test session.
+
+The vLLM engine takes about 40 s to start on CPU, so it is started at most once per session and only
+when a test asks for it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def embedded_model() -> Path:
+    """The embedded SmolLM2-135M-Instruct as a Hugging Face folder (converted once, then reused)."""
+    from labeler.model_prep import prepare_default_model
+
+    return prepare_default_model()
+
+
+@pytest.fixture(scope="session")
+def hf_engine(embedded_model: Path) -> Iterator[object]:
+    """transformers engine on the embedded model, fp32 (the reference in parity tests)."""
+    from labeler.engine import load_engine
+
+    with load_engine("hf", embedded_model, dtype="float32") as engine:
+        yield engine
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(embedded_model: Path) -> Iterator[object]:
+    """vLLM CPU engine on the embedded model, fp32, started once per session."""
+    pytest.importorskip("vllm", reason="vLLM is not installed (pip install .[cpu])")
+    from labeler.engine import load_engine
+
+    with load_engine("vllm", embedded_model, dtype="float32") as engine:
+        yield engine
