@@ -110,7 +110,11 @@ def progress_bar(
     )
     with Progress(*columns, console=Console(file=stream)) as progress:
         task = progress.add_task(description, total=total, completed=completed)
-        yield lambda k=1: progress.advance(task, k)
+
+        def advance(k: int = 1) -> None:
+            progress.advance(task, k)
+
+        yield advance
 
 
 @contextlib.contextmanager

@@ -50,6 +50,7 @@ VARIABLES: dict[str, dict[str, object]] = {
     "judge": {**_PAIR, "question": "Which response is more helpful?"},
     "judge_cot": {**_PAIR, "question": "Which response is more helpful?"},
     "judge_cot_answer": {"rationale": "Response A answers the question."},
+    "judge_answer": {},
     "salmon": {**_PAIR, "dimension": "Helpful", "definition": "The response answers the question."},
 }
 
@@ -187,6 +188,10 @@ class Templates:
     def judge_cot_answer(self, rationale: str) -> str:
         """The assistant prefix after a rationale; the choice is scored as the token right after it."""
         return self._render("judge_cot_answer", {"rationale": rationale})
+
+    def judge_answer(self) -> str:
+        """The assistant prefix of judge and SALMON answers; the choice is scored right after it."""
+        return self._render("judge_answer", {})
 
     def salmon(
         self,

@@ -100,7 +100,7 @@ def test_texts_are_stripped(tmp_path: Path) -> None:
 
 def test_models_validate_when_built_in_python() -> None:
     with pytest.raises(ValidationError, match="duplicate principle id 'a'"):
-        Constitution(name="x", principles=[Principle(id="a", judge="Q?"), Principle(id="a", judge="R?")])
+        Constitution(name="x", principles=(Principle(id="a", judge="Q?"), Principle(id="a", judge="R?")))
     with pytest.raises(ValidationError, match="critique without revision"):
         Principle(id="a", critique="Find harm.")
     with pytest.raises(ValidationError, match="at least one of"):

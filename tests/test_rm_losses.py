@@ -234,19 +234,26 @@ def test_pair_labels_soft_and_hard() -> None:
 
 
 def test_split_is_seeded_disjoint_and_keeps_duplicates_together() -> None:
-    ids = [f"id{i}" for i in range(200)] + ["id5", "id7"]
+    ids = [f"id{i}" for i in range(400)] + ["id5", "id7"]
     train_rows, eval_rows = split_train_eval(ids, 0.1, seed=1)
     assert sorted(train_rows + eval_rows) == list(range(len(ids)))
-    assert 18 <= len(eval_rows) <= 24
+    assert 20 <= len(eval_rows) <= 60
     assert split_train_eval(ids, 0.1, seed=1) == (train_rows, eval_rows)
     assert split_train_eval(ids, 0.1, seed=2) != (train_rows, eval_rows)
     eval_ids = {ids[i] for i in eval_rows}
     assert eval_ids.isdisjoint(ids[i] for i in train_rows)
     # adding rows never moves an existing id across the split
-    bigger_train, bigger_eval = split_train_eval(ids + [f"new{i}" for i in range(50)], 0.1, seed=1)
-    assert {ids[i] for i in train_rows} - {(ids + [f"new{i}" for i in range(50)])[i] for i in bigger_train} <= eval_ids | {
-        (ids + [f"new{i}" for i in range(50)])[i] for i in bigger_eval
-    }
+    more = ids + [f"new{i}" for i in range(100)]
+    _, more_eval = split_train_eval(more, 0.1, seed=1)
+    assert {more[i] for i in more_eval} & set(ids) == eval_ids
+
+
+def test_split_keeps_both_sides_on_tiny_data() -> None:
+    for n in range(2, 6):
+        train_rows, eval_rows = split_train_eval([f"id{i}" for i in range(n)], 0.01, seed=0)
+        assert train_rows and eval_rows
+        train_rows, eval_rows = split_train_eval([f"id{i}" for i in range(n)], 0.99, seed=0)
+        assert train_rows and eval_rows
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3])

@@ -347,6 +347,16 @@ def test_a_foreign_arrow_file_in_a_split_is_refused(tmp_path: Path) -> None:
         RunStore.open(run, "preferences", fingerprint())
     assert str(foreign) in info.value.render()
 
+    unlisted = tmp_path / "unlisted"
+    (unlisted / "sft").mkdir(parents=True)
+    stray = unlisted / "sft" / "shard-00000.arrow"
+    stray.write_bytes(b"from some other tool")
+    with pytest.raises(InputError, match="does not list") as info:
+        RunStore.open(unlisted, "sft", fingerprint())
+    assert str(stray) in info.value.render()
+    assert RunStore.open(unlisted, "sft", fingerprint(), overwrite=True).done_ids() == set()
+    assert not stray.exists()
+
 
 # --- datasets ---------------------------------------------------------------------------------
 

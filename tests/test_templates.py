@@ -113,7 +113,8 @@ def test_shipped_principles_render(templates: Templates) -> None:
         constitution = load_constitution(REPO / "constitutions" / f"{name}.yaml")
         for principle in constitution.principles:
             assert templates.critique(principle) == principle.critique
-            assert principle.judge in templates.judge(CONVERSATION, "a", "b", principle.judge or "")
+            assert principle.judge is not None
+            assert principle.judge in templates.judge(CONVERSATION, "a", "b", principle.judge)
 
 
 def test_sha256_per_template(templates: Templates) -> None:
@@ -249,6 +250,7 @@ def test_judge_prompts_through_the_chat_template(embedded_model: Path, templates
         tokenize=False,
         continue_final_message=True,
     )
+    assert isinstance(text, str)
     assert text.endswith("<|im_start|>assistant\n" + prefix)
     ids = tokenizer(text + "A")["input_ids"]
     assert ids[-1] == tokenizer.convert_tokens_to_ids("A")

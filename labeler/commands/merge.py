@@ -21,7 +21,9 @@ def merge(
             show_default=False,
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", metavar="RUN", help="New folder for the merged run.", show_default=False)],
+    out: Annotated[
+        Path, typer.Option("--out", metavar="RUN", help="New folder for the merged run.", show_default=False)
+    ],
 ) -> None:
     """Merge the parts of a job array into one run: checks that they share one fingerprint, cover every
     part once, pass their checksums and never repeat a record; then writes one manifest and the card."""

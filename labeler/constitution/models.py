@@ -99,13 +99,22 @@ class Principle(BaseModel):
     )
     critique: Text | None = Field(default=None, description="Critique request (revise stage).")
     revision: Text | None = Field(default=None, description="Revision request (revise stage).")
-    judge: Text | None = Field(default=None, description="Multiple-choice question answered with A or B (judge stage)."
+    judge: Text | None = Field(
+        default=None, description="Multiple-choice question answered with A or B (judge stage)."
     )
-    dimension: Text | None = Field(default=None, description="Short name of the quality, e.g. 'Harmless' (salmon stage; defaults to the id)."
+    dimension: Text | None = Field(
+        default=None,
+        description="Short name of the quality, e.g. 'Harmless' (salmon stage; defaults to the id).",
     )
     definition: Text | None = Field(default=None, description="What 'more <dimension>' means (salmon stage).")
-    negative_definition: Text | None = Field(default=None, description="The principle negated (salmon stage).")
-    weight: Annotated[float, Strict()] = Field(default=1.0, gt=0.0, allow_inf_nan=False, description="Relative weight when principle scores are combined."
+    negative_definition: Text | None = Field(
+        default=None, description="The principle negated (salmon stage)."
+    )
+    weight: Annotated[float, Strict()] = Field(
+        default=1.0,
+        gt=0.0,
+        allow_inf_nan=False,
+        description="Relative weight when principle scores are combined.",
     )
 
     @model_validator(mode="after")
@@ -149,11 +158,13 @@ class Constitution(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: Text = Field(description="Short name, e.g. 'harmless'.")
-    version: Annotated[str, Strict(), BeforeValidator(_version_text), AfterValidator(_clean_text)] = Field(default="1", description="Version of this constitution's text (recorded in run manifests)."
+    version: Annotated[str, Strict(), BeforeValidator(_version_text), AfterValidator(_clean_text)] = Field(
+        default="1", description="Version of this constitution's text (recorded in run manifests)."
     )
     description: Annotated[str, Strict()] = Field(default="", description="One line saying what it is for.")
     principles: tuple[Principle, ...] = Field(min_length=1, description="The principles, in order.")
-    few_shot: tuple[FewShotConversation, ...] = Field(default=(), description="Demonstration conversations shown before the real one (revise stage)."
+    few_shot: tuple[FewShotConversation, ...] = Field(
+        default=(), description="Demonstration conversations shown before the real one (revise stage)."
     )
 
     @model_validator(mode="after")
@@ -172,10 +183,10 @@ class Constitution(BaseModel):
     def for_stage(self, stage: Stage) -> tuple[Principle, ...]:
         """The principles `stage` can use, in order; for `salmon`, `dimension` defaults to the id.
 
-        >>> c = Constitution(name="c", principles=[
+        >>> c = Constitution(name="c", principles=(
         ...     Principle(id="kind", judge="Which response is kinder?"),
         ...     Principle(id="honest", definition="The response states only what it believes true."),
-        ... ])
+        ... ))
         >>> [p.id for p in c.for_stage("judge")], [p.dimension for p in c.for_stage("salmon")]
         (['kind'], ['honest'])
         """

@@ -164,7 +164,7 @@ def train_ppo(config: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
                     with torch.no_grad():
                         approx_kl = ppo.masked_mean(0.5 * (new_logprobs - logprobs[mb]) ** 2, mb_mask)
                     for key, value in zip(stats, (pg_loss, vf_loss, clip_frac, vclip_frac, approx_kl)):
-                        stats[key].append(float(value))
+                        stats[key].append(float(value.detach()))
 
             # --- 6. Metrics, progress, checkpoint
             row = {

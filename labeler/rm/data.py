@@ -242,32 +242,32 @@ def _fingerprint(run: Path) -> str:
 
 
 def split_train_eval(ids: Sequence[str], eval_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Positions of the training and evaluation rows: a seeded fraction held out, decided by id.
+    """Positions of the training and evaluation rows: a seeded fraction held out, decided by id alone.
 
-    Rows are ranked by sha256(seed, id), so a pair that appears in two runs lands on the same side
-    and adding runs never moves an old pair across. At least one row stays on each side when the
-    fraction is positive and there are two rows or more.
+    A row is held out when sha256(seed, id), read as a number in [0, 1), falls below `eval_fraction`,
+    so a pair that appears in two runs lands on the same side, and adding runs never moves an old pair
+    across. When that leaves a side empty (tiny data), the row nearest the threshold moves over, so
+    both sides have a row once there are two rows or more and the fraction is positive.
 
-    >>> split_train_eval(["a", "b", "c", "d"], 0.25, seed=0)
-    ([0, 1, 2], [3])
+    >>> split_train_eval(["a", "b", "c", "d", "e", "f"], 0.3, seed=0)
+    ([0, 1, 2, 3, 4], [5])
     >>> split_train_eval(["a", "b"], 0.0, seed=0)
     ([0, 1], [])
     """
-    if not ids:
-        return [], []
-    if eval_fraction <= 0.0 or len(ids) < 2:
+    if eval_fraction <= 0.0 or len(set(ids)) < 2:
         return list(range(len(ids))), []
-    n_eval = min(max(1, round(eval_fraction * len(ids))), len(ids) - 1)
 
-    def rank(i: int) -> str:
-        return hashlib.sha256(f"{seed}:{ids[i]}".encode()).hexdigest()
+    def position(pair_id: str) -> float:
+        return int(hashlib.sha256(f"{seed}:{pair_id}".encode()).hexdigest()[:15], 16) / 16**15
 
-    order = sorted(range(len(ids)), key=rank)
-    held_out = set(order[:n_eval])
-    # A duplicated id must not straddle the split: hold out every copy of a held-out id.
-    held_ids = {ids[i] for i in held_out}
-    eval_rows = [i for i in range(len(ids)) if ids[i] in held_ids]
-    train_rows = [i for i in range(len(ids)) if ids[i] not in held_ids]
+    unique = sorted(set(ids), key=position)
+    held_ids = {pair_id for pair_id in unique if position(pair_id) < eval_fraction}
+    if not held_ids:
+        held_ids = {unique[0]}
+    if len(held_ids) == len(unique):
+        held_ids.discard(unique[-1])
+    eval_rows = [i for i, pair_id in enumerate(ids) if pair_id in held_ids]
+    train_rows = [i for i, pair_id in enumerate(ids) if pair_id not in held_ids]
     return train_rows, eval_rows
 
 

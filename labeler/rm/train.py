@@ -137,9 +137,12 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
             lora_dropout=0.0,
         )
         peft_model = get_peft_model(classifier, lora)  # injects adapters into `classifier` in place
-    reward = LastTokenReward(classifier)
+    reward = LastTokenReward(classifier).to(accelerator.device)
     optimizer = torch.optim.AdamW(
-        [p for p in reward.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay
+        [p for p in reward.parameters() if p.requires_grad],
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        fused=accelerator.device.type in ("cpu", "cuda"),  # one kernel per step instead of one per tensor
     )
     reward, optimizer = accelerator.prepare(reward, optimizer)
     reward.train()

@@ -49,11 +49,11 @@ class SplitEntry(BaseModel):
 
     fingerprint: dict[str, Any] = Field(description="What the records depend on; see labeler.store.fingerprint.")
     status: Literal["running", "complete"] = Field(description="complete once every record is written.")
-    shards: tuple[ShardInfo, ...] = Field((), description="Committed shards, in the order they were written.")
+    shards: tuple[ShardInfo, ...] = Field(default=(), description="Committed shards, in the order they were written.")
     part: tuple[int, int] | None = Field(
-        None, description="(index, count) when this run is one part of a job array, index from 0."
+        default=None, description="(index, count) when this run is one part of a job array, index from 0."
     )
-    stats: dict[str, Any] | None = Field(None, description="Statistics the stage reported on completion.")
+    stats: dict[str, Any] | None = Field(default=None, description="Statistics the stage reported on completion.")
 
     @field_validator("part")
     @classmethod
@@ -72,7 +72,7 @@ class Manifest(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    format: int = Field(MANIFEST_FORMAT, description="Version of this file's layout.")
+    format: int = Field(default=MANIFEST_FORMAT, description="Version of this file's layout.")
     labeler_version: str = Field(description="labeler version that last wrote the manifest.")
     created: str = Field(description="When the run directory was created (UTC, ISO 8601).")
     updated: str = Field(description="When the manifest was last written (UTC, ISO 8601).")

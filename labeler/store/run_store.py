@@ -87,9 +87,10 @@ class RunStore:
         split_dir = run_dir / split
         split_dir.mkdir(parents=True, exist_ok=True)
         with manifest_lock(run_dir):
-            manifest = read_manifest(run_dir) or new_manifest()
+            existing = read_manifest(run_dir)
+            manifest = existing or new_manifest()
             entry = manifest.splits.get(split)
-            if entry is not None and overwrite:
+            if overwrite:
                 _delete_split_files(split_dir)
                 entry = None
             if entry is None:
@@ -102,7 +103,8 @@ class RunStore:
                 temp.unlink()
             done = _verified_ids(run_dir, split, entry)
             entry = _recover_orphans(run_dir, split, entry, done)
-            write_manifest(run_dir, manifest.with_split(split, entry))
+            if existing is None or existing.splits.get(split) != entry:
+                write_manifest(run_dir, manifest.with_split(split, entry))
         return cls(run_dir, split, fingerprint, part, done)
 
     @property

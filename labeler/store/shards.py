@@ -56,7 +56,9 @@ def decode_shard(data: bytes, *, file: Path, record_type: type[Record]) -> pa.Ta
     try:
         table = pa.ipc.open_stream(pa.py_buffer(data)).read_all()
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
-        raise InputError(f"not a readable Arrow IPC stream ({exc}); the file is truncated or damaged", file=file) from exc
+        raise InputError(
+            f"not a readable Arrow IPC stream ({exc}); the file is truncated or damaged", file=file
+        ) from exc
     expected = record_type.arrow_schema()
     if not table.schema.equals(expected):
         raise InputError(

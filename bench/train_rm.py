@@ -1,0 +1,143 @@
+"""Training throughput of labeler's reward-model trainer against TRL's `RewardTrainer`.
+
+Same model (the embedded SmolLM2-135M-Instruct, float32), same pairs (a synthetic preference run,
+rendered by both through the chat template), same batch size, learning rate, steps and threads; no
+gradient checkpointing, no mixed precision, no checkpoints, no evaluation for either. Throughput is
+non-padding tokens through the forward pass per second of the training loop (model loading and TRL's
+up-front tokenisation are left out). Rounds alternate the two trainers, so machine noise hits both.
+
+    .venv/bin/python bench/train_rm.py --steps 24 --batch-size 4 --rounds 2
+
+Prints each round and the ratio of median throughputs (labeler / TRL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+WORDS = "apple river stone cloud green quick lamp seven paper music bright slow".split()
+
+
+def write_synthetic_run(folder: Path, pairs: int, seed: int) -> Path:
+    """A finished preference run of separable pairs (the response ending in "good" wins)."""
+    from labeler.records import PreferenceRecord, record_id
+    from labeler.store import RunStore
+
+    rng = random.Random(seed)
+    records = []
+    for i in range(pairs):
+        prompt = f"Question {i}: " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 10)))
+        filler = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 14)))
+        good, bad = f"{filler} good", f"{filler} bad"
+        a_good = rng.random() < 0.5
+        a, b = (good, bad) if a_good else (bad, good)
+        p_a = 0.9 if a_good else 0.1
+        records.append(
+            PreferenceRecord(
+                id=record_id(prompt, a, b), prompt=prompt, prompt_messages=[{"role": "user", "content": prompt}],
+                response_a=a, response_b=b, chosen=good, rejected=bad, p_a=p_a, p_a_ab=p_a, p_a_ba=p_a,
+                mass_ab=1.0, mass_ba=1.0, logprobs_ab=(-0.1, -2.3), logprobs_ba=(-0.1, -2.3), consistent=True,
+                principle_ids=(), principle_scores=(), margin=0.4, judge_model="synthetic", source="synthetic",
+                flags=(),
+            )
+        )
+    store = RunStore.open(folder, "preferences", {"bench": pairs, "seed": seed})
+    store.write_shard(records)
+    store.mark_complete()
+    return folder
+
+
+def run_labeler(run: Path, model: Path, out: Path, args: argparse.Namespace) -> tuple[int, float]:
+    from labeler.rm.config import RMTrainConfig
+    from labeler.rm.train import train_reward_model
+
+    config = RMTrainConfig(
+        data=(run,), base_model=str(model), out=out, loss="hard", batch_size=args.batch_size,
+        max_steps=args.steps, epochs=100, lr=1e-5, max_length=args.max_length, eval_fraction=0.0,
+        logging_steps=args.steps, progress=False, seed=0,
+    )
+    result = train_reward_model(config)
+    return result.tokens, result.train_seconds
+
+
+def run_trl(run: Path, model: Path, out: Path, args: argparse.Namespace) -> tuple[int, float]:
+    from datasets import Dataset
+    from trl import RewardConfig, RewardTrainer
+
+    from labeler.store import read_split
+
+    table = read_split(run, "preferences")
+    # TRL's conversational form: the prompt as messages, each response as an assistant turn, so both
+    # trainers render exactly the same chat-template text.
+    dataset = Dataset.from_dict(
+        {
+            "prompt": table.column("prompt_messages").to_pylist(),
+            "chosen": [[{"role": "assistant", "content": c}] for c in table.column("chosen").to_pylist()],
+            "rejected": [[{"role": "assistant", "content": r}] for r in table.column("rejected").to_pylist()],
+        }
+    )
+    config = RewardConfig(
+        output_dir=str(out), per_device_train_batch_size=args.batch_size, max_steps=args.steps,
+        learning_rate=1e-5, max_length=args.max_length, bf16=False, gradient_checkpointing=False,
+        save_strategy="no", eval_strategy="no", logging_steps=args.steps, report_to=[], disable_tqdm=True,
+        dataloader_num_workers=0, seed=0,
+    )
+    trainer = RewardTrainer(model=str(model), args=config, train_dataset=dataset)
+    started = time.monotonic()
+    trainer.train()
+    seconds = time.monotonic() - started
+    return int(trainer._total_train_tokens), seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=24, help="Optimizer steps per trainer and round.")
+    parser.add_argument("--batch-size", type=int, default=4, help="Pairs per step.")
+    parser.add_argument("--max-length", type=int, default=128, help="Token limit (the synthetic pairs fit in it).")
+    parser.add_argument("--pairs", type=int, default=256, help="Pairs in the synthetic run.")
+    parser.add_argument("--rounds", type=int, default=1, help="Alternating rounds of both trainers.")
+    parser.add_argument("--model", type=Path, default=None, help="Base model folder (default: the embedded model).")
+    args = parser.parse_args()
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+    import transformers
+
+    import trl
+    from labeler.model_prep import prepare_default_model
+
+    transformers.logging.set_verbosity_error()
+    model = args.model or prepare_default_model()
+    print(
+        f"model {model}\ntorch {torch.__version__} ({torch.get_num_threads()} threads), transformers "
+        f"{transformers.__version__}, trl {trl.__version__}\n{args.steps} steps x {args.batch_size} pairs, "
+        f"max_length {args.max_length}, float32, no gradient checkpointing",
+        flush=True,
+    )
+    rates: dict[str, list[float]] = {"labeler": [], "trl": []}
+    with tempfile.TemporaryDirectory(prefix="bench-train-rm-") as tmp:
+        run = write_synthetic_run(Path(tmp) / "run", args.pairs, seed=0)
+        for round_index in range(args.rounds):
+            order = [("labeler", run_labeler), ("trl", run_trl)]
+            if round_index % 2:
+                order.reverse()
+            for name, trainer in order:
+                tokens, seconds = trainer(run, model, Path(tmp) / f"{name}-{round_index}", args)
+                rates[name].append(tokens / seconds)
+                print(f"round {round_index} {name:8s} {tokens:7d} tokens {seconds:7.1f} s {tokens / seconds:8.1f} tokens/s",
+                      flush=True)
+    ours, theirs = statistics.median(rates["labeler"]), statistics.median(rates["trl"])
+    print(f"labeler {ours:.1f} tokens/s, TRL RewardTrainer {theirs:.1f} tokens/s: ratio {ours / theirs:.2f}x")
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

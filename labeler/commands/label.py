@@ -1,0 +1,79 @@
+"""`labeler label`: judge response pairs A/B in both orders → preference dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from labeler.cli import app
+from labeler.cli_options import DtypeOpt, EngineOpt, LimitOpt, QuietOpt, SeedOpt
+
+
+@app.command("label")
+def label_command(
+    constitution: Annotated[Path, typer.Option("--constitution", help="Constitution file (YAML/JSON).")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder (the preference split goes to OUT/preferences).")],
+    prompts: Annotated[Path | None, typer.Option(help="Prompts: two policy samples per prompt form a pair.")] = None,
+    pairs: Annotated[Path | None, typer.Option(help="File of prompt, response_a, response_b.")] = None,
+    pairs_from: Annotated[Path | None, typer.Option(help="A revise run: initial response vs final revision.")] = None,
+    judge_model: Annotated[str, typer.Option(help="Judge model folder, or 'default' (embedded model).")] = "default",
+    policy_model: Annotated[
+        str | None, typer.Option(help="Policy model for --prompts (default: the judge model).")
+    ] = None,
+    engine: EngineOpt = "vllm",
+    dtype: DtypeOpt = "bfloat16",
+    principles: Annotated[str, typer.Option(help="'sample:K' principles per pair (seeded) or 'all'.")] = "sample:1",
+    cot: Annotated[bool, typer.Option(help="Generate a rationale before the choice.")] = False,
+    cot_max_tokens: Annotated[int, typer.Option(help="Longest rationale in tokens.")] = 128,
+    cot_clamp: Annotated[
+        str | None, typer.Option(help="Clamp CoT soft labels to LOW,HIGH (e.g. 0.4,0.6).")
+    ] = None,
+    salmon: Annotated[bool, typer.Option(help="Score every principle's definition (SALMON principle_scores).")] = False,
+    low_mass: Annotated[float, typer.Option(help="Flag pairs whose choice-token mass is below this.")] = 0.5,
+    max_tokens: Annotated[int, typer.Option(help="--prompts: most tokens per policy sample.")] = 160,
+    seed: SeedOpt = 0,
+    limit: LimitOpt = None,
+    batch_size: Annotated[int, typer.Option(help="Pairs per engine call and per shard.")] = 64,
+    templates: Annotated[Path | None, typer.Option(help="Folder of templates overriding the shipped ones.")] = None,
+    shard_index: Annotated[int | None, typer.Option(help="Job arrays: this task's index.")] = None,
+    num_shards: Annotated[int | None, typer.Option(help="Job arrays: number of tasks.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a run made with another configuration.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Judge pairs in both orders; write soft labels, per-principle scores and flags."""
+    from labeler.engine import EngineConfig, GenerationParams
+    from labeler.errors import InputError
+    from labeler.stages.common import WorkSelection
+    from labeler.stages.judge import JudgeOptions
+    from labeler.stages.label import LabelConfig, label
+
+    clamp = None
+    if cot_clamp is not None:
+        try:
+            low, high = (float(x) for x in cot_clamp.split(","))
+        except ValueError:
+            raise InputError(f"expected LOW,HIGH such as 0.4,0.6, got {cot_clamp!r}", where="--cot-clamp") from None
+        clamp = (low, high)
+    judge = EngineConfig(name=engine, model=judge_model, dtype=dtype)  # type: ignore[arg-type]
+    config = LabelConfig(
+        constitution=constitution,
+        out=out,
+        prompts=prompts,
+        pairs=pairs,
+        pairs_from=pairs_from,
+        judge=judge,
+        policy=None if policy_model is None else judge.model_copy(update={"model": policy_model}),
+        pair_sampling=GenerationParams(n=2, temperature=1.0, top_p=0.95, max_tokens=max_tokens),
+        options=JudgeOptions(principles=principles, cot=cot, cot_max_tokens=cot_max_tokens, cot_clamp=clamp,
+                             salmon=salmon, low_mass=low_mass, seed=seed),
+        templates=templates,
+        work=WorkSelection(limit=limit, shard_index=shard_index, num_shards=num_shards, batch_size=batch_size,
+                           overwrite=overwrite, quiet=quiet),
+    )
+    result = label(config)
+    typer.echo(
+        f"wrote {result.written} pairs ({result.already_done} already done, "
+        f"{result.counts.identical_dropped} identical pairs dropped) to {result.out / 'preferences'}"
+    )

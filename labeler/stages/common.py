@@ -1,0 +1,76 @@
+"""What every stage shares: options that select work, engine reuse, and run bookkeeping."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from labeler.engine import Engine, EngineConfig, open_engine
+
+# Config keys that never change the records a stage writes: where they go, how they are batched,
+# how chatty the run is, and which slice of a job array this process takes (the store records that).
+NOT_FINGERPRINTED = frozenset(
+    {"out", "overwrite", "quiet", "batch_size", "limit", "shard_index", "num_shards", "ray", "engine_options"}
+)
+
+
+class WorkSelection(BaseModel):
+    """Which part of the input a process takes, and how it reports."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    limit: int | None = Field(None, ge=1, description="Use only the first N input rows.")
+    shard_index: int | None = Field(None, ge=0, description="Job arrays: this task's index (0-based).")
+    num_shards: int | None = Field(None, ge=1, description="Job arrays: number of tasks.")
+    batch_size: int = Field(64, ge=1, description="Records per engine call and per shard.")
+    overwrite: bool = Field(False, description="Replace an existing run with another configuration.")
+    quiet: bool = Field(False, description="Plain log lines instead of progress bars.")
+
+    @model_validator(mode="after")
+    def _part_is_complete(self) -> WorkSelection:
+        if (self.shard_index is None) != (self.num_shards is None):
+            raise ValueError("--shard-index and --num-shards go together")
+        if self.shard_index is not None and self.num_shards is not None and self.shard_index >= self.num_shards:
+            raise ValueError(f"shard_index {self.shard_index} must be below num_shards {self.num_shards}")
+        return self
+
+    @property
+    def part(self) -> tuple[int, int] | None:
+        if self.shard_index is None or self.num_shards is None:
+            return None
+        return (self.shard_index, self.num_shards)
+
+
+@contextlib.contextmanager
+def engine_for(config: EngineConfig, engine: Engine | None) -> Iterator[Engine]:
+    """Use the engine a caller passed (kept open), or open one from the config (closed after)."""
+    if engine is not None:
+        yield engine
+        return
+    with open_engine(config) as opened:
+        yield opened
+
+
+def model_label(engine: Engine) -> str:
+    """The id recorded in datasets: the model folder's name (paths differ between machines)."""
+    return Path(engine.model_id).name
+
+
+def fingerprint_config(config: BaseModel) -> dict[str, Any]:
+    """The config as the fingerprint sees it (work-selection and engine-runtime keys left out)."""
+    data = config.model_dump(mode="json")
+    for key in NOT_FINGERPRINTED:
+        data.pop(key, None)
+    work = data.pop("work", None)
+    if isinstance(work, dict):
+        data.update({k: v for k, v in work.items() if k not in NOT_FINGERPRINTED})
+    for key in ("engine", "judge", "policy"):
+        engine = data.get(key)
+        if isinstance(engine, dict):
+            # Which model and how it computes change records; where its threads run does not.
+            data[key] = {k: engine[k] for k in ("name", "model", "dtype") if k in engine}
+    return data

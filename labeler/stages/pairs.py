@@ -1,0 +1,96 @@
+"""Where response pairs come from: a file of pairs, a revise run, or two policy samples per prompt."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from labeler.engine import Engine, GenerationParams, Message
+from labeler.inputs import iter_rows, read_prompts, row_messages, text_field
+from labeler.records import record_id
+from labeler.sampling import seed_for
+from labeler.store import iter_records
+
+SOURCE_FILE = "pairs_file"
+SOURCE_REVISION = "revision_vs_initial"
+SOURCE_POLICY = "policy_samples"
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Two responses to one conversation, to be judged."""
+
+    id: str
+    messages: tuple[Message, ...]
+    response_a: str
+    response_b: str
+    source: str
+
+
+def pair_id(messages: Sequence[Message], response_a: str, response_b: str) -> str:
+    """Stable id of a pair: the conversation and both responses, in order (swapping changes it)."""
+    conversation = json.dumps([[m.role, m.content] for m in messages], ensure_ascii=False)
+    return record_id(conversation, response_a, response_b)
+
+
+def make_pair(messages: Sequence[Message], a: str, b: str, source: str) -> Pair:
+    return Pair(pair_id(messages, a, b), tuple(messages), a, b, source)
+
+
+def pairs_from_file(path: Path) -> Iterator[Pair]:
+    """Rows with `prompt` (or `messages`), `response_a`, `response_b`; bad rows name file and line."""
+    for row in iter_rows(path):
+        messages = row_messages(row)
+        a = text_field(row, "response_a")
+        b = text_field(row, "response_b")
+        assert a is not None and b is not None  # required fields: text_field raised otherwise
+        yield make_pair(messages, a, b, SOURCE_FILE)
+
+
+@dataclass
+class PairCounts:
+    identical_dropped: int = 0
+
+
+def pairs_from_revise_run(run_dir: Path, counts: PairCounts) -> Iterator[Pair]:
+    """The natural pair of each revised prompt: initial response (A) vs final revision (B)."""
+    for record in iter_records(run_dir, "sft"):
+        if record.initial.strip() == record.revision.strip():
+            counts.identical_dropped += 1
+            continue
+        yield make_pair(record.prompt_messages, record.initial, record.revision, SOURCE_REVISION)
+
+
+def pairs_from_prompts(
+    prompts_file: Path,
+    policy: Engine,
+    sampling: GenerationParams,
+    seed: int,
+    batch_size: int,
+    counts: PairCounts,
+    limit: int | None = None,
+) -> Iterator[Pair]:
+    """Two samples per prompt from the policy (seeded by run seed and prompt id); identical pairs dropped."""
+    params = sampling.model_copy(update={"n": 2})
+    batch: list = []
+
+    def flush() -> Iterator[Pair]:
+        seeds = [seed_for(seed, p.id, "pair") for p in batch]
+        for prompt, generation in zip(batch, policy.generate([p.messages for p in batch], params, seeds)):
+            a, b = (t.strip() for t in generation.texts)
+            if not a or not b or a == b:
+                counts.identical_dropped += 1
+                continue
+            yield make_pair(prompt.messages, a, b, SOURCE_POLICY)
+        batch.clear()
+
+    for index, prompt in enumerate(read_prompts(prompts_file)):
+        if limit is not None and index >= limit:
+            break
+        batch.append(prompt)
+        if len(batch) >= batch_size:
+            yield from flush()
+    if batch:
+        yield from flush()

@@ -1,0 +1,422 @@
+"""Reward-model training end to end: a tiny random Llama learns a separable preference set, padding
+never changes a reward, resuming matches an uninterrupted run, LoRA merges into a plain model, bad data
+exits 2, and (slow) the embedded model's loss falls in a few steps."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from labeler.cli import main
+from labeler.records import PreferenceRecord, PrincipleScore, record_id
+from labeler.rm.config import RMTrainConfig
+from labeler.rm.model import REWARD_CARD, load_reward_model
+from labeler.rm.train import METRICS_FILE, train_reward_model
+from labeler.store import RunStore
+from labeler.store.manifest import SplitEntry, new_manifest, write_manifest
+from labeler.store.shards import ShardInfo, encode_shard
+from labeler.store.fingerprint import sha256_bytes
+
+WORDS = "apple river stone cloud green quick lamp seven paper music".split()
+TIMING = {"tokens_per_s"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models run many small kernels: one thread avoids thread hand-offs that cost more than the math."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory, embedded_model: Path) -> Path:
+    """A randomly initialised 2-layer Llama with the embedded model's tokenizer and chat template."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model)
+    config = LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def preference(index: int, rng: random.Random, *, soft: bool = True) -> PreferenceRecord:
+    """A separable pair: the response ending in "good" beats the same filler ending in "bad"."""
+    prompt = f"Question {index}: say something."
+    filler = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 6)))
+    good, bad = f"{filler} good", f"{filler} bad"
+    a_good = rng.random() < 0.5
+    a, b = (good, bad) if a_good else (bad, good)
+    p_a = (rng.uniform(0.8, 1.0) if a_good else rng.uniform(0.0, 0.2)) if soft else float(a_good)
+    score = 3.0 if a_good else -3.0
+    return PreferenceRecord(
+        id=record_id(prompt, a, b),
+        prompt=prompt,
+        prompt_messages=[{"role": "user", "content": prompt}],
+        response_a=a,
+        response_b=b,
+        chosen=good,
+        rejected=bad,
+        p_a=p_a,
+        p_a_ab=p_a,
+        p_a_ba=p_a,
+        mass_ab=0.9,
+        mass_ba=0.9,
+        logprobs_ab=(-0.1, -2.0),
+        logprobs_ba=(-0.1, -2.0),
+        consistent=True,
+        principle_ids=("kind", "brief"),
+        principle_scores=(
+            PrincipleScore(principle_id="kind", score=score),
+            PrincipleScore(principle_id="brief", score=-0.2 * score),
+        ),
+        margin=abs(p_a - 0.5),
+        judge_model="synthetic",
+        source="synthetic",
+        flags=(),
+    )
+
+
+def write_run(folder: Path, records: Sequence[PreferenceRecord]) -> Path:
+    store = RunStore.open(folder, "preferences", {"synthetic": len(records)})
+    store.write_shard(list(records))
+    store.mark_complete()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def separable_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = random.Random(0)
+    return write_run(tmp_path_factory.mktemp("run") / "run", [preference(i, rng) for i in range(160)])
+
+
+def tiny_config(run: Path, model: Path, out: Path, **overrides: object) -> RMTrainConfig:
+    settings: dict[str, object] = {
+        "data": (run,),
+        "base_model": str(model),
+        "out": out,
+        "batch_size": 16,
+        "lr": 3e-3,
+        "warmup_steps": 5,
+        "max_length": 64,
+        "eval_fraction": 0.2,
+        "logging_steps": 10,
+        "progress": False,
+    }
+    settings.update(overrides)
+    return RMTrainConfig.model_validate(settings)
+
+
+def metric_rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / METRICS_FILE).read_text().splitlines()]
+
+
+# --- learning, padding, saving -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model: Path, separable_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("rm") / "rm"
+    torch.set_num_threads(1)
+    train_reward_model(tiny_config(separable_run, tiny_model, out, epochs=20, max_steps=100))
+    return out
+
+
+def test_tiny_model_learns_separable_preferences(trained: Path) -> None:
+    rows = metric_rows(trained)
+    train_rows = [r for r in rows if r["split"] == "train"]
+    final_eval = [r for r in rows if r["split"] == "eval"][-1]
+    assert final_eval["pairs"] >= 20 and final_eval["accuracy"] >= 0.9
+    assert train_rows[-1]["accuracy"] >= 0.9 and train_rows[-1]["loss"] < train_rows[0]["loss"]
+    assert final_eval["margin"] > 0.5  # r_chosen − r_rejected
+    card = json.loads((trained / REWARD_CARD).read_text())
+    assert card["steps"] == 100 and card["metrics"]["eval"]["accuracy"] == final_eval["accuracy"]
+    assert card["runs"][0]["rows"] == 160 and len(card["runs"][0]["fingerprint_sha256"]) == 64
+    assert (trained / "model.safetensors").is_file() and not list(trained.glob("*.bin"))
+
+
+def conversations(n: int) -> list[list[dict[str, str]]]:
+    rng = random.Random(1)
+    return [
+        [
+            {"role": "user", "content": f"Question {i}: " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 12)))},
+            {"role": "assistant", "content": " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 9))) + " good"},
+        ]
+        for i in range(n)
+    ]
+
+
+def test_left_and_right_padding_give_the_same_rewards(trained: Path) -> None:
+    model = load_reward_model(trained, device="cpu", batch_size=8)
+    chats = conversations(8)
+    model.tokenizer.padding_side = "right"
+    right = model.score(chats)
+    model.tokenizer.padding_side = "left"
+    left = model.score(chats)
+    alone = torch.cat([model.score([chat]) for chat in chats])  # no padding at all
+    assert right.shape == (8,) and right.dtype == torch.float32
+    torch.testing.assert_close(left, right, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(right, alone, atol=1e-5, rtol=1e-5)
+    assert right.std() > 0  # the rewards depend on the text
+
+
+def test_saved_model_loads_with_plain_transformers(trained: Path) -> None:
+    """The folder is an ordinary sequence classifier; on an unpadded input its own pooling agrees."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    plain = AutoModelForSequenceClassification.from_pretrained(trained, use_safetensors=True).eval()
+    tokenizer = AutoTokenizer.from_pretrained(trained)
+    chat = conversations(1)[0]
+    ids = tokenizer(tokenizer.apply_chat_template(chat, tokenize=False), add_special_tokens=False, return_tensors="pt")
+    with torch.no_grad():
+        expected = plain(**ids).logits[0, 0]
+    ours = load_reward_model(trained, device="cpu").score([chat])[0]
+    assert ours.item() == pytest.approx(expected.item(), abs=1e-5)
+
+
+# --- resume ------------------------------------------------------------------------------------------
+
+
+def test_resume_gives_the_same_weights_and_metrics(tiny_model: Path, separable_run: Path, tmp_path: Path) -> None:
+    settings = {"max_steps": 12, "batch_size": 8, "checkpoint_steps": 5, "logging_steps": 3, "eval_steps": 4}
+    whole = tmp_path / "whole"
+    train_reward_model(tiny_config(separable_run, tiny_model, whole, **settings))
+    assert sorted(p.name for p in whole.glob("checkpoint-*")) == ["checkpoint-10", "checkpoint-5"]
+
+    # An interrupted run: what was on disk right after checkpoint-5 (plus metric lines written later).
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(whole / "checkpoint-5", resumed / "checkpoint-5")
+    shutil.copy(whole / METRICS_FILE, resumed / METRICS_FILE)
+    result = train_reward_model(tiny_config(separable_run, tiny_model, resumed, resume=True, **settings))
+    assert result.steps == 12
+
+    expected, actual = load_file(whole / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=1e-6)
+    strip = [{k: v for k, v in row.items() if k not in TIMING} for row in metric_rows(whole)]
+    again = [{k: v for k, v in row.items() if k not in TIMING} for row in metric_rows(resumed)]
+    assert again == strip
+
+
+def test_resume_refuses_other_settings_and_reuse_needs_resume(
+    tiny_model: Path, separable_run: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "rm"
+    train_reward_model(tiny_config(separable_run, tiny_model, out, max_steps=4, checkpoint_steps=2))
+    with pytest.raises(Exception, match="--resume to continue"):
+        train_reward_model(tiny_config(separable_run, tiny_model, out, max_steps=4, checkpoint_steps=2))
+    with pytest.raises(Exception, match=r"lr: 0\.003 then, 0\.01 now"):
+        train_reward_model(tiny_config(separable_run, tiny_model, out, max_steps=4, checkpoint_steps=2, lr=1e-2, resume=True))
+
+
+# --- LoRA, SALMON, CLI -------------------------------------------------------------------------------
+
+
+def test_lora_is_merged_on_save(tiny_model: Path, separable_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rm"
+    train_reward_model(tiny_config(separable_run, tiny_model, out, lora=True, lora_rank=4, max_steps=6, lr=1e-2))
+    assert not (out / "adapter_config.json").exists()
+    base, merged = load_file(tiny_model / "model.safetensors"), load_file(out / "model.safetensors")
+    q = "model.layers.0.self_attn.q_proj.weight"
+    k = "model.layers.0.self_attn.k_proj.weight"
+    assert not torch.equal(base[q], merged[q])  # adapters merged in
+    torch.testing.assert_close(base[k], merged[k], rtol=0, atol=0)  # untouched by LoRA
+    assert "score.weight" in merged and not any("lora" in name for name in merged)
+    assert load_reward_model(out, device="cpu").score(conversations(3)).shape == (3,)
+
+
+CONSTITUTION = """\
+name: synthetic
+principles:
+  - id: kind
+    dimension: Kind
+    definition: The response is kind.
+    negative_definition: The response is unkind.
+  - id: brief
+    dimension: Brief
+    definition: The response is brief.
+  - id: judge-only
+    judge: Which response is better?
+"""
+
+
+def test_principle_conditioned_training_through_the_cli(
+    tiny_model: Path, separable_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    constitution = tmp_path / "c.yaml"
+    constitution.write_text(CONSTITUTION)
+    out = tmp_path / "rm"
+    args = ["train-rm", "--data", str(separable_run), "--base-model", str(tiny_model), "--out", str(out),
+            "--principle-conditioned", "--constitution", str(constitution), "--max-steps", "4",
+            "--batch-size", "8", "--max-length", "96", "--lr", "1e-3", "--logging-steps", "2"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 0
+    card = json.loads((out / REWARD_CARD).read_text())
+    assert card["config"]["principle_conditioned"] is True and card["steps"] == 4
+    assert [r["step"] for r in metric_rows(out) if r["split"] == "train"] == [2, 4]
+    assert "reward model:" in capsys.readouterr().out
+
+
+def test_hard_loss_with_margin_through_the_cli(tiny_model: Path, separable_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rm"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train-rm", "--data", str(separable_run), "--base-model", str(tiny_model), "--out", str(out),
+              "--loss", "hard", "--margin", "--max-steps", "3", "--batch-size", "4", "--max-length", "48",
+              "--eval-fraction", "0"])
+    assert exit_info.value.code == 0
+    card = json.loads((out / REWARD_CARD).read_text())
+    assert card["config"]["loss"] == "hard" and card["config"]["margin"] is True
+    assert card["pairs"] == {"train": 160, "eval": 0}
+
+
+# --- bad input exits 2 -----------------------------------------------------------------------------
+
+
+def write_raw_run(folder: Path, table: object) -> Path:
+    """A run whose preference shard holds `table` as is, with a correct checksum (bypassing the writer)."""
+    data = encode_shard(table)
+    (folder / "preferences").mkdir(parents=True)
+    (folder / "preferences" / "shard-00000.arrow").write_bytes(data)
+    info = ShardInfo(file="preferences/shard-00000.arrow", rows=table.num_rows, sha256=sha256_bytes(data))
+    entry = SplitEntry(fingerprint={}, status="complete", shards=(info,))
+    write_manifest(folder, new_manifest().with_split("preferences", entry))
+    return folder
+
+
+def exit_code_and_error(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def test_bad_data_exits_2_with_a_clear_message(
+    tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = random.Random(0)
+    good = PreferenceRecord.to_table([preference(i, rng) for i in range(4)])
+    no_p_a = write_raw_run(tmp_path / "no-p-a", good.drop_columns(["p_a"]))
+    p_a_text = write_raw_run(tmp_path / "p-a-text", good.set_column(
+        good.schema.get_field_index("p_a"), "p_a", good.column("p_a").cast("string")))
+    no_preferences = tmp_path / "sft-only"
+    no_preferences.mkdir()
+    write_manifest(no_preferences, new_manifest())  # a run folder whose manifest lists no split
+    base = ["train-rm", "--base-model", str(tiny_model), "--out", str(tmp_path / "out"), "--max-steps", "1"]
+
+    code, err = exit_code_and_error(base, capsys)
+    assert code == 2 and "--data" in err and "no run given" in err
+    code, err = exit_code_and_error([*base, "--data", str(no_p_a)], capsys)
+    assert code == 2 and "shard-00000.arrow" in err and "columns do not match" in err
+    code, err = exit_code_and_error([*base, "--data", str(p_a_text)], capsys)
+    assert code == 2 and "shard-00000.arrow" in err
+    code, err = exit_code_and_error([*base, "--data", str(no_preferences)], capsys)
+    assert code == 2 and "no 'preferences' split" in err and "manifest.json" in err
+    code, err = exit_code_and_error([*base, "--data", str(tmp_path / "missing")], capsys)
+    assert code == 2 and "not a folder" in err
+    code, err = exit_code_and_error([*base, "--data", str(no_p_a), "--eval-fraction", "1.5"], capsys)
+    assert code == 2 and "--eval-fraction" in err
+    code, err = exit_code_and_error([*base, "--data", str(no_p_a), "--principle-conditioned"], capsys)
+    assert code == 2 and "constitution" in err
+
+
+def test_constitution_without_salmon_principles_exits_2(
+    tiny_model: Path, separable_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    constitution = tmp_path / "judge-only.yaml"
+    constitution.write_text("name: j\nprinciples:\n  - id: j\n    judge: Which is better?\n")
+    code, err = exit_code_and_error(
+        ["train-rm", "--data", str(separable_run), "--base-model", str(tiny_model), "--out", str(tmp_path / "o"),
+         "--principle-conditioned", "--constitution", str(constitution)],
+        capsys,
+    )
+    assert code == 2 and "judge-only.yaml" in err and "no salmon principles" in err
+
+
+# --- score-rm ----------------------------------------------------------------------------------------
+
+
+def test_score_rm_reports_accuracy_per_group(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rng = random.Random(5)
+    lines = []
+    for i in range(12):
+        filler = " ".join(rng.choice(WORDS) for _ in range(3))
+        prompt: object = f"Question {i}: say something." if i % 2 else [{"role": "user", "content": f"Q{i}?"}]
+        lines.append(json.dumps({"prompt": prompt, "chosen": f"{filler} good", "rejected": f"{filler} bad",
+                                 "topic": "even" if i % 2 == 0 else "odd"}))
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("\n".join(lines) + "\n")
+    report_path = tmp_path / "report.json"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["score-rm", "--model", str(trained), "--pairs", str(pairs), "--group-by", "topic", "--out", str(report_path)])
+    assert exit_info.value.code == 0
+    report = json.loads(report_path.read_text())
+    assert report["overall"]["pairs"] == 12 and report["overall"]["accuracy"] >= 0.9
+    assert sorted(report["groups"]) == ["even", "odd"] and report["groups"]["odd"]["pairs"] == 6
+    assert "accuracy" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("not json", "not valid JSON"),
+        ('{"prompt": "p", "chosen": "c"}', "missing field 'rejected'"),
+        ('{"prompt": 3, "chosen": "c", "rejected": "r"}', "prompt must be text or a non-empty list of messages"),
+        ('{"prompt": [{"role": "user"}], "chosen": "c", "rejected": "r"}', "prompt[0] must be a {role, content}"),
+        ('{"prompt": "p", "chosen": "c", "rejected": "r"}', "group column 'topic' is missing"),
+    ],
+)
+def test_score_rm_bad_rows_name_file_and_line(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], line: str, message: str
+) -> None:
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"prompt": "p", "chosen": "c", "rejected": "r", "topic": "x"}\n\n' + line + "\n")
+    code, err = exit_code_and_error(
+        ["score-rm", "--model", str(trained), "--pairs", str(pairs), "--group-by", "topic"], capsys
+    )
+    assert code == 2 and f"{pairs}:3" in err and message in err
+
+
+# --- the embedded model -----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_embedded_model_loss_falls_in_a_few_steps(embedded_model: Path, tmp_path: Path) -> None:
+    torch.set_num_threads(2)
+    rng = random.Random(3)
+    run = write_run(tmp_path / "run", [preference(i, rng, soft=False) for i in range(8)])
+    out = tmp_path / "rm"
+    config = RMTrainConfig(
+        data=(run,), base_model=str(embedded_model), out=out, batch_size=8, max_steps=5, epochs=5, lr=5e-5,
+        max_length=48, eval_fraction=0.0, logging_steps=1, progress=False,
+    )
+    result = train_reward_model(config)
+    losses = [r["loss"] for r in metric_rows(out) if r["split"] == "train"]
+    assert result.steps == 5 and len(losses) == 5
+    assert losses[-1] < losses[0] - 0.05, losses
+    rewards = load_reward_model(out, device="cpu").score(conversations(2))
+    assert rewards.shape == (2,) and torch.isfinite(rewards).all()
