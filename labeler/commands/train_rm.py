@@ -37,7 +37,9 @@ def _t(field: str) -> str:
 @app.command("train-rm")
 def train_rm(
     out: Annotated[Path, typer.Option(help=_t("out"))],
-    data: Annotated[list[Path], typer.Option("--data", help=_t("data") + " Repeat for several runs.")] = [],  # noqa: B006
+    data: Annotated[
+        list[Path], typer.Option("--data", help=_t("data") + " Repeat for several runs.")
+    ] = [],  # noqa: B006 (typer reads the default, never mutates it)
     base_model: Annotated[
         str | None, typer.Option(help=_t("base_model") + " Default: the embedded SmolLM2-135M-Instruct.")
     ] = None,

@@ -29,20 +29,48 @@ def check_constitution(path: Path) -> str:
 def checker_for(path: Path) -> Callable[[Path], str]:
     """The check that applies to `path`: the one place that decides what kind of file it is.
 
-    Every file is checked as a constitution; a run configuration (a YAML file with a top-level
-    `stages:` key) is routed from here to its own check when labeler has one.
+    A run configuration (a YAML file with a top-level `stages:` key) is checked as one, together
+    with the constitution and prompts it names; every other file is checked as a constitution.
     """
+    if path.suffix.lower() in (".yaml", ".yml") and _is_run_config(path):
+        return check_run_config
     return check_constitution
+
+
+def _is_run_config(path: Path) -> bool:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False  # the constitution check reports the problem with its line
+    return isinstance(data, dict) and "stages" in data
+
+
+def check_run_config(path: Path) -> str:
+    """Validate a run config and the files it names, without running anything."""
+    from labeler.constitution import load_constitution
+    from labeler.inputs import read_prompts
+    from labeler.pipeline import load_run_config
+
+    config = load_run_config(path)
+    constitution = load_constitution(config.constitution)
+    prompts = sum(1 for _ in read_prompts(config.prompts))
+    stages = [name for name in ("revise", "label", "train_rm", "ppo") if getattr(config.stages, name) is not None]
+    return (
+        f"run config; stages {', '.join(stages) or 'none'}; constitution {constitution.name} "
+        f"({len(constitution.principles)} principles); {prompts} prompts; output {config.out}"
+    )
 
 
 @app.command("validate")
 def validate(
     files: Annotated[
         list[Path],
-        typer.Argument(help="Constitution files (YAML or JSON, labeler's own or a published format)."),
+        typer.Argument(help="Constitution files (YAML or JSON, own or published format) or run configs."),
     ],
 ) -> None:
-    """Check constitutions: print OK with the format and principles per stage, or every problem.
+    """Check constitutions and run configs: print OK with a summary, or every problem.
 
     Exit code 2 when any file has a problem; every file is checked either way.
     """

@@ -26,7 +26,7 @@ class RMTrainConfig(BaseModel):
     out: Path = Field(description="Output folder: final model, metrics.jsonl, checkpoint-<step>/ folders.")
     lora: bool = Field(False, description="Train LoRA adapters on q_proj and v_proj (merged on save) and the head.")
     lora_rank: int = Field(16, ge=1, description="LoRA rank.")
-    lora_alpha: float = Field(32.0, gt=0.0, description="LoRA scaling numerator (scale = alpha / rank).")
+    lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / rank).")
     # --- labels and loss
     loss: Literal["soft", "hard"] = Field(
         "soft", description="soft: Bradley-Terry against p_a; hard: against p_a >= 0.5 (chosen vs rejected)."
@@ -44,7 +44,9 @@ class RMTrainConfig(BaseModel):
     )
     # --- optimisation
     epochs: int = Field(1, ge=1, description="Passes over the training pairs.")
-    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (before the epochs end).")
+    max_steps: int | None = Field(
+        None, ge=1, description="Stop after this many optimizer steps (before the epochs end)."
+    )
     batch_size: int = Field(8, ge=1, description="Pairs per optimizer step and process.")
     lr: float = Field(1e-5, gt=0.0, description="Peak learning rate (LoRA usually wants about 1e-4).")
     lr_schedule: Literal["linear", "constant"] = Field(
@@ -62,8 +64,12 @@ class RMTrainConfig(BaseModel):
     eval_steps: int = Field(0, ge=0, description="Evaluate every this many steps (0: only at the end).")
     checkpoint_steps: int = Field(0, ge=0, description="Write checkpoint-<step>/ every this many steps (0: never).")
     keep_checkpoints: int = Field(2, ge=1, description="Keep only the newest this many checkpoints.")
-    resume: bool = Field(False, description="Continue from the newest checkpoint in `out`.")
-    progress: bool = Field(True, description="Show a progress bar with rate and ETA.")
+    resume: bool = Field(
+        False, description="Continue from the newest checkpoint in `out` (start afresh if it has none)."
+    )
+    progress: bool = Field(
+        True, description="Report steps, rate and ETA on stderr: a bar on a terminal, log lines elsewhere."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> RMTrainConfig:

@@ -61,7 +61,7 @@ class RunData:
 
     path: str
     rows: int
-    fingerprint_sha256: str
+    split_sha256: str  # sha256 of the manifest's preference entry: fingerprint and every shard's checksum
 
 
 # --- column checks ------------------------------------------------------------------------------
@@ -226,11 +226,11 @@ def load_preference_pairs(
             need_principle_scores=need_principle_scores,
             why=why,
         )
-        sources.append(RunData(path=str(run.resolve()), rows=table.num_rows, fingerprint_sha256=_fingerprint(run)))
+        sources.append(RunData(path=str(run.resolve()), rows=table.num_rows, split_sha256=_split_sha256(run)))
     return pairs, sources
 
 
-def _fingerprint(run: Path) -> str:
+def _split_sha256(run: Path) -> str:
     """sha256 of the run's manifest entry for the preference split: identifies the data a model saw."""
     from labeler.store.manifest import load_manifest
 
@@ -297,7 +297,10 @@ def epoch_batches(
 class LabelKind(Protocol):
     """Turns a pair into a training example; owns the columns it needs and how it makes its target."""
 
-    needs_principle_scores: bool
+    @property
+    def needs_principle_scores(self) -> bool:
+        """Whether the pairs must carry `principle_scores`."""
+        ...
 
     def example(self, pair: PreferencePair, *, epoch: int) -> TrainingExample: ...
 

@@ -63,7 +63,7 @@ class LastTokenReward(nn.Module):
         super().__init__()
         if not hasattr(classifier, "score") or not hasattr(classifier, "base_model_prefix"):
             raise TypeError(f"{type(classifier).__name__} is not a causal-LM sequence classifier with a `score` head")
-        self.classifier = classifier
+        self.classifier: Any = classifier  # a transformers model: its attributes are not typed
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         backbone = getattr(self.classifier, self.classifier.base_model_prefix)
@@ -76,6 +76,19 @@ class LastTokenReward(nn.Module):
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         last = hidden[rows, last_token_index(attention_mask)]  # (B, C)
         return self.classifier.score(last).squeeze(-1).float()  # (B,)
+
+
+def disable_dropout(module: nn.Module) -> None:
+    """Set every dropout probability to 0 (as TRL does for reward models).
+
+    Dropout would give the two sides of a pair different noise, so r_a − r_b would carry it too.
+
+    >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.1)); disable_dropout(net); net[1].p
+    0.0
+    """
+    for child in module.modules():
+        if isinstance(child, nn.Dropout):
+            child.p = 0.0
 
 
 @contextlib.contextmanager

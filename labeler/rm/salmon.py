@@ -65,12 +65,13 @@ def sample_shown_principles(
     shown = []
     for principle in picked:
         assert principle.definition is not None  # filtered above
-        negate = principle.negative_definition is not None and rng.random() < negate_probability
+        negative = principle.negative_definition
+        negate = negative is not None and rng.random() < negate_probability
         shown.append(
             ShownPrinciple(
                 principle_id=principle.id,
                 dimension=principle.dimension or principle.id,
-                text=principle.negative_definition if negate and principle.negative_definition else principle.definition,
+                text=negative if negate and negative is not None else principle.definition,
                 negated=negate,
             )
         )

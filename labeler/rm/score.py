@@ -69,12 +69,16 @@ def _messages(value: Any, *, field: str, file: Path, line: int, role: str) -> tu
                 and isinstance(message.get("content"), str)
             ):
                 raise InputError(
-                    f"{field}[{index}] must be a {{role, content}} message with text content", file=file, line=line,
+                    f"{field}[{index}] must be a {{role, content}} message with text content",
+                    file=file,
+                    line=line,
                     where=field,
                 )
             messages.append({"role": message["role"], "content": message["content"]})
         return tuple(messages)
-    raise InputError(f"{field} must be text or a non-empty list of messages, got {value!r:.60}", file=file, line=line, where=field)
+    raise InputError(
+        f"{field} must be text or a non-empty list of messages, got {value!r:.60}", file=file, line=line, where=field
+    )
 
 
 def read_labelled_pairs(path: Path, *, group_by: str | None = None) -> list[LabelledPair]:
@@ -106,7 +110,10 @@ def read_labelled_pairs(path: Path, *, group_by: str | None = None) -> list[Labe
             value = row.get(group_by)
             if value is None or isinstance(value, dict | list):
                 raise InputError(
-                    f"group column {group_by!r} is missing or not a single value", file=path, line=number, where=group_by
+                    f"group column {group_by!r} is missing or not a single value",
+                    file=path,
+                    line=number,
+                    where=group_by,
                 )
             group = str(value)
         pairs.append(LabelledPair(line=number, chosen=(*prompt, *chosen), rejected=(*prompt, *rejected), group=group))
@@ -173,7 +180,8 @@ def report_table(report: ScoreReport) -> Any:
         table.add_column(name, justify="right")
 
     def add(name: str, score: GroupScore, **style: Any) -> None:
-        table.add_row(name, str(score.pairs), f"{score.accuracy:.3f}", str(score.ties), f"{score.mean_margin:+.3f}", **style)
+        cells = (str(score.pairs), f"{score.accuracy:.3f}", str(score.ties), f"{score.mean_margin:+.3f}")
+        table.add_row(name, *cells, **style)
 
     rows: Mapping[str, GroupScore] = report.groups
     for name, score in rows.items():

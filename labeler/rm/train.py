@@ -16,10 +16,12 @@ Writes to `config.out`:
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ import torch
 
 from labeler import __version__
 from labeler.errors import InputError
+from labeler.progress import progress_bar
 from labeler.rm.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -41,12 +44,15 @@ from labeler.rm.data import (
     PreferencePair,
     PrincipleLabels,
     collate_pairs,
+    count_truncated,
     epoch_batches,
     load_preference_pairs,
     split_train_eval,
 )
 from labeler.rm.losses import bradley_terry_loss, mean_chosen_margin, oriented_margin, pairwise_accuracy
-from labeler.rm.model import REWARD_CARD, LastTokenReward, load_classifier, load_tokenizer
+from labeler.rm.model import REWARD_CARD, LastTokenReward, disable_dropout, load_classifier, load_tokenizer
+
+logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 LORA_TARGET_MODULES = ("q_proj", "v_proj")
@@ -91,8 +97,11 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
     accelerator = Accelerator(mixed_precision=config.mixed_precision)
     out = config.out
     resume_from = _resume_point(config)
+    accelerator.wait_for_everyone()  # every process has checked `out` before any writes to it
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
+        if resume_from is None:  # metric lines of a run that never reached a checkpoint
+            (out / METRICS_FILE).unlink(missing_ok=True)
 
     # ---- data: read every run, hold out an eval split, choose how labels become targets ---------
     label_kind = _label_kind(config)
@@ -100,8 +109,12 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
     pairs, runs = load_preference_pairs(
         config.data, need_margin=config.margin, need_principle_scores=label_kind.needs_principle_scores, why=why
     )
+    skipped = 0
     if isinstance(label_kind, PrincipleLabels):
-        pairs = _with_salmon_scores(pairs, label_kind, config)
+        usable = _with_salmon_scores(pairs, label_kind, config)
+        skipped, pairs = len(pairs) - len(usable), usable
+        if skipped and accelerator.is_main_process:
+            logger.warning("%d pairs have no principle score for the constitution's salmon principles: skipped", skipped)
     train_rows, eval_rows = split_train_eval([p.id for p in pairs], config.eval_fraction, config.seed)
     train_pairs = [pairs[i] for i in train_rows]
     eval_pairs = [pairs[i] for i in eval_rows]
@@ -125,6 +138,7 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
     classifier = load_classifier(
         config.base_model, dtype=torch.float32, pad_token_id=tokenizer.pad_token_id, what="base model"
     )
+    disable_dropout(classifier)
     peft_model = None
     if config.lora:
         from peft import LoraConfig, get_peft_model
@@ -137,6 +151,12 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
             lora_dropout=0.0,
         )
         peft_model = get_peft_model(classifier, lora)  # injects adapters into `classifier` in place
+    truncated = count_truncated(tokenizer, [label_kind.example(p, epoch=0) for p in train_pairs], config.max_length)
+    if truncated and accelerator.is_main_process:
+        logger.warning(
+            "%d of %d training conversations are longer than max_length=%d and lose their first tokens",
+            truncated, 2 * len(train_pairs), config.max_length,
+        )
     reward = LastTokenReward(classifier).to(accelerator.device)
     optimizer = torch.optim.AdamW(
         [p for p in reward.parameters() if p.requires_grad],
@@ -160,96 +180,95 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
     accelerator.wait_for_everyone()
 
     # ---- training loop ---------------------------------------------------------------------------
-    progress = _progress(config, accelerator.is_main_process, total_steps, step)
     started = time.monotonic()
     window_started, window_tokens = started, 0
-    session_tokens = 0
-    epoch_cache: tuple[int, list[list[int]]] | None = None
+    epoch_batch_cache: tuple[int, list[list[int]]] = (-1, [])
     last_train: dict[str, float] = {}
-    while step < total_steps:
-        epoch, index_in_epoch = divmod(step, steps_per_epoch)
-        if epoch_cache is None or epoch_cache[0] != epoch:
-            epoch_cache = (epoch, epoch_batches(
-                len(train_pairs), config.batch_size, seed=config.seed, epoch=epoch,
-                rank=accelerator.process_index, world_size=accelerator.num_processes,
-            ))
-        examples = [label_kind.example(train_pairs[i], epoch=epoch) for i in epoch_cache[1][index_in_epoch]]
-        batch = {k: v.to(accelerator.device) for k, v in collate_pairs(examples, tokenizer, config.max_length).items()}
+    with _progress(config, accelerator.is_main_process, total_steps, step) as advance:
+        while step < total_steps:
+            epoch, index_in_epoch = divmod(step, steps_per_epoch)
+            if epoch_batch_cache[0] != epoch:
+                epoch_batch_cache = (epoch, epoch_batches(
+                    len(train_pairs), config.batch_size, seed=config.seed, epoch=epoch,
+                    rank=accelerator.process_index, world_size=accelerator.num_processes,
+                ))
+            examples = [label_kind.example(train_pairs[i], epoch=epoch) for i in epoch_batch_cache[1][index_in_epoch]]
+            batch = collate_pairs(examples, tokenizer, config.max_length)
+            batch = {name: tensor.to(accelerator.device) for name, tensor in batch.items()}
+            lr = learning_rate_at(
+                step, peak=config.lr, warmup_steps=config.warmup_steps, total_steps=total_steps,
+                schedule=config.lr_schedule,
+            )
+            for group in optimizer.param_groups:
+                group["lr"] = lr
 
-        lr = learning_rate_at(
-            step, peak=config.lr, warmup_steps=config.warmup_steps, total_steps=total_steps, schedule=config.lr_schedule
-        )
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+            # forward: one pass over the A sides then the B sides, split back into pairs
+            with accelerator.autocast():
+                rewards = reward(batch["input_ids"], batch["attention_mask"])  # (2B,)
+            reward_a, reward_b = rewards.chunk(2)  # (B,), (B,)
+            target_a = batch["target_a"]  # (B,)
+            margin_a = oriented_margin(batch["margin"], target_a) if config.margin else None
+            loss = bradley_terry_loss(reward_a, reward_b, target_a, margin_a)
 
-        # forward: one pass over the A sides then the B sides, split back into pairs
-        with accelerator.autocast():
-            rewards = reward(batch["input_ids"], batch["attention_mask"])  # (2B,)
-        reward_a, reward_b = rewards.chunk(2)  # (B,), (B,)
-        target_a = batch["target_a"]  # (B,)
-        margin_a = oriented_margin(batch["margin"], target_a) if config.margin else None
-        loss = bradley_terry_loss(reward_a, reward_b, target_a, margin_a)
+            # backward and update
+            accelerator.backward(loss)
+            if config.max_grad_norm is not None:
+                accelerator.clip_grad_norm_(reward.parameters(), config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            advance(1)
 
-        # backward and update
-        accelerator.backward(loss)
-        if config.max_grad_norm is not None:
-            accelerator.clip_grad_norm_(reward.parameters(), config.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
+            # metrics: averaged over processes, summed over the logging window
+            with torch.no_grad():
+                step_metrics = torch.stack([
+                    loss.detach(),
+                    pairwise_accuracy(reward_a, reward_b, target_a),
+                    mean_chosen_margin(reward_a, reward_b, target_a),
+                ])
+                step_metrics = accelerator.reduce(step_metrics, reduction="mean")
+                step_tokens = int(accelerator.reduce(batch["attention_mask"].sum(), reduction="sum").item())
+            tokens += step_tokens
+            window_tokens += step_tokens
+            window.add(*step_metrics.tolist())
+            if step % config.logging_steps == 0 or step == total_steps:
+                now = time.monotonic()
+                last_train = {
+                    **window.averages(),
+                    "lr": lr,
+                    "tokens": tokens,
+                    "tokens_per_s": window_tokens / max(now - window_started, 1e-9),
+                }
+                row = {"step": step, "epoch": step / steps_per_epoch, "split": "train", **last_train}
+                _write_metrics(accelerator, out, row)
+                window, window_started, window_tokens = _MetricWindow(), now, 0
 
-        # metrics: averaged over processes, summed over the logging window
-        with torch.no_grad():
-            step_metrics = torch.stack([
-                loss.detach(),
-                pairwise_accuracy(reward_a, reward_b, target_a),
-                mean_chosen_margin(reward_a, reward_b, target_a),
-            ])
-            step_metrics = accelerator.reduce(step_metrics, reduction="mean")
-            step_tokens = int(accelerator.reduce(batch["attention_mask"].sum(), reduction="sum").item())
-        tokens += step_tokens
-        window_tokens += step_tokens
-        window.add(*step_metrics.tolist())
-        session_tokens += step_tokens
-        if progress is not None:
-            rate = session_tokens / max(time.monotonic() - started, 1e-9)
-            progress.update(progress.task_ids[0], advance=1, loss=f"{step_metrics[0].item():.4f}", rate=f"{rate:,.0f}")
-        if step % config.logging_steps == 0 or step == total_steps:
-            now = time.monotonic()
-            last_train = {
-                **window.averages(),
-                "lr": lr,
-                "tokens": tokens,
-                "tokens_per_s": window_tokens / max(now - window_started, 1e-9),
-            }
-            _write_metrics(accelerator, out, {"step": step, "epoch": step / steps_per_epoch, "split": "train", **last_train})
-            window, window_started, window_tokens = _MetricWindow(), now, 0
-        if config.eval_steps and step % config.eval_steps == 0 and step < total_steps and eval_pairs:
-            eval_metrics = evaluate(accelerator.unwrap_model(reward), eval_pairs, label_kind, tokenizer, config, accelerator.device)
-            _write_metrics(accelerator, out, {"step": step, "split": "eval", **eval_metrics})
-        if config.checkpoint_steps and step % config.checkpoint_steps == 0 and step < total_steps:
-            accelerator.wait_for_everyone()
-            if accelerator.is_main_process:
-                save_checkpoint(
-                    out, step,
-                    config_json=config.model_dump_json(indent=2),
-                    module=accelerator.unwrap_model(reward),
-                    optimizer=optimizer.optimizer,
-                    state={"tokens": tokens, "window": asdict(window)},
-                    keep=config.keep_checkpoints,
-                )
+            # periodic evaluation and checkpoints (the final ones come after the loop)
+            if config.eval_steps and step % config.eval_steps == 0 and step < total_steps and eval_pairs:
+                metrics = evaluate(accelerator.unwrap_model(reward), eval_pairs, label_kind, tokenizer, config)
+                _write_metrics(accelerator, out, {"step": step, "split": "eval", **metrics})
+            if config.checkpoint_steps and step % config.checkpoint_steps == 0 and step < total_steps:
+                accelerator.wait_for_everyone()
+                if accelerator.is_main_process:
+                    save_checkpoint(
+                        out,
+                        step,
+                        config_json=config.model_dump_json(indent=2),
+                        module=accelerator.unwrap_model(reward),
+                        optimizer=optimizer.optimizer,
+                        state={"tokens": tokens, "window": asdict(window)},
+                        keep=config.keep_checkpoints,
+                    )
     train_seconds = time.monotonic() - started
-    if progress is not None:
-        progress.stop()
 
     # ---- final evaluation and save ------------------------------------------------------------
     eval_metrics = {}
     if eval_pairs:
-        eval_metrics = evaluate(accelerator.unwrap_model(reward), eval_pairs, label_kind, tokenizer, config, accelerator.device)
+        eval_metrics = evaluate(accelerator.unwrap_model(reward), eval_pairs, label_kind, tokenizer, config)
         _write_metrics(accelerator, out, {"step": step, "split": "eval", **eval_metrics})
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        final = peft_model.merge_and_unload() if peft_model is not None else classifier
+        final: Any = peft_model.merge_and_unload() if peft_model is not None else classifier
         final.save_pretrained(out, safe_serialization=True)
         tokenizer.save_pretrained(out)
         card = {
@@ -258,10 +277,14 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
             "config": json.loads(config.model_dump_json()),
             "runs": [asdict(run) for run in runs],
             "steps": step,
-            "pairs": {"train": len(train_pairs), "eval": len(eval_pairs)},
+            "pairs": {"train": len(train_pairs), "eval": len(eval_pairs), "skipped": skipped},
+            "truncated_conversations": truncated,
             "metrics": {"train": last_train, "eval": eval_metrics},
             "reward": "score head at the last attended token of the chat-template rendering",
         }
+        if isinstance(label_kind, PrincipleLabels):
+            # A principle-conditioned model expects these principles in a system message (salmon.py).
+            card["salmon_principles"] = [p.id for p in label_kind.principles]
         (out / REWARD_CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     accelerator.wait_for_everyone()
     return RMTrainResult(
@@ -283,7 +306,6 @@ def evaluate(
     label_kind: LabelKind,
     tokenizer: Any,
     config: RMTrainConfig,
-    device: torch.device,
 ) -> dict[str, float]:
     """Loss, accuracy and mean chosen margin over `pairs`, weighted by pair (not by batch).
 
@@ -291,6 +313,7 @@ def evaluate(
     processes doing different numbers of forward passes. Principle draws use epoch 0, so every
     evaluation of a run sees the same examples.
     """
+    device = next(reward.parameters()).device
     was_training = reward.training
     reward.eval()
     sums = {"loss": 0.0, "accuracy": 0.0, "margin": 0.0}
@@ -365,7 +388,10 @@ def _with_salmon_scores(
 
 
 def _resume_point(config: RMTrainConfig) -> Path | None:
-    """The checkpoint to continue from (None: start afresh); refuses to mix runs in one folder."""
+    """The checkpoint to continue from (None: start afresh); refuses to mix runs in one folder.
+
+    `--resume` without a checkpoint starts afresh, so a preemptible job can always pass it.
+    """
     latest = latest_checkpoint(config.out)
     if not config.resume:
         if latest is not None or (config.out / METRICS_FILE).exists():
@@ -375,7 +401,7 @@ def _resume_point(config: RMTrainConfig) -> Path | None:
             )
         return None
     if latest is None:
-        raise InputError("--resume: no checkpoint-<step> folder to resume from", file=config.out)
+        return None  # a first launch, or a crash before the first checkpoint: start afresh
     saved = RMTrainConfig.model_validate(read_checkpoint_config(latest)).math_fields()
     current = config.math_fields()
     differing = sorted(key for key in current if saved.get(key) != current.get(key))
@@ -399,23 +425,10 @@ def _write_metrics(accelerator: Any, out: Path, row: dict[str, Any]) -> None:
             f.write(json.dumps(row) + "\n")
 
 
-def _progress(config: RMTrainConfig, is_main: bool, total: int, done: int) -> Any:
-    """A rich progress bar (steps, loss, tokens/s, elapsed, ETA) on the main process, or None."""
+def _progress(
+    config: RMTrainConfig, is_main: bool, total: int, done: int
+) -> contextlib.AbstractContextManager[Callable[[int], None]]:
+    """Steps done, rate and ETA on stderr (a bar on a terminal, log lines elsewhere), main process only."""
     if not (config.progress and is_main):
-        return None
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    progress = Progress(
-        TextColumn("train-rm"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"),
-        TextColumn("{task.fields[rate]} tok/s"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-    )
-    progress.add_task("train", total=total, completed=done, loss="-", rate="-")
-    progress.start()
-    return progress
+        return contextlib.nullcontext(lambda k: None)
+    return progress_bar(total, "train-rm", unit="steps", completed=done)

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from labeler.card import write_card
 from labeler.constitution import load_constitution
 from labeler.engine import Engine, EngineConfig, GenerationParams
+from labeler.errors import InputError
 from labeler.progress import progress_bar
 from labeler.stages.common import WorkSelection, engine_for, fingerprint_config, model_label
 from labeler.stages.judge import JudgeOptions, judge_pairs, panel_for
@@ -66,6 +67,7 @@ def label(config: LabelConfig, judge: Engine | None = None, policy: Engine | Non
     panel = panel_for(constitution, config.options, str(config.constitution))
     templates = Templates.load(config.templates)
     result = LabelResult(config.out)
+    total = _count_inputs(config)  # reads every row once: bad input fails before a model loads
     with engine_for(config.judge, judge) as judge_engine:
         policy_cm = _policy_engine(config, judge_engine, policy)
         with policy_cm as policy_engine:
@@ -85,7 +87,6 @@ def label(config: LabelConfig, judge: Engine | None = None, policy: Engine | Non
             )
             done = store.done_ids()
             result.already_done = len(done)
-            total = _count_inputs(config)
             with progress_bar(total, "judging", unit="pairs", quiet=config.work.quiet or None) as advance:
                 for batch in _batches(_pairs(config, policy_engine, result.counts), config.work.batch_size):
                     todo = [p for p in batch if p.id not in done]
@@ -146,16 +147,19 @@ def _batches(pairs: Iterator[Pair], size: int) -> Iterator[Sequence[Pair]]:
 
 
 def _count_inputs(config: LabelConfig) -> int | None:
-    """Rows in the input (for the progress bar), capped by --limit; None when not cheap to know."""
-    from labeler.inputs import iter_rows
+    """Validate every input row and count them (for the progress bar), capped by --limit."""
+    from labeler.inputs import read_prompts
     from labeler.store import load_manifest
 
     if config.pairs_from is not None:
         entry = load_manifest(config.pairs_from).splits.get("sft")
-        n = sum(s.rows for s in entry.shards) if entry is not None else None
+        if entry is None:
+            raise InputError("the run has no sft split to take pairs from (run `labeler revise` first)",
+                             file=config.pairs_from)
+        n = sum(s.rows for s in entry.shards)
+    elif config.pairs is not None:
+        n = sum(1 for _ in pairs_from_file(config.pairs))
     else:
-        path = config.pairs or config.prompts
-        n = sum(1 for _ in iter_rows(path)) if path is not None else None
-    if n is not None and config.work.limit is not None:
-        n = min(n, config.work.limit)
-    return n
+        assert config.prompts is not None
+        n = sum(1 for _ in read_prompts(config.prompts))
+    return n if config.work.limit is None else min(n, config.work.limit)

@@ -8,7 +8,7 @@ one batched engine call for the whole batch of prompts.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -79,6 +79,7 @@ def revise(config: ReviseConfig, engine: Engine | None = None) -> ReviseResult:
     templates = Templates.load(config.templates)
     demos = [m for conversation in constitution.few_shot for m in conversation]
     result = ReviseResult(config.out)
+    total = sum(1 for _ in _selected(config))  # reads every row once: bad input fails before a model loads
     with engine_for(config.engine, engine) as engine:
         fingerprint = make_fingerprint(
             config=fingerprint_config(config),
@@ -89,12 +90,15 @@ def revise(config: ReviseConfig, engine: Engine | None = None) -> ReviseResult:
         )
         store = RunStore.open(config.out, "sft", fingerprint, overwrite=config.work.overwrite, part=config.work.part)
         done = store.done_ids()
-        todo = [p for p in _selected(config) if p.id not in done]
         result.already_done = len(done)
-        budget = _token_budget(engine, templates, principles, config)
-        with progress_bar(len(todo) + len(done), "revising", unit="prompts", completed=len(done),
-                          quiet=config.work.quiet) as advance:
+        budget: int | None = None  # computed at the first batch, so a finished run loads no model
+        with progress_bar(total, "revising", unit="prompts", completed=len(done),
+                          quiet=config.work.quiet or None) as advance:
+            # Prompts stream through in batches: memory does not grow with the size of the input.
+            todo = (p for p in _selected(config) if p.id not in done)
             for batch in _batches(todo, config.work.batch_size):
+                if budget is None:
+                    budget = _token_budget(engine, templates, principles, config)
                 lengths = engine.prompt_lengths([demos + list(p.messages) for p in batch])
                 fits = []
                 for prompt, length in zip(batch, lengths):
@@ -127,9 +131,15 @@ def _selected(config: ReviseConfig) -> Iterator[Prompt]:
             yield prompt
 
 
-def _batches(items: Sequence[Prompt], size: int) -> Iterator[Sequence[Prompt]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _batches(items: Iterable[Prompt], size: int) -> Iterator[list[Prompt]]:
+    batch: list[Prompt] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _token_budget(engine: Engine, templates: Templates, principles: Sequence[Principle], config: ReviseConfig) -> int:

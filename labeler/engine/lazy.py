@@ -1,0 +1,60 @@
+"""An engine that starts on first use: a resumed pipeline whose stages are already done never waits
+for a model to load."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import TracebackType
+
+from labeler.engine import EngineConfig, open_engine, resolve_model
+from labeler.engine.base import ChoiceRequest, ChoiceScores, Conversation, Engine, Generation, GenerationParams
+
+
+class LazyEngine:
+    """Opens the engine its config names the first time it is asked to compute anything."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self.model_id = str(resolve_model(config.model))
+        self._engine: Engine | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._engine is not None
+
+    def _get(self) -> Engine:
+        if self._engine is None:
+            self._engine = open_engine(self.config.model_copy(update={"model": self.model_id}))
+        return self._engine
+
+    @property
+    def max_model_len(self) -> int:  # type: ignore[override]
+        return self._get().max_model_len
+
+    def prompt_lengths(self, conversations: Sequence[Conversation]) -> list[int]:
+        return self._get().prompt_lengths(conversations)
+
+    def generate(
+        self, conversations: Sequence[Conversation], params: GenerationParams, seeds: Sequence[int] | None = None
+    ) -> list[Generation]:
+        return self._get().generate(conversations, params, seeds)
+
+    def choice_logprobs(self, requests: Sequence[ChoiceRequest], choices: Sequence[str]) -> list[ChoiceScores]:
+        return self._get().choice_logprobs(requests, choices)
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
+    def __enter__(self) -> LazyEngine:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+__all__ = ["LazyEngine"]

@@ -1,0 +1,405 @@
+"""How far the AI judge can be trusted: agreement with human-labelled pairs, position bias, calibration.
+
+Each human pair (`prompt`, `chosen`, `rejected`, optional group column) is judged exactly as
+`labeler label` judges pairs: in both orders, through `judge_pairs`. Which of the two responses is
+`response_a` is decided by a seeded hash of the row, so the human's choice sits in the first
+position for about half of the pairs and a judge that always prefers one position scores about 50 %.
+
+The metrics are small pure functions over four per-pair arrays (`p_a_ab`, `p_a_ba`, `mass`,
+`human_a`), so they can be checked against slow, obvious references:
+
+- agreement: the side the soft label favours (p_a = mean of both orders) is the human's side;
+  agreement of each order alone (`ab`: response_a shown first; `ba`: response_b shown first);
+- position consistency: both orders prefer the same response;
+- P(first): the mean probability given to whichever response was shown first (0.5 = no bias);
+- mean choice mass: probability put on the two choice tokens at all;
+- calibration: with confidence = max(p_a, 1 − p_a) ∈ [0.5, 1], ten equal bins on [0.5, 1], the
+  reliability table (count, mean confidence, accuracy per bin) and its expected calibration error.
+
+An exact coin flip (p = 0.5) agrees with the human half the time: it scores 0.5, never 0 or 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from labeler.constitution import load_constitution
+from labeler.engine import Engine, EngineConfig
+from labeler.errors import InputError
+from labeler.inputs import iter_rows, row_messages, stable_id, text_field
+from labeler.progress import progress_bar
+from labeler.records import PreferenceRecord
+from labeler.sampling import seed_for
+from labeler.stages.common import engine_for, model_label
+from labeler.stages.judge import JudgeOptions, judge_pairs, panel_for
+from labeler.stages.pairs import Pair, make_pair
+from labeler.store.atomic import atomic_write_text
+from labeler.templates import Templates
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+# The shipped constitution next to the package (where an editable install also finds it).
+DEFAULT_CONSTITUTION = Path(__file__).resolve().parent.parent / "constitutions" / "helpful-honest.yaml"
+SOURCE_HUMAN = "human_pairs"
+CALIBRATION_BINS = 10
+
+
+class EvalJudgeConfig(BaseModel):
+    """Options of `labeler eval-judge`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pairs: Path = Field(description="JSONL/Parquet/Arrow of `prompt` (text or messages), `chosen`, `rejected`.")
+    group_by: str | None = Field(None, description="Column to report agreement per value of (e.g. category).")
+    constitution: Path = Field(DEFAULT_CONSTITUTION, description="Constitution whose judge questions are asked.")
+    judge: EngineConfig = Field(default_factory=EngineConfig, description="The judge model and engine.")
+    options: JudgeOptions = Field(
+        default_factory=JudgeOptions, description="How pairs are judged (principles, chain of thought, seed)."
+    )
+    templates: Path | None = Field(None, description="Folder of templates overriding the shipped ones.")
+    batch_size: int = Field(64, ge=1, description="Pairs per engine call.")
+    out: Path | None = Field(None, description="Write the report as JSON here (default: print only).")
+    quiet: bool = Field(False, description="Plain log lines instead of a progress bar.")
+
+
+# -- reading human pairs --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HumanPair:
+    """A human-labelled pair laid out for judging: `human_a` says whether response_a is the chosen one."""
+
+    pair: Pair
+    human_a: bool
+    group: str | None
+    line: int
+
+
+def chosen_first(seed: int, row_key: str) -> bool:
+    """Whether a row shows its chosen response as response_a: a seeded hash, about half of the rows.
+
+    The hash depends on the row's content, not its position in the file, so reordering a file
+    keeps each pair's layout.
+
+    >>> chosen_first(0, "row") == chosen_first(0, "row")
+    True
+    >>> sum(chosen_first(0, str(i)) for i in range(1000)) in range(450, 551)
+    True
+    """
+    return seed_for(seed, row_key, "position") % 2 == 0
+
+
+def read_human_pairs(path: Path, group_by: str | None, seed: int) -> list[HumanPair]:
+    """Every row of a human-pairs file; a bad row raises `InputError` naming the file, line and field."""
+    pairs = []
+    for row in iter_rows(path):
+        messages = row_messages(row)
+        chosen = text_field(row, "chosen")
+        rejected = text_field(row, "rejected")
+        assert chosen is not None and rejected is not None  # required: text_field raised otherwise
+        if chosen.strip() == rejected.strip():
+            raise row.error("chosen and rejected are the same text; a human label needs two different responses",
+                            "rejected")
+        group = None
+        if group_by is not None:
+            value = row.data.get(group_by)
+            if value is None or isinstance(value, (dict, list)) or not str(value).strip():
+                raise row.error("missing or empty group value (expected text or a number)", group_by)
+            group = str(value)
+        a_is_chosen = chosen_first(seed, stable_id(list(messages), chosen, rejected))
+        a, b = (chosen, rejected) if a_is_chosen else (rejected, chosen)
+        pairs.append(HumanPair(make_pair(messages, a, b, SOURCE_HUMAN), a_is_chosen, group, row.line))
+    if not pairs:
+        raise InputError("no pairs in the file", file=path)
+    return pairs
+
+
+# -- metrics: pure functions over per-pair arrays -------------------------------------------------
+
+
+def agreement_credit(p_a: np.ndarray, human_a: np.ndarray) -> np.ndarray:
+    """Per pair: 1 when p_a favours the human's response, 0 when the other one, 0.5 for a coin flip.
+
+    >>> agreement_credit(np.array([0.9, 0.2, 0.5]), np.array([True, True, False])).tolist()
+    [1.0, 0.0, 0.5]
+    """
+    favours_a = np.where(p_a > 0.5, 1.0, np.where(p_a < 0.5, 0.0, 0.5))
+    return np.where(human_a, favours_a, 1.0 - favours_a)
+
+
+def agreement(p_a: np.ndarray, human_a: np.ndarray) -> float:
+    """Share of pairs where the judge's side is the human's side.
+
+    >>> agreement(np.array([0.9, 0.2, 0.6, 0.4]), np.array([True, True, False, False]))
+    0.5
+    """
+    return float(agreement_credit(p_a, human_a).mean())
+
+
+def position_consistency(p_a_ab: np.ndarray, p_a_ba: np.ndarray) -> float:
+    """Share of pairs whose two orders prefer the same response (an exact 0.5 prefers neither).
+
+    >>> position_consistency(np.array([0.9, 0.9, 0.5]), np.array([0.7, 0.2, 0.5]))
+    0.3333333333333333
+    """
+    same = ((p_a_ab > 0.5) & (p_a_ba > 0.5)) | ((p_a_ab < 0.5) & (p_a_ba < 0.5))
+    return float(same.mean())
+
+
+def p_first(p_a_ab: np.ndarray, p_a_ba: np.ndarray) -> float:
+    """Mean probability given to whichever response was shown first (0.5: no position bias).
+
+    In the ab order response_a is first (p_a_ab); in the ba order response_b is (1 − p_a_ba).
+
+    >>> round(p_first(np.array([0.9]), np.array([0.2])), 6)
+    0.85
+    """
+    return float(((p_a_ab + (1.0 - p_a_ba)) / 2.0).mean())
+
+
+def confidence(p_a: np.ndarray) -> np.ndarray:
+    """The judge's confidence in its own side: max(p_a, 1 − p_a), in [0.5, 1].
+
+    >>> confidence(np.array([0.2, 0.7])).tolist()
+    [0.8, 0.7]
+    """
+    return np.maximum(p_a, 1.0 - p_a)
+
+
+def calibration_bin(conf: np.ndarray, bins: int = CALIBRATION_BINS) -> np.ndarray:
+    """Bin index of each confidence: bin i covers [0.5 + i·w, 0.5 + (i+1)·w) with w = 0.5 / bins;
+    the last bin also holds 1.0.
+
+    >>> calibration_bin(np.array([0.5, 0.56, 0.97, 1.0])).tolist()
+    [0, 1, 9, 9]
+    """
+    index = np.floor((conf - 0.5) * 2 * bins).astype(int)
+    return np.clip(index, 0, bins - 1)
+
+
+class ReliabilityBin(BaseModel):
+    """One row of a reliability table."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    low: float = Field(description="Lowest confidence in the bin (inclusive).")
+    high: float = Field(description="Highest confidence in the bin (exclusive, except 1.0).")
+    count: int = Field(description="Pairs whose confidence falls in the bin.")
+    mean_confidence: float | None = Field(description="Mean confidence of those pairs (None when empty).")
+    accuracy: float | None = Field(description="Share of those pairs the judge got right (None when empty).")
+
+
+def reliability_table(p_a: np.ndarray, human_a: np.ndarray, bins: int = CALIBRATION_BINS) -> list[ReliabilityBin]:
+    """Count, mean confidence and accuracy per confidence bin (empty bins included).
+
+    >>> rows = reliability_table(np.array([0.9, 0.1, 0.52]), np.array([True, True, True]))
+    >>> [(r.count, r.accuracy) for r in rows if r.count]
+    [(1, 1.0), (2, 0.5)]
+    """
+    conf = confidence(p_a)
+    credit = agreement_credit(p_a, human_a)
+    index = calibration_bin(conf, bins)
+    counts = np.bincount(index, minlength=bins)
+    conf_sums = np.bincount(index, weights=conf, minlength=bins)
+    credit_sums = np.bincount(index, weights=credit, minlength=bins)
+    width = 0.5 / bins
+    table = []
+    for i in range(bins):
+        n = int(counts[i])
+        table.append(
+            ReliabilityBin(
+                low=0.5 + i * width,
+                high=0.5 + (i + 1) * width,
+                count=n,
+                mean_confidence=float(conf_sums[i] / n) if n else None,
+                accuracy=float(credit_sums[i] / n) if n else None,
+            )
+        )
+    return table
+
+
+def expected_calibration_error(p_a: np.ndarray, human_a: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
+    """ECE: over the confidence bins, |accuracy − mean confidence| weighted by the bin's share of pairs.
+
+    >>> round(expected_calibration_error(np.array([0.9, 0.1]), np.array([True, False])), 6)
+    0.1
+    """
+    n = len(p_a)
+    return float(
+        sum(row.count / n * abs(row.accuracy - row.mean_confidence)
+            for row in reliability_table(p_a, human_a, bins)
+            if row.accuracy is not None and row.mean_confidence is not None)
+    )
+
+
+class JudgeMetrics(BaseModel):
+    """How the judge did on a set of human pairs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n: int = Field(description="Pairs judged.")
+    agreement: float = Field(description="Share where p_a (both orders averaged) favours the human's choice.")
+    agreement_ab: float = Field(description="The same from the ab order alone (response_a shown first).")
+    agreement_ba: float = Field(description="The same from the ba order alone (response_b shown first).")
+    position_consistency: float = Field(description="Share of pairs where both orders prefer the same response.")
+    p_first: float = Field(description="Mean probability given to the response shown first (0.5: unbiased).")
+    mean_mass: float = Field(description="Mean probability put on the two choice tokens, over both orders.")
+    ece: float = Field(description=f"Expected calibration error ({CALIBRATION_BINS} confidence bins on [0.5, 1]).")
+
+
+def judge_metrics(p_a_ab: np.ndarray, p_a_ba: np.ndarray, mass: np.ndarray, human_a: np.ndarray) -> JudgeMetrics:
+    """Every metric of one set of pairs, from the per-pair arrays (`mass`: mean of both orders).
+
+    >>> m = judge_metrics(np.array([0.9, 0.8]), np.array([0.3, 0.6]), np.array([0.9, 0.7]), np.array([True, False]))
+    >>> m.agreement, m.agreement_ab, m.agreement_ba, m.position_consistency, round(m.p_first, 6)
+    (0.5, 0.5, 0.0, 0.5, 0.7)
+    """
+    if len(p_a_ab) == 0:
+        raise ValueError("no pairs to measure")
+    p_a = (p_a_ab + p_a_ba) / 2.0
+    return JudgeMetrics(
+        n=len(p_a),
+        agreement=agreement(p_a, human_a),
+        agreement_ab=agreement(p_a_ab, human_a),
+        agreement_ba=agreement(p_a_ba, human_a),
+        position_consistency=position_consistency(p_a_ab, p_a_ba),
+        p_first=p_first(p_a_ab, p_a_ba),
+        mean_mass=float(mass.mean()),
+        ece=expected_calibration_error(p_a, human_a),
+    )
+
+
+# -- the report -----------------------------------------------------------------------------------
+
+
+class PairResult(BaseModel):
+    """One judged human pair."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    line: int = Field(description="Line (or row number) of the pair in the input file.")
+    group: str | None = Field(description="Its value of the --group-by column.")
+    chosen_is_a: bool = Field(description="Whether the human's chosen response was laid out as response_a.")
+    p_a: float = Field(description="Judge's probability that response_a is better, both orders averaged.")
+    p_a_ab: float = Field(description="That probability from the ab order alone.")
+    p_a_ba: float = Field(description="That probability from the ba order alone, mapped back to response_a.")
+    mass_ab: float = Field(description="Choice-token mass in the ab order.")
+    mass_ba: float = Field(description="Choice-token mass in the ba order.")
+    agrees: float = Field(description="1 if the judge sided with the human, 0 if not, 0.5 for a coin flip.")
+
+
+class EvalJudgeReport(BaseModel):
+    """What `labeler eval-judge` prints and writes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pairs_file: str
+    judge_model: str
+    constitution: str
+    principles: str
+    cot: bool
+    group_by: str | None
+    chosen_as_a: int = Field(description="Pairs laid out with the human's choice as response_a.")
+    overall: JudgeMetrics
+    groups: dict[str, JudgeMetrics] = Field(description="The same metrics per value of the --group-by column.")
+    reliability: list[ReliabilityBin]
+    pairs: list[PairResult]
+
+
+def build_report(config: EvalJudgeConfig, human: Sequence[HumanPair], records: Sequence[PreferenceRecord],
+                 judge_model: str) -> EvalJudgeReport:
+    """The metrics of judged human pairs, overall and per group (records in the order of `human`)."""
+    p_a_ab = np.array([r.p_a_ab for r in records])
+    p_a_ba = np.array([r.p_a_ba for r in records])
+    mass = np.array([(r.mass_ab + r.mass_ba) / 2.0 for r in records])
+    human_a = np.array([h.human_a for h in human])
+    groups = {}
+    if config.group_by is not None:
+        names = np.array([h.group for h in human])
+        for name in sorted(set(names.tolist())):
+            mine = names == name
+            groups[name] = judge_metrics(p_a_ab[mine], p_a_ba[mine], mass[mine], human_a[mine])
+    p_a = (p_a_ab + p_a_ba) / 2.0
+    credit = agreement_credit(p_a, human_a)
+    return EvalJudgeReport(
+        pairs_file=str(config.pairs),
+        judge_model=judge_model,
+        constitution=str(config.constitution),
+        principles=config.options.principles,
+        cot=config.options.cot,
+        group_by=config.group_by,
+        chosen_as_a=int(human_a.sum()),
+        overall=judge_metrics(p_a_ab, p_a_ba, mass, human_a),
+        groups=groups,
+        reliability=reliability_table(p_a, human_a),
+        pairs=[
+            PairResult(line=h.line, group=h.group, chosen_is_a=h.human_a, p_a=float(p_a[i]), p_a_ab=r.p_a_ab,
+                       p_a_ba=r.p_a_ba, mass_ab=r.mass_ab, mass_ba=r.mass_ba, agrees=float(credit[i]))
+            for i, (h, r) in enumerate(zip(human, records))
+        ],
+    )
+
+
+def eval_judge(config: EvalJudgeConfig, judge: Engine | None = None) -> EvalJudgeReport:
+    """Judge every human pair in both orders and measure the judge against the human labels."""
+    constitution = load_constitution(config.constitution)
+    panel = panel_for(constitution, config.options, str(config.constitution))
+    templates = Templates.load(config.templates)
+    human = read_human_pairs(config.pairs, config.group_by, config.options.seed)
+    records: list[PreferenceRecord] = []
+    with engine_for(config.judge, judge) as engine:
+        with progress_bar(len(human), "judging", unit="pairs", quiet=config.quiet or None) as advance:
+            for start in range(0, len(human), config.batch_size):
+                batch = human[start : start + config.batch_size]
+                records += judge_pairs(engine, templates, panel, [h.pair for h in batch], config.options)
+                advance(len(batch))
+        judge_model = model_label(engine)
+    report = build_report(config, human, records, judge_model)
+    if config.out is not None:
+        config.out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(config.out, report.model_dump_json(indent=2) + "\n")
+    return report
+
+
+def report_tables(report: EvalJudgeReport) -> list[Table]:
+    """The report as rich tables: the metrics (overall and per group), then the reliability table."""
+    from rich.table import Table
+
+    title = f"{report.judge_model} on {report.pairs_file} ({report.overall.n} pairs, principles {report.principles}"
+    title += ", chain of thought)" if report.cot else ")"
+    metrics = Table(title=title)
+    metrics.add_column("pairs")
+    columns = (
+        ("n", "n", "{:d}"),
+        ("agreement", "agreement", "{:.1%}"),
+        ("agreement_ab", "ab only", "{:.1%}"),
+        ("agreement_ba", "ba only", "{:.1%}"),
+        ("position_consistency", "consistent", "{:.1%}"),
+        ("p_first", "P(first)", "{:.3f}"),
+        ("mean_mass", "mass", "{:.3f}"),
+        ("ece", "ECE", "{:.3f}"),
+    )
+    for _, header, _ in columns:
+        metrics.add_column(header, justify="right")
+    rows = [("all", report.overall)] + [(f"{report.group_by}={k}", v) for k, v in report.groups.items()]
+    for name, m in rows:
+        metrics.add_row(name, *(fmt.format(getattr(m, key)) for key, _, fmt in columns))
+
+    reliability = Table(title="reliability (confidence = max(p_a, 1 - p_a))")
+    for header in ("confidence", "count", "mean confidence", "accuracy"):
+        reliability.add_column(header, justify="right")
+    for b in report.reliability:
+        reliability.add_row(
+            f"[{b.low:.2f}, {b.high:.2f})",
+            str(b.count),
+            "-" if b.mean_confidence is None else f"{b.mean_confidence:.3f}",
+            "-" if b.accuracy is None else f"{b.accuracy:.1%}",
+        )
+    return [metrics, reliability]

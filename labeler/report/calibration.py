@@ -1,0 +1,227 @@
+"""How well the judge's probabilities match human choices: matching, reliability bins, ECE, Brier.
+
+Every measure here starts from `p_chosen`: per human-labelled pair, the judge's probability that the
+response the human preferred is the better one. A pair has no natural "A" side, so the reliability
+diagram counts each pair twice, once from each side: the human's response with prediction `p_chosen`
+and outcome 1, the other with prediction `1 - p_chosen` and outcome 0. The diagram is then the same
+whichever response a file happens to list first.
+
+Two sources give `p_chosen`:
+- a human-labelled file (JSONL, Parquet or Arrow rows with `prompt`, `chosen`, `rejected`): rows of the
+  run's preference split whose (prompt, response_a, response_b) equal (prompt, chosen, rejected) in
+  either order; `p_chosen` is `p_a` or `1 - p_a`;
+- an `eval-judge` JSON: an object whose `pairs` list holds one object per pair with `p_chosen`; its
+  numbers (those of nested objects as `outer.inner`) are shown as a summary. Entries without
+  `p_chosen` are left out, so a file of another layout still gives its summary.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from labeler.errors import InputError
+from labeler.inputs import Row, iter_rows, prompt_text, row_messages
+
+CALIBRATION_BINS = 10
+
+
+@dataclass(frozen=True)
+class CalibrationBin:
+    """One bin of a reliability diagram; means are None when no prediction falls in it."""
+
+    low: float
+    high: float
+    count: int
+    mean_predicted: float | None
+    observed: float | None  # fraction of the bin's responses the humans preferred
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Agreement and calibration of the judge against one set of human choices."""
+
+    source: str  # what the human choices came from, for titles
+    p_chosen: np.ndarray  # (N,) the judge's probability for the human's choice
+    agreement: float  # fraction of pairs where the judge favours the human's choice (ties count half)
+    mean_p_chosen: float
+    brier: float  # mean squared error of the judge's probability against the human's choice
+    ece: float  # expected calibration error over the symmetric reliability bins
+    bins: tuple[CalibrationBin, ...]
+
+    @property
+    def pairs(self) -> int:
+        return len(self.p_chosen)
+
+
+def reliability_bins(p_chosen: np.ndarray, bins: int = CALIBRATION_BINS) -> tuple[CalibrationBin, ...]:
+    """Reliability bins over [0, 1] of the pairs seen from both sides (1.0 falls in the last bin).
+
+    >>> b = reliability_bins(np.array([0.9, 0.9, 0.7]), bins=2)
+    >>> [(x.count, x.mean_predicted, x.observed) for x in b]
+    [(3, 0.1666..., 0.0), (3, 0.8333..., 1.0)]
+    """
+    predicted = np.concatenate([p_chosen, 1.0 - p_chosen])
+    outcome = np.concatenate([np.ones(len(p_chosen)), np.zeros(len(p_chosen))])
+    index = np.minimum(np.floor(predicted * bins).astype(np.int64), bins - 1)
+    result = []
+    for k in range(bins):
+        members = index == k
+        count = int(members.sum())
+        result.append(
+            CalibrationBin(
+                low=k / bins,
+                high=(k + 1) / bins,
+                count=count,
+                mean_predicted=float(predicted[members].mean()) if count else None,
+                observed=float(outcome[members].mean()) if count else None,
+            )
+        )
+    return tuple(result)
+
+
+def expected_calibration_error(bins: tuple[CalibrationBin, ...]) -> float:
+    """Count-weighted mean of |observed − mean predicted| over the non-empty bins.
+
+    >>> expected_calibration_error(reliability_bins(np.array([0.9, 0.9, 0.7]), bins=2))
+    0.1666...
+    """
+    total = sum(b.count for b in bins)
+    gaps = [
+        b.count * abs(b.observed - b.mean_predicted)
+        for b in bins
+        if b.observed is not None and b.mean_predicted is not None
+    ]
+    return float(sum(gaps) / total) if total else 0.0
+
+
+def calibration(p_chosen: np.ndarray, source: str, bins: int = CALIBRATION_BINS) -> Calibration:
+    """Agreement, Brier score, ECE and reliability bins of `p_chosen` (needs at least one pair).
+
+    >>> c = calibration(np.array([0.8, 0.5, 0.3]), "test")
+    >>> c.agreement, round(c.brier, 4)
+    (0.5, 0.26)
+    """
+    if len(p_chosen) == 0:
+        raise ValueError("calibration needs at least one pair")
+    p_chosen = np.asarray(p_chosen, dtype=np.float64)
+    bin_list = reliability_bins(p_chosen, bins)
+    return Calibration(
+        source=source,
+        p_chosen=p_chosen,
+        agreement=float(np.mean((p_chosen > 0.5) + 0.5 * (p_chosen == 0.5))),
+        mean_p_chosen=float(p_chosen.mean()),
+        brier=float(np.mean((1.0 - p_chosen) ** 2)),
+        ece=expected_calibration_error(bin_list),
+        bins=bin_list,
+    )
+
+
+# --- human-labelled pairs ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HumanMatch:
+    """Human-labelled pairs found in the preference split."""
+
+    file: Path
+    file_pairs: int  # rows in the human-labelled file
+    p_chosen: np.ndarray  # (matched,) one entry per matched file row
+
+
+def _response_text(row: Row, field: str) -> str:
+    """A response as text: a string, or the content of the last message of a TRL conversational list."""
+    value = row.data.get(field)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and isinstance(value[-1], dict) and isinstance(value[-1].get("content"), str):
+        return value[-1]["content"]
+    raise row.error("expected the response as text or a list of {role, content} messages", field)
+
+
+def match_human_pairs(preferences: pa.Table, path: Path) -> HumanMatch:
+    """The judge's probability for the human's choice, for each file row that is a pair of the split.
+
+    A row matches a preference row when the prompt texts are equal and (chosen, rejected) equals
+    (response_a, response_b) in either order.
+    """
+    p_a_by_pair: dict[tuple[str, str, str], float] = {}
+    columns = preferences.select(["prompt", "response_a", "response_b", "p_a"]).to_pydict()
+    for prompt, response_a, response_b, p_a in zip(
+        columns["prompt"], columns["response_a"], columns["response_b"], columns["p_a"], strict=True
+    ):
+        p_a_by_pair[(prompt, response_a, response_b)] = p_a
+    file_pairs = 0
+    p_chosen: list[float] = []
+    for row in iter_rows(path):
+        file_pairs += 1
+        prompt = prompt_text(row_messages(row))
+        chosen, rejected = _response_text(row, "chosen"), _response_text(row, "rejected")
+        if (prompt, chosen, rejected) in p_a_by_pair:
+            p_chosen.append(p_a_by_pair[(prompt, chosen, rejected)])
+        elif (prompt, rejected, chosen) in p_a_by_pair:
+            p_chosen.append(1.0 - p_a_by_pair[(prompt, rejected, chosen)])
+    return HumanMatch(file=path, file_pairs=file_pairs, p_chosen=np.array(p_chosen, dtype=np.float64))
+
+
+# --- eval-judge results -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvalJudgeResult:
+    """What the report uses of an `eval-judge` JSON."""
+
+    file: Path
+    summary: tuple[tuple[str, int | float], ...]  # numbers, flattened as ("outer.inner", value)
+    p_chosen: np.ndarray  # (pairs,) empty when the file lists no pairs
+
+
+def scalar_summary(data: dict[str, Any], prefix: str = "") -> list[tuple[str, int | float]]:
+    """The numbers of a JSON object, nested objects flattened with dots; lists and text are left out.
+
+    >>> scalar_summary({"agreement": 0.7, "n": 10, "by": {"x": 1.5}, "pairs": [1], "model": "m", "ok": True})
+    [('agreement', 0.7), ('n', 10), ('by.x', 1.5)]
+    """
+    numbers: list[tuple[str, int | float]] = []
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            numbers += scalar_summary(value, prefix=f"{name}.")
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            numbers.append((name, value))
+    return numbers
+
+
+def read_eval_judge(path: Path) -> EvalJudgeResult:
+    """An `eval-judge` JSON; `InputError` naming the file and the entry when it is malformed."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("file not found", file=path) from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text ({exc.reason})", file=path) from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"not valid JSON: {exc.msg}", file=path, line=exc.lineno) from None
+    if not isinstance(data, dict):
+        raise InputError(f"expected a JSON object, got {type(data).__name__}", file=path)
+    # Only entries that carry `p_chosen` are used: a file with another layout (say, `pairs` as a count)
+    # gives a summary without a reliability diagram. A `p_chosen` that is not a probability is an error.
+    pairs = data.get("pairs")
+    p_chosen = []
+    for index, pair in enumerate(pairs if isinstance(pairs, list) else []):
+        if not isinstance(pair, dict) or "p_chosen" not in pair:
+            continue
+        value = pair["p_chosen"]
+        if not isinstance(value, int | float) or isinstance(value, bool) or not 0.0 <= value <= 1.0:
+            raise InputError(
+                f"`p_chosen` must be a probability in [0, 1], got {value!r}", file=path, where=f"pairs[{index}]"
+            )
+        p_chosen.append(float(value))
+    return EvalJudgeResult(
+        file=path, summary=tuple(scalar_summary(data)), p_chosen=np.array(p_chosen, dtype=np.float64)
+    )
