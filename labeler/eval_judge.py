@@ -288,6 +288,7 @@ class PairResult(BaseModel):
     group: str | None = Field(description="Its value of the --group-by column.")
     chosen_is_a: bool = Field(description="Whether the human's chosen response was laid out as response_a.")
     p_a: float = Field(description="Judge's probability that response_a is better, both orders averaged.")
+    p_chosen: float = Field(description="Judge's probability that the human's chosen response is better.")
     p_a_ab: float = Field(description="That probability from the ab order alone.")
     p_a_ba: float = Field(description="That probability from the ba order alone, mapped back to response_a.")
     mass_ab: float = Field(description="Choice-token mass in the ab order.")
@@ -340,8 +341,9 @@ def build_report(config: EvalJudgeConfig, human: Sequence[HumanPair], records: S
         groups=groups,
         reliability=reliability_table(p_a, human_a),
         pairs=[
-            PairResult(line=h.line, group=h.group, chosen_is_a=h.human_a, p_a=float(p_a[i]), p_a_ab=r.p_a_ab,
-                       p_a_ba=r.p_a_ba, mass_ab=r.mass_ab, mass_ba=r.mass_ba, agrees=float(credit[i]))
+            PairResult(line=h.line, group=h.group, chosen_is_a=h.human_a, p_a=float(p_a[i]),
+                       p_chosen=float(p_a[i] if h.human_a else 1.0 - p_a[i]), p_a_ab=r.p_a_ab, p_a_ba=r.p_a_ba,
+                       mass_ab=r.mass_ab, mass_ba=r.mass_ba, agrees=float(credit[i]))
             for i, (h, r) in enumerate(zip(human, records))
         ],
     )
@@ -373,31 +375,34 @@ def report_tables(report: EvalJudgeReport) -> list[Table]:
     from rich.table import Table
 
     title = f"{report.judge_model} on {report.pairs_file} ({report.overall.n} pairs, principles {report.principles}"
-    title += ", chain of thought)" if report.cot else ")"
+    title += ", chain of thought" if report.cot else ""
+    title += f"; columns: all pairs, then by {report.group_by})" if report.group_by else ")"
+    # One row per metric and one column per set of pairs, so that many groups still fit a terminal.
+    sets = [("all", report.overall)] + list(report.groups.items())
     metrics = Table(title=title)
-    metrics.add_column("pairs")
-    columns = (
-        ("n", "n", "{:d}"),
-        ("agreement", "agreement", "{:.1%}"),
-        ("agreement_ab", "ab only", "{:.1%}"),
-        ("agreement_ba", "ba only", "{:.1%}"),
-        ("position_consistency", "consistent", "{:.1%}"),
-        ("p_first", "P(first)", "{:.3f}"),
-        ("mean_mass", "mass", "{:.3f}"),
+    metrics.add_column("metric")
+    for name, _ in sets:
+        metrics.add_column(name, justify="right")
+    rows = (
+        ("n", "pairs", "{:d}"),
+        ("agreement", "agreement (both orders)", "{:.1%}"),
+        ("agreement_ab", "agreement, ab order only", "{:.1%}"),
+        ("agreement_ba", "agreement, ba order only", "{:.1%}"),
+        ("position_consistency", "position consistency", "{:.1%}"),
+        ("p_first", "P(prefer first position)", "{:.3f}"),
+        ("mean_mass", "mean choice mass", "{:.3f}"),
         ("ece", "ECE", "{:.3f}"),
     )
-    for _, header, _ in columns:
-        metrics.add_column(header, justify="right")
-    rows = [("all", report.overall)] + [(f"{report.group_by}={k}", v) for k, v in report.groups.items()]
-    for name, m in rows:
-        metrics.add_row(name, *(fmt.format(getattr(m, key)) for key, _, fmt in columns))
+    for key, label, fmt in rows:
+        metrics.add_row(label, *(fmt.format(getattr(m, key)) for _, m in sets))
 
     reliability = Table(title="reliability (confidence = max(p_a, 1 - p_a))")
     for header in ("confidence", "count", "mean confidence", "accuracy"):
         reliability.add_column(header, justify="right")
-    for b in report.reliability:
+    for index, b in enumerate(report.reliability):
+        closing = "]" if index == len(report.reliability) - 1 else ")"
         reliability.add_row(
-            f"[{b.low:.2f}, {b.high:.2f})",
+            f"[{b.low:.2f}, {b.high:.2f}{closing}",
             str(b.count),
             "-" if b.mean_confidence is None else f"{b.mean_confidence:.3f}",
             "-" if b.accuracy is None else f"{b.accuracy:.1%}",

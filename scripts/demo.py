@@ -31,9 +31,10 @@ def main() -> None:
     step(
         "judge agreement with human labels",
         ["eval-judge", "--pairs", str(REPO / "data/human_pairs.jsonl"), "--group-by", "category",
-         "--out", str(REPO / "data/runs/demo/report/eval_judge.json")],
+         "--out", str(REPO / "data/runs/demo/eval_judge.json")],
     )
     run = REPO / "data/runs/demo"
+    step("report with the judge's calibration", ["report", str(run), "--eval-judge", str(run / "eval_judge.json")])
     print(
         f"\ndataset:      {run / 'preferences'} (SFT split: {run / 'sft'})\n"
         f"dataset card: {run / 'README.md'}\n"

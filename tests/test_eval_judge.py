@@ -291,6 +291,11 @@ def test_eval_judge_on_a_scripted_judge_reports_agreement_bias_and_json(tmp_path
     written = json.loads(out.read_text())
     assert written["overall"]["agreement"] == 1.0 and len(written["pairs"]) == 30
     assert len(written["reliability"]) == CALIBRATION_BINS
+    assert all(pair["p_chosen"] == pytest.approx(0.8) for pair in written["pairs"])
+    # `labeler report` reads the probability of each human choice from this file
+    from labeler.report.calibration import read_eval_judge
+
+    assert read_eval_judge(out).p_chosen.tolist() == pytest.approx([0.8] * 30)
 
     biased = eval_judge(config.model_copy(update={"out": None}), judge=ScriptedJudge("first"))
     assert all(r.p_a == pytest.approx(0.5, abs=1e-9) for r in biased.pairs)  # a coin flip, up to rounding
@@ -307,9 +312,11 @@ def test_eval_judge_on_a_scripted_judge_reports_agreement_bias_and_json(tmp_path
 @pytest.mark.slow
 def test_eval_judge_command_on_the_real_model(tmp_path: Path, capsys, embedded_model: Path):
     """Six shipped pairs (two per category) through the CLI with the transformers engine."""
-    rows = HUMAN_PAIRS.read_text().splitlines()
+    rows = [json.loads(line) for line in HUMAN_PAIRS.read_text().splitlines()]
+    six = [row for category in ("helpful", "honest", "harmless") for row in
+           [r for r in rows if r["category"] == category][:2]]
     small = tmp_path / "six.jsonl"
-    small.write_text("\n".join(rows[::4]) + "\n")
+    small.write_text("".join(json.dumps(row) + "\n" for row in six))
     out = tmp_path / "eval.json"
     main_args = ["eval-judge", "--pairs", str(small), "--group-by", "category", "--engine", "hf",
                  "--judge-model", str(embedded_model), "--dtype", "float32", "--out", str(out), "--quiet"]
@@ -317,7 +324,7 @@ def test_eval_judge_command_on_the_real_model(tmp_path: Path, capsys, embedded_m
         main(main_args)
     assert exit_info.value.code in (0, None)
     printed = capsys.readouterr().out
-    assert "agreement" in printed and "category=honest" in printed and "reliability" in printed
+    assert "agreement (both orders)" in printed and "harmless" in printed and "[0.95, 1.00]" in printed
     report = json.loads(out.read_text())
     assert report["overall"]["n"] == 6 and {g: m["n"] for g, m in report["groups"].items()} == {
         "helpful": 2, "honest": 2, "harmless": 2}

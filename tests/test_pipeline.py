@@ -74,38 +74,88 @@ def test_readme_config_reference_is_generated():
         assert f"`{key}`" in body
 
 
-@pytest.mark.slow
-def test_whole_job_on_the_embedded_model(tmp_path: Path, embedded_model: Path):
-    config = {
-        "out": str(tmp_path / "run"),
+def job_config(out: Path, model: Path) -> dict:
+    return {
+        "out": str(out),
         "constitution": str(REPO / "constitutions/harmless.yaml"),
         "prompts": str(REPO / "data/sample_prompts.jsonl"),
-        "engine": {"name": "hf", "model": str(embedded_model), "dtype": "float32"},
-        "work": {"limit": 4, "batch_size": 4, "quiet": True},
+        "engine": {"name": "hf", "model": str(model), "dtype": "float32"},
+        "work": {"limit": 4, "batch_size": 1, "quiet": True},
         "stages": {
             "revise": {"rounds": 1, "sampling": {"temperature": 0.7, "max_tokens": 12}},
             "label": {"pairs": "revise", "options": {"salmon": True}},
             "train_rm": {"max_steps": 2, "batch_size": 2, "max_length": 128, "eval_fraction": 0.0,
-                         "logging_steps": 1},
+                         "logging_steps": 1, "checkpoint_steps": 1},
             "report": True,
         },
     }
-    path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump(config))
+
+
+@pytest.fixture(scope="module")
+def finished_job(tmp_path_factory, embedded_model: Path) -> Path:
+    """The whole job run once, uninterrupted, in this process."""
+    base = tmp_path_factory.mktemp("job")
+    path = base / "run.yaml"
+    path.write_text(yaml.safe_dump(job_config(base / "run", embedded_model)))
     assert run_cli(["run", str(path)]) == 0
-    run = tmp_path / "run"
+    return base / "run"
+
+
+def records_of(run: Path, split: str) -> list[dict]:
+    from labeler.store import read_split
+
+    return sorted(read_split(run, split).to_pylist(), key=lambda r: r["id"])
+
+
+@pytest.mark.slow
+def test_whole_job_on_the_embedded_model(finished_job: Path):
+    run = finished_job
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["splits"]["sft"]["status"] == "complete"
     assert manifest["splits"]["preferences"]["status"] == "complete"
-    from labeler.store import read_split
-
-    prefs = read_split(run, "preferences").to_pylist()
+    prefs = records_of(run, "preferences")
     assert 1 <= len(prefs) <= 4
-    salmon_ids = {p["principle_id"] for p in prefs[0]["principle_scores"]}
-    assert len(salmon_ids) == 16
+    assert len({p["principle_id"] for p in prefs[0]["principle_scores"]}) == 16
     assert (run / "rm" / "labeler-rm.json").is_file() and (run / "rm" / "metrics.jsonl").is_file()
     assert (run / "report" / "index.html").is_file()
-    assert (run / "README.md").read_text().count("preferences") >= 1
-    # a second run finds everything done and loads no model for the data stages
-    assert run_cli(["run", str(path)]) == 0
-    assert len(read_split(run, "preferences")) == len(prefs)
+    assert "preferences" in (run / "README.md").read_text()
+    # a second run finds every stage done and changes nothing
+    assert run_cli(["run", str(run.parent / "run.yaml")]) == 0
+    assert records_of(run, "preferences") == prefs
+
+
+@pytest.mark.slow
+def test_run_resumes_after_kill_9_at_each_stage(finished_job: Path, embedded_model: Path, tmp_path: Path):
+    """kill -9 the whole job in the revise stage, in the label stage and in training; re-run each time."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(job_config(out, embedded_model)))
+    command = [sys.executable, "-m", "labeler", "run", str(path)]
+
+    def started(marker: str) -> bool:
+        if marker == "rm":
+            return any((out / "rm").glob("checkpoint-*"))
+        return len(list((out / marker).glob("shard-*.arrow"))) >= 1
+
+    kills = 0
+    for marker in ("sft", "preferences", "rm"):
+        proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 600
+        while proc.poll() is None and not started(marker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    final = subprocess.run(command, capture_output=True, text=True)
+    assert final.returncode == 0, final.stderr[-2000:]
+    assert kills >= 2, "the job finished before it could be interrupted"
+    for split in ("sft", "preferences"):
+        assert records_of(out, split) == records_of(finished_job, split)
+    assert (out / "rm" / "labeler-rm.json").is_file()

@@ -10,6 +10,7 @@ import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -20,10 +21,9 @@ from labeler.records import PreferenceRecord, PrincipleScore, record_id
 from labeler.rm.config import RMTrainConfig
 from labeler.rm.model import REWARD_CARD, load_reward_model
 from labeler.rm.train import METRICS_FILE, train_reward_model
-from labeler.store import RunStore
-from labeler.store.manifest import SplitEntry, new_manifest, write_manifest
-from labeler.store.shards import ShardInfo, encode_shard
-from labeler.store.fingerprint import sha256_bytes
+from labeler.store import RunStore, ShardInfo, SplitEntry, sha256_bytes
+from labeler.store.manifest import new_manifest, write_manifest
+from labeler.store.shards import encode_shard
 
 WORDS = "apple river stone cloud green quick lamp seven paper music".split()
 TIMING = {"tokens_per_s"}
@@ -308,7 +308,7 @@ def test_hard_loss_with_margin_through_the_cli(tiny_model: Path, separable_run: 
 # --- bad input exits 2 -----------------------------------------------------------------------------
 
 
-def write_raw_run(folder: Path, table: object) -> Path:
+def write_raw_run(folder: Path, table: pa.Table) -> Path:
     """A run whose preference shard holds `table` as is, with a correct checksum (bypassing the writer)."""
     data = encode_shard(table)
     (folder / "preferences").mkdir(parents=True)
@@ -333,7 +333,7 @@ def test_bad_data_exits_2_with_a_clear_message(
     no_p_a = write_raw_run(tmp_path / "no-p-a", good.drop_columns(["p_a"]))
     p_a_text = write_raw_run(tmp_path / "p-a-text", good.set_column(
         good.schema.get_field_index("p_a"), "p_a", good.column("p_a").cast("string")))
-    no_preferences = tmp_path / "sft-only"
+    no_preferences = tmp_path / "no-splits"
     no_preferences.mkdir()
     write_manifest(no_preferences, new_manifest())  # a run folder whose manifest lists no split
     base = ["train-rm", "--base-model", str(tiny_model), "--out", str(tmp_path / "out"), "--max-steps", "1"]

@@ -9,6 +9,7 @@ import typer
 
 from labeler.cli import app
 from labeler.cli_options import DtypeOpt, EngineOpt, LimitOpt, QuietOpt, SeedOpt
+from labeler.stages.common import RAY_ADDRESS_HELP
 
 
 @app.command("label")
@@ -41,6 +42,7 @@ def label_command(
     num_shards: Annotated[int | None, typer.Option(help="Job arrays: number of tasks.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a run made with another configuration.")] = False,
     quiet: QuietOpt = False,
+    ray: Annotated[str | None, typer.Option("--ray", metavar="ADDRESS", help=RAY_ADDRESS_HELP)] = None,
 ) -> None:
     """Judge pairs in both orders; write soft labels, per-principle scores and flags."""
     from labeler.engine import EngineConfig, GenerationParams
@@ -70,9 +72,14 @@ def label_command(
                              salmon=salmon, low_mass=low_mass, seed=seed),
         templates=templates,
         work=WorkSelection(limit=limit, shard_index=shard_index, num_shards=num_shards, batch_size=batch_size,
-                           overwrite=overwrite, quiet=quiet),
+                           overwrite=overwrite, quiet=quiet, ray=ray),
     )
-    result = label(config)
+    if ray is None:
+        result = label(config)
+    else:
+        from labeler.ray_runner import run_on_ray
+
+        result = run_on_ray(config)
     typer.echo(
         f"wrote {result.written} pairs ({result.already_done} already done, "
         f"{result.counts.identical_dropped} identical pairs dropped) to {result.out / 'preferences'}"

@@ -39,7 +39,9 @@ def ppo(
     ppo_epochs: Annotated[int, typer.Option(help=_field_help("ppo_epochs"))] = _default("ppo_epochs"),
     max_new_tokens: Annotated[int, typer.Option(help=_field_help("max_new_tokens"))] = _default("max_new_tokens"),
     learning_rate: Annotated[float, typer.Option(help=_field_help("learning_rate"))] = _default("learning_rate"),
-    missing_eos_reward: Annotated[float, typer.Option(help=_field_help("missing_eos_reward"))] = _default("missing_eos_reward"),
+    missing_eos_reward: Annotated[
+        float, typer.Option(help=_field_help("missing_eos_reward"))
+    ] = _default("missing_eos_reward"),
     checkpoint_every: Annotated[int, typer.Option(help=_field_help("checkpoint_every"))] = _default("checkpoint_every"),
     dtype: Annotated[str, typer.Option(help=_field_help("dtype"))] = _default("dtype"),
     device: Annotated[str, typer.Option(help=_field_help("device"))] = _default("device"),

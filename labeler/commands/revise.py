@@ -9,6 +9,7 @@ import typer
 
 from labeler.cli import app
 from labeler.cli_options import DtypeOpt, EngineOpt, LimitOpt, ModelOpt, QuietOpt, SeedOpt
+from labeler.stages.common import RAY_ADDRESS_HELP
 
 
 @app.command("revise")
@@ -30,6 +31,7 @@ def revise_command(
     num_shards: Annotated[int | None, typer.Option(help="Job arrays: number of tasks.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a run made with another configuration.")] = False,
     quiet: QuietOpt = False,
+    ray: Annotated[str | None, typer.Option("--ray", metavar="ADDRESS", help=RAY_ADDRESS_HELP)] = None,
 ) -> None:
     """Critique and revise responses against sampled principles; write the SFT split (SL-CAI data)."""
     from labeler.engine import EngineConfig, GenerationParams
@@ -46,9 +48,14 @@ def revise_command(
         seed=seed,
         templates=templates,
         work=WorkSelection(limit=limit, shard_index=shard_index, num_shards=num_shards, batch_size=batch_size,
-                           overwrite=overwrite, quiet=quiet),
+                           overwrite=overwrite, quiet=quiet, ray=ray),
     )
-    result = revise(config)
+    if ray is None:
+        result = revise(config)
+    else:
+        from labeler.ray_runner import run_on_ray
+
+        result = run_on_ray(config)
     typer.echo(
         f"wrote {result.written} rows ({result.already_done} already done, "
         f"{len(result.skipped_too_long)} skipped as too long) to {result.out / 'sft'}"

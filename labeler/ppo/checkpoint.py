@@ -37,8 +37,10 @@ CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 def optimizer_state_to_tensors(state_dict: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Split an optimizer's state_dict into tensors (for safetensors) and JSON-able metadata.
 
-    >>> tensors, meta = optimizer_state_to_tensors(
-    ...     {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.zeros(2)}}, "param_groups": [{"lr": 0.1, "params": [0]}]})
+    >>> tensors, meta = optimizer_state_to_tensors({
+    ...     "state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.zeros(2)}},
+    ...     "param_groups": [{"lr": 0.1, "params": [0]}],
+    ... })
     >>> sorted(tensors), meta
     (['state.0.exp_avg', 'state.0.step'], {'param_groups': [{'lr': 0.1, 'params': [0]}], 'scalars': {}})
     """
@@ -56,7 +58,8 @@ def optimizer_state_to_tensors(state_dict: dict[str, Any]) -> tuple[dict[str, Te
 def optimizer_state_from_tensors(tensors: dict[str, Tensor], meta: dict[str, Any]) -> dict[str, Any]:
     """The inverse of `optimizer_state_to_tensors`.
 
-    >>> state = optimizer_state_from_tensors({"state.0.exp_avg": torch.zeros(2)}, {"param_groups": [], "scalars": {"0.n": 1}})
+    >>> state = optimizer_state_from_tensors(
+    ...     {"state.0.exp_avg": torch.zeros(2)}, {"param_groups": [], "scalars": {"0.n": 1}})
     >>> state["state"]
     {0: {'exp_avg': tensor([0., 0.]), 'n': 1}}
     """
@@ -121,7 +124,8 @@ def save_checkpoint(
         else:
             policy.lm.save_pretrained(tmp / "model", safe_serialization=True)
             tokenizer.save_pretrained(tmp / "model")
-        save_file({k: v.contiguous() for k, v in policy.value_head.state_dict().items()}, tmp / "value_head.safetensors")
+        value_head = {k: v.contiguous() for k, v in policy.value_head.state_dict().items()}
+        save_file(value_head, tmp / "value_head.safetensors")
         optimizer_tensors, optimizer_meta = optimizer_state_to_tensors(optimizer.state_dict())
         save_file(optimizer_tensors, tmp / "optimizer.safetensors")
         save_file(rng_state(data_generator), tmp / "rng.safetensors")
@@ -151,15 +155,18 @@ def load_checkpoint(
 
     state = json.loads((folder / "state.json").read_text())
     if config.lora:
-        result = set_peft_model_state_dict(
+        result: Any = set_peft_model_state_dict(
             policy.lm, load_file(folder / "adapter" / ADAPTER_WEIGHTS), adapter_name=POLICY_ADAPTER
         )
         if result.unexpected_keys:
-            raise RuntimeError(f"{folder / 'adapter'}: adapter weights do not fit the policy: {result.unexpected_keys[:5]}")
+            raise RuntimeError(
+                f"{folder / 'adapter'}: adapter weights do not fit the policy: {result.unexpected_keys[:5]}"
+            )
     else:
         load_model_weights(policy.lm, folder / "model")
     policy.value_head.load_state_dict(load_file(folder / "value_head.safetensors"))
-    optimizer.load_state_dict(optimizer_state_from_tensors(load_file(folder / "optimizer.safetensors"), state["optimizer"]))
+    optimizer_tensors = load_file(folder / "optimizer.safetensors")
+    optimizer.load_state_dict(optimizer_state_from_tensors(optimizer_tensors, state["optimizer"]))
     restore_rng_state(load_file(folder / "rng.safetensors"), data_generator)
     return int(state["step"])
 
@@ -178,5 +185,6 @@ def load_model_weights(model: nn.Module, folder: Path) -> None:
     ]
     if result.unexpected_keys or untied_missing:
         raise RuntimeError(
-            f"{folder}: weights do not fit the model (missing {untied_missing[:5]}, unexpected {result.unexpected_keys[:5]})"
+            f"{folder}: weights do not fit the model "
+            f"(missing {untied_missing[:5]}, unexpected {result.unexpected_keys[:5]})"
         )

@@ -24,8 +24,8 @@ class PPOConfig(BaseModel):
         "(adapter_config.json + adapter_model.safetensors) on top of its base model."
     )
     prompts: Path = Field(
-        description="JSONL file of prompts: each row has `prompt` (text) or `prompt_messages`/`messages` "
-        "(a list of {role, content})."
+        description="Prompts to complete (JSONL, Parquet or Arrow): each row has `prompt` (text) or "
+        "`messages`/`prompt_messages` (a list of {role, content} ending before the assistant's turn)."
     )
     out: Path = Field(description="Output folder: metrics.jsonl and checkpoint-<step>/ folders.")
     reward_model: Path | None = Field(
@@ -40,7 +40,7 @@ class PPOConfig(BaseModel):
 
     # --- model
     lora: bool = Field(True, description="Train a LoRA adapter (the base stays frozen) instead of all weights.")
-    lora_r: int = Field(16, ge=1, description="LoRA rank.")
+    lora_r: int = Field(16, ge=1, description="LoRA rank of a fresh adapter (a trained adapter keeps its own).")
     lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (the update is scaled by alpha/r).")
     lora_target_modules: str | tuple[str, ...] = Field(
         "all-linear", description="Modules that get a LoRA adapter (PEFT's `target_modules`)."

@@ -55,7 +55,7 @@ class PolicyWithValueHead(nn.Module):
 
     def __init__(self, lm: nn.Module, hidden_size: int) -> None:
         super().__init__()
-        self.lm = lm
+        self.lm: Any = lm  # a transformers model or a PEFT wrapper of one: generate, save_pretrained, ...
         self.value_head = nn.Linear(hidden_size, 1)  # kept in float32 whatever the LM's dtype
         nn.init.normal_(self.value_head.weight, std=1.0 / math.sqrt(hidden_size + 1))
         nn.init.zeros_(self.value_head.bias)
@@ -167,10 +167,13 @@ def load_tokenizer(policy: Path) -> Any:
 def build_policy(config: PPOConfig, device: torch.device) -> tuple[PolicyWithValueHead, Reference]:
     """The trainable policy and its frozen reference, both as the run starts (before any checkpoint)."""
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
-    base = AutoModelForCausalLM.from_pretrained(
+    hf_logging.disable_progress_bar()  # PPO's own progress bar is the one to watch
+    base: Any = AutoModelForCausalLM.from_pretrained(
         str(base_model_path(config.policy)), dtype=getattr(torch, config.dtype), use_safetensors=True
-    ).to(device)
+    )
+    base = base.to(device)
     hidden_size = base.config.hidden_size
     starts_from_adapter = is_adapter_folder(config.policy)
     reference: Reference

@@ -61,23 +61,18 @@ def parse_reward_rule(rule: str, *, where: str = "--reward-rule") -> RewardFn:
 class RewardModelReward:
     """Scores each full conversation (prompt + completion as the assistant's turn) with a reward model."""
 
-    def __init__(self, folder: Path, batch_size: int = 16) -> None:
+    def __init__(self, folder: Path) -> None:
         # Imported here: the reward-model package pulls in torch and transformers.
         from labeler.rm.model import load_reward_model
 
-        self.model: Any = load_reward_model(folder)
-        self.batch_size = batch_size
+        self.model: Any = load_reward_model(folder)  # batches internally; scores on its own device
 
     def __call__(self, prompts: list[Messages], completions: list[str]) -> list[float]:
         conversations: list[Sequence[dict[str, str]]] = [
             [*prompt, {"role": "assistant", "content": completion}]
             for prompt, completion in zip(prompts, completions, strict=True)
         ]
-        scores: list[float] = []
-        for start in range(0, len(conversations), self.batch_size):
-            batch = conversations[start : start + self.batch_size]
-            scores.extend(float(s) for s in self.model.score(batch).detach().float().cpu())
-        return scores
+        return [float(score) for score in self.model.score(conversations).float().cpu()]
 
 
 def load_reward(reward_model: Path | None, reward_rule: str | None) -> RewardFn:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import statistics
 import time
 from pathlib import Path
@@ -33,11 +32,11 @@ from torch import Tensor
 from labeler.engine.base import Message
 from labeler.engine.chat import chat_text, encode_texts
 from labeler.errors import InputError
+from labeler.inputs import iter_rows, row_messages
 from labeler.ppo import math as ppo
 from labeler.ppo.checkpoint import checkpoint_dirs, latest_checkpoint, load_checkpoint, save_checkpoint
 from labeler.ppo.config import PPOConfig
-from labeler.ppo.model import build_policy, load_tokenizer
-from labeler.ppo.prompts import load_prompts
+from labeler.ppo.model import PolicyWithValueHead, Reference, base_model_path, build_policy, load_tokenizer
 from labeler.ppo.rewards import RewardFn, load_reward
 
 METRICS_FILE = "metrics.jsonl"
@@ -62,24 +61,23 @@ def train_ppo(config: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
 
     `reward_fn` overrides the reward the config names (a Python caller's own scoring function).
     """
-    # --- Output folder, resume point, seeds
-    out = config.out
-    resume_from = _check_out_folder(config)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG_FILE).write_text(config.model_dump_json(indent=2) + "\n")
-    torch.manual_seed(config.seed)
-    random.seed(config.seed)
-    data_generator = torch.Generator().manual_seed(config.seed)  # prompt order and minibatch order
-    device = _device(config.device)
-    console = Console(stderr=True)
-
-    # --- Data and reward
+    # --- Inputs first: a bad prompts file or reward fails before anything is written
     prompts = load_prompts(config.prompts)
     reward = reward_fn if reward_fn is not None else load_reward(config.reward_model, config.reward_rule)
     tokenizer = load_tokenizer(config.policy)
     prompts, prompt_ids = _encode_prompts(tokenizer, prompts, config)
     eos_ids = _eos_token_ids(tokenizer, config)
     pad_id = int(tokenizer.pad_token_id)
+
+    # --- Output folder, resume point, seeds
+    out = config.out
+    resume_from = _check_out_folder(config)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG_FILE).write_text(config.model_dump_json(indent=2) + "\n")
+    torch.manual_seed(config.seed)
+    data_generator = torch.Generator().manual_seed(config.seed)  # prompt order and minibatch order
+    device = _device(config.device)
+    console = Console(stderr=True)
 
     # --- Policy with value head, frozen reference, optimizer
     policy, reference = build_policy(config, device)
@@ -117,22 +115,19 @@ def train_ppo(config: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
             mask = ppo.length_mask(lengths, width)  # (B, R): generated tokens, EOS included
             attention = torch.cat([prompt_mask, mask.long()], dim=1)  # (B, P + R)
             completions = tokenizer.batch_decode(
-                [row[: n - int(eos)].tolist() for row, n, eos in zip(responses, lengths, has_eos)],
+                [row[: int(n) - int(eos)].tolist() for row, n, eos in zip(responses, lengths, has_eos)],
                 skip_special_tokens=True,
             )
 
             # --- 2. Score each completion; the score is earned at its last token
-            raw_scores = _score(reward, batch_prompts, completions)  # (B,)
-            scores = raw_scores + config.missing_eos_reward * (~has_eos).float()
-            scores = scores.to(device)
+            raw_scores = _score(reward, batch_prompts, completions).to(device)  # (B,)
+            scores = raw_scores + config.missing_eos_reward * (~has_eos).float()  # (B,)
 
-            # --- 3. Rollout log-probabilities and values, reference log-probabilities
-            with torch.no_grad():
-                logits, values = policy(sequences, attention, width)  # (B, R, V), (B, R)
-                logprobs = ppo.token_logprobs(logits, responses)  # (B, R)
-                entropy = ppo.masked_mean(ppo.entropy_from_logits(logits), mask)
-                del logits
-                ref_logprobs = ppo.token_logprobs(reference(sequences, attention, width), responses)  # (B, R)
+            # --- 3. Rollout log-probabilities, values, entropies; reference log-probabilities
+            logprobs, values, entropies, ref_logprobs = _evaluate_rollout(
+                policy, reference, sequences, attention, responses, config.minibatch
+            )  # (B, R) each
+            entropy = ppo.masked_mean(entropies, mask)
 
             # --- 4. Per-token rewards (KL penalty + score at EOS) and advantages
             kl = ppo.kl_per_token(logprobs, ref_logprobs, config.kl_estimator) * mask  # (B, R)
@@ -203,6 +198,43 @@ def train_ppo(config: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
 # ---------------------------------------------------------------------------------------------------
 
 
+def load_prompts(path: Path) -> list[list[dict[str, str]]]:
+    """The chat messages of every prompt row (JSONL, Parquet or Arrow); a bad row names file and line."""
+    prompts = [[message.model_dump() for message in row_messages(row)] for row in iter_rows(path)]
+    if not prompts:
+        raise InputError("no prompts in the file", file=path)
+    return prompts
+
+
+@torch.no_grad()
+def _evaluate_rollout(
+    policy: PolicyWithValueHead,
+    reference: Reference,
+    sequences: Tensor,
+    attention: Tensor,
+    responses: Tensor,
+    chunk: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per-token log-probabilities, values and entropies under the policy, and log-probabilities under the
+    reference: (B, R) each. `chunk` sequences at a time, since a whole batch's (B, R, V) logits can be large."""
+    width = responses.shape[1]
+    parts = []
+    for start in range(0, sequences.shape[0], chunk):
+        rows = slice(start, start + chunk)
+        logits, values = policy(sequences[rows], attention[rows], width)  # (C, R, V), (C, R)
+        ref_logits = reference(sequences[rows], attention[rows], width)  # (C, R, V)
+        parts.append(
+            (
+                ppo.token_logprobs(logits, responses[rows]),
+                values,
+                ppo.entropy_from_logits(logits),
+                ppo.token_logprobs(ref_logits, responses[rows]),
+            )
+        )
+    logprobs, values, entropies, ref_logprobs = (torch.cat(column) for column in zip(*parts))
+    return logprobs, values, entropies, ref_logprobs
+
+
 def _check_out_folder(config: PPOConfig) -> Path | None:
     """The checkpoint to resume from (None: start afresh); refuses to mix two different runs."""
     saved_config = config.out / CONFIG_FILE
@@ -252,8 +284,6 @@ def _encode_prompts(
 def _eos_token_ids(tokenizer: Any, config: PPOConfig) -> list[int]:
     """Every token id that ends a completion: the tokenizer's EOS and the model's generation EOS ids."""
     from transformers import GenerationConfig
-
-    from labeler.ppo.model import base_model_path
 
     ids = {int(tokenizer.eos_token_id)} if tokenizer.eos_token_id is not None else set()
     base = base_model_path(config.policy)
@@ -334,4 +364,5 @@ def _progress(console: Console) -> Progress:
         TimeRemainingColumn(),
         TextColumn("{task.fields[stats]}"),
         console=console,
+        speed_estimate_period=3600.0,  # rich's default (30 s) is shorter than one step of a large model
     )

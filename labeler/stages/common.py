@@ -17,6 +17,11 @@ NOT_FINGERPRINTED = frozenset(
     {"out", "overwrite", "quiet", "batch_size", "limit", "shard_index", "num_shards", "ray", "engine_options"}
 )
 
+RAY_ADDRESS_HELP = (
+    "Run on a Ray cluster, one engine per worker, each worker one part of the input: 'local' starts Ray "
+    "on this machine, 'auto' joins the cluster this node belongs to, or give an address such as ray://HOST:10001."
+)
+
 
 class WorkSelection(BaseModel):
     """Which part of the input a process takes, and how it reports."""
@@ -29,6 +34,7 @@ class WorkSelection(BaseModel):
     batch_size: int = Field(64, ge=1, description="Records per engine call and per shard.")
     overwrite: bool = Field(False, description="Replace an existing run with another configuration.")
     quiet: bool = Field(False, description="Plain log lines instead of progress bars.")
+    ray: str | None = Field(None, description=RAY_ADDRESS_HELP)
 
     @model_validator(mode="after")
     def _part_is_complete(self) -> WorkSelection:

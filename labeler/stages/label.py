@@ -126,10 +126,12 @@ def _pairs(config: LabelConfig, policy: Engine | None, counts: PairCounts) -> It
         pairs = islice(pairs_from_revise_run(config.pairs_from, counts), config.work.limit)
     else:
         assert config.prompts is not None and policy is not None
-        pairs = pairs_from_prompts(
+        # Split by prompt before sampling: each task of a job array samples only its own prompts.
+        yield from pairs_from_prompts(
             config.prompts, policy, config.pair_sampling, config.options.seed, config.work.batch_size, counts,
-            limit=config.work.limit,
+            limit=config.work.limit, part=part,
         )
+        return
     for pair in pairs:
         if part is None or in_part(pair.id, *part):
             yield pair

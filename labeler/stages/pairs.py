@@ -11,7 +11,7 @@ from labeler.engine import Engine, GenerationParams, Message
 from labeler.inputs import iter_rows, read_prompts, row_messages, text_field
 from labeler.records import record_id
 from labeler.sampling import seed_for
-from labeler.store import iter_records
+from labeler.store import in_part, iter_records
 
 SOURCE_FILE = "pairs_file"
 SOURCE_REVISION = "revision_vs_initial"
@@ -71,8 +71,12 @@ def pairs_from_prompts(
     batch_size: int,
     counts: PairCounts,
     limit: int | None = None,
+    part: tuple[int, int] | None = None,
 ) -> Iterator[Pair]:
-    """Two samples per prompt from the policy (seeded by run seed and prompt id); identical pairs dropped."""
+    """Two samples per prompt from the policy (seeded by run seed and prompt id); identical pairs dropped.
+
+    With `part` (index, count), only the prompts of that part of a job array (by prompt id) are sampled.
+    """
     params = sampling.model_copy(update={"n": 2})
     batch: list = []
 
@@ -89,6 +93,8 @@ def pairs_from_prompts(
     for index, prompt in enumerate(read_prompts(prompts_file)):
         if limit is not None and index >= limit:
             break
+        if part is not None and not in_part(prompt.id, *part):
+            continue
         batch.append(prompt)
         if len(batch) >= batch_size:
             yield from flush()

@@ -28,6 +28,7 @@ from labeler.records import SPLITS, Record
 from labeler.store.atomic import TEMP_SUFFIX, atomic_write_bytes
 from labeler.store.fingerprint import fingerprint_diff, normalize_fingerprint, sha256_bytes
 from labeler.store.manifest import (
+    MANIFEST_NAME,
     Manifest,
     ShardInfo,
     SplitEntry,
@@ -100,6 +101,10 @@ class RunStore:
                 _refuse_other_run(run_dir, split, entry, fingerprint, part)
             for temp in split_dir.glob(f"*{TEMP_SUFFIX}"):
                 # A write that never reached its rename: the records in it were never committed.
+                temp.unlink()
+            for temp in run_dir.glob(f".{MANIFEST_NAME}.*{TEMP_SUFFIX}"):
+                # A manifest write killed before its rename. Every manifest write holds this lock,
+                # so none is in flight now: the file is a leftover, and the manifest is the old one.
                 temp.unlink()
             done = _verified_ids(run_dir, split, entry)
             entry = _recover_orphans(run_dir, split, entry, done)
