@@ -14,7 +14,14 @@ import torch
 
 from labeler.errors import InputError
 from labeler.rm import checkpoint, data, losses, model, salmon, score, train
-from labeler.rm.data import PairLabels, PreferencePair, PrincipleLabels, epoch_batches, pairs_from_table, split_train_eval
+from labeler.rm.data import (
+    PairLabels,
+    PreferencePair,
+    PrincipleLabels,
+    epoch_batches,
+    pairs_from_table,
+    split_train_eval,
+)
 from labeler.rm.losses import (
     bradley_terry_loss,
     hard_targets,

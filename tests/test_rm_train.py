@@ -164,7 +164,7 @@ def conversations(n: int) -> list[list[dict[str, str]]]:
     rng = random.Random(1)
     return [
         [
-            {"role": "user", "content": f"Question {i}: " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 12)))},
+            {"role": "user", "content": f"Question {i}: " + " ".join(rng.choices(WORDS, k=rng.randint(1, 12)))},
             {"role": "assistant", "content": " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 9))) + " good"},
         ]
         for i in range(n)
@@ -183,6 +183,36 @@ def test_left_and_right_padding_give_the_same_rewards(trained: Path) -> None:
     torch.testing.assert_close(left, right, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(right, alone, atol=1e-5, rtol=1e-5)
     assert right.std() > 0  # the rewards depend on the text
+
+
+def test_shared_prompt_gives_the_same_rewards_and_gradients(tiny_model: Path) -> None:
+    """Running a pair's common prompt once (its keys/values reused by both responses) changes no number."""
+    from labeler.rm.data import TrainingExample, collate_pairs
+    from labeler.rm.model import LastTokenReward, load_classifier, load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_model)
+    torch.manual_seed(0)
+    classifier = load_classifier(tiny_model, dtype=torch.float32, pad_token_id=tokenizer.pad_token_id, what="test")
+    reward = LastTokenReward(classifier).train()
+    chats = conversations(10)  # prompts of different lengths: padding sits between prefix and continuation
+    examples = [
+        TrainingExample(tuple(a), (*a[:-1], {"role": "assistant", "content": b[-1]["content"] + " more"}), 0.7, 0.0)
+        for a, b in zip(chats[:5], chats[5:], strict=True)
+    ]
+    results = {}
+    for share in (True, False):
+        batch = collate_pairs(examples, tokenizer, 64, share_prefix=share)
+        assert ("prefix_ids" in batch) == share
+        classifier.zero_grad()
+        rewards = reward(batch["input_ids"], batch["attention_mask"], batch.get("prefix_ids"), batch.get("prefix_mask"))
+        (rewards * torch.arange(10.0)).sum().backward()  # weights: every row's gradient counts differently
+        grads = {name: p.grad.clone() for name, p in classifier.named_parameters() if p.grad is not None}
+        results[share] = (rewards.detach(), grads, int(batch["tokens"]))
+    torch.testing.assert_close(results[True][0], results[False][0], atol=1e-5, rtol=1e-5)
+    assert results[True][1].keys() == results[False][1].keys() and len(results[True][1]) > 10
+    for name, grad in results[False][1].items():
+        torch.testing.assert_close(results[True][1][name], grad, atol=1e-5, rtol=1e-4)
+    assert results[True][2] == results[False][2]  # throughput counts the same tokens either way
 
 
 def test_saved_model_loads_with_plain_transformers(trained: Path) -> None:
@@ -233,7 +263,9 @@ def test_resume_refuses_other_settings_and_reuse_needs_resume(
     with pytest.raises(InputError, match="--resume to continue"):
         train_reward_model(tiny_config(separable_run, tiny_model, out, max_steps=4, checkpoint_steps=2))
     with pytest.raises(InputError, match=r"lr: 0\.003 then, 0\.01 now"):
-        train_reward_model(tiny_config(separable_run, tiny_model, out, max_steps=4, checkpoint_steps=2, lr=1e-2, resume=True))
+        train_reward_model(
+            tiny_config(separable_run, tiny_model, out, max_steps=4, checkpoint_steps=2, lr=1e-2, resume=True)
+        )
     # --resume before any checkpoint exists (e.g. preempted early) starts afresh
     fresh = tmp_path / "fresh"
     fresh.mkdir()
@@ -382,7 +414,8 @@ def test_score_rm_reports_accuracy_per_group(trained: Path, tmp_path: Path, caps
     pairs.write_text("\n".join(lines) + "\n")
     report_path = tmp_path / "report.json"
     with pytest.raises(SystemExit) as exit_info:
-        main(["score-rm", "--model", str(trained), "--pairs", str(pairs), "--group-by", "topic", "--out", str(report_path)])
+        main(["score-rm", "--model", str(trained), "--pairs", str(pairs), "--group-by", "topic",
+              "--out", str(report_path)])
     assert exit_info.value.code == 0
     report = json.loads(report_path.read_text())
     assert report["overall"]["pairs"] == 12 and report["overall"]["accuracy"] >= 0.9

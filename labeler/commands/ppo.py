@@ -25,9 +25,9 @@ def _default(name: str) -> Any:
 
 @app.command("ppo")
 def ppo(
-    policy: Annotated[Path, typer.Option(help=_field_help("policy"))],
     prompts: Annotated[Path, typer.Option(help=_field_help("prompts"))],
     out: Annotated[Path, typer.Option(help=_field_help("out"))],
+    policy: Annotated[str, typer.Option(help=_field_help("policy") + " 'default': the embedded model.")] = "default",
     reward_model: Annotated[Path | None, typer.Option(help=_field_help("reward_model"))] = None,
     reward_rule: Annotated[str | None, typer.Option(help=_field_help("reward_rule"))] = None,
     lora: Annotated[bool, typer.Option(help=_field_help("lora"))] = _default("lora"),
@@ -56,8 +56,14 @@ def ppo(
 
     if (reward_model is None) == (reward_rule is None):
         raise InputError("give exactly one of --reward-model DIR and --reward-rule KIND:ARGUMENT", where="reward")
+    if policy == "default":
+        from labeler.model_prep import prepare_default_model
+
+        policy_path = prepare_default_model()
+    else:
+        policy_path = Path(policy)
     options = dict(
-        policy=policy,
+        policy=policy_path,
         prompts=prompts,
         out=out,
         reward_model=reward_model,

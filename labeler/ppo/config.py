@@ -29,8 +29,7 @@ class PPOConfig(BaseModel):
     )
     out: Path = Field(description="Output folder: metrics.jsonl and checkpoint-<step>/ folders.")
     reward_model: Path | None = Field(
-        None, description="Reward model folder written by `labeler train-rm` (or give reward_rule; from Python, "
-        "train_ppo also takes any RewardFn)."
+        None, description="Reward model folder written by `labeler train-rm` (or give a reward rule instead)."
     )
     reward_rule: str | None = Field(
         None,

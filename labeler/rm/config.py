@@ -24,6 +24,11 @@ class RMTrainConfig(BaseModel):
     # --- model
     base_model: str = Field(description="Hugging Face folder of the causal LM to put a reward head on.")
     out: Path = Field(description="Output folder: final model, metrics.jsonl, checkpoint-<step>/ folders.")
+    share_prefix: bool = Field(
+        True,
+        description="Run the tokens a pair's two conversations start with (the prompt) once for both: "
+        "the same rewards for less compute.",
+    )
     lora: bool = Field(False, description="Train LoRA adapters on q_proj and v_proj (merged on save) and the head.")
     lora_rank: int = Field(16, ge=1, description="LoRA rank.")
     lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / rank).")

@@ -3,7 +3,7 @@
 Flow: `load_preference_pairs` reads the preference split of each run (checksums verified by the store)
 into `PreferencePair`s; `split_train_eval` holds out a seeded fraction by id; a `LabelKind` turns a pair
 into a `TrainingExample` (two full conversations and a target P(A better)); `collate_pairs` renders them
-with the tokenizer's chat template into one padded batch.
+with the tokenizer's chat template into one padded batch, the prompt tokens a pair shares kept once.
 
 Each label kind owns the columns it reads and how it makes its target, so adding a kind is adding one
 class: `PairLabels` (soft `p_a`, or hard p_a >= 0.5) and `PrincipleLabels` (SALMON, `principle_scores`).
@@ -373,6 +373,11 @@ class PrincipleLabels:
 # --- tokenising ---------------------------------------------------------------------------------
 
 
+def render(tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Sequence[Message]]) -> list[str]:
+    """Each conversation as the chat template writes it (the template holds every special token)."""
+    return [tokenizer.apply_chat_template([dict(m) for m in c], tokenize=False) for c in conversations]
+
+
 def encode_conversations(
     tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Sequence[Message]], max_length: int
 ) -> dict[str, torch.Tensor]:
@@ -381,11 +386,10 @@ def encode_conversations(
     Padding follows `tokenizer.padding_side`. Sequences longer than `max_length` lose tokens from the
     left: the reward is read at the last token, so the end of the response must survive.
     """
-    texts = [tokenizer.apply_chat_template([dict(m) for m in c], tokenize=False) for c in conversations]
     tokenizer.truncation_side = "left"
     encoded = tokenizer(
-        texts,
-        add_special_tokens=False,  # the chat template already holds every special token
+        render(tokenizer, conversations),
+        add_special_tokens=False,
         padding=True,
         truncation=True,
         max_length=max_length,
@@ -394,30 +398,74 @@ def encode_conversations(
     return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
 
-def collate_pairs(
-    examples: Sequence[TrainingExample], tokenizer: PreTrainedTokenizerBase, max_length: int
-) -> dict[str, torch.Tensor]:
-    """One batch: the B conversations A then the B conversations B, padded together, and the labels.
+def shared_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the common start of two token sequences, leaving each at least one token of its own.
 
-    Returns `input_ids` and `attention_mask` of shape (2B, T), `target_a` and `margin` of shape (B,).
-    One forward pass over all 2B sequences is faster than two passes of B.
+    The two conversations of a pair share their prompt tokens: those run through the model once.
+
+    >>> shared_prefix_length([1, 2, 3, 4], [1, 2, 5])
+    2
+    >>> shared_prefix_length([1, 2, 3], [1, 2, 3, 4])  # the last token must stay: the reward is read there
+    2
+    """
+    limit = min(len(a), len(b)) - 1
+    n = 0
+    while n < limit and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def _pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token lists into (ids, mask), both (N, T)."""
+    import torch
+
+    width = max(len(row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
+def collate_pairs(
+    examples: Sequence[TrainingExample],
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    *,
+    share_prefix: bool = True,
+) -> dict[str, torch.Tensor]:
+    """One batch of B pairs for `LastTokenReward`: the A conversations, then the B ones, right-padded.
+
+    Without sharing: `input_ids`, `attention_mask` of shape (2B, T). With sharing, the tokens that a
+    pair's two conversations start with (the prompt) go once into `prefix_ids`, `prefix_mask` (B, P),
+    and `input_ids`, `attention_mask` (2B, S) hold only what follows, row i continuing prefix row
+    i mod B: same rewards, fewer tokens through the model. Sharing falls back to full rows when a pair
+    shares nothing. Always: `target_a`, `margin` (B,), and `tokens` (a scalar: the real tokens of all
+    2B full conversations, the throughput measure).
     """
     import torch
 
-    encoded = encode_conversations(
-        tokenizer,
-        [e.conversation_a for e in examples] + [e.conversation_b for e in examples],
-        max_length,
-    )
-    encoded["target_a"] = torch.tensor([e.target_a for e in examples], dtype=torch.float32)
-    encoded["margin"] = torch.tensor([e.margin for e in examples], dtype=torch.float32)
-    return encoded
+    tokenizer.truncation_side = "left"
+    texts = render(tokenizer, [e.conversation_a for e in examples] + [e.conversation_b for e in examples])
+    ids = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
+    ids_a, ids_b = ids[: len(examples)], ids[len(examples) :]
+    batch: dict[str, torch.Tensor] = {}
+    shared = [shared_prefix_length(a, b) for a, b in zip(ids_a, ids_b, strict=True)]
+    if share_prefix and min(shared) > 0:
+        batch["prefix_ids"], batch["prefix_mask"] = _pad([a[:n] for a, n in zip(ids_a, shared)], tokenizer.pad_token_id)
+        rest = [a[n:] for a, n in zip(ids_a, shared)] + [b[n:] for b, n in zip(ids_b, shared)]
+        batch["input_ids"], batch["attention_mask"] = _pad(rest, tokenizer.pad_token_id)
+    else:
+        batch["input_ids"], batch["attention_mask"] = _pad(ids, tokenizer.pad_token_id)
+    batch["target_a"] = torch.tensor([e.target_a for e in examples], dtype=torch.float32)
+    batch["margin"] = torch.tensor([e.margin for e in examples], dtype=torch.float32)
+    batch["tokens"] = torch.tensor(sum(len(row) for row in ids))
+    return batch
 
 
 def count_truncated(tokenizer: PreTrainedTokenizerBase, examples: Sequence[TrainingExample], max_length: int) -> int:
     """How many of the 2 × len(examples) conversations are longer than `max_length` tokens."""
-    conversations = [e.conversation_a for e in examples] + [e.conversation_b for e in examples]
-    texts = [tokenizer.apply_chat_template([dict(m) for m in c], tokenize=False) for c in conversations]
+    texts = render(tokenizer, [e.conversation_a for e in examples] + [e.conversation_b for e in examples])
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     return sum(length > max_length for length in lengths)
-

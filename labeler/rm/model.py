@@ -54,9 +54,14 @@ def classifier_of(model: nn.Module) -> nn.Module:
 
 
 class LastTokenReward(nn.Module):
-    """Wraps a causal-LM sequence classifier: (input_ids, attention_mask) of (B, T) -> rewards (B,).
+    """Wraps a causal-LM sequence classifier: token rows -> one reward per row, read at its last real token.
 
-    A module of its own so that `accelerate` can wrap it (DDP) and gradients flow through one forward.
+    `forward(input_ids, attention_mask)`: (N, T) -> (N,). With `prefix_ids`, `prefix_mask` (B, P) as
+    well, row i of `input_ids` continues prefix row i mod B: the prefix runs once and its keys and
+    values serve every row that continues it (the prompt a pair's two responses share), which gives
+    the same rewards as running each full row. Both passes happen inside one `forward`, so a DDP
+    wrapper sees each parameter used in one forward per step. A module of its own so that
+    `accelerate` can wrap it.
     """
 
     def __init__(self, classifier: nn.Module) -> None:
@@ -65,17 +70,41 @@ class LastTokenReward(nn.Module):
             raise TypeError(f"{type(classifier).__name__} is not a causal-LM sequence classifier with a `score` head")
         self.classifier: Any = classifier  # a transformers model: its attributes are not typed
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        prefix_ids: torch.Tensor | None = None,
+        prefix_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         backbone = getattr(self.classifier, self.classifier.base_model_prefix)
-        hidden = backbone(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids_from_mask(attention_mask),
-            use_cache=False,
-        ).last_hidden_state  # (B, T, C)
+        if prefix_ids is None or prefix_mask is None:
+            hidden = backbone(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids_from_mask(attention_mask),
+                use_cache=False,
+            ).last_hidden_state  # (N, T, C)
+        else:
+            cache = backbone(
+                input_ids=prefix_ids,
+                attention_mask=prefix_mask,
+                position_ids=position_ids_from_mask(prefix_mask),
+                use_cache=True,
+            ).past_key_values  # keys/values of the (B, P) prefix rows, part of the autograd graph
+            owner = torch.arange(input_ids.shape[0], device=input_ids.device) % prefix_ids.shape[0]  # (N,)
+            cache.batch_select_indices(owner)  # (N, heads, P, head_dim): each row gets its prefix
+            offset = prefix_mask.sum(dim=-1)[owner]  # (N,) real prefix tokens before each row
+            hidden = backbone(
+                input_ids=input_ids,
+                attention_mask=torch.cat([prefix_mask[owner], attention_mask], dim=-1),  # (N, P + T)
+                position_ids=offset[:, None] + position_ids_from_mask(attention_mask),
+                past_key_values=cache,
+                use_cache=True,
+            ).last_hidden_state  # (N, T, C)
         rows = torch.arange(hidden.shape[0], device=hidden.device)
-        last = hidden[rows, last_token_index(attention_mask)]  # (B, C)
-        return self.classifier.score(last).squeeze(-1).float()  # (B,)
+        last = hidden[rows, last_token_index(attention_mask)]  # (N, C)
+        return self.classifier.score(last).squeeze(-1).float()  # (N,)
 
 
 def disable_dropout(module: nn.Module) -> None:

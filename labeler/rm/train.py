@@ -4,9 +4,10 @@
     result = train_reward_model(config)
 
 Single process on CPU or one GPU; several GPUs with `accelerate launch -m labeler train-rm ...`.
-Each optimizer step runs one forward pass over the 2B conversations of B pairs (all the A sides, then
-all the B sides), reads one reward per conversation at its last real token, and takes the
-Bradley-Terry loss of r_a − r_b against the label (see `labeler.rm.losses`).
+Each optimizer step runs the 2B conversations of B pairs (all the A sides, then all the B sides)
+through the model in one call, the prompt tokens a pair's two conversations share only once, reads
+one reward per conversation at its last real token, and takes the Bradley-Terry loss of r_a − r_b
+against the label (see `labeler.rm.losses`).
 
 Writes to `config.out`:
 - `metrics.jsonl`: one JSON object per logging step (split "train") and per evaluation (split "eval");
@@ -114,7 +115,9 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
         usable = _with_salmon_scores(pairs, label_kind, config)
         skipped, pairs = len(pairs) - len(usable), usable
         if skipped and accelerator.is_main_process:
-            logger.warning("%d pairs have no principle score for the constitution's salmon principles: skipped", skipped)
+            logger.warning(
+                "%d pairs have no principle score for the constitution's salmon principles: skipped", skipped
+            )
     train_rows, eval_rows = split_train_eval([p.id for p in pairs], config.eval_fraction, config.seed)
     train_pairs = [pairs[i] for i in train_rows]
     eval_pairs = [pairs[i] for i in eval_rows]
@@ -193,7 +196,7 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
                     rank=accelerator.process_index, world_size=accelerator.num_processes,
                 ))
             examples = [label_kind.example(train_pairs[i], epoch=epoch) for i in epoch_batch_cache[1][index_in_epoch]]
-            batch = collate_pairs(examples, tokenizer, config.max_length)
+            batch = collate_pairs(examples, tokenizer, config.max_length, share_prefix=config.share_prefix)
             batch = {name: tensor.to(accelerator.device) for name, tensor in batch.items()}
             lr = learning_rate_at(
                 step, peak=config.lr, warmup_steps=config.warmup_steps, total_steps=total_steps,
@@ -202,9 +205,11 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
-            # forward: one pass over the A sides then the B sides, split back into pairs
+            # forward: all A sides then all B sides in one call (the shared prompt once), split into pairs
             with accelerator.autocast():
-                rewards = reward(batch["input_ids"], batch["attention_mask"])  # (2B,)
+                rewards = reward(
+                    batch["input_ids"], batch["attention_mask"], batch.get("prefix_ids"), batch.get("prefix_mask")
+                )  # (2B,)
             reward_a, reward_b = rewards.chunk(2)  # (B,), (B,)
             target_a = batch["target_a"]  # (B,)
             margin_a = oriented_margin(batch["margin"], target_a) if config.margin else None
@@ -227,7 +232,7 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
                     mean_chosen_margin(reward_a, reward_b, target_a),
                 ])
                 step_metrics = accelerator.reduce(step_metrics, reduction="mean")
-                step_tokens = int(accelerator.reduce(batch["attention_mask"].sum(), reduction="sum").item())
+                step_tokens = int(accelerator.reduce(batch["tokens"], reduction="sum").item())
             tokens += step_tokens
             window_tokens += step_tokens
             window.add(*step_metrics.tolist())
@@ -319,8 +324,10 @@ def evaluate(
     sums = {"loss": 0.0, "accuracy": 0.0, "margin": 0.0}
     for start in range(0, len(pairs), config.batch_size):
         examples = [label_kind.example(pair, epoch=0) for pair in pairs[start : start + config.batch_size]]
-        batch = {k: v.to(device) for k, v in collate_pairs(examples, tokenizer, config.max_length).items()}
-        reward_a, reward_b = reward(batch["input_ids"], batch["attention_mask"]).chunk(2)  # (B,), (B,)
+        batch = collate_pairs(examples, tokenizer, config.max_length, share_prefix=config.share_prefix)
+        batch = {name: tensor.to(device) for name, tensor in batch.items()}
+        rewards = reward(batch["input_ids"], batch["attention_mask"], batch.get("prefix_ids"), batch.get("prefix_mask"))
+        reward_a, reward_b = rewards.chunk(2)  # (B,), (B,)
         target_a = batch["target_a"]
         margin_a = oriented_margin(batch["margin"], target_a) if config.margin else None
         n = len(examples)
