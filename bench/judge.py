@@ -105,7 +105,7 @@ def raw_vllm(engine: Any, inputs: Sequence[tuple[list[int], list[int]]]) -> floa
     prompts = [TokensPrompt(prompt_token_ids=ids) for ids, _ in inputs]
     sampling = [SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=c, detokenize=False) for _, c in inputs]
     reset_cache(engine)
-    seconds, outputs = timed(engine._llm.generate, prompts, sampling)
+    seconds, outputs = timed(lambda: engine._llm.generate(prompts, sampling, use_tqdm=False))
     assert len(outputs) == len(inputs)
     return seconds
 
@@ -149,7 +149,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-tokens", type=int, default=128, help="Most tokens per policy sample.")
     parser.add_argument("--pairs-per-prompt", type=int, default=2, help="Pairs per sample prompt (12 prompts).")
-    parser.add_argument("--salmon-pairs", type=int, default=12, help="Pairs scored in the SALMON comparison.")
+    parser.add_argument("--salmon-pairs", type=int, default=8, help="Pairs scored in the SALMON comparison.")
     parser.add_argument("--rounds", type=int, default=2, help="Alternating rounds of label path and raw engine.")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     args = parser.parse_args()

@@ -375,7 +375,7 @@ class PrincipleLabels:
 
 def render(tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Sequence[Message]]) -> list[str]:
     """Each conversation as the chat template writes it (the template holds every special token)."""
-    return [tokenizer.apply_chat_template([dict(m) for m in c], tokenize=False) for c in conversations]
+    return [str(tokenizer.apply_chat_template([dict(m) for m in c], tokenize=False)) for c in conversations]
 
 
 def encode_conversations(

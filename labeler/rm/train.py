@@ -137,7 +137,13 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
     # ---- model: causal LM + scalar head (seeded), optional LoRA, rewards read at the last token ---
     torch.manual_seed(config.seed)  # the new `score` head is initialised from the global generator
     tokenizer = load_tokenizer(config.base_model)
-    tokenizer.padding_side = "right"  # no fully masked rows (left padding makes some) in training
+    tokenizer.padding_side = "right"  # batches are right-padded; the saved tokenizer says so too
+    truncated = count_truncated(tokenizer, [label_kind.example(p, epoch=0) for p in train_pairs], config.max_length)
+    if truncated and accelerator.is_main_process:
+        logger.warning(
+            "%d of %d training conversations are longer than max_length=%d and lose their first tokens",
+            truncated, 2 * len(train_pairs), config.max_length,
+        )
     classifier = load_classifier(
         config.base_model, dtype=torch.float32, pad_token_id=tokenizer.pad_token_id, what="base model"
     )
@@ -154,12 +160,6 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
             lora_dropout=0.0,
         )
         peft_model = get_peft_model(classifier, lora)  # injects adapters into `classifier` in place
-    truncated = count_truncated(tokenizer, [label_kind.example(p, epoch=0) for p in train_pairs], config.max_length)
-    if truncated and accelerator.is_main_process:
-        logger.warning(
-            "%d of %d training conversations are longer than max_length=%d and lose their first tokens",
-            truncated, 2 * len(train_pairs), config.max_length,
-        )
     reward = LastTokenReward(classifier).to(accelerator.device)
     optimizer = torch.optim.AdamW(
         [p for p in reward.parameters() if p.requires_grad],
