@@ -1,7 +1,7 @@
 """Throughput of the two engines on the embedded model: generation and A/B choice scoring.
 
-Same model (the embedded SmolLM2-135M-Instruct, in the engines' default bfloat16), same inputs for
-both engines, both cores:
+Same model (the embedded SmolLM2-135M-Instruct, in `--dtype auto`: float32 on CPUs without native
+bfloat16), same inputs for both engines, both cores:
 
 - generation: the shipped sample prompts, several seeded samples each, `--max-tokens` new tokens at
   most (temperature 0.7); throughput is generated tokens per second of the `generate` call;
@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4, help="Samples per sample prompt (12 prompts).")
     parser.add_argument("--max-tokens", type=int, default=128, help="Most new tokens per sample.")
     parser.add_argument("--repeat", type=int, default=2, help="Rounds over the 24 human pairs (x2 orders).")
-    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"])
     args = parser.parse_args()
 
     hf = measure("hf", args)

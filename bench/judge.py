@@ -9,7 +9,7 @@ Figures, in judged pairs per second (each pair = 2 scored prompts):
 - (a) raw vLLM: the very same token ids handed to vLLM's `LLM.generate` in one call (max_tokens=1 and
   the two letters' exact log-probabilities), with nothing of labeler around it; target: label path
   >= 0.9x of it;
-- (b) a plain transformers loop: the same token ids, one prompt per forward pass (bf16, both cores);
+- (b) a plain transformers loop: the same token ids, one prompt per forward pass (same dtype, both cores);
   target: label path >= 5x faster.
 
 Then SALMON scoring: every pair scored under the 12 principles of constitutions/salmon.yaml against
@@ -151,11 +151,12 @@ def main() -> None:
     parser.add_argument("--pairs-per-prompt", type=int, default=2, help="Pairs per sample prompt (12 prompts).")
     parser.add_argument("--salmon-pairs", type=int, default=8, help="Pairs scored in the SALMON comparison.")
     parser.add_argument("--rounds", type=int, default=2, help="Alternating rounds of label path and raw engine.")
-    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"])
     args = parser.parse_args()
 
     from labeler.constitution import load_constitution
     from labeler.engine import EngineConfig, open_engine, resolve_model
+    from labeler.engine.dtype import resolve_dtype
     from labeler.stages.judge import JudgeOptions, judge_pairs, panel_for
     from labeler.templates import Templates
 
@@ -187,7 +188,7 @@ def main() -> None:
     print(f"salmon, prefix cache off: 12 principles {uncached_many:.1f} s, 1 principle {uncached_one:.1f} s",
           flush=True)
 
-    hf_s = transformers_loop(resolve_model("default"), inputs, args.dtype)
+    hf_s = transformers_loop(resolve_model("default"), inputs, resolve_dtype(args.dtype))
     label_rate, raw_rate, hf_rate = (len(pairs) / min(label_s), len(pairs) / min(raw_s), len(pairs) / hf_s)
     print(f"\njudged pairs/s: label path {label_rate:.2f}, raw vLLM {raw_rate:.2f}, transformers loop {hf_rate:.2f}")
     print(f"label path / raw vLLM:          {label_rate / raw_rate:.2f}x  (target >= 0.9)")

@@ -94,7 +94,7 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=2, help="Times the 12 sample prompts are repeated.")
     parser.add_argument("--rounds", type=int, default=1, help="Critique-and-revise rounds.")
     parser.add_argument("--max-tokens", type=int, default=96, help="Most new tokens per generated turn.")
-    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"])
     args = parser.parse_args()
 
     from labeler.engine import EngineConfig, GenerationParams, Message, open_engine

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import pyarrow.compute as pc
 from labeler.records import FLAG_LOW_MASS, FLAG_ORDER_FLIP, SPLITS, column_descriptions
 from labeler.store.atomic import atomic_write_text
 from labeler.store.manifest import SplitEntry, load_manifest
-from labeler.store.readers import read_split
+from labeler.store.readers import iter_shard_tables
 
 CARD_NAME = "README.md"
 P_A_BINS = 10
@@ -60,43 +61,75 @@ def p_a_histogram(p_a: np.ndarray, bins: int = P_A_BINS) -> tuple[int, ...]:
     return tuple(int(count) for count in np.bincount(index, minlength=bins))
 
 
-def preference_statistics(table: pa.Table) -> PreferenceStatistics:
-    """Label statistics of a preference split's table."""
-    rows = table.num_rows
-    p_a = table.column("p_a").to_numpy()
-    flags = table.column("flags").to_pylist()
-    mass = (table.column("mass_ab").to_numpy() + table.column("mass_ba").to_numpy()) / 2
+def preference_statistics(tables: pa.Table | Iterable[pa.Table]) -> PreferenceStatistics:
+    """Label statistics of a preference split, from one table or its shards one at a time.
 
-    def rate(values: list[bool]) -> float | None:
-        return sum(values) / rows if rows else None
+    Only running sums are kept between shards, so the card of a large split costs one shard of memory.
+    """
+    rows = consistent = low_mass = order_flip = chosen_a = 0
+    mass_sum = 0.0
+    histogram = np.zeros(P_A_BINS, dtype=np.int64)
+    for table in [tables] if isinstance(tables, pa.Table) else tables:
+        rows += table.num_rows
+        histogram += np.asarray(p_a_histogram(table.column("p_a").to_numpy()), dtype=np.int64)
+        consistent += _count_true(table.column("consistent"))
+        flags = table.column("flags")
+        low_mass += _rows_flagged(flags, FLAG_LOW_MASS)
+        order_flip += _rows_flagged(flags, FLAG_ORDER_FLIP)
+        chosen_a += _count_true(pc.equal(table.column("chosen"), table.column("response_a")))
+        mass_sum += float(np.sum(table.column("mass_ab").to_numpy() + table.column("mass_ba").to_numpy())) / 2
+
+    def rate(count: int) -> float | None:
+        return count / rows if rows else None
 
     return PreferenceStatistics(
         rows=rows,
-        p_a_histogram=p_a_histogram(p_a),
-        consistency_rate=rate(table.column("consistent").to_pylist()),
-        low_mass_rate=rate([FLAG_LOW_MASS in row for row in flags]),
-        order_flip_rate=rate([FLAG_ORDER_FLIP in row for row in flags]),
-        mean_mass=float(mass.mean()) if rows else None,
-        chosen_a_rate=rate(pc.equal(table.column("chosen"), table.column("response_a")).to_pylist()),
+        p_a_histogram=tuple(int(count) for count in histogram),
+        consistency_rate=rate(consistent),
+        low_mass_rate=rate(low_mass),
+        order_flip_rate=rate(order_flip),
+        mean_mass=mass_sum / rows if rows else None,
+        chosen_a_rate=rate(chosen_a),
     )
 
 
-def sft_statistics(table: pa.Table) -> SFTStatistics:
-    """Statistics of an SFT split's table (lengths in characters)."""
-    rows = table.num_rows
+def sft_statistics(tables: pa.Table | Iterable[pa.Table]) -> SFTStatistics:
+    """Statistics of an SFT split (lengths in characters), from one table or its shards one at a time."""
+    rows = revised = rounds = 0
+    chars = {"prompt": 0, "initial": 0, "revision": 0}
+    for table in [tables] if isinstance(tables, pa.Table) else tables:
+        rows += table.num_rows
+        rounds += _sum_int(pc.list_value_length(table.column("rounds")))
+        revised += _count_true(pc.not_equal(table.column("revision"), table.column("initial")))
+        for column in chars:
+            chars[column] += _sum_int(pc.utf8_length(table.column(column)))
 
-    def mean_chars(column: str) -> float | None:
-        return float(pc.mean(pc.utf8_length(table.column(column))).as_py()) if rows else None
+    def mean(total: int) -> float | None:
+        return total / rows if rows else None
 
-    revised = pc.not_equal(table.column("revision"), table.column("initial")).to_pylist()
     return SFTStatistics(
         rows=rows,
-        mean_rounds=float(pc.mean(pc.list_value_length(table.column("rounds"))).as_py()) if rows else None,
-        revised_rate=sum(revised) / rows if rows else None,
-        mean_prompt_chars=mean_chars("prompt"),
-        mean_initial_chars=mean_chars("initial"),
-        mean_revision_chars=mean_chars("revision"),
+        mean_rounds=mean(rounds),
+        revised_rate=mean(revised),
+        mean_prompt_chars=mean(chars["prompt"]),
+        mean_initial_chars=mean(chars["initial"]),
+        mean_revision_chars=mean(chars["revision"]),
     )
+
+
+def _count_true(values: pa.ChunkedArray | pa.Array) -> int:
+    """Number of true values (nulls count as false)."""
+    return int(pc.sum(pc.cast(pc.fill_null(values, False), pa.int64())).as_py() or 0)
+
+
+def _rows_flagged(flags: pa.ChunkedArray, flag: str) -> int:
+    """Rows whose list of flags holds `flag`."""
+    parents = pc.list_parent_indices(flags)
+    return len(pc.unique(parents.filter(pc.equal(pc.list_flatten(flags), flag))))
+
+
+def _sum_int(values: pa.ChunkedArray | pa.Array) -> int:
+    return int(pc.sum(values).as_py() or 0)
 
 
 def write_card(run_dir: Path, *, command: str | None = None) -> Path:
@@ -111,7 +144,14 @@ def render_card(run_dir: Path, *, command: str | None = None) -> str:
     run_dir = Path(run_dir)
     manifest = load_manifest(run_dir)
     splits = [name for name in SPLITS if name in manifest.splits]
-    tables = {name: read_split(run_dir, name, require_complete=False) for name in splits}
+    # Statistics stream over the verified shards: a card never holds more than one shard in memory.
+    pref_stats = (
+        preference_statistics(iter_shard_tables(run_dir, "preferences", require_complete=False))
+        if "preferences" in splits
+        else None
+    )
+    sft_stats = sft_statistics(iter_shard_tables(run_dir, "sft", require_complete=False)) if "sft" in splits else None
+    rows = {"preferences": pref_stats.rows if pref_stats else 0, "sft": sft_stats.rows if sft_stats else 0}
 
     lines = _front_matter(splits)
     lines += [
@@ -128,7 +168,7 @@ def render_card(run_dir: Path, *, command: str | None = None) -> str:
     ]
     for name in splits:
         entry = manifest.splits[name]
-        lines.append(f"| {name} | {tables[name].num_rows} | {len(entry.shards)} | {entry.status} |")
+        lines.append(f"| {name} | {rows[name]} | {len(entry.shards)} | {entry.status} |")
     incomplete = [name for name in splits if manifest.splits[name].status != "complete"]
     if incomplete:
         lines += ["", f"**Incomplete:** {', '.join(incomplete)} still running; statistics cover the records so far."]
@@ -140,10 +180,10 @@ def render_card(run_dir: Path, *, command: str | None = None) -> str:
     for name in splits:
         lines += _provenance(name, manifest.splits[name])
 
-    if "preferences" in tables:
-        lines += _preference_section(preference_statistics(tables["preferences"]))
-    if "sft" in tables:
-        lines += _sft_section(sft_statistics(tables["sft"]))
+    if pref_stats is not None:
+        lines += _preference_section(pref_stats)
+    if sft_stats is not None:
+        lines += _sft_section(sft_stats)
     lines += _usage(run_dir, splits)
     for name in splits:
         lines += [f"## Columns of `{name}`", "", "| column | type | meaning |", "| --- | --- | --- |"]

@@ -11,7 +11,13 @@ EngineOpt = Annotated[str, typer.Option("--engine", help="Inference engine: vllm
 ModelOpt = Annotated[
     str, typer.Option("--model", help="Hugging Face model folder, or 'default' for the embedded SmolLM2-135M-Instruct.")
 ]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="bfloat16, float16 or float32.")]
+DtypeOpt = Annotated[
+    str,
+    typer.Option(
+        "--dtype",
+        help="auto (bfloat16 on GPUs and CPUs with native bfloat16, else float32), bfloat16, float16 or float32.",
+    ),
+]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Run seed: sampling and principle choices derive from it.")]
 LimitOpt = Annotated[int | None, typer.Option("--limit", help="Use only the first N input rows.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="Plain log lines instead of progress bars.")]

@@ -31,8 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from labeler.constitution import load_constitution
 from labeler.engine import Engine, EngineConfig
-from labeler.errors import InputError
-from labeler.inputs import iter_rows, row_messages, stable_id, text_field
+from labeler.human_pairs import read_human_labelled_pairs
+from labeler.inputs import stable_id
 from labeler.progress import progress_bar
 from labeler.records import PreferenceRecord
 from labeler.sampling import seed_for
@@ -97,27 +97,12 @@ def chosen_first(seed: int, row_key: str) -> bool:
 
 
 def read_human_pairs(path: Path, group_by: str | None, seed: int) -> list[HumanPair]:
-    """Every row of a human-pairs file; a bad row raises `InputError` naming the file, line and field."""
+    """Every row of a human-pairs file, laid out A/B by `chosen_first`; a bad row raises `InputError`."""
     pairs = []
-    for row in iter_rows(path):
-        messages = row_messages(row)
-        chosen = text_field(row, "chosen")
-        rejected = text_field(row, "rejected")
-        assert chosen is not None and rejected is not None  # required: text_field raised otherwise
-        if chosen.strip() == rejected.strip():
-            raise row.error("chosen and rejected are the same text; a human label needs two different responses",
-                            "rejected")
-        group = None
-        if group_by is not None:
-            value = row.data.get(group_by)
-            if value is None or isinstance(value, (dict, list)) or not str(value).strip():
-                raise row.error("missing or empty group value (expected text or a number)", group_by)
-            group = str(value)
-        a_is_chosen = chosen_first(seed, stable_id(list(messages), chosen, rejected))
-        a, b = (chosen, rejected) if a_is_chosen else (rejected, chosen)
-        pairs.append(HumanPair(make_pair(messages, a, b, SOURCE_HUMAN), a_is_chosen, group, row.line))
-    if not pairs:
-        raise InputError("no pairs in the file", file=path)
+    for row in read_human_labelled_pairs(path, group_by):
+        a_is_chosen = chosen_first(seed, stable_id(list(row.prompt), row.chosen, row.rejected))
+        a, b = (row.chosen, row.rejected) if a_is_chosen else (row.rejected, row.chosen)
+        pairs.append(HumanPair(make_pair(row.prompt, a, b, SOURCE_HUMAN), a_is_chosen, row.group, row.line))
     return pairs
 
 

@@ -108,7 +108,7 @@ def row_messages(row: Row) -> tuple[Message, ...]:
 
 def parse_messages(value: Any, row: Row, field: str) -> tuple[Message, ...]:
     if not isinstance(value, list) or not value:
-        raise row.error("expected a non-empty list of {role, content} messages", field)
+        raise row.error("expected text or a non-empty list of {role, content} messages", field)
     messages = []
     for i, m in enumerate(value):
         if not isinstance(m, dict) or not isinstance(m.get("content"), str) or m.get("role") not in VALID_ROLES:

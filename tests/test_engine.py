@@ -134,3 +134,18 @@ def test_prompt_lengths_match_tokenizer(hf_engine, vllm_engine):
     assert hf_engine.prompt_lengths(CONVERSATIONS) == vllm_engine.prompt_lengths(CONVERSATIONS)
     assert all(n > 5 for n in hf_engine.prompt_lengths(CONVERSATIONS))
     assert vllm_engine.max_model_len == hf_engine.max_model_len == 8192
+
+
+def test_seeded_long_prompts_beyond_one_engine_step(vllm_engine):
+    """More seeded prompt tokens than one engine step holds (8192 on CPU): vLLM must schedule whole
+    prompts over several steps. With prefills split across steps, a seeded request made vLLM rewind a
+    CPU random generator, which cannot be done, and the engine died."""
+    filler = " ".join(f"item {i} is on the list." for i in range(160))  # about 1,000 tokens
+    conversations = [[Message(role="user", content=f"List {k}: {filler} Which item comes first?")] for k in range(9)]
+    lengths = vllm_engine.prompt_lengths(conversations)
+    assert sum(lengths) > 8192 and max(lengths) < 2048
+    params = GenerationParams(temperature=0.9, max_tokens=3)
+    first = vllm_engine.generate(conversations, params, seeds=list(range(9)))
+    assert all(g.token_counts[0] > 0 for g in first)
+    assert vllm_engine.generate(conversations[4:5], params, seeds=[4])[0].texts == first[4].texts
+

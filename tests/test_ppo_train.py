@@ -30,6 +30,8 @@ from labeler.ppo.checkpoint import optimizer_state_from_tensors, optimizer_state
 from labeler.ppo.config import PPOConfig
 from labeler.ppo.rewards import RewardFn, WordReward, load_reward, parse_reward_rule
 from labeler.ppo.train import METRICS_FILE, load_prompts, train_ppo
+from labeler.records import PreferenceRecord, record_id
+from labeler.store import RunStore
 
 QUESTIONS = [
     "Is the sky blue?", "Is water wet?", "Is fire hot?", "Do cats like milk?",
@@ -55,6 +57,7 @@ LEARNING: dict[str, Any] = dict(
 TINY: dict[str, Any] = {**LEARNING, "rollout_batch": 4, "minibatch": 2, "ppo_epochs": 1, "max_new_tokens": 3}
 LEARNING_STEPS = 6
 HIGH_KL_STEPS = 6
+RM_STEPS = 8  # a learnt reward is noisier than the word rule: a few more steps, averaged
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -116,6 +119,42 @@ def high_kl_run(
     return Run(out, last, metrics(out))
 
 
+NO_ANSWERS = ("No.", "No, it is not.", "No, not at all.", "No!")
+YES_ANSWERS = ("Yes.", "Yes, it is.", "Yes, of course.", "Yes!")
+
+
+def no_beats_yes(question: str, k: int) -> PreferenceRecord:
+    """A labelled pair in which answering "No" beats answering "Yes" (the side of each alternates)."""
+    prompt_messages = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": question}]
+    no, yes = NO_ANSWERS[k % len(NO_ANSWERS)], YES_ANSWERS[(k + 1) % len(YES_ANSWERS)]
+    a, b = (no, yes) if k % 2 == 0 else (yes, no)
+    p_a = 0.95 if a == no else 0.05
+    return PreferenceRecord(
+        id=record_id(question, a, b), prompt=question, prompt_messages=prompt_messages,
+        response_a=a, response_b=b, chosen=no, rejected=yes, p_a=p_a, p_a_ab=p_a, p_a_ba=p_a,
+        mass_ab=0.9, mass_ba=0.9, logprobs_ab=(-0.1, -2.0), logprobs_ba=(-0.1, -2.0), consistent=True,
+        principle_ids=("contrary",), principle_scores=(), margin=0.45, judge_model="rule", source="rule", flags=(),
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def no_preferring_rm(one_thread: None, embedded_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A reward model made by `labeler train-rm` (the command, LoRA on the embedded model) from pairs
+    in which "No" beats "Yes": the reward the learning test below climbs."""
+    root = tmp_path_factory.mktemp("ppo-rm")
+    store = RunStore.open(root / "prefs", "preferences", {"rule": "no beats yes"})
+    store.write_shard([no_beats_yes(question, k) for k in range(4) for question in QUESTIONS])
+    store.mark_complete()
+    with pytest.raises(SystemExit) as exit_info:
+        main([
+            "train-rm", "--data", str(root / "prefs"), "--base-model", str(embedded_model), "--out", str(root / "rm"),
+            "--lora", "--lr", "1e-3", "--batch-size", "16", "--max-steps", "8", "--epochs", "4",
+            "--max-length", "64", "--eval-fraction", "0",
+        ])  # fmt: skip
+    assert exit_info.value.code in (0, None)
+    return root / "rm"
+
+
 # ---------------------------------------------------------------------------------------------------
 # Learning, and the KL leash
 # ---------------------------------------------------------------------------------------------------
@@ -149,6 +188,29 @@ def test_a_large_kl_coef_keeps_the_policy_near_the_reference(learning_run: Run, 
     assert max(row["kl"] for row in high_kl_run.rows) < 3.0
     assert mean(leashed, "kl") < 0.4 * mean(free, "kl"), (mean(leashed, "kl"), mean(free, "kl"))
     assert mean(leashed, "reward") < mean(free, "reward")
+
+
+@pytest.mark.slow
+def test_ppo_raises_the_reward_of_a_model_trained_by_train_rm(
+    no_preferring_rm: Path, embedded_model: Path, prompts_file: Path, tmp_path: Path
+) -> None:
+    """The whole loop: preference data -> `labeler train-rm` -> PPO against that reward model."""
+    reward = load_reward(no_preferring_rm, None)
+    prompt = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Is snow hot?"}]
+    no, yes = reward([prompt, prompt], ["No, snow is cold.", "Yes, snow is hot."])
+    assert no > yes + 1.0  # the reward model learnt its pairs (and generalises to unseen answers)
+
+    out = tmp_path / "rm-ppo"
+    cfg = config(
+        embedded_model, prompts_file, out, reward_rule=None, reward_model=no_preferring_rm, steps=RM_STEPS,
+        kl_coef=0.05,
+    )
+    train_ppo(cfg)
+    rows = metrics(out)
+    rewards = [row["reward"] for row in rows]
+    assert len(rows) == RM_STEPS and abs(rows[0]["kl"]) < 1e-4
+    assert mean(rows[-3:], "reward") > mean(rows[:2], "reward") + 0.3, rewards
+    assert max(row["kl"] for row in rows) < 4.0 * LEARNING["max_new_tokens"], [row["kl"] for row in rows]
 
 
 @pytest.mark.slow
@@ -270,15 +332,14 @@ def test_resume_continues_exactly_where_it_stopped(embedded_model: Path, prompts
 
 @pytest.mark.slow
 def test_cli_full_fine_tuning_against_a_reward_model(
-    embedded_model: Path, prompts_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    no_preferring_rm: Path, embedded_model: Path, prompts_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`labeler ppo --no-lora --reward-model`: the reference is a frozen copy, the policy's own weights
-    change, and the reward comes from a reward-model folder (here the base model with a fresh score
-    head: any causal-LM folder loads as one)."""
+    change, and the reward comes from the folder `labeler train-rm` wrote."""
     out = tmp_path / "full"
     with pytest.raises(SystemExit) as exit_info:
         main([
-            "ppo", "--policy", str(embedded_model), "--reward-model", str(embedded_model),
+            "ppo", "--policy", str(embedded_model), "--reward-model", str(no_preferring_rm),
             "--prompts", str(prompts_file), "--out", str(out), "--no-lora", "--steps", "1",
             "--rollout-batch", "4", "--minibatch", "2", "--ppo-epochs", "1", "--max-new-tokens", "3",
             "--learning-rate", "1e-5", "--device", "cpu",

@@ -426,11 +426,14 @@ def test_score_rm_reports_accuracy_per_group(trained: Path, tmp_path: Path, caps
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("not json", "not valid JSON"),
-        ('{"prompt": "p", "chosen": "c"}', "missing field 'rejected'"),
-        ('{"prompt": 3, "chosen": "c", "rejected": "r"}', "prompt must be text or a non-empty list of messages"),
-        ('{"prompt": [{"role": "user"}], "chosen": "c", "rejected": "r"}', "prompt[0] must be a {role, content}"),
-        ('{"prompt": "p", "chosen": "c", "rejected": "r"}', "group column 'topic' is missing"),
+        ("not json", "invalid JSON"),
+        ('{"prompt": "p", "chosen": "c"}', "(field 'rejected'): missing field"),
+        ('{"prompt": 3, "chosen": "c", "rejected": "r"}', "(field 'prompt'): expected text or a non-empty list"),
+        ('{"prompt": [{"role": "user"}], "chosen": "c", "rejected": "r"}', "message 0 needs a role"),
+        ('{"prompt": "p", "chosen": "c", "rejected": "r"}', "(field 'topic'): missing or empty group value"),
+        ('{"prompt": "p", "chosen": [{"role": "user", "content": "c"}], "rejected": "r", "topic": "x"}',
+         "(field 'chosen'): expected text or a list of one {role: assistant, content} message"),
+        ('{"prompt": "p", "chosen": "same", "rejected": "same ", "topic": "x"}', "chosen and rejected are the same"),
     ],
 )
 def test_score_rm_bad_rows_name_file_and_line(

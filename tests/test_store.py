@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -16,7 +17,7 @@ import pytest
 
 import labeler.store.atomic as atomic
 import labeler.store.run_store as run_store
-from labeler.card import write_card
+from labeler.card import preference_statistics, sft_statistics, write_card
 from labeler.engine.base import Message
 from labeler.errors import InputError
 from labeler.progress import progress_bar
@@ -510,6 +511,23 @@ def test_card_states_the_statistics_of_the_shards(tmp_path: Path) -> None:
     assert "| preferences | 40 | 8 | complete |" in card and "| sft | 7 | 2 | complete |" in card
     assert "labeler run config.yaml" in card and "c" * 64 in card and "`judge.jinja`" in card
     assert 'load_dataset("arrow"' in card and "RewardTrainer" in card and "labeler train-rm" in card
+
+
+def test_statistics_streamed_over_shards_equal_those_of_the_whole_split(tmp_path: Path) -> None:
+    """The card sums shard by shard (to keep memory flat); the totals must not depend on the cut."""
+    from labeler.store.readers import iter_shard_tables
+
+    run = tmp_path / "run"
+    write_run(run, [preference(i) for i in range(40)])
+    write_run(run, [sft(i) for i in range(7)], "sft")
+    shards = list(iter_shard_tables(run, "preferences"))
+    assert len(shards) > 1
+    streamed, whole = preference_statistics(iter(shards)), preference_statistics(read_split(run, "preferences"))
+    assert streamed.mean_mass == pytest.approx(whole.mean_mass, rel=1e-12)  # summation order differs
+    assert dataclasses.replace(streamed, mean_mass=None) == dataclasses.replace(whole, mean_mass=None)
+    assert sft_statistics(iter_shard_tables(run, "sft")) == sft_statistics(read_split(run, "sft"))
+    empty = preference_statistics(iter([]))
+    assert empty.rows == 0 and empty.mean_mass is None and sum(empty.p_a_histogram) == 0
 
 
 def test_card_marks_an_incomplete_run(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ def eval_judge_command(
     ] = None,
     judge_model: Annotated[str, typer.Option(help="Judge model folder, or 'default' (embedded model).")] = "default",
     engine: EngineOpt = "vllm",
-    dtype: DtypeOpt = "bfloat16",
+    dtype: DtypeOpt = "auto",
     constitution: Annotated[
         Path | None,
         typer.Option(help="Constitution whose judge questions are asked (default: constitutions/helpful-honest.yaml)."),

@@ -16,7 +16,7 @@ def generate_command(
     prompts: Annotated[Path, typer.Option("--prompts", help="JSONL/Parquet/Arrow file of prompts.")],
     engine: EngineOpt = "vllm",
     model: ModelOpt = "default",
-    dtype: DtypeOpt = "bfloat16",
+    dtype: DtypeOpt = "auto",
     max_tokens: Annotated[int, typer.Option(help="Most new tokens per answer.")] = 128,
     temperature: Annotated[float, typer.Option(help="0 for greedy decoding.")] = 0.0,
     seed: SeedOpt = 0,

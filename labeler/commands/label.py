@@ -24,7 +24,7 @@ def label_command(
         str | None, typer.Option(help="Policy model for --prompts (default: the judge model).")
     ] = None,
     engine: EngineOpt = "vllm",
-    dtype: DtypeOpt = "bfloat16",
+    dtype: DtypeOpt = "auto",
     principles: Annotated[str, typer.Option(help="'sample:K' principles per pair (seeded) or 'all'.")] = "sample:1",
     cot: Annotated[bool, typer.Option(help="Generate a rationale before the choice.")] = False,
     cot_max_tokens: Annotated[int, typer.Option(help="Longest rationale in tokens.")] = 128,

@@ -20,7 +20,7 @@ def revise_command(
     rounds: Annotated[int, typer.Option(help="Critique-and-revise rounds per prompt.")] = 2,
     model: ModelOpt = "default",
     engine: EngineOpt = "vllm",
-    dtype: DtypeOpt = "bfloat16",
+    dtype: DtypeOpt = "auto",
     seed: SeedOpt = 0,
     limit: LimitOpt = None,
     batch_size: Annotated[int, typer.Option(help="Prompts per engine call and per shard.")] = 64,

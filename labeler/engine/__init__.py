@@ -21,6 +21,7 @@ from labeler.engine.base import (
     GenerationParams,
     Message,
 )
+from labeler.engine.dtype import resolve_dtype
 from labeler.errors import InputError
 
 __all__ = [
@@ -50,7 +51,11 @@ class EngineConfig(BaseModel):
         "default",
         description="Hugging Face model folder, or 'default' for the embedded SmolLM2-135M-Instruct.",
     )
-    dtype: Literal["bfloat16", "float16", "float32"] = Field("bfloat16", description="Weights and compute dtype.")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto",
+        description="Weights and compute dtype; auto: bfloat16 on GPUs and CPUs with native bfloat16 "
+        "(AVX512-BF16, AMX), float32 on other CPUs (where bfloat16 is emulated and slower).",
+    )
     max_model_len: int | None = Field(None, ge=16, description="Context length cap (default: the model's).")
     batch_size: int = Field(16, ge=1, description="hf engine: sequences per forward pass.")
     kv_cache_gib: float | None = Field(
@@ -99,6 +104,7 @@ def open_engine(config: EngineConfig) -> Engine:
     """Open the engine a config names (a context manager: use it in a `with` block)."""
     path = resolve_model(config.model)
     name = config.name
+    dtype = resolve_dtype(config.dtype)
     if name == "vllm" and not vllm_available():
         print(
             "warning: vllm is not installed (pip install 'labeler[cpu]' or 'labeler[gpu]'); using the hf engine",
@@ -111,7 +117,7 @@ def open_engine(config: EngineConfig) -> Engine:
 
             return VLLMEngine(
                 path,
-                dtype=config.dtype,
+                dtype=dtype,
                 max_model_len=config.max_model_len,
                 kv_cache_gib=config.kv_cache_gib,
                 threads_bind=config.threads_bind,
@@ -126,7 +132,7 @@ def open_engine(config: EngineConfig) -> Engine:
 
         return HFEngine(
             path,
-            dtype=config.dtype,
+            dtype=dtype,
             batch_size=config.batch_size,
             trust_remote_code=config.trust_remote_code,
             max_model_len=config.max_model_len,

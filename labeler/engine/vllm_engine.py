@@ -10,6 +10,7 @@ and kills any that linger, so no engine outlives its `with` block.
 from __future__ import annotations
 
 import gc
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +27,19 @@ from labeler.engine.base import (
 from labeler.engine.chat import chat_text, choice_inputs, derive_seed, encode_texts
 
 DEFAULT_CPU_KV_CACHE_GIB = 2
+DEFAULT_CPU_STEP_TOKENS = 8192  # tokens per engine step on CPU (at least the model's context)
+
+
+def _context_length(model_path: Path, max_model_len: int | None) -> int:
+    """The context the engine will allow: `max_model_len`, else the model config's position limit."""
+    if max_model_len is not None:
+        return max_model_len
+    try:
+        config = json.loads((Path(model_path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return DEFAULT_CPU_STEP_TOKENS
+    limit = config.get("max_position_embeddings") or config.get("text_config", {}).get("max_position_embeddings")
+    return int(limit) if isinstance(limit, int) else DEFAULT_CPU_STEP_TOKENS
 
 
 def cpu_bind_spec(cores: set[int]) -> str:
@@ -95,6 +109,12 @@ class VLLMEngine:
             options["max_model_len"] = max_model_len
         if on_gpu:
             options["gpu_memory_utilization"] = gpu_memory_utilization
+        else:
+            # Never split a prompt's prefill across steps on CPU: for a seeded request vLLM then rewinds
+            # the sampler's generator, which CPU generators cannot do ("CPU Generator does not use
+            # offset"), and the engine dies. Without chunking, one step must hold the longest prompt.
+            options["enable_chunked_prefill"] = False
+            options["max_num_batched_tokens"] = max(DEFAULT_CPU_STEP_TOKENS, _context_length(model_path, max_model_len))
         self._llm: Any = LLM(**options)
         self._children = [p for p in me.children(recursive=True) if p.pid not in before]
         self.model_id = str(model_path)

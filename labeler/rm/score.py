@@ -1,36 +1,21 @@
 """Accuracy of a reward model on human-labelled pairs, overall and per group.
 
-Input: JSONL, one pair a line, e.g.
+Input: JSONL, Parquet or Arrow, one pair a row (read by `labeler.human_pairs`), e.g.
     {"prompt": "How do I ...?", "chosen": "...", "rejected": "...", "category": "harmless"}
 `prompt` is text (one user turn) or a list of {role, content} messages; `chosen` and `rejected` are
-text (the assistant's reply) or lists of messages that continue the prompt (TRL's conversational form).
+text (the assistant's reply) or TRL's conversational form, a list of the one assistant message.
 A pair counts as correct when r_chosen > r_rejected strictly; ties are counted separately.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from labeler.errors import InputError
+from labeler.human_pairs import read_human_labelled_pairs
 from labeler.rm.config import ScoreRMConfig
-
-Message = dict[str, str]
-
-
-@dataclass(frozen=True)
-class LabelledPair:
-    """One human-labelled pair, as two full conversations."""
-
-    line: int
-    chosen: tuple[Message, ...]
-    rejected: tuple[Message, ...]
-    group: str | None
 
 
 class GroupScore(BaseModel):
@@ -54,72 +39,6 @@ class ScoreReport(BaseModel):
     group_by: str | None = Field(description="Column the groups come from, if any.")
     overall: GroupScore = Field(description="All pairs together.")
     groups: dict[str, GroupScore] = Field(description="Per value of the group column, sorted by name.")
-
-
-def _messages(value: Any, *, field: str, file: Path, line: int, role: str) -> tuple[Message, ...]:
-    """Text becomes one message of `role`; a list must be {role, content} messages with text content."""
-    if isinstance(value, str):
-        return ({"role": role, "content": value},)
-    if isinstance(value, list) and value:
-        messages = []
-        for index, message in enumerate(value):
-            if not (
-                isinstance(message, dict)
-                and isinstance(message.get("role"), str)
-                and isinstance(message.get("content"), str)
-            ):
-                raise InputError(
-                    f"{field}[{index}] must be a {{role, content}} message with text content",
-                    file=file,
-                    line=line,
-                    where=field,
-                )
-            messages.append({"role": message["role"], "content": message["content"]})
-        return tuple(messages)
-    raise InputError(
-        f"{field} must be text or a non-empty list of messages, got {value!r:.60}", file=file, line=line, where=field
-    )
-
-
-def read_labelled_pairs(path: Path, *, group_by: str | None = None) -> list[LabelledPair]:
-    """Every pair in a JSONL file; InputError naming the file and line of the first bad one."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise InputError("file not found", file=path) from None
-    except UnicodeDecodeError as exc:
-        raise InputError(f"not UTF-8 text ({exc.reason})", file=path) from None
-    pairs = []
-    for number, text in enumerate(lines, start=1):
-        if not text.strip():
-            continue
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"not valid JSON: {exc.msg}", file=path, line=number) from None
-        if not isinstance(row, dict):
-            raise InputError("each line must be a JSON object", file=path, line=number)
-        for needed in ("prompt", "chosen", "rejected"):
-            if needed not in row:
-                raise InputError(f"missing field {needed!r}", file=path, line=number, where=needed)
-        prompt = _messages(row["prompt"], field="prompt", file=path, line=number, role="user")
-        chosen = _messages(row["chosen"], field="chosen", file=path, line=number, role="assistant")
-        rejected = _messages(row["rejected"], field="rejected", file=path, line=number, role="assistant")
-        group = None
-        if group_by is not None:
-            value = row.get(group_by)
-            if value is None or isinstance(value, dict | list):
-                raise InputError(
-                    f"group column {group_by!r} is missing or not a single value",
-                    file=path,
-                    line=number,
-                    where=group_by,
-                )
-            group = str(value)
-        pairs.append(LabelledPair(line=number, chosen=(*prompt, *chosen), rejected=(*prompt, *rejected), group=group))
-    if not pairs:
-        raise InputError("no pairs in the file", file=path)
-    return pairs
 
 
 def group_scores(
@@ -152,10 +71,10 @@ def score_reward_model(config: ScoreRMConfig) -> ScoreReport:
     """Score every labelled pair with the reward model; write the report to `config.out` when set."""
     from labeler.rm.model import load_reward_model
 
-    pairs = read_labelled_pairs(config.pairs, group_by=config.group_by)
+    pairs = read_human_labelled_pairs(config.pairs, group_by=config.group_by)
     model = load_reward_model(config.model, max_length=config.max_length, batch_size=config.batch_size)
-    chosen = model.score([p.chosen for p in pairs]).float().cpu().tolist()
-    rejected = model.score([p.rejected for p in pairs]).float().cpu().tolist()
+    chosen = model.score([p.conversation(p.chosen) for p in pairs]).float().cpu().tolist()
+    rejected = model.score([p.conversation(p.rejected) for p in pairs]).float().cpu().tolist()
     overall, groups = group_scores(chosen, rejected, [p.group for p in pairs])
     report = ScoreReport(
         model=str(config.model),
