@@ -167,17 +167,23 @@ def run_pipeline(config: RunConfig) -> RunResult:
     from labeler.stages.label import LabelConfig, label
     from labeler.stages.revise import ReviseConfig, revise
 
+    from labeler.ray_runner import run_on_ray
+
     result = RunResult(config.out)
     s = config.stages
+    on_ray = config.work.ray is not None  # each Ray worker opens its own engine; this one stays closed
     with LazyEngine(config.engine) as engine:
         policy_cfg = config.policy or config.engine
         if s.revise is not None:
-            revise(
-                ReviseConfig(constitution=config.constitution, prompts=config.prompts, out=config.out,
-                             rounds=s.revise.rounds, engine=policy_cfg, sampling=s.revise.sampling,
-                             seed=config.seed, templates=config.templates, work=config.work),
-                engine=engine if config.policy is None else None,
+            revise_config = ReviseConfig(
+                constitution=config.constitution, prompts=config.prompts, out=config.out, rounds=s.revise.rounds,
+                engine=policy_cfg, sampling=s.revise.sampling, seed=config.seed, templates=config.templates,
+                work=config.work,
             )
+            if on_ray:
+                run_on_ray(revise_config)
+            else:
+                revise(revise_config, engine=engine if config.policy is None else None)
             result.stages_run.append("revise")
         if s.label is not None:
             source: dict[str, Any] = {}
@@ -187,13 +193,15 @@ def run_pipeline(config: RunConfig) -> RunResult:
                 source["prompts"] = config.prompts
             else:
                 source["pairs"] = s.label.pairs
-            label(
-                LabelConfig(constitution=config.constitution, out=config.out, judge=config.engine,
-                            policy=config.policy, pair_sampling=s.label.pair_sampling,
-                            options=s.label.options.model_copy(update={"seed": config.seed}),
-                            templates=config.templates, work=config.work, **source),
-                judge=engine,
+            label_config = LabelConfig(
+                constitution=config.constitution, out=config.out, judge=config.engine, policy=config.policy,
+                pair_sampling=s.label.pair_sampling, options=s.label.options.model_copy(update={"seed": config.seed}),
+                templates=config.templates, work=config.work, **source,
             )
+            if on_ray:
+                run_on_ray(label_config)
+            else:
+                label(label_config, judge=engine)
             result.stages_run.append("label")
     # The engine is closed here: training needs the memory.
     if s.train_rm is not None:

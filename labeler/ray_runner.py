@@ -70,6 +70,21 @@ class RayOptions(BaseModel):
 
 
 @overload
+def run_stage(config: ReviseConfig) -> ReviseResult: ...
+
+
+@overload
+def run_stage(config: LabelConfig) -> LabelResult: ...
+
+
+def run_stage(config: StageConfig) -> StageResult:
+    """Run `revise` or `label` on Ray when `config.work.ray` names a cluster, else in this process."""
+    if config.work.ray is not None:
+        return run_on_ray(config)
+    return revise(config) if isinstance(config, ReviseConfig) else label(config)
+
+
+@overload
 def run_on_ray(config: ReviseConfig, options: RayOptions | None = None) -> ReviseResult: ...
 
 

@@ -15,6 +15,7 @@ import pytest
 from labeler.cli import main
 from labeler.engine import EngineConfig, GenerationParams
 from labeler.errors import InputError
+from labeler.pipeline import ReviseStage, RunConfig, Stages, run_pipeline
 from labeler.ray_runner import (
     PARTS_DIR,
     RayOptions,
@@ -142,6 +143,15 @@ def test_revise_on_two_ray_workers_equals_one_process(ray_cluster: None, embedde
     again = run_on_ray(config, RayOptions(workers=2))
     assert (again.written, again.already_done) == (0, LIMIT)
     assert load_manifest(out).splits["sft"].shards == shards
+
+    # `labeler run` with `work.ray` set spreads its stages over the workers the same way.
+    piped = tmp_path / "pipeline"
+    run_pipeline(RunConfig(
+        out=piped, constitution=HARMLESS, prompts=PROMPTS, engine=config.engine, work=config.work,
+        stages=Stages(revise=ReviseStage(rounds=1, sampling=config.sampling), label=None, report=False),
+    ))  # fmt: skip
+    assert (piped / PARTS_DIR / "sft" / part_name(1, 2)).is_dir()  # made by the Ray workers
+    assert records_by_id(piped) == records_by_id(single)
 
 
 def test_docstring_examples() -> None:

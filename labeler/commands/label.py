@@ -8,8 +8,18 @@ from typing import Annotated
 import typer
 
 from labeler.cli import app
-from labeler.cli_options import DtypeOpt, EngineOpt, LimitOpt, QuietOpt, SeedOpt
-from labeler.stages.common import RAY_ADDRESS_HELP
+from labeler.cli_options import (
+    DtypeOpt,
+    EngineOpt,
+    LimitOpt,
+    NumShardsOpt,
+    OverwriteOpt,
+    QuietOpt,
+    RayOpt,
+    SeedOpt,
+    ShardIndexOpt,
+    TemplatesOpt,
+)
 
 
 @app.command("label")
@@ -37,19 +47,20 @@ def label_command(
     seed: SeedOpt = 0,
     limit: LimitOpt = None,
     batch_size: Annotated[int, typer.Option(help="Pairs per engine call and per shard.")] = 64,
-    templates: Annotated[Path | None, typer.Option(help="Folder of templates overriding the shipped ones.")] = None,
-    shard_index: Annotated[int | None, typer.Option(help="Job arrays: this task's index.")] = None,
-    num_shards: Annotated[int | None, typer.Option(help="Job arrays: number of tasks.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace a run made with another configuration.")] = False,
+    templates: TemplatesOpt = None,
+    shard_index: ShardIndexOpt = None,
+    num_shards: NumShardsOpt = None,
+    overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
-    ray: Annotated[str | None, typer.Option("--ray", metavar="ADDRESS", help=RAY_ADDRESS_HELP)] = None,
+    ray: RayOpt = None,
 ) -> None:
     """Judge pairs in both orders; write soft labels, per-principle scores and flags."""
     from labeler.engine import EngineConfig, GenerationParams
     from labeler.errors import InputError
     from labeler.stages.common import WorkSelection
     from labeler.stages.judge import JudgeOptions
-    from labeler.stages.label import LabelConfig, label
+    from labeler.ray_runner import run_stage
+    from labeler.stages.label import LabelConfig
 
     clamp = None
     if cot_clamp is not None:
@@ -74,12 +85,7 @@ def label_command(
         work=WorkSelection(limit=limit, shard_index=shard_index, num_shards=num_shards, batch_size=batch_size,
                            overwrite=overwrite, quiet=quiet, ray=ray),
     )
-    if ray is None:
-        result = label(config)
-    else:
-        from labeler.ray_runner import run_on_ray
-
-        result = run_on_ray(config)
+    result = run_stage(config)
     typer.echo(
         f"wrote {result.written} pairs ({result.already_done} already done, "
         f"{result.counts.identical_dropped} identical pairs dropped) to {result.out / 'preferences'}"

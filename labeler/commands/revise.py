@@ -8,8 +8,19 @@ from typing import Annotated
 import typer
 
 from labeler.cli import app
-from labeler.cli_options import DtypeOpt, EngineOpt, LimitOpt, ModelOpt, QuietOpt, SeedOpt
-from labeler.stages.common import RAY_ADDRESS_HELP
+from labeler.cli_options import (
+    DtypeOpt,
+    EngineOpt,
+    LimitOpt,
+    ModelOpt,
+    NumShardsOpt,
+    OverwriteOpt,
+    QuietOpt,
+    RayOpt,
+    SeedOpt,
+    ShardIndexOpt,
+    TemplatesOpt,
+)
 
 
 @app.command("revise")
@@ -26,17 +37,18 @@ def revise_command(
     batch_size: Annotated[int, typer.Option(help="Prompts per engine call and per shard.")] = 64,
     max_tokens: Annotated[int, typer.Option(help="Most new tokens per response, critique and revision.")] = 160,
     temperature: Annotated[float, typer.Option(help="Sampling temperature (0 for greedy).")] = 0.7,
-    templates: Annotated[Path | None, typer.Option(help="Folder of templates overriding the shipped ones.")] = None,
-    shard_index: Annotated[int | None, typer.Option(help="Job arrays: this task's index.")] = None,
-    num_shards: Annotated[int | None, typer.Option(help="Job arrays: number of tasks.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace a run made with another configuration.")] = False,
+    templates: TemplatesOpt = None,
+    shard_index: ShardIndexOpt = None,
+    num_shards: NumShardsOpt = None,
+    overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
-    ray: Annotated[str | None, typer.Option("--ray", metavar="ADDRESS", help=RAY_ADDRESS_HELP)] = None,
+    ray: RayOpt = None,
 ) -> None:
     """Critique and revise responses against sampled principles; write the SFT split (SL-CAI data)."""
     from labeler.engine import EngineConfig, GenerationParams
     from labeler.stages.common import WorkSelection
-    from labeler.stages.revise import ReviseConfig, revise
+    from labeler.ray_runner import run_stage
+    from labeler.stages.revise import ReviseConfig
 
     config = ReviseConfig(
         constitution=constitution,
@@ -50,12 +62,7 @@ def revise_command(
         work=WorkSelection(limit=limit, shard_index=shard_index, num_shards=num_shards, batch_size=batch_size,
                            overwrite=overwrite, quiet=quiet, ray=ray),
     )
-    if ray is None:
-        result = revise(config)
-    else:
-        from labeler.ray_runner import run_on_ray
-
-        result = run_on_ray(config)
+    result = run_stage(config)
     typer.echo(
         f"wrote {result.written} rows ({result.already_done} already done, "
         f"{len(result.skipped_too_long)} skipped as too long) to {result.out / 'sft'}"

@@ -88,9 +88,15 @@ class ChoiceScores:
 class Engine(Protocol):
     """What stages may call. Engines are context managers that free memory on exit."""
 
-    name: str
-    model_id: str
-    max_model_len: int
+    # Read-only for stages: an engine may hold them as attributes or compute them (a lazy engine does).
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def max_model_len(self) -> int: ...
 
     def prompt_lengths(self, conversations: Sequence[Conversation]) -> list[int]:
         """Token count of each conversation rendered with the chat template and generation prompt."""

@@ -149,6 +149,11 @@ class HFEngine:
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
         return ids, mask, positions
 
+    def _text(self, token_ids: list[int]) -> str:
+        text = self.tokenizer.decode(token_ids, skip_special_tokens=True)
+        assert isinstance(text, str)  # one sequence in, one string out (the stubs also allow a batch)
+        return text
+
     def _decode(
         self, prompts: Sequence[Sequence[int]], seeds: Sequence[int], params: GenerationParams
     ) -> list[tuple[str, int, str]]:
@@ -183,7 +188,7 @@ class HFEngine:
                     if token in self.eos_ids:
                         finish[row] = "stop"
                     elif params.stop:
-                        text = self.tokenizer.decode(tokens[row], skip_special_tokens=True)
+                        text = self._text(tokens[row])
                         cut = _cut_at_stop(text, params.stop)
                         if cut is not None:
                             finish[row], texts[row] = "stop", cut
@@ -195,9 +200,8 @@ class HFEngine:
                 positions = positions[:, -1:] + 1
         results = []
         for row in range(batch):
-            text = texts[row]
-            if text is None:
-                text = self.tokenizer.decode(tokens[row], skip_special_tokens=True)
+            cut = texts[row]
+            text = cut if cut is not None else self._text(tokens[row])
             results.append((text, len(tokens[row]), finish[row] or "length"))
         return results
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from labeler.engine import Engine, GenerationParams, Message
 from labeler.inputs import iter_rows, read_prompts, row_messages, text_field
-from labeler.records import record_id
+from labeler.records import SFTRecord, record_id
 from labeler.sampling import seed_for
 from labeler.store import in_part, iter_records
 
@@ -57,6 +57,7 @@ class PairCounts:
 def pairs_from_revise_run(run_dir: Path, counts: PairCounts) -> Iterator[Pair]:
     """The natural pair of each revised prompt: initial response (A) vs final revision (B)."""
     for record in iter_records(run_dir, "sft"):
+        assert isinstance(record, SFTRecord)  # the sft split holds nothing else
         if record.initial.strip() == record.revision.strip():
             counts.identical_dropped += 1
             continue
