@@ -152,6 +152,7 @@ def main() -> None:
     parser.add_argument("--salmon-pairs", type=int, default=8, help="Pairs scored in the SALMON comparison.")
     parser.add_argument("--rounds", type=int, default=2, help="Alternating rounds of label path and raw engine.")
     parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"])
+    parser.add_argument("--kv-block-size", type=int, default=None, help="vLLM KV-cache block (default: labeler's).")
     args = parser.parse_args()
 
     from labeler.constitution import load_constitution
@@ -163,7 +164,7 @@ def main() -> None:
     templates = Templates.load()
     options = JudgeOptions()
     panel = panel_for(load_constitution(REPO / "constitutions" / "helpful-honest.yaml"), options, "helpful-honest")
-    config = EngineConfig(name="vllm", dtype=args.dtype)  # type: ignore[arg-type]
+    config = EngineConfig(name="vllm", dtype=args.dtype, kv_block_size=args.kv_block_size)  # type: ignore[arg-type]
 
     with open_engine(config) as engine:
         pairs = make_pairs(engine, args.max_tokens, args.pairs_per_prompt)

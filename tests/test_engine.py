@@ -149,3 +149,12 @@ def test_seeded_long_prompts_beyond_one_engine_step(vllm_engine):
     assert all(g.token_counts[0] > 0 for g in first)
     assert vllm_engine.generate(conversations[4:5], params, seeds=[4])[0].texts == first[4].texts
 
+
+
+def test_cpu_kv_blocks_are_small_enough_to_reuse_shared_prefixes(vllm_engine):
+    """The prefix cache reuses whole KV blocks only. vLLM's CPU default (128 tokens) threw away up to
+    127 shared tokens per SALMON request; labeler asks for 32-token blocks on CPU."""
+    from labeler.engine.vllm_engine import DEFAULT_CPU_KV_BLOCK
+
+    assert DEFAULT_CPU_KV_BLOCK == 32
+    assert vllm_engine._llm.llm_engine.vllm_config.cache_config.block_size == DEFAULT_CPU_KV_BLOCK

@@ -66,6 +66,12 @@ class EngineConfig(BaseModel):
     )
     enforce_eager: bool = Field(True, description="vllm: skip graph compilation (much faster start on CPU).")
     enable_prefix_caching: bool = Field(True, description="vllm: reuse KV cache of shared prompt prefixes.")
+    kv_block_size: int | None = Field(
+        None,
+        ge=1,
+        description="vllm: tokens per KV-cache block, the unit in which a shared prefix is reused "
+        "(default: 32 on CPU, where vLLM's own 128 wastes most of a judge prompt's shared prefix; vLLM's on GPU).",
+    )
     tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs per engine.")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm on GPU: memory share to use.")
     trust_remote_code: bool = Field(False, description="Run model code shipped with the checkpoint (off by default).")
@@ -123,6 +129,7 @@ def open_engine(config: EngineConfig) -> Engine:
                 threads_bind=config.threads_bind,
                 enforce_eager=config.enforce_eager,
                 enable_prefix_caching=config.enable_prefix_caching,
+                kv_block_size=config.kv_block_size,
                 tensor_parallel_size=config.tensor_parallel_size,
                 gpu_memory_utilization=config.gpu_memory_utilization,
                 trust_remote_code=config.trust_remote_code,

@@ -27,6 +27,7 @@ from labeler.engine.base import (
 from labeler.engine.chat import chat_text, choice_inputs, derive_seed, encode_texts
 
 DEFAULT_CPU_KV_CACHE_GIB = 2
+DEFAULT_CPU_KV_BLOCK = 32  # vLLM's CPU backend wants multiples of 32; its default of 128 caches too coarsely
 DEFAULT_CPU_STEP_TOKENS = 8192  # tokens per engine step on CPU (at least the model's context)
 
 
@@ -71,6 +72,7 @@ class VLLMEngine:
         threads_bind: str | None = None,
         enforce_eager: bool = True,
         enable_prefix_caching: bool = True,
+        kv_block_size: int | None = None,
         tensor_parallel_size: int = 1,
         gpu_memory_utilization: float = 0.9,
         trust_remote_code: bool = False,
@@ -109,11 +111,16 @@ class VLLMEngine:
             options["max_model_len"] = max_model_len
         if on_gpu:
             options["gpu_memory_utilization"] = gpu_memory_utilization
+            if kv_block_size is not None:
+                options["block_size"] = kv_block_size
         else:
             # Never split a prompt's prefill across steps on CPU: for a seeded request vLLM then rewinds
             # the sampler's generator, which CPU generators cannot do ("CPU Generator does not use
             # offset"), and the engine dies. Without chunking, one step must hold the longest prompt.
             options["enable_chunked_prefill"] = False
+            # Prefix caching reuses whole blocks only: with 128-token blocks a judge prompt loses up to
+            # 127 shared tokens per request, which SALMON (one request per principle) pays many times.
+            options["block_size"] = kv_block_size or DEFAULT_CPU_KV_BLOCK
             options["max_num_batched_tokens"] = max(DEFAULT_CPU_STEP_TOKENS, _context_length(model_path, max_model_len))
         self._llm: Any = LLM(**options)
         self._children = [p for p in me.children(recursive=True) if p.pid not in before]
