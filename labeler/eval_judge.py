@@ -36,6 +36,7 @@ from labeler.inputs import stable_id
 from labeler.progress import progress_bar
 from labeler.records import PreferenceRecord
 from labeler.sampling import seed_for
+from labeler.shipped import shipped_folder
 from labeler.stages.common import engine_for, model_label
 from labeler.stages.judge import JudgeOptions, judge_pairs, panel_for
 from labeler.stages.pairs import Pair, make_pair
@@ -45,8 +46,8 @@ from labeler.templates import Templates
 if TYPE_CHECKING:
     from rich.table import Table
 
-# The shipped constitution next to the package (where an editable install also finds it).
-DEFAULT_CONSTITUTION = Path(__file__).resolve().parent.parent / "constitutions" / "helpful-honest.yaml"
+# The shipped constitution: inside an installed wheel, else the repository's constitutions/ folder.
+DEFAULT_CONSTITUTION = shipped_folder("constitutions") / "helpful-honest.yaml"
 SOURCE_HUMAN = "human_pairs"
 CALIBRATION_BINS = 10
 

@@ -26,9 +26,10 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from labeler.constitution import Principle
 from labeler.engine.base import Message
 from labeler.errors import InputError
+from labeler.shipped import shipped_folder
 
-# The repository's prompts/ folder, next to the package (also where an editable install finds it).
-DEFAULT_FOLDER = Path(__file__).resolve().parent.parent / "prompts"
+# The shipped templates: inside an installed wheel, else the repository's prompts/ folder.
+DEFAULT_FOLDER = shipped_folder("prompts")
 SUFFIX = ".jinja"
 
 _CONVERSATION = [{"role": "user", "content": "How do I boil an egg?"}]
