@@ -164,14 +164,12 @@ class RunResult:
 def run_pipeline(config: RunConfig) -> RunResult:
     """Run every configured stage in order; each resumes where a previous attempt stopped."""
     from labeler.engine.lazy import LazyEngine
-    from labeler.stages.label import LabelConfig, label
-    from labeler.stages.revise import ReviseConfig, revise
-
-    from labeler.ray_runner import run_on_ray
+    from labeler.ray_runner import run_stage
+    from labeler.stages.label import LabelConfig
+    from labeler.stages.revise import ReviseConfig
 
     result = RunResult(config.out)
     s = config.stages
-    on_ray = config.work.ray is not None  # each Ray worker opens its own engine; this one stays closed
     with LazyEngine(config.engine) as engine:
         policy_cfg = config.policy or config.engine
         if s.revise is not None:
@@ -180,10 +178,8 @@ def run_pipeline(config: RunConfig) -> RunResult:
                 engine=policy_cfg, sampling=s.revise.sampling, seed=config.seed, templates=config.templates,
                 work=config.work,
             )
-            if on_ray:
-                run_on_ray(revise_config)
-            else:
-                revise(revise_config, engine=engine if config.policy is None else None)
+            # On Ray (work.ray) each worker opens its own engine and the lazy one here never starts.
+            run_stage(revise_config, engine=engine if config.policy is None else None)
             result.stages_run.append("revise")
         if s.label is not None:
             source: dict[str, Any] = {}
@@ -198,10 +194,7 @@ def run_pipeline(config: RunConfig) -> RunResult:
                 pair_sampling=s.label.pair_sampling, options=s.label.options.model_copy(update={"seed": config.seed}),
                 templates=config.templates, work=config.work, **source,
             )
-            if on_ray:
-                run_on_ray(label_config)
-            else:
-                label(label_config, judge=engine)
+            run_stage(label_config, engine=engine)
             result.stages_run.append("label")
     # The engine is closed here: training needs the memory.
     if s.train_rm is not None:

@@ -31,6 +31,7 @@ from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from labeler.engine import Engine
 from labeler.errors import InputError
 from labeler.stages.label import LabelConfig, LabelResult, label
 from labeler.stages.revise import ReviseConfig, ReviseResult, revise
@@ -70,18 +71,19 @@ class RayOptions(BaseModel):
 
 
 @overload
-def run_stage(config: ReviseConfig) -> ReviseResult: ...
+def run_stage(config: ReviseConfig, engine: Engine | None = None) -> ReviseResult: ...
 
 
 @overload
-def run_stage(config: LabelConfig) -> LabelResult: ...
+def run_stage(config: LabelConfig, engine: Engine | None = None) -> LabelResult: ...
 
 
-def run_stage(config: StageConfig) -> StageResult:
-    """Run `revise` or `label` on Ray when `config.work.ray` names a cluster, else in this process."""
+def run_stage(config: StageConfig, engine: Engine | None = None) -> StageResult:
+    """Run `revise` or `label` on Ray when `config.work.ray` names a cluster, else in this process
+    (with `engine` when given: the stage's model, already open). Ray workers open their own engines."""
     if config.work.ray is not None:
         return run_on_ray(config)
-    return revise(config) if isinstance(config, ReviseConfig) else label(config)
+    return revise(config, engine=engine) if isinstance(config, ReviseConfig) else label(config, judge=engine)
 
 
 @overload
