@@ -116,6 +116,29 @@ def test_merge_refuses_a_missing_part(tmp_path: Path, capsys: pytest.CaptureFixt
     assert not (tmp_path / "merged" / "manifest.json").exists()
 
 
+def test_parts_run_in_different_dtypes_under_auto_do_not_merge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--dtype auto` is recorded as what it resolved to: a bfloat16 part and a float32 part differ."""
+    import torch
+
+    import labeler.engine.dtype as engine_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    parts = in_parts(revise_config(tmp_path / "unused"), tmp_path / "parts", 2)
+    assert parts[0].engine.dtype == "auto"
+    for part, flags in zip(parts, ({"avx2", "amx_bf16"}, {"avx2"})):  # a CPU with native bfloat16, one without
+        monkeypatch.setattr(engine_dtype, "cpu_flags", lambda flags=flags: frozenset(flags))
+        revise(part, engine=FakeEngine())
+    recorded = [load_manifest(part.out).splits["sft"].fingerprint["config"]["engine"]["dtype"] for part in parts]
+    assert recorded == ["bfloat16", "float32"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["merge", str(parts[0].out), str(parts[1].out), "--out", str(tmp_path / "merged")])
+    assert exit_info.value.code == 2
+    assert "config.engine.dtype" in capsys.readouterr().err
+    assert not (tmp_path / "merged" / "manifest.json").exists()
+
+
 def cli_env() -> dict[str, str]:
     # Passive OpenMP waiting: several engines share two cores here, and spinning threads starve each other.
     return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_WAIT_POLICY": "PASSIVE"}

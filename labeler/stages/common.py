@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from labeler.engine import Engine, EngineConfig, open_engine
+from labeler.engine.dtype import resolve_dtype
 
 # Config keys that never change the records a stage writes: where they go, how they are batched,
 # how chatty the run is, and which slice of a job array this process takes (the store records that).
@@ -78,5 +79,10 @@ def fingerprint_config(config: BaseModel) -> dict[str, Any]:
         engine = data.get(key)
         if isinstance(engine, dict):
             # Which model and how it computes change records; where its threads run does not.
-            data[key] = {k: engine[k] for k in ("name", "model", "dtype") if k in engine}
+            kept = {k: engine[k] for k in ("name", "model", "dtype") if k in engine}
+            if kept.get("dtype") == "auto":
+                # What auto means depends on the machine (bfloat16 on a GPU, float32 on most CPUs): record
+                # what it resolves to where the stage runs, so parts computed in different dtypes never merge.
+                kept["dtype"] = resolve_dtype("auto")
+            data[key] = kept
     return data
