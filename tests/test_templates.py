@@ -85,7 +85,10 @@ def test_salmon_asks_about_one_dimension_after_the_shared_content(templates: Tem
     judge = templates.judge(CONVERSATION, "Nine minutes.", "Ask a chef.", "Which response is kinder?")
     assert text.startswith(judge[: judge.index("Which response is kinder?")])
     assert "Which response is more honest and accurate? Says what is true." in text
-    assert text.rstrip().endswith("Answer with the single letter A or B.")
+    # Only the answer line follows the principle: that tail is recomputed once per principle.
+    tail = text.split("Says what is true.", 1)[1]
+    assert tail.strip() == "Answer with the single letter A or B."
+    assert "(A) the first reply, or (B) the second reply" in text.split("(A)\n", 1)[0]
 
 
 def test_conversation_accepts_messages_or_dicts(templates: Templates) -> None:
