@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from labeler.engine import EngineConfig, GenerationParams, resolve_model
+from labeler.engine import EngineConfig, GenerationParams
 from labeler.errors import InputError, InputErrors
 from labeler.ppo.config import PPOConfig
 from labeler.rm.config import RMTrainConfig
@@ -25,12 +25,11 @@ from labeler.stages.judge import JudgeOptions
 _FORBID = ConfigDict(frozen=True, extra="forbid")
 
 
-def _stage_model(name: str, source: type[BaseModel], drop: set[str], **extra: Any) -> type[BaseModel]:
+def _stage_model(name: str, source: type[BaseModel], drop: set[str]) -> type[BaseModel]:
     """A stage section made from a trainer's own config (help text written once, in one place)."""
     fields: dict[str, Any] = {
         key: (info.annotation, info) for key, info in source.model_fields.items() if key not in drop
     }
-    fields.update(extra)
     return create_model(name, __config__=_FORBID, __doc__=f"The `{name}` stage: fields of {source.__name__}.", **fields)
 
 
@@ -51,7 +50,8 @@ class LabelStage(BaseModel):
     model_config = _FORBID
     pairs: Literal["revise", "prompts"] | Path = Field(
         "revise",
-        description="'revise' (initial vs final revision of this run), 'prompts' (two policy samples), or a pairs file.",
+        description="'revise' (initial vs final revision of this run), 'prompts' (two policy samples), "
+        "or a pairs file.",
     )
     pair_sampling: GenerationParams = Field(
         default_factory=lambda: GenerationParams(n=2, temperature=1.0, top_p=0.95, max_tokens=160),
@@ -60,17 +60,10 @@ class LabelStage(BaseModel):
     options: JudgeOptions = Field(default_factory=JudgeOptions, description="How pairs are judged (seed: the run's).")
 
 
-TrainRMStage = _stage_model(
-    "TrainRMStage",
-    RMTrainConfig,
-    {"data", "out", "resume", "base_model", "seed", "constitution"},
-    base_model=(str, Field("default", description="Backbone: a model folder or 'default' (the embedded model).")),
-)
+# The trainers' own configs, less what the run config decides for them (data, output folder, seed, resuming).
+TrainRMStage = _stage_model("TrainRMStage", RMTrainConfig, {"data", "out", "resume", "seed", "constitution", "quiet"})
 PPOStage = _stage_model(
-    "PPOStage",
-    PPOConfig,
-    {"policy", "prompts", "out", "reward_model", "reward_rule", "seed", "resume"},
-    policy=(str, Field("default", description="Policy model folder or 'default' (the embedded model).")),
+    "PPOStage", PPOConfig, {"prompts", "out", "reward_model", "reward_rule", "seed", "resume", "quiet"}
 )
 
 
@@ -164,9 +157,9 @@ class RunResult:
 def run_pipeline(config: RunConfig) -> RunResult:
     """Run every configured stage in order; each resumes where a previous attempt stopped."""
     from labeler.engine.lazy import LazyEngine
-    from labeler.ray_runner import run_stage
     from labeler.stages.label import LabelConfig
     from labeler.stages.revise import ReviseConfig
+    from labeler.stages.runner import run_stage
 
     result = RunResult(config.out)
     s = config.stages
@@ -211,37 +204,33 @@ def run_pipeline(config: RunConfig) -> RunResult:
     return result
 
 
+def train_rm_config(config: RunConfig, stage: BaseModel) -> RMTrainConfig:
+    """The reward-model training of a run: on its preference split, into RUN/rm, resuming what is there."""
+    settings = stage.model_dump()
+    constitution = config.constitution if settings.get("principle_conditioned") else None
+    return RMTrainConfig(data=(config.out,), out=config.out / "rm", seed=config.seed, constitution=constitution,
+                         resume=True, quiet=config.work.quiet, **settings)
+
+
+def ppo_config(config: RunConfig, stage: BaseModel) -> PPOConfig:
+    """The PPO of a run: against RUN/rm, into RUN/ppo, resuming what is there."""
+    return PPOConfig(prompts=config.prompts, out=config.out / "ppo", reward_model=str(config.out / "rm"),
+                     seed=config.seed, resume=True, quiet=config.work.quiet, **stage.model_dump())
+
+
 def _train_rm(config: RunConfig, stage: BaseModel) -> Path:
+    from labeler.rm.model import REWARD_CARD
     from labeler.rm.train import train_reward_model
 
-    out = config.out / "rm"
-    settings = stage.model_dump()
-    base = str(resolve_model(settings.pop("base_model")))
-    constitution = config.constitution if settings.get("principle_conditioned") else None
-    if _finished(out, "labeler-rm.json"):
-        return out
-    train_reward_model(
-        RMTrainConfig(data=(config.out,), out=out, base_model=base, seed=config.seed,
-                      constitution=constitution, resume=_has_checkpoint(out), **settings)
-    )
-    return out
+    rm_config = train_rm_config(config, stage)
+    if not (rm_config.out / REWARD_CARD).is_file():  # the card is written last: the model is finished
+        train_reward_model(rm_config)
+    return rm_config.out
 
 
 def _ppo(config: RunConfig, stage: BaseModel, rm_dir: Path) -> Path:
     from labeler.ppo.train import train_ppo
 
-    out = config.out / "ppo"
-    settings = stage.model_dump()
-    policy = resolve_model(settings.pop("policy"))
-    ppo_config = PPOConfig(policy=policy, prompts=config.prompts, out=out, reward_model=rm_dir, seed=config.seed,
-                           resume=_has_checkpoint(out), **settings)
-    train_ppo(ppo_config)
-    return out
-
-
-def _has_checkpoint(out: Path) -> bool:
-    return any(out.glob("checkpoint-*"))
-
-
-def _finished(out: Path, marker: str) -> bool:
-    return (out / marker).is_file()
+    ppo = ppo_config(config, stage)
+    train_ppo(ppo)
+    return ppo.out

@@ -25,22 +25,20 @@ import math
 import os
 import re
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from labeler.engine import Engine
 from labeler.errors import InputError
-from labeler.stages.label import LabelConfig, LabelResult, label
-from labeler.stages.revise import ReviseConfig, ReviseResult, revise
+from labeler.stages.label import LabelConfig, LabelResult
+from labeler.stages.revise import ReviseConfig, ReviseResult
+from labeler.stages.runner import StageConfig, StageResult, stage_spec
 from labeler.store import load_manifest
 from labeler.store.manifest import read_manifest
 from labeler.store.parts import merge_runs
 
-StageConfig = ReviseConfig | LabelConfig
-StageResult = ReviseResult | LabelResult
 R = TypeVar("R")
 
 LOCAL = "local"  # the address that starts a Ray instance on this machine
@@ -71,22 +69,6 @@ class RayOptions(BaseModel):
 
 
 @overload
-def run_stage(config: ReviseConfig, engine: Engine | None = None) -> ReviseResult: ...
-
-
-@overload
-def run_stage(config: LabelConfig, engine: Engine | None = None) -> LabelResult: ...
-
-
-def run_stage(config: StageConfig, engine: Engine | None = None) -> StageResult:
-    """Run `revise` or `label` on Ray when `config.work.ray` names a cluster, else in this process
-    (with `engine` when given: the stage's model, already open). Ray workers open their own engines."""
-    if config.work.ray is not None:
-        return run_on_ray(config)
-    return revise(config, engine=engine) if isinstance(config, ReviseConfig) else label(config, judge=engine)
-
-
-@overload
 def run_on_ray(config: ReviseConfig, options: RayOptions | None = None) -> ReviseResult: ...
 
 
@@ -101,7 +83,7 @@ def run_on_ray(config: StageConfig, options: RayOptions | None = None) -> StageR
     already has. Returns the stage's result summed over the parts, with `out` the merged run.
     """
     options = options or RayOptions()
-    _, split = stage_of(config)
+    split = stage_spec(config).split
     work = config.work
     if work.part is not None:
         raise InputError("--ray splits the input itself; leave out --shard-index and --num-shards", where="--ray")
@@ -150,15 +132,6 @@ def run_on_ray(config: StageConfig, options: RayOptions | None = None) -> StageR
     return combine_results(results, out)
 
 
-def stage_of(config: StageConfig) -> tuple[Callable[[Any], StageResult], str]:
-    """The stage function a config runs, and the split it writes."""
-    if isinstance(config, ReviseConfig):
-        return revise, "sft"
-    if isinstance(config, LabelConfig):
-        return label, "preferences"
-    raise TypeError(f"no stage runs a {type(config).__name__}")
-
-
 def part_name(index: int, num: int) -> str:
     """Folder of part `index` (from 0) of `num` under OUT/.parts/SPLIT.
 
@@ -187,7 +160,7 @@ def combine_results(results: Sequence[R], out: Path) -> R:
     ReviseResult(out=PosixPath('run'), written=5, already_done=0, skipped_too_long=['x', 'y'], empty_outputs=0)
     """
     combined = _combine_values(list(results))
-    return dataclasses.replace(combined, out=out)  # type: ignore[type-var]
+    return dataclasses.replace(combined, out=out)
 
 
 def _combine_values(values: list[Any]) -> Any:
@@ -214,8 +187,8 @@ def _run_part(config: StageConfig, cwd: str) -> StageResult:
     # given, so they are not rewritten): run from there when this node has that folder too.
     if os.path.isdir(cwd):
         os.chdir(cwd)
-    stage, _ = stage_of(config)
-    return stage(config)
+    result: StageResult = stage_spec(config).run(config, None)
+    return result
 
 
 def _existing_part_count(root: Path) -> int | None:
@@ -245,8 +218,7 @@ def _gpus_per_worker(resources: dict[str, float], options: RayOptions, config: S
         return options.num_gpus
     if not resources.get("GPU"):
         return 0.0
-    engine = config.engine if isinstance(config, ReviseConfig) else config.judge
-    return float(engine.tensor_parallel_size)
+    return float(stage_spec(config).engine(config).tensor_parallel_size)
 
 
 def _check_out_folder(out: Path, split: str, root: Path) -> None:

@@ -10,8 +10,8 @@ import yaml
 
 from labeler.cli import main
 from labeler.config_reference import END, START, generate
-from labeler.pipeline import RunConfig, load_run_config
 from labeler.errors import InputError
+from labeler.pipeline import RunConfig, load_run_config
 
 REPO = Path(__file__).resolve().parent.parent
 

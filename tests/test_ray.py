@@ -3,7 +3,6 @@ must be the same dataset as a single-process run."""
 
 from __future__ import annotations
 
-import doctest
 import os
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from labeler.ray_runner import (
     run_on_ray,
 )
 from labeler.stages.common import WorkSelection, fingerprint_config
-from labeler.stages.label import LabelConfig, LabelResult
+from labeler.stages.label import LabelResult
 from labeler.stages.pairs import PairCounts
 from labeler.stages.revise import ReviseConfig
 from labeler.store import iter_records, load_manifest
@@ -154,11 +153,3 @@ def test_revise_on_two_ray_workers_equals_one_process(ray_cluster: None, embedde
     assert records_by_id(piped) == records_by_id(single)
 
 
-def test_docstring_examples() -> None:
-    import fake_engine
-
-    import labeler.ray_runner
-
-    for module in (labeler.ray_runner, fake_engine):
-        result = doctest.testmod(module)
-        assert result.attempted > 0 and result.failed == 0, module.__name__

@@ -60,7 +60,8 @@ def test_judge_puts_shared_content_before_the_question(templates: Templates) -> 
     # Everything before the question is the same for every principle: a prefix cache reuses it.
     prefix = first[: first.index("Which response is kinder?")]
     assert second.startswith(prefix)
-    for text in ["You are a cooking assistant.", "How long should I boil an egg?", "(A)\nNine minutes.", "(B)\nAsk a chef."]:
+    texts = ["You are a cooking assistant.", "How long should I boil an egg?", "(A)\nNine minutes.", "(B)\nAsk a chef."]
+    for text in texts:
         assert text in prefix
     assert prefix.index("Nine minutes.") < prefix.index("Ask a chef.")
     assert first.rstrip().endswith("Answer with the single letter A or B.")

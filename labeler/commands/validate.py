@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 from rich.markup import escape
 
-from labeler.cli import app, err
 from labeler.constitution import STAGES, read_constitution
 from labeler.errors import InputError
 
@@ -63,7 +63,6 @@ def check_run_config(path: Path) -> str:
     )
 
 
-@app.command("validate")
 def validate(
     files: Annotated[
         list[Path],
@@ -74,6 +73,7 @@ def validate(
 
     Exit code 2 when any file has a problem; every file is checked either way.
     """
+    err = Console(stderr=True)
     bad = 0
     for path in files:
         try:

@@ -23,6 +23,7 @@ from labeler.engine.base import (
 )
 from labeler.engine.dtype import resolve_dtype
 from labeler.errors import InputError
+from labeler.models import ModelRef, guard_model_load, resolve_model
 
 __all__ = [
     "ChoiceRequest",
@@ -35,7 +36,6 @@ __all__ = [
     "Message",
     "load_engine",
     "open_engine",
-    "resolve_model",
 ]
 
 EngineName = Literal["vllm", "hf"]
@@ -78,37 +78,18 @@ class EngineConfig(BaseModel):
     seed: int = Field(0, description="Engine-level seed; requests carry their own seeds too.")
 
 
-def resolve_model(model: str | Path | None) -> Path:
-    """A usable Hugging Face model folder, or an `InputError` naming the path and what is wrong."""
-    if model is None or str(model) == "default":
-        from labeler.model_prep import prepare_default_model
-
-        return prepare_default_model()
-    path = Path(model).expanduser()
-    if not path.exists():
-        raise InputError("model path does not exist", file=path, where="--model")
-    if not path.is_dir() or not (path / "config.json").is_file():
-        raise InputError(
-            "not a Hugging Face model folder (no config.json); pass a folder written by save_pretrained",
-            file=path,
-            where="--model",
-        )
-    if not any(path.glob("*.safetensors")):
-        raise InputError(
-            "no .safetensors weights in the model folder (labeler never loads pickled weights)",
-            file=path,
-            where="--model",
-        )
-    return path.resolve()
-
-
 def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def open_engine(config: EngineConfig) -> Engine:
-    """Open the engine a config names (a context manager: use it in a `with` block)."""
-    path = resolve_model(config.model)
+def open_engine(config: EngineConfig, model: ModelRef | None = None) -> Engine:
+    """Open the engine a config names (a context manager: use it in a `with` block).
+
+    `model`: the config's model argument already resolved (by a command's checks), else resolved here.
+    """
+    model = model or resolve_model(config.model, where="model")
+    guard_model_load(f"the {config.name} engine on {model.label}")
+    path = model.folder()
     name = config.name
     dtype = resolve_dtype(config.dtype)
     if name == "vllm" and not vllm_available():

@@ -6,17 +6,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from types import TracebackType
 
-from labeler.engine import EngineConfig, open_engine, resolve_model
+from labeler.engine import EngineConfig, open_engine
 from labeler.engine.base import ChoiceRequest, ChoiceScores, Conversation, Engine, Generation, GenerationParams
+from labeler.models import ModelRef, resolve_model
 
 
 class LazyEngine:
     """Opens the engine its config names the first time it is asked to compute anything."""
 
-    def __init__(self, config: EngineConfig) -> None:
+    def __init__(self, config: EngineConfig, model: ModelRef | None = None) -> None:
         self.config = config
         self.name = config.name
-        self.model_id = str(resolve_model(config.model))
+        self.model = model or resolve_model(config.model, where="model")
+        self.model_id = str(self.model.path)
         self._engine: Engine | None = None
 
     @property
@@ -25,11 +27,11 @@ class LazyEngine:
 
     def _get(self) -> Engine:
         if self._engine is None:
-            self._engine = open_engine(self.config.model_copy(update={"model": self.model_id}))
+            self._engine = open_engine(self.config, self.model)
         return self._engine
 
     @property
-    def max_model_len(self) -> int:  # type: ignore[override]
+    def max_model_len(self) -> int:
         return self._get().max_model_len
 
     def prompt_lengths(self, conversations: Sequence[Conversation]) -> list[int]:

@@ -35,7 +35,8 @@ class JudgeOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     principles: str = Field(
-        "sample:1", description="'sample:K' judges each pair under K sampled principles (seeded); 'all' under every one."
+        "sample:1",
+        description="'sample:K' judges each pair under K sampled principles (seeded); 'all' under every one.",
     )
     cot: bool = Field(False, description="Generate a rationale (greedy) before scoring the choice.")
     cot_max_tokens: int = Field(128, ge=8, description="Longest rationale, in tokens.")

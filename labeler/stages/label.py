@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
@@ -9,7 +10,6 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from labeler.card import write_card
 from labeler.constitution import load_constitution
 from labeler.engine import Engine, EngineConfig, GenerationParams
 from labeler.errors import InputError
@@ -97,22 +97,15 @@ def label(config: LabelConfig, judge: Engine | None = None, policy: Engine | Non
             store.mark_complete(
                 {"rows": result.written + result.already_done, "identical_dropped": result.counts.identical_dropped}
             )
-    write_card(config.out)
     return result
 
 
-class _NoEngine:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def _policy_engine(config: LabelConfig, judge: Engine, policy: Engine | None):  # type: ignore[no-untyped-def]
+def _policy_engine(
+    config: LabelConfig, judge: Engine, policy: Engine | None
+) -> contextlib.AbstractContextManager[Engine | None]:
     """The engine that samples pairs: none unless --prompts; the judge itself when the models match."""
     if config.prompts is None:
-        return _NoEngine()
+        return contextlib.nullcontext(None)
     if policy is not None or config.policy is None or config.policy == config.judge:
         return engine_for(config.judge, policy or judge)
     return engine_for(config.policy, None)

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from labeler.card import write_card
 from labeler.constitution import Constitution, Principle, load_constitution
 from labeler.engine import Engine, EngineConfig, GenerationParams, Message
 from labeler.errors import InputError
@@ -117,7 +116,6 @@ def revise(config: ReviseConfig, engine: Engine | None = None) -> ReviseResult:
                 "empty_outputs": result.empty_outputs,
             }
         )
-    write_card(config.out)
     return result
 
 
@@ -186,7 +184,9 @@ def _revise_batch(
 
     for round_index in range(config.rounds):
         chosen = [
-            weighted_sample(principles, [p.weight for p in principles], 1, rng_for(config.seed, w.prompt.id, "round", round_index))[0]
+            weighted_sample(
+                principles, [p.weight for p in principles], 1, rng_for(config.seed, w.prompt.id, "round", round_index)
+            )[0]
             for w in work
         ]
         for w, principle in zip(work, chosen):

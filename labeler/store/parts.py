@@ -59,13 +59,14 @@ def in_part(record_id: str, index: int, num: int) -> bool:
     return part_of(record_id, num) == index
 
 
-def merge_runs(parts: Sequence[Path], out: Path, *, command: str | None = None) -> Path:
+def merge_runs(parts: Sequence[Path], out: Path) -> Path:
     """Combine the run folders of every part of a job array into one complete run at `out`.
 
     Checks, each failure an `InputError` naming the part: every part has the same splits, each split
     complete, with equal fingerprints (the part info aside); the parts are 0..n-1 of the same n, each
     once; every shard matches its checksum; no record id appears twice. Shards are hard-linked into
-    `out` (copied where links are impossible), then one manifest and the dataset card are written.
+    `out` (copied where links are impossible), then one manifest is written (the card is the caller's:
+    `labeler.stages.runner.merge_parts`).
     """
     parts = [Path(part) for part in parts]
     out = Path(out)
@@ -100,11 +101,6 @@ def merge_runs(parts: Sequence[Path], out: Path, *, command: str | None = None) 
         fsync_dir(out / split)
     # The manifest goes last: until it exists, `out` is not a run, and merging again starts over.
     write_manifest(out, merged)
-
-    # Imported here: the card reads runs through this package, which would make a cycle at import time.
-    from labeler.card import write_card
-
-    write_card(out, command=command)
     return out
 
 
