@@ -41,11 +41,13 @@ from labeler.constitution import load_constitution
 from labeler.engine import Engine, EngineConfig
 from labeler.human_pairs import read_human_labelled_pairs
 from labeler.inputs import stable_id
+from labeler.models import resolve_model
+from labeler.outputs import check_output_file
 from labeler.progress import progress_bar
 from labeler.records import PreferenceRecord
 from labeler.sampling import seed_for
 from labeler.shipped import shipped_folder
-from labeler.stages.common import engine_for, model_label
+from labeler.stages.common import engine_for
 from labeler.stages.judge import JudgeOptions, judge_pairs, panel_for
 from labeler.stages.pairs import Pair, make_pair
 from labeler.store.atomic import atomic_write_text
@@ -250,18 +252,22 @@ def build_report(config: EvalJudgeConfig, human: Sequence[HumanPair], records: S
 
 def eval_judge(config: EvalJudgeConfig, judge: Engine | None = None) -> EvalJudgeReport:
     """Judge every human pair in both orders and measure the judge against the human labels."""
+    # Every check before the judge loads: constitution, templates, every row, the model, the output file.
     constitution = load_constitution(config.constitution)
     panel = panel_for(constitution, config.options, str(config.constitution))
     templates = Templates.load(config.templates)
     human = read_human_pairs(config.pairs, config.group_by, config.options.seed)
+    model = resolve_model(config.judge.model, where="--judge-model")
+    if config.out is not None:
+        check_output_file(config.out, where="--out")
     records: list[PreferenceRecord] = []
-    with engine_for(config.judge, judge) as engine:
+    with engine_for(config.judge, judge, model) as engine:
         with progress_bar(len(human), "judging", unit="pairs", quiet=config.quiet or None) as advance:
             for start in range(0, len(human), config.batch_size):
                 batch = human[start : start + config.batch_size]
                 records += judge_pairs(engine, templates, panel, [h.pair for h in batch], config.options)
                 advance(len(batch))
-        judge_model = model_label(engine)
+        judge_model = engine.model_id
     report = build_report(config, human, records, judge_model)
     if config.out is not None:
         config.out.parent.mkdir(parents=True, exist_ok=True)

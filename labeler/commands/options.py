@@ -177,7 +177,7 @@ class ConfigCommand:
                 data[opt.path] = {**values, **section}  # options given on the command line win
         if self.prepare is not None:
             data = self.prepare(data)
-        return validate(self.model, data, self.opts)
+        return validate(self.model, over_defaults(self.model, data), self.opts)
 
     def register(self, app: typer.Typer) -> None:
         """Add the command to `app`, its signature built from the config fields."""
@@ -251,6 +251,34 @@ class ConfigCommand:
         return parameters
 
 
+def over_defaults(model: type[BaseModel], data: Mapping[str, Any]) -> dict[str, Any]:
+    """`data` laid over the defaults of nested sections: a section given in part keeps the other values of
+    its field's own default (a factory's `top_p=0.95` stays when only `max_tokens` is given).
+
+    >>> from labeler.stages.revise import ReviseConfig
+    >>> over_defaults(ReviseConfig, {"sampling": {"max_tokens": 16}})["sampling"]["top_p"]
+    0.95
+    """
+    merged = dict(data)
+    for name, value in data.items():
+        info = model.model_fields.get(name)
+        if info is None or not isinstance(value, Mapping):
+            continue
+        default = _field_default(info)
+        sub = _model_in(info.annotation, f"{model.__name__}.{name}") if _has_model(info.annotation) else None
+        if sub is None:
+            continue
+        base = default.model_dump() if isinstance(default, BaseModel) else {}
+        merged[name] = {**base, **over_defaults(sub, value)}
+    return merged
+
+
+def _has_model(annotation: Any) -> bool:
+    return any(
+        isinstance(a, type) and issubclass(a, BaseModel) for a in (annotation, *typing.get_args(annotation))
+    )
+
+
 def validate(model: type[BaseModel], data: Mapping[str, Any], opts: Sequence[Opt] = ()) -> BaseModel:
     """`model` validated from `data`; every problem an `InputError` naming the option (or key) and value."""
     try:
@@ -299,9 +327,10 @@ def parse_pair(text: str) -> tuple[float, float]:
     (0.4, 0.6)
     """
     parts = [p.strip() for p in str(text).split(",")]
-    if len(parts) != 2:
-        raise ValueError("expected LOW,HIGH such as 0.4,0.6")
-    low, high = (float(p) for p in parts)
+    try:
+        low, high = (float(p) for p in parts)
+    except ValueError:
+        raise ValueError("expected LOW,HIGH such as 0.4,0.6") from None
     return low, high
 
 

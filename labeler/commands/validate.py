@@ -48,12 +48,14 @@ def _is_run_config(path: Path) -> bool:
 
 
 def check_run_config(path: Path) -> str:
-    """Validate a run config and the files it names, without running anything."""
+    """Validate a run config with every check `labeler run` makes before a model loads (the files it names,
+    the model arguments, the output folder), without loading or writing anything."""
     from labeler.constitution import load_constitution
     from labeler.inputs import read_prompts
-    from labeler.pipeline import load_run_config
+    from labeler.pipeline import check_pipeline, load_run_config
 
     config = load_run_config(path)
+    check_pipeline(config)
     constitution = load_constitution(config.constitution)
     prompts = sum(1 for _ in read_prompts(config.prompts))
     stages = [name for name in ("revise", "label", "train_rm", "ppo") if getattr(config.stages, name) is not None]

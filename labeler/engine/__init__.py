@@ -114,6 +114,7 @@ def open_engine(config: EngineConfig, model: ModelRef | None = None) -> Engine:
                 tensor_parallel_size=config.tensor_parallel_size,
                 gpu_memory_utilization=config.gpu_memory_utilization,
                 trust_remote_code=config.trust_remote_code,
+                model_id=model.label,
                 seed=config.seed,
             )
         from labeler.engine.hf import HFEngine
@@ -123,6 +124,7 @@ def open_engine(config: EngineConfig, model: ModelRef | None = None) -> Engine:
             dtype=dtype,
             batch_size=config.batch_size,
             trust_remote_code=config.trust_remote_code,
+            model_id=model.label,
             max_model_len=config.max_model_len,
         )
     except OSError as exc:  # unreadable or incomplete model files

@@ -37,6 +37,7 @@ class HFEngine:
         batch_size: int = 16,
         threads: int | None = None,
         trust_remote_code: bool = False,
+        model_id: str | None = None,
         max_model_len: int | None = None,
     ) -> None:
         import torch
@@ -46,7 +47,7 @@ class HFEngine:
         hf_logging.disable_progress_bar()
         torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
         self._torch = torch
-        self.model_id = str(model_path)
+        self.model_id = model_id or Path(model_path).name
         self.batch_size = batch_size
         self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
         self.model = AutoModelForCausalLM.from_pretrained(

@@ -18,7 +18,7 @@ class LazyEngine:
         self.config = config
         self.name = config.name
         self.model = model or resolve_model(config.model, where="model")
-        self.model_id = str(self.model.path)
+        self.model_id = self.model.label
         self._engine: Engine | None = None
 
     @property

@@ -76,6 +76,7 @@ class VLLMEngine:
         tensor_parallel_size: int = 1,
         gpu_memory_utilization: float = 0.9,
         trust_remote_code: bool = False,
+        model_id: str | None = None,
         seed: int = 0,
     ) -> None:
         import psutil
@@ -124,7 +125,7 @@ class VLLMEngine:
             options["max_num_batched_tokens"] = max(DEFAULT_CPU_STEP_TOKENS, _context_length(model_path, max_model_len))
         self._llm: Any = LLM(**options)
         self._children = [p for p in me.children(recursive=True) if p.pid not in before]
-        self.model_id = str(model_path)
+        self.model_id = model_id or Path(model_path).name
         self.tokenizer = self._llm.get_tokenizer()
         self.max_model_len = int(self._llm.llm_engine.model_config.max_model_len)
 

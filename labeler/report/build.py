@@ -24,6 +24,7 @@ from typing import Any
 
 from labeler.card import P_A_BINS, statistics_dict
 from labeler.errors import InputError
+from labeler.outputs import check_output_folder
 from labeler.report.calibration import match_human_pairs, read_eval_judge
 from labeler.report.collect import RunData, collect_run
 from labeler.report.config import ReportConfig
@@ -66,6 +67,7 @@ def write_report(
     """
     run_dir = Path(run_dir)
     run = collect_run(run_dir)
+    check_output_folder(run_dir / REPORT_DIR, where="RUN")  # before any work: a read-only run is refused
     logs, missing_logs = _training_logs(run_dir, rm_dirs)
     judge_file = Path(judge) if judge is not None else run_dir / REPORT_DIR / EVAL_JUDGE_JSON
     eval_judge = read_eval_judge(judge_file) if judge is not None or judge_file.is_file() else None

@@ -88,7 +88,9 @@ class ScoreRMConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    model: Path = Field(description="Reward model folder written by `labeler train-rm`.")
+    model: str = Field(
+        description="Reward model written by `labeler train-rm`: a folder, or a Hub id org/name[@revision]."
+    )
     pairs: Path = Field(
         description="JSONL, one pair a line: prompt (text or list of messages), chosen, rejected, optional group."
     )

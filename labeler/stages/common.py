@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from labeler.engine import Engine, EngineConfig, open_engine
+from labeler.engine import Engine, EngineConfig
 from labeler.engine.dtype import resolve_dtype
+from labeler.engine.lazy import LazyEngine
+from labeler.models import ModelRef
 
 # Config keys that never change the records a stage writes: where they go, how they are batched,
 # how chatty the run is, and which slice of a job array this process takes (the store records that).
@@ -53,18 +54,20 @@ class WorkSelection(BaseModel):
 
 
 @contextlib.contextmanager
-def engine_for(config: EngineConfig, engine: Engine | None) -> Iterator[Engine]:
-    """Use the engine a caller passed (kept open), or open one from the config (closed after)."""
+def engine_for(config: EngineConfig, engine: Engine | None, model: ModelRef | None = None) -> Iterator[Engine]:
+    """Use the engine a caller passed (kept open), or one that starts on its first call (closed after),
+    so a stage whose work is already done never waits for a model to load."""
     if engine is not None:
         yield engine
         return
-    with open_engine(config) as opened:
-        yield opened
+    with LazyEngine(config, model) as lazy:
+        yield lazy
 
 
-def model_label(engine: Engine) -> str:
-    """The id recorded in datasets: the model folder's name (paths differ between machines)."""
-    return Path(engine.model_id).name
+def model_label(engine: Engine | None, model: ModelRef) -> str:
+    """The id recorded in datasets for the model: the engine's own, or the resolved argument's (a folder's
+    name, or org/name@commit for a Hub model: paths differ between machines)."""
+    return engine.model_id if engine is not None else model.label
 
 
 def fingerprint_config(config: BaseModel) -> dict[str, Any]:
