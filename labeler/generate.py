@@ -43,7 +43,7 @@ def answer_prompts(config: GenerateConfig) -> list[Answer]:
     prompts = list(islice(read_prompts(config.prompts), config.limit))
     if not prompts:
         raise InputError("no prompts in the file", file=config.prompts, where="--prompts")
-    model = resolve_model(config.engine.model, where="--model")
+    model = resolve_model(config.engine.model, where="--model", kind="policy")
     if config.out is not None:
         check_output_file(config.out, where="--out")
     with open_engine(config.engine, model) as engine:

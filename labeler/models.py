@@ -2,7 +2,9 @@
 
 A model argument is `default` (the embedded SmolLM2-135M-Instruct), a local Hugging Face folder, or a
 Hub id `org/name[@revision]` resolved through the local Hugging Face cache (`HF_HOME`; downloads only
-safetensors, configs and tokenizer files, and none at all when `HF_HUB_OFFLINE` is set). Resolving
+safetensors, configs and tokenizer files, and none at all when `HF_HUB_OFFLINE` is set). A policy
+argument may also be a PEFT adapter folder on top of its base model, or what `labeler ppo` wrote: its
+output folder (the newest checkpoint) or one `checkpoint-<step>` folder (its exported adapter or model). Resolving
 checks the folder without loading anything, so every command can refuse a bad model argument before
 an engine, a model or a tokenizer is loaded; `ModelRef.folder()` then gives the folder to load from.
 
@@ -27,7 +29,12 @@ HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@(?P<re
 # What a model download may fetch: weights as safetensors only (never pickles), configs, tokenizers.
 HUB_FILES = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "*.tiktoken", "tokenizer*"]
 
-Kind = Literal["causal", "reward", "policy"]
+Kind = Literal["causal", "reward", "policy", "backbone"]
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+# What `labeler ppo` exports into each checkpoint: a LoRA adapter, or the whole model (full fine-tuning).
+CHECKPOINT_EXPORTS = ("adapter", "model")
 
 
 def guard_model_load(what: str) -> None:
@@ -45,6 +52,11 @@ class ModelRef:
     label: str  # recorded in datasets and fingerprints: the folder's name, or org/name@commit
     source: Literal["embedded", "folder", "hub"]
     revision: str | None = None  # the commit hash of a Hub model
+    base: ModelRef | None = None  # the base model of a PEFT adapter folder
+
+    @property
+    def is_adapter(self) -> bool:
+        return self.base is not None
 
     def folder(self) -> Path:
         """The folder to load from; the embedded model is converted here on first use."""
@@ -59,7 +71,8 @@ def resolve_model(spec: str | Path | None, *, where: str = "--model", kind: Kind
     """Check a model argument without loading it; `InputError` naming `where` and the path or id.
 
     `kind`: "causal" (a causal LM folder), "reward" (a sequence classifier written by `labeler
-    train-rm`), "policy" (a causal LM folder or a PEFT adapter folder on top of one).
+    train-rm`), "policy" (a causal LM folder, a PEFT adapter folder on top of one, or a `labeler ppo`
+    output or checkpoint folder), "backbone" (a causal LM, or a reward model to continue training).
     """
     text = DEFAULT if spec is None else str(spec)
     if text == DEFAULT:
@@ -71,6 +84,8 @@ def resolve_model(spec: str | Path | None, *, where: str = "--model", kind: Kind
         return ModelRef(text, folder, folder.name, "embedded")
     path = Path(text).expanduser()
     if path.exists():
+        if kind == "policy":
+            return _policy_folder(text, path, where=where)
         check_model_folder(path, where=where, kind=kind)
         return ModelRef(text, path.resolve(), path.resolve().name, "folder")
     match = HUB_ID.match(text)
@@ -78,7 +93,65 @@ def resolve_model(spec: str | Path | None, *, where: str = "--model", kind: Kind
         raise InputError("model path does not exist", file=path, where=where)
     folder, revision = _hub_snapshot(match["repo"], match["revision"], where=where)
     check_model_folder(folder, where=where, kind=kind)
-    return ModelRef(text, folder, f"{match['repo']}@{revision}", "hub", revision)
+    base = None
+    if kind == "policy" and is_adapter_folder(folder):
+        base = resolve_model(adapter_base_spec(folder), where=f"{where} (the base model of {text})")
+    return ModelRef(text, folder, f"{match['repo']}@{revision}", "hub", revision, base)
+
+
+def is_adapter_folder(path: Path) -> bool:
+    return (path / ADAPTER_CONFIG).is_file()
+
+
+def adapter_base_spec(adapter: Path) -> str:
+    """The base model an adapter folder names (`base_model_name_or_path`), as a model argument."""
+    config_file = adapter / ADAPTER_CONFIG
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"not valid JSON: {exc}", file=config_file) from None
+    base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
+    if not base:
+        raise InputError("adapter_config.json names no base_model_name_or_path", file=config_file)
+    return str(base)
+
+
+def checkpoint_export(path: Path, *, where: str) -> Path | None:
+    """The usable policy inside a `labeler ppo` output or checkpoint folder, or None for other folders.
+
+    An output folder (it holds `training-config.json`, and no model of its own) gives its newest
+    finished checkpoint; a checkpoint gives what it exported (`adapter/` or `model/`).
+    """
+    from labeler.training.layout import SAVED_CONFIG, STATE_FILE, latest_checkpoint
+
+    if (path / SAVED_CONFIG).is_file() and not (path / "config.json").is_file():
+        checkpoint = latest_checkpoint(path)
+        if checkpoint is None:
+            raise InputError("a training output folder without a finished checkpoint yet", file=path, where=where)
+        path = checkpoint
+    if not (path / STATE_FILE).is_file():
+        return None
+    for name in CHECKPOINT_EXPORTS:
+        if (path / name).is_dir():
+            return path / name
+    raise InputError(
+        f"a checkpoint without an exported policy ({' or '.join(n + '/' for n in CHECKPOINT_EXPORTS)})",
+        file=path,
+        where=where,
+    )
+
+
+def _policy_folder(text: str, path: Path, *, where: str) -> ModelRef:
+    """A policy folder: a model, an adapter (its base checked too), or a PPO output or checkpoint."""
+    export = checkpoint_export(path, where=where) if path.is_dir() else None
+    folder = (export or path).resolve()
+    check_model_folder(folder, where=where, kind="policy")
+    # A checkpoint's policy is named by its run and step (`ppo/checkpoint-40`): `adapter` says nothing.
+    label = f"{folder.parent.parent.name}/{folder.parent.name}" if export is not None else folder.name
+    if not is_adapter_folder(folder):
+        return ModelRef(text, folder, label, "folder")
+    base = resolve_model(adapter_base_spec(folder), where=f"{where} (the base model of {folder})")
+    return ModelRef(text, folder, label, "folder", base=base)
 
 
 def _hub_snapshot(repo: str, revision: str | None, *, where: str) -> tuple[Path, str]:
@@ -108,8 +181,8 @@ def check_model_folder(path: Path, *, where: str, kind: Kind = "causal") -> None
     """`InputError` unless `path` holds a model of `kind` with safetensors weights (reads config.json only)."""
     if not path.is_dir():
         raise InputError("is a file, not a model folder", file=path, where=where)
-    if kind == "policy" and (path / "adapter_config.json").is_file():
-        if not (path / "adapter_model.safetensors").is_file():
+    if kind == "policy" and is_adapter_folder(path):
+        if not (path / ADAPTER_WEIGHTS).is_file():
             raise InputError("the adapter folder has no adapter_model.safetensors", file=path, where=where)
         return
     config_file = path / "config.json"
@@ -136,7 +209,7 @@ def check_model_folder(path: Path, *, where: str, kind: Kind = "causal") -> None
             file=path,
             where=where,
         )
-    if kind != "reward" and is_classifier:
+    if kind not in ("reward", "backbone") and is_classifier:
         raise InputError(
             f"a sequence classifier ({', '.join(architectures)}), not a causal language model", file=path, where=where
         )

@@ -50,6 +50,7 @@ LEARNING: dict[str, Any] = dict(
     missing_eos_reward=0.0,  # 4 tokens rarely reach EOS: the penalty would only add noise here
     device="cpu",
     seed=0,
+    rollout_engine="hf",  # vLLM rollouts have their own tests (test_ppo_rollouts.py)
 )
 TINY: dict[str, Any] = {**LEARNING, "rollout_batch": 4, "minibatch": 2, "ppo_epochs": 1, "max_new_tokens": 3}
 LEARNING_STEPS = 6
@@ -215,6 +216,7 @@ def test_metrics_and_checkpoints_are_complete(learning_run: Run, embedded_model:
     expected = {
         "step", "reward", "reward_std", "score", "kl", "non_score_reward", "entropy", "clip_frac",
         "value_clip_frac", "policy_loss", "value_loss", "approx_kl", "response_length", "no_eos_frac", "seconds",
+        "rollout_tokens", "rollout_seconds",
     }  # fmt: skip
     for row in learning_run.rows:
         assert set(row) == expected
@@ -274,8 +276,9 @@ def test_rollout_logprobs_are_those_of_the_sampling_distribution(
     from labeler.ppo.train import SAMPLING
 
     cfg = config(embedded_model, prompts_file, tmp_path / "unused")
-    tokenizer = policy_tokenizer(embedded_model)
-    policy, reference = build_policy(cfg, embedded_model, torch.device("cpu"))
+    start = resolve_model(embedded_model, kind="policy")
+    tokenizer = policy_tokenizer(start)
+    policy, reference = build_policy(cfg, start, torch.device("cpu"))
     conversations = [[{"role": "user", "content": q}] for q in ("Hi", "Name three rivers of Europe, please.")]
     rows = [
         tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=True)["input_ids"] for c in conversations
@@ -335,17 +338,20 @@ def test_cli_full_fine_tuning_against_a_reward_model(
     no_preferring_rm: Path, embedded_model: Path, prompts_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`labeler ppo --no-lora --reward-model`: the reference is a frozen copy, the policy's own weights
-    change, and the reward comes from the folder `labeler train-rm` wrote."""
+    change, the reward comes from the folder `labeler train-rm` wrote, and `--rollout-engine auto` samples
+    with transformers (vLLM loads only LoRA adapters)."""
     out = tmp_path / "full"
     with pytest.raises(SystemExit) as exit_info:
         main([
             "ppo", "--policy", str(embedded_model), "--reward-model", str(no_preferring_rm),
             "--prompts", str(prompts_file), "--out", str(out), "--no-lora", "--steps", "1",
             "--rollout-batch", "4", "--minibatch", "2", "--ppo-epochs", "1", "--max-new-tokens", "3",
-            "--learning-rate", "1e-5", "--device", "cpu",
+            "--learning-rate", "1e-5", "--device", "cpu", "--rollout-engine", "auto",
         ])  # fmt: skip
     assert exit_info.value.code in (0, None)
-    assert capsys.readouterr().out.strip().endswith("checkpoint-1")
+    captured = capsys.readouterr()
+    assert captured.out.strip().endswith("checkpoint-1")
+    assert "rollouts: hf (full fine-tuning" in captured.err  # auto falls back: vLLM takes only adapters
     (row,) = metrics(out)
     assert abs(row["kl"]) < 1e-4 and math.isfinite(row["reward"]) and row["reward_std"] > 0
     trained = load_file(out / "checkpoint-1" / "model" / "model.safetensors")

@@ -49,7 +49,9 @@ class EngineConfig(BaseModel):
     name: EngineName = Field("vllm", description="vllm (falls back to hf when vllm is not installed) or hf.")
     model: str = Field(
         "default",
-        description="Hugging Face model folder, or 'default' for the embedded SmolLM2-135M-Instruct.",
+        description="Hugging Face model folder, Hub id org/name[@revision], or 'default' for the embedded "
+        "SmolLM2-135M-Instruct; where a policy samples, also a PEFT adapter folder or a `labeler ppo` output "
+        "or checkpoint folder.",
     )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto",
@@ -87,9 +89,11 @@ def open_engine(config: EngineConfig, model: ModelRef | None = None) -> Engine:
 
     `model`: the config's model argument already resolved (by a command's checks), else resolved here.
     """
-    model = model or resolve_model(config.model, where="model")
+    model = model or resolve_model(config.model, where="model", kind="policy")
     guard_model_load(f"the {config.name} engine on {model.label}")
-    path = model.folder()
+    # A PEFT adapter runs on its base model: vLLM applies it per request, transformers merges it.
+    adapter = model.folder() if model.base is not None else None
+    path = model.base.folder() if model.base is not None else model.folder()
     name = config.name
     dtype = resolve_dtype(config.dtype)
     if name == "vllm" and not vllm_available():
@@ -116,6 +120,7 @@ def open_engine(config: EngineConfig, model: ModelRef | None = None) -> Engine:
                 trust_remote_code=config.trust_remote_code,
                 model_id=model.label,
                 seed=config.seed,
+                adapter=adapter,
             )
         from labeler.engine.hf import HFEngine
 
@@ -126,6 +131,7 @@ def open_engine(config: EngineConfig, model: ModelRef | None = None) -> Engine:
             trust_remote_code=config.trust_remote_code,
             model_id=model.label,
             max_model_len=config.max_model_len,
+            adapter=adapter,
         )
     except OSError as exc:  # unreadable or incomplete model files
         raise InputError(f"cannot load the model: {exc}", file=path, where="--model") from exc

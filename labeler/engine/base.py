@@ -56,6 +56,17 @@ class Generation:
     texts: tuple[str, ...]
     token_counts: tuple[int, ...]
     finish_reasons: tuple[str, ...]  # "stop" (EOS or a stop string) or "length"
+    # The sampled token ids of each sample, EOS included when one ended it (empty: not recorded).
+    token_ids: tuple[tuple[int, ...], ...] = ()
+
+
+@dataclass(frozen=True)
+class TokenSample:
+    """One completion sampled from token ids: its tokens (the stop token included when one ended it) and
+    the log-probability the sampler gave each of them."""
+
+    token_ids: tuple[int, ...]
+    logprobs: tuple[float, ...]
 
 
 @dataclass(frozen=True)

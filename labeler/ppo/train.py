@@ -1,12 +1,14 @@
 """PPO for a chat policy against a reward, with a per-token KL penalty to the starting policy.
 
 One loop, read top to bottom: sample a rollout batch, score it, compute advantages, then several epochs
-of clipped PPO updates on minibatches. Shapes: B = rollout batch, P = padded prompt length, R = padded
-response length, V = vocabulary size.
+of clipped PPO updates on minibatches. Rollouts come from transformers or from vLLM (`rollout.py`);
+every log-probability the loss uses comes from the training model. Shapes: B = rollout batch,
+P = padded prompt length, R = padded response length, V = vocabulary size.
 """
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import sys
 import time
@@ -22,37 +24,33 @@ from labeler.engine.chat import chat_text, encode_texts
 from labeler.errors import InputError
 from labeler.inputs import iter_rows, row_messages
 from labeler.models import ModelRef, resolve_model
-from labeler.padding import pad_rows
 from labeler.ppo import math as ppo
 from labeler.ppo.config import PPOConfig
 from labeler.ppo.model import (
     ADAPTER_DIR,
+    MODEL_DIR,
     PolicyWithValueHead,
     Reference,
-    base_model_path,
+    base_folder,
     build_policy,
     policy_tokenizer,
 )
 from labeler.ppo.rewards import RewardFn, check_reward, load_reward
+from labeler.ppo.rollout import (
+    SAMPLING,
+    HFRollouts,
+    Rollout,
+    RolloutEngineName,
+    RolloutSampler,
+    VLLMRollouts,
+    rollout_engine_for,
+)
 from labeler.progress import progress_bar
 from labeler.training.checkpoint import load_checkpoint, save_checkpoint
 from labeler.training.metrics import METRICS_FILE, MetricsLog
 from labeler.training.resume import resume_point, start_run
 
-__all__ = ["METRICS_FILE", "check_ppo", "load_prompts", "train_ppo"]
-
-# PPO's log-probabilities are those of the distribution the tokens were sampled from: plain softmax
-# sampling, so every logits processor a model's generation_config might switch on is set to neutral.
-SAMPLING = dict(
-    do_sample=True,
-    temperature=1.0,
-    top_k=0,
-    top_p=1.0,
-    typical_p=1.0,
-    repetition_penalty=1.0,
-    no_repeat_ngram_size=0,
-    num_beams=1,
-)
+__all__ = ["METRICS_FILE", "SAMPLING", "check_ppo", "load_prompts", "ppo_update", "train_ppo"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +61,8 @@ class CheckedPPO:
     policy: ModelRef
     reward_model: ModelRef | None
     resume_from: Path | None
+    rollout_engine: RolloutEngineName
+    rollout_reason: str  # why that engine (an explicit choice, or what kept `auto` from vLLM)
 
 
 def check_ppo(config: PPOConfig, *, custom_reward: bool = False) -> CheckedPPO:
@@ -74,7 +74,8 @@ def check_ppo(config: PPOConfig, *, custom_reward: bool = False) -> CheckedPPO:
     prompts = load_prompts(config.prompts)
     policy = resolve_model(config.policy, where="--policy", kind="policy")
     reward_model = None if custom_reward else check_reward(config.reward_model, config.reward_rule)
-    return CheckedPPO(prompts, policy, reward_model, resume_point(config))
+    engine, reason = rollout_engine_for(config)
+    return CheckedPPO(prompts, policy, reward_model, resume_point(config), engine, reason)
 
 
 def train_ppo(config: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
@@ -85,11 +86,10 @@ def train_ppo(config: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     # --- Checks first: bad input fails before anything loads or is written
     checked = check_ppo(config, custom_reward=reward_fn is not None)
     resume_from = checked.resume_from
-    policy_folder = checked.policy.folder()
     reward = reward_fn if reward_fn is not None else load_reward(checked.reward_model, config.reward_rule)
-    tokenizer = policy_tokenizer(policy_folder)
+    tokenizer = policy_tokenizer(checked.policy)
     prompts, prompt_ids = _encode_prompts(tokenizer, checked.prompts, config)
-    eos_ids = _eos_token_ids(tokenizer, policy_folder)
+    eos_ids = _eos_token_ids(tokenizer, checked.policy)
     pad_id = int(tokenizer.pad_token_id)
 
     # --- Output folder, seeds
@@ -100,8 +100,8 @@ def train_ppo(config: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     data_generator = torch.Generator().manual_seed(config.seed)  # prompt order and minibatch order
     device = _device(config.device)
 
-    # --- Policy with value head, frozen reference, optimizer
-    policy, reference = build_policy(config, policy_folder, device)
+    # --- Policy with value head, frozen reference, optimizer, rollout sampler
+    policy, reference = build_policy(config, checked.policy, device)
     trainable = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, eps=1e-5)
     generators = {"data": data_generator}
@@ -111,10 +111,13 @@ def train_ppo(config: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
         print(f"resuming from {resume_from} (step {start_step})", file=sys.stderr)
     metrics.truncate_after(start_step)  # the steps after the checkpoint run again
     checkpoint = resume_from
+    sampler = rollout_sampler(config, checked, pad_id, eos_ids, device)
+    if checked.rollout_engine != config.rollout_engine:
+        print(f"rollouts: {checked.rollout_engine} ({checked.rollout_reason})", file=sys.stderr)
 
     def export(folder: Path) -> None:
         # A checkpoint's usable policy: the adapter (or the whole model) as a Hugging Face folder.
-        target = folder / (ADAPTER_DIR if config.lora else "model")
+        target = folder / (ADAPTER_DIR if config.lora else MODEL_DIR)
         if config.lora:
             policy.lm.save_pretrained(target, selected_adapters=["default"], safe_serialization=True)
         else:
@@ -122,76 +125,29 @@ def train_ppo(config: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
         tokenizer.save_pretrained(target)
 
     quiet = config.quiet or None  # None: a bar on a terminal, log lines elsewhere
-    with progress_bar(config.steps, "ppo", unit="steps", completed=start_step, quiet=quiet) as advance:
+    with contextlib.closing(sampler), progress_bar(
+        config.steps, "ppo", unit="steps", completed=start_step, quiet=quiet
+    ) as advance:
         for step in range(start_step + 1, config.steps + 1):
             started = time.monotonic()
 
-            # --- 1. Rollout: one sampled completion per prompt
+            # --- 1. Rollout: one sampled completion per prompt (B, P + R)
             batch = _sample_indices(len(prompts), config.rollout_batch, data_generator).tolist()
             batch_prompts = [prompts[i] for i in batch]
-            prompt_tokens, prompt_mask = pad_rows([prompt_ids[i] for i in batch], pad_id, side="left")  # (B, P)
-            prompt_tokens, prompt_mask = prompt_tokens.to(device), prompt_mask.to(device)
-            policy.eval()
-            with torch.no_grad():
-                sequences = policy.lm.generate(
-                    input_ids=prompt_tokens,
-                    attention_mask=prompt_mask,
-                    max_new_tokens=config.max_new_tokens,
-                    eos_token_id=eos_ids,
-                    pad_token_id=pad_id,
-                    **SAMPLING,
-                )  # (B, P + R)
-            width = sequences.shape[1] - prompt_tokens.shape[1]  # R: generate stops when all rows ended
-            responses = sequences[:, -width:]  # (B, R)
-            lengths, has_eos = ppo.response_lengths(responses, eos_ids)  # (B,), (B,)
-            mask = ppo.length_mask(lengths, width)  # (B, R): generated tokens, EOS included
-            attention = torch.cat([prompt_mask, mask.long()], dim=1)  # (B, P + R)
+            rollout = sampler.sample(policy, [prompt_ids[i] for i in batch], step)
+            rollout_seconds = time.monotonic() - started
             completions = tokenizer.batch_decode(
-                [row[: int(n) - int(eos)].tolist() for row, n, eos in zip(responses, lengths, has_eos)],
+                [row[: int(n) - int(eos)].tolist() for row, n, eos in
+                 zip(rollout.responses, rollout.lengths, rollout.has_eos)],
                 skip_special_tokens=True,
             )
 
             # --- 2. Score each completion; the score is earned at its last token
             raw_scores = _score(reward, batch_prompts, completions).to(device)  # (B,)
-            scores = raw_scores + config.missing_eos_reward * (~has_eos).float()  # (B,)
+            scores = raw_scores + config.missing_eos_reward * (~rollout.has_eos).float()  # (B,)
 
-            # --- 3. Rollout log-probabilities, values, entropies; reference log-probabilities
-            logprobs, values, entropies, ref_logprobs = _evaluate_rollout(
-                policy, reference, sequences, attention, responses, config.minibatch
-            )  # (B, R) each
-            entropy = ppo.masked_mean(entropies, mask)
-
-            # --- 4. Per-token rewards (KL penalty + score at EOS) and advantages
-            kl = ppo.kl_per_token(logprobs, ref_logprobs, config.kl_estimator) * mask  # (B, R)
-            rewards = ppo.token_rewards(scores, kl, mask, config.kl_coef)  # (B, R)
-            advantages, returns = ppo.gae(rewards, values, mask, config.gamma, config.lam)  # (B, R) each
-            advantages = ppo.masked_whiten(advantages, mask)
-
-            # --- 5. PPO update: several epochs of shuffled minibatches
-            policy.train()
-            stats: dict[str, list[float]] = {k: [] for k in ("pg_loss", "vf_loss", "clip", "vclip", "approx_kl")}
-            for _epoch in range(config.ppo_epochs):
-                order = torch.randperm(config.rollout_batch, generator=data_generator)
-                for start in range(0, config.rollout_batch, config.minibatch):
-                    mb = order[start : start + config.minibatch].to(device)
-                    mb_mask = mask[mb]  # (M, R)
-                    new_logits, new_values = policy(sequences[mb], attention[mb], width)  # (M, R, V), (M, R)
-                    new_logprobs = ppo.token_logprobs(new_logits, responses[mb])  # (M, R)
-                    pg_loss, clip_frac = ppo.clipped_policy_loss(
-                        new_logprobs, logprobs[mb], advantages[mb], mb_mask, config.clip_range
-                    )
-                    vf_loss, vclip_frac = ppo.clipped_value_loss(
-                        new_values, values[mb], returns[mb], mb_mask, config.clip_range_value
-                    )
-                    loss = pg_loss + config.vf_coef * vf_loss
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
-                    optimizer.step()
-                    with torch.no_grad():
-                        approx_kl = ppo.masked_mean(0.5 * (new_logprobs - logprobs[mb]) ** 2, mb_mask)
-                    for key, value in zip(stats, (pg_loss, vf_loss, clip_frac, vclip_frac, approx_kl)):
-                        stats[key].append(float(value.detach()))
+            # --- 3-5. Log-probabilities, advantages, and the PPO update on this rollout
+            stats = ppo_update(policy, reference, optimizer, rollout, scores, config, data_generator)
 
             # --- 6. Metrics, progress, checkpoint
             row = {
@@ -199,16 +155,11 @@ def train_ppo(config: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
                 "reward": float(raw_scores.mean()),
                 "reward_std": float(raw_scores.std()) if len(raw_scores) > 1 else 0.0,
                 "score": float(scores.mean()),
-                "kl": float(kl.sum(dim=1).mean()),
-                "non_score_reward": float((-config.kl_coef * kl).sum(dim=1).mean()),
-                "entropy": float(entropy),
-                "clip_frac": statistics.fmean(stats["clip"]),
-                "value_clip_frac": statistics.fmean(stats["vclip"]),
-                "policy_loss": statistics.fmean(stats["pg_loss"]),
-                "value_loss": statistics.fmean(stats["vf_loss"]),
-                "approx_kl": statistics.fmean(stats["approx_kl"]),
-                "response_length": float(lengths.float().mean()),
-                "no_eos_frac": float((~has_eos).float().mean()),
+                **stats,
+                "response_length": float(rollout.lengths.float().mean()),
+                "no_eos_frac": float((~rollout.has_eos).float().mean()),
+                "rollout_tokens": int(rollout.lengths.sum()),
+                "rollout_seconds": round(rollout_seconds, 3),
                 "seconds": round(time.monotonic() - started, 3),
             }
             metrics.append(row)
@@ -222,6 +173,88 @@ def train_ppo(config: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     if checkpoint is None:
         raise RuntimeError(f"{out}: no checkpoint was written")  # steps <= resumed step and none on disk
     return checkpoint
+
+
+def ppo_update(
+    policy: PolicyWithValueHead,
+    reference: Reference,
+    optimizer: torch.optim.Optimizer,
+    rollout: Rollout,
+    scores: Tensor,
+    config: PPOConfig,
+    generator: torch.Generator,
+) -> dict[str, float]:
+    """Steps 3 to 5 of the loop on one scored rollout: log-probabilities, values and entropies under the
+    training model, per-token rewards and advantages, then `ppo_epochs` of clipped minibatch updates.
+
+    Returns the step's metrics (KL, entropy, losses, clip fractions). Whatever sampled the rollout, the
+    numbers come from the training model alone, so the same rollout always gives the same update.
+    """
+    sequences, attention, responses, mask = rollout.sequences, rollout.attention, rollout.responses, rollout.mask
+    width = rollout.width
+
+    # --- 3. Rollout log-probabilities, values, entropies; reference log-probabilities
+    policy.eval()
+    logprobs, values, entropies, ref_logprobs = _evaluate_rollout(
+        policy, reference, sequences, attention, responses, config.minibatch
+    )  # (B, R) each
+    entropy = ppo.masked_mean(entropies, mask)
+
+    # --- 4. Per-token rewards (KL penalty + score at EOS) and advantages
+    kl = ppo.kl_per_token(logprobs, ref_logprobs, config.kl_estimator) * mask  # (B, R)
+    rewards = ppo.token_rewards(scores, kl, mask, config.kl_coef)  # (B, R)
+    advantages, returns = ppo.gae(rewards, values, mask, config.gamma, config.lam)  # (B, R) each
+    advantages = ppo.masked_whiten(advantages, mask)
+
+    # --- 5. PPO update: several epochs of shuffled minibatches
+    policy.train()
+    trainable = [p for p in policy.parameters() if p.requires_grad]
+    stats: dict[str, list[float]] = {k: [] for k in ("pg_loss", "vf_loss", "clip", "vclip", "approx_kl")}
+    for _epoch in range(config.ppo_epochs):
+        order = torch.randperm(config.rollout_batch, generator=generator)
+        for start in range(0, config.rollout_batch, config.minibatch):
+            mb = order[start : start + config.minibatch].to(sequences.device)
+            mb_mask = mask[mb]  # (M, R)
+            new_logits, new_values = policy(sequences[mb], attention[mb], width)  # (M, R, V), (M, R)
+            new_logprobs = ppo.token_logprobs(new_logits, responses[mb])  # (M, R)
+            pg_loss, clip_frac = ppo.clipped_policy_loss(
+                new_logprobs, logprobs[mb], advantages[mb], mb_mask, config.clip_range
+            )
+            vf_loss, vclip_frac = ppo.clipped_value_loss(
+                new_values, values[mb], returns[mb], mb_mask, config.clip_range_value
+            )
+            loss = pg_loss + config.vf_coef * vf_loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+            optimizer.step()
+            with torch.no_grad():
+                approx_kl = ppo.masked_mean(0.5 * (new_logprobs - logprobs[mb]) ** 2, mb_mask)
+            for key, value in zip(stats, (pg_loss, vf_loss, clip_frac, vclip_frac, approx_kl)):
+                stats[key].append(float(value.detach()))
+    return {
+        "kl": float(kl.sum(dim=1).mean()),
+        "non_score_reward": float((-config.kl_coef * kl).sum(dim=1).mean()),
+        "entropy": float(entropy),
+        "clip_frac": statistics.fmean(stats["clip"]),
+        "value_clip_frac": statistics.fmean(stats["vclip"]),
+        "policy_loss": statistics.fmean(stats["pg_loss"]),
+        "value_loss": statistics.fmean(stats["vf_loss"]),
+        "approx_kl": statistics.fmean(stats["approx_kl"]),
+    }
+
+
+def rollout_sampler(
+    config: PPOConfig, checked: CheckedPPO, pad_id: int, eos_ids: list[int], device: torch.device
+) -> RolloutSampler:
+    """The sampler `check_ppo` chose: the training model's `generate`, or vLLM with the LoRA adapter."""
+    if checked.rollout_engine == "hf":
+        return HFRollouts(pad_id, eos_ids, config.max_new_tokens, device)
+    from labeler.engine.vllm_engine import adapter_rank
+
+    start = checked.policy
+    rank = adapter_rank(start.folder()) if start.is_adapter else config.lora_rank
+    return VLLMRollouts(config, base_folder(start), rank, pad_id, eos_ids, device)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -292,18 +325,18 @@ def _encode_prompts(
     return [prompts[i] for i in kept], [ids[i] for i in kept]
 
 
-def _eos_token_ids(tokenizer: Any, policy: Path) -> list[int]:
+def _eos_token_ids(tokenizer: Any, policy: ModelRef) -> list[int]:
     """Every token id that ends a completion: the tokenizer's EOS and the model's generation EOS ids."""
     from transformers import GenerationConfig
 
     ids = {int(tokenizer.eos_token_id)} if tokenizer.eos_token_id is not None else set()
-    base = base_model_path(policy)
+    base = base_folder(policy)
     if (base / "generation_config.json").is_file():
         extra = GenerationConfig.from_pretrained(str(base)).eos_token_id
         if extra is not None:
             ids.update(int(i) for i in (extra if isinstance(extra, list) else [extra]))
     if not ids:
-        raise InputError("the policy's tokenizer defines no EOS token", file=policy, where="--policy")
+        raise InputError("the policy's tokenizer defines no EOS token", file=policy.path, where="--policy")
     return sorted(ids)
 
 

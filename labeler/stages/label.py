@@ -91,7 +91,7 @@ def check_label(
     policy_model = None
     if config.prompts is not None:
         if policy is None and config.policy is not None and config.policy != config.judge:
-            policy_model = resolve_model(config.policy.model, where="--policy-model")
+            policy_model = resolve_model(config.policy.model, where="--policy-model", kind="policy")
         models["policy"] = model_label(policy, policy_model) if policy_model is not None else models["judge"]
     fingerprint = make_fingerprint(
         config=fingerprint_config(config),

@@ -93,7 +93,7 @@ def check_revise(config: ReviseConfig, engine: Engine | None = None) -> RevisePl
     if not any(True for _ in read_prompts(config.prompts)):
         raise InputError("no prompts in the file", file=config.prompts, where="--prompts")
     total = sum(1 for _ in _selected(config))  # reads every row once: a bad row fails here
-    model = resolve_model(config.engine.model, where="--model")
+    model = resolve_model(config.engine.model, where="--model", kind="policy")
     fingerprint = make_fingerprint(
         config=fingerprint_config(config),
         models={"policy": model_label(engine, model)},

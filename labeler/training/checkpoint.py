@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
@@ -31,39 +30,29 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from labeler.errors import InputError
+from labeler.training.layout import (  # the folder layout, readable without torch
+    CHECKPOINT_PATTERN,
+    STATE_FILE,
+    checkpoint_dir,
+    checkpoint_steps,
+    latest_checkpoint,
+)
 
-CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+__all__ = [
+    "CHECKPOINT_PATTERN",
+    "STATE_FILE",
+    "checkpoint_dir",
+    "checkpoint_steps",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "read_checkpoint_config",
+    "save_checkpoint",
+]
+
 CONFIG_FILE = "config.json"
-STATE_FILE = "state.json"
 TRAINABLE_FILE = "trainable.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 RNG_FILE = "rng.safetensors"
-
-
-def checkpoint_steps(out: Path) -> list[int]:
-    """Steps of the finished checkpoints in `out`, oldest first.
-
-    >>> checkpoint_steps(Path("/nonexistent"))
-    []
-    """
-    if not out.is_dir():
-        return []
-    steps = []
-    for child in out.iterdir():
-        match = CHECKPOINT_PATTERN.match(child.name)
-        if match and (child / STATE_FILE).is_file():
-            steps.append(int(match.group(1)))
-    return sorted(steps)
-
-
-def checkpoint_dir(out: Path, step: int) -> Path:
-    return out / f"checkpoint-{step}"
-
-
-def latest_checkpoint(out: Path) -> Path | None:
-    """The newest finished checkpoint folder in `out`, or None."""
-    steps = checkpoint_steps(out)
-    return checkpoint_dir(out, steps[-1]) if steps else None
 
 
 def save_checkpoint(

@@ -13,11 +13,9 @@ from pathlib import Path
 from labeler.errors import InputError
 from labeler.outputs import check_output_folder
 from labeler.store.atomic import atomic_write_text
-from labeler.training.checkpoint import checkpoint_steps, latest_checkpoint
 from labeler.training.config import TrainingConfig
+from labeler.training.layout import SAVED_CONFIG, checkpoint_steps, latest_checkpoint
 from labeler.training.metrics import METRICS_FILE
-
-SAVED_CONFIG = "training-config.json"
 
 
 def resume_point(config: TrainingConfig) -> Path | None:

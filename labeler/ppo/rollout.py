@@ -1,0 +1,224 @@
+"""PPO's rollouts: one completion per prompt from the current policy, by transformers or by vLLM.
+
+Both paths return the same `Rollout` tensors, so everything after sampling (scores, log-probabilities
+from the training model, advantages, the update) is the same code whichever sampled:
+
+- `hf`: the training model's own `generate` (plain softmax sampling, every logits processor neutral);
+- `vllm`: the vLLM engine on the base model, with the LoRA adapter being trained saved to a new
+  folder each step and loaded per request (`LoRARequest`). vLLM can only take the policy's changes as
+  an adapter, so full fine-tuning always samples with transformers.
+
+Shapes: B = rollout batch, P = padded prompt length, R = padded response length.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import torch
+from torch import Tensor
+
+from labeler.errors import InputError
+from labeler.padding import pad_rows
+from labeler.ppo import math as ppo
+from labeler.ppo.config import PPOConfig
+from labeler.ppo.model import POLICY_ADAPTER, PolicyWithValueHead
+from labeler.sampling import seed_for
+
+RolloutEngineName = Literal["hf", "vllm"]
+ROLLOUT_ADAPTERS = ".rollout-adapters"  # inside the run's output folder: the adapter vLLM samples with
+
+# PPO's log-probabilities are those of the distribution the tokens were sampled from: plain softmax
+# sampling, so every logits processor a model's generation_config might switch on is set to neutral.
+SAMPLING = dict(
+    do_sample=True,
+    temperature=1.0,
+    top_k=0,
+    top_p=1.0,
+    typical_p=1.0,
+    repetition_penalty=1.0,
+    no_repeat_ngram_size=0,
+    num_beams=1,
+)
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """A batch of prompts with one sampled response each, laid out for the training model."""
+
+    sequences: Tensor  # (B, P + R) left-padded prompt, then the response right-padded with the pad id
+    attention: Tensor  # (B, P + R) 1 on real prompt tokens and on generated tokens (EOS included)
+    responses: Tensor  # (B, R) the response part of `sequences`
+    mask: Tensor  # (B, R) float: 1.0 on generated tokens, EOS included
+    lengths: Tensor  # (B,) generated tokens per response, EOS included
+    has_eos: Tensor  # (B,) whether the response ended with an EOS (else it hit max_new_tokens)
+
+    @property
+    def width(self) -> int:
+        """R: the longest response of the batch."""
+        return int(self.responses.shape[1])
+
+
+def rollout_from_sequences(
+    prompt_tokens: Tensor, prompt_mask: Tensor, sequences: Tensor, eos_ids: Sequence[int]
+) -> Rollout:
+    """The rollout of `generate`'s output: `sequences` (B, P + R) continues `prompt_tokens` (B, P)."""
+    width = sequences.shape[1] - prompt_tokens.shape[1]  # R: generate stops when every row has ended
+    responses = sequences[:, prompt_tokens.shape[1] :]  # (B, R)
+    lengths, has_eos = ppo.response_lengths(responses, eos_ids)  # (B,), (B,)
+    mask = ppo.length_mask(lengths, width)  # (B, R)
+    attention = torch.cat([prompt_mask, mask.long()], dim=1)  # (B, P + R)
+    return Rollout(sequences, attention, responses, mask, lengths, has_eos)
+
+
+def rollout_from_tokens(
+    prompt_tokens: Tensor,
+    prompt_mask: Tensor,
+    completions: Sequence[Sequence[int]],
+    pad_id: int,
+    eos_ids: Sequence[int],
+) -> Rollout:
+    """The rollout of completions given as token lists (vLLM's): right-padded with `pad_id` to the longest,
+    as `generate` pads rows that ended early, so both paths give identical tensors for identical tokens.
+
+    >>> r = rollout_from_tokens(torch.tensor([[0, 5], [6, 7]]), torch.tensor([[0, 1], [1, 1]]), [[8, 2], [9]], 0, [2])
+    >>> r.sequences.tolist(), r.mask.tolist(), r.has_eos.tolist()
+    ([[0, 5, 8, 2], [6, 7, 9, 0]], [[1.0, 1.0], [1.0, 0.0]], [True, False])
+    """
+    if any(len(c) == 0 for c in completions):
+        raise RuntimeError("the rollout engine returned an empty completion")
+    responses, _ = pad_rows([list(c) for c in completions], pad_id, side="right")  # (B, R)
+    responses = responses.to(prompt_tokens.device)
+    return rollout_from_sequences(prompt_tokens, prompt_mask, torch.cat([prompt_tokens, responses], dim=1), eos_ids)
+
+
+class RolloutSampler(Protocol):
+    """Samples one completion per prompt from the policy as it is now."""
+
+    name: RolloutEngineName
+
+    def sample(self, policy: PolicyWithValueHead, prompts: Sequence[Sequence[int]], step: int, *,
+               greedy: bool = False) -> Rollout: ...
+
+    def close(self) -> None: ...
+
+
+class HFRollouts:
+    """Rollouts from the training model's own `generate`, drawing from torch's global generator."""
+
+    name: RolloutEngineName = "hf"
+
+    def __init__(self, pad_id: int, eos_ids: Sequence[int], max_new_tokens: int, device: torch.device) -> None:
+        self.pad_id, self.eos_ids, self.max_new_tokens, self.device = pad_id, list(eos_ids), max_new_tokens, device
+
+    def sample(self, policy: PolicyWithValueHead, prompts: Sequence[Sequence[int]], step: int, *,
+               greedy: bool = False) -> Rollout:
+        prompt_tokens, prompt_mask = pad_rows(prompts, self.pad_id, side="left")  # (B, P)
+        prompt_tokens, prompt_mask = prompt_tokens.to(self.device), prompt_mask.to(self.device)
+        sampling: dict[str, Any] = {**SAMPLING, "do_sample": False} if greedy else SAMPLING
+        policy.eval()
+        with torch.no_grad():
+            sequences = policy.lm.generate(
+                input_ids=prompt_tokens,
+                attention_mask=prompt_mask,
+                max_new_tokens=self.max_new_tokens,
+                eos_token_id=self.eos_ids,
+                pad_token_id=self.pad_id,
+                **sampling,
+            )  # (B, P + R)
+        return rollout_from_sequences(prompt_tokens, prompt_mask, sequences, self.eos_ids)
+
+    def close(self) -> None:
+        pass
+
+
+class VLLMRollouts:
+    """Rollouts from vLLM on the base model, with the current LoRA adapter loaded for each step.
+
+    The engine starts on the first rollout (a finished run that resumes never waits for it). Each step
+    saves the trained adapter to `OUT/.rollout-adapters/step-<k>/` and samples with it; the previous
+    step's folder is deleted. Per-prompt seeds come from (run seed, step, row), so a resumed run samples
+    what the uninterrupted one would have.
+    """
+
+    name: RolloutEngineName = "vllm"
+
+    def __init__(self, config: PPOConfig, base: Path, lora_rank: int, pad_id: int, eos_ids: Sequence[int],
+                 device: torch.device, engine: Any = None) -> None:
+        """`engine`: an open `VLLMEngine` on `base` with LoRA enabled to use (and leave open), else one is
+        started on the first rollout and closed by `close`."""
+        self.config, self.base, self.lora_rank = config, base, lora_rank
+        self.pad_id, self.eos_ids, self.device = pad_id, list(eos_ids), device
+        self.folder = config.out / ROLLOUT_ADAPTERS
+        self._engine: Any = engine
+        self._owns_engine = engine is None
+
+    def _start(self) -> Any:
+        from labeler.engine.vllm_engine import VLLMEngine
+        from labeler.models import guard_model_load
+
+        guard_model_load(f"the vllm rollout engine on {self.base}")
+        started = time.monotonic()
+        engine = VLLMEngine(
+            self.base,
+            dtype=self.config.dtype,
+            max_model_len=self.config.max_prompt_tokens + self.config.max_new_tokens,
+            kv_cache_gib=self.config.rollout_kv_cache_gib,
+            gpu_memory_utilization=self.config.rollout_gpu_memory_utilization,
+            seed=self.config.seed,
+            max_lora_rank=self.lora_rank,
+        )
+        print(f"vllm rollout engine started in {time.monotonic() - started:.0f} s", file=sys.stderr)
+        return engine
+
+    def sample(self, policy: PolicyWithValueHead, prompts: Sequence[Sequence[int]], step: int, *,
+               greedy: bool = False) -> Rollout:
+        if self._engine is None:
+            self._engine = self._start()
+        adapter = self.folder / f"step-{step}"
+        if adapter.exists():  # left by a run that crashed while sampling this step
+            shutil.rmtree(adapter)
+        policy.lm.save_pretrained(adapter, selected_adapters=[POLICY_ADAPTER], safe_serialization=True)
+        try:
+            seeds = [seed_for(self.config.seed, "rollout", step, row) for row in range(len(prompts))]
+            samples = self._engine.sample_tokens(
+                prompts, max_tokens=self.config.max_new_tokens, seeds=seeds, stop_token_ids=self.eos_ids,
+                greedy=greedy, adapter=adapter,
+            )
+        finally:
+            shutil.rmtree(adapter, ignore_errors=True)  # vLLM holds the weights in memory once loaded
+        prompt_tokens, prompt_mask = pad_rows(prompts, self.pad_id, side="left")  # (B, P)
+        return rollout_from_tokens(
+            prompt_tokens.to(self.device), prompt_mask.to(self.device), [s.token_ids for s in samples],
+            self.pad_id, self.eos_ids,
+        )
+
+    def close(self) -> None:
+        engine, self._engine = self._engine, None
+        if engine is not None and self._owns_engine:
+            engine.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def rollout_engine_for(config: PPOConfig) -> tuple[RolloutEngineName, str]:
+    """Which engine samples the rollouts, and why: `InputError` when `vllm` is asked for but cannot be."""
+    from labeler.engine import vllm_available
+
+    if config.rollout_engine == "hf":
+        return "hf", "--rollout-engine hf"
+    blocker = None
+    if not config.lora:
+        blocker = "full fine-tuning (--no-lora): vLLM can load the policy's changes only as a LoRA adapter"
+    elif not vllm_available():
+        blocker = "vLLM is not installed (pip install 'labeler[cpu]' or 'labeler[gpu]')"
+    if blocker is None:
+        return "vllm", f"--rollout-engine {config.rollout_engine}"
+    if config.rollout_engine == "vllm":
+        raise InputError(f"vLLM cannot sample these rollouts: {blocker}", where="--rollout-engine")
+    return "hf", blocker
