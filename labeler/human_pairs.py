@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from labeler.engine.base import Message
 from labeler.errors import InputError
-from labeler.inputs import Row, iter_rows, row_messages, text_field
+from labeler.inputs import Row, group_value, iter_rows, row_messages, text_field
 
 
 @dataclass(frozen=True)
@@ -46,13 +45,6 @@ def response_field(row: Row, field: str) -> str:
     text = text_field(row, field)
     assert text is not None  # required: text_field raised otherwise
     return text
-
-
-def group_value(row: Row, group_by: str) -> str:
-    value: Any = row.data.get(group_by)
-    if value is None or isinstance(value, (dict, list)) or not str(value).strip():
-        raise row.error("missing or empty group value (expected text or a number)", group_by)
-    return str(value)
 
 
 def read_human_labelled_pairs(path: Path, group_by: str | None = None) -> list[HumanLabelledPair]:

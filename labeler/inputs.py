@@ -171,6 +171,14 @@ def _jsonable(value: object) -> object:
     raise TypeError(f"cannot hash {type(value).__name__}")
 
 
+def group_value(row: Row, group_by: str) -> str:
+    """A row's value of a group column (text or a number), or bad input naming file, line and column."""
+    value: Any = row.data.get(group_by)
+    if value is None or isinstance(value, (dict, list)) or not str(value).strip():
+        raise row.error("missing or empty group value (expected text or a number)", group_by)
+    return str(value)
+
+
 @dataclass(frozen=True)
 class Prompt:
     """A prompt to work on: id, conversation, optional given response, and where it came from."""
@@ -179,10 +187,14 @@ class Prompt:
     messages: tuple[Message, ...]
     response: str | None
     line: int
+    group: str | None = None  # its value of the group column, when one was asked for
 
 
-def read_prompts(path: str | Path) -> Iterator[Prompt]:
-    """Prompts from a file; a row's `id` is kept, otherwise a stable hash of its conversation."""
+def read_prompts(path: str | Path, group_by: str | None = None) -> Iterator[Prompt]:
+    """Prompts from a file; a row's `id` is kept, otherwise a stable hash of its conversation.
+
+    With `group_by`, every row must have a value in that column (`Prompt.group`).
+    """
     seen: dict[str, int] = {}
     for row in iter_rows(path):
         messages = row_messages(row)
@@ -191,4 +203,5 @@ def read_prompts(path: str | Path) -> Iterator[Prompt]:
         if pid in seen:
             raise row.error(f"duplicate id {pid!r} (first on line {seen[pid]})", "id")
         seen[pid] = row.line
-        yield Prompt(pid, messages, text_field(row, "response", required=False), row.line)
+        group = group_value(row, group_by) if group_by is not None else None
+        yield Prompt(pid, messages, text_field(row, "response", required=False), row.line, group)

@@ -1,4 +1,5 @@
-"""`labeler eval-judge` and `labeler report`: how far the judge can be trusted, and what a run holds."""
+"""`labeler eval-judge`, `labeler eval-policy` and `labeler report`: how far the judge can be trusted, whether a
+policy beats another, and what a run holds."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import typer
 
 from labeler.commands.options import ConfigCommand, Opt, engine_options
 from labeler.eval_judge import EvalJudgeConfig
+from labeler.eval_policy import EvalPolicyConfig
 from labeler.report.config import ReportConfig
 
 
@@ -16,6 +18,20 @@ def run_eval_judge(config: EvalJudgeConfig) -> None:
     from labeler.eval_judge import eval_judge, report_tables
 
     report = eval_judge(config)
+    Console().print(*report_tables(report))
+    if config.out is not None:
+        typer.echo(f"wrote the report to {config.out}")
+
+
+def run_eval_policy(config: EvalPolicyConfig) -> None:
+    """Sample a candidate and a baseline policy on held-out prompts, judge every pair in both orders, and
+    print the candidate's win rate with its 95% interval (overall, per principle, per group), the answer
+    lengths of both, their mean reward (with --reward-model) and the KL of the candidate to the baseline."""
+    from rich.console import Console
+
+    from labeler.eval_policy import eval_policy, report_tables
+
+    report = eval_policy(config)
     Console().print(*report_tables(report))
     if config.out is not None:
         typer.echo(f"wrote the report to {config.out}")
@@ -50,6 +66,34 @@ COMMANDS = (
             *engine_options("judge", model_flag="--judge-model"),
         ),
         run_eval_judge,
+    ),
+    ConfigCommand(
+        "eval-policy",
+        EvalPolicyConfig,
+        (
+            Opt("baseline", metavar="MODEL"),
+            Opt("candidate", metavar="MODEL"),
+            Opt("prompts"),
+            Opt("constitution"),
+            Opt("group_by"),
+            Opt("principles", "--principle", metavar="ID", extra_help="Repeat for several."),
+            Opt("reward_model", metavar="DIR"),
+            Opt("sampling.temperature"),
+            Opt("sampling.top_p"),
+            Opt("sampling.max_tokens"),
+            Opt("kl"),
+            Opt("kl_dtype"),
+            Opt("cot"),
+            Opt("cot_max_tokens"),
+            Opt("templates"),
+            Opt("seed"),
+            Opt("limit"),
+            Opt("batch_size"),
+            Opt("out"),
+            Opt("quiet"),
+            *engine_options("judge", model_flag="--judge-model"),
+        ),
+        run_eval_policy,
     ),
     ConfigCommand(
         "report",

@@ -86,10 +86,11 @@ def rollout_from_tokens(
 ) -> Rollout:
     """The rollout of completions given as token lists (vLLM's): right-padded with `pad_id` to the longest,
     as `generate` pads rows that ended early, so both paths give identical tensors for identical tokens.
+    (A completion without EOS ran to max_new_tokens, so it is never shorter than one that ended.)
 
-    >>> r = rollout_from_tokens(torch.tensor([[0, 5], [6, 7]]), torch.tensor([[0, 1], [1, 1]]), [[8, 2], [9]], 0, [2])
+    >>> r = rollout_from_tokens(torch.tensor([[0, 5], [6, 7]]), torch.tensor([[0, 1], [1, 1]]), [[2], [9, 8]], 0, [2])
     >>> r.sequences.tolist(), r.mask.tolist(), r.has_eos.tolist()
-    ([[0, 5, 8, 2], [6, 7, 9, 0]], [[1.0, 1.0], [1.0, 0.0]], [True, False])
+    ([[0, 5, 2, 0], [6, 7, 9, 8]], [[1.0, 0.0], [1.0, 1.0]], [True, False])
     """
     if any(len(c) == 0 for c in completions):
         raise RuntimeError("the rollout engine returned an empty completion")
