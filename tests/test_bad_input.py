@@ -305,7 +305,7 @@ CASES = [
     Case("ppo/minibatch-does-not-divide", lambda d: ["ppo", "--prompts", str(prompts_file(d)), "--reward-rule",
          "word:no", "--out", str(d / "out"), "--minibatch", "3"], same("minibatch=3 must divide")),
     Case("ppo/bad-reward-rule", lambda d: ["ppo", "--prompts", str(prompts_file(d)), "--reward-rule",
-         "length:5", "--out", str(d / "out")], same("--reward-rule")),
+         "size:5", "--out", str(d / "out")], same("--reward-rule")),
     Case("merge/incomplete-part", lambda d: ["merge", str(_running_part(d)), "--out", str(d / "merged")],
          same("incomplete", "manifest.json")),
     Case("report/missing-human-pairs", lambda d: ["report", str(preference_run(d)), "--human-pairs",

@@ -442,7 +442,7 @@ def test_word_reward_counts_whole_words_in_any_case() -> None:
     assert parse_reward_rule("word:c++")([[]], ["I like C++ and c++."]) == [2.0]  # punctuation is literal
 
 
-@pytest.mark.parametrize("rule", ["word:", "word", "length:5", ""])
+@pytest.mark.parametrize("rule", ["word:", "word", "size:5", "length:0", "length:many", ""])
 def test_a_bad_reward_rule_names_the_option(rule: str) -> None:
     with pytest.raises(InputError, match="reward rule") as info:
         parse_reward_rule(rule)

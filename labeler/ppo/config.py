@@ -38,7 +38,8 @@ class PPOConfig(TrainingConfig):
     reward_rule: str | None = Field(
         None,
         description="A rule-based reward instead of a reward model: `word:WORD` scores each completion "
-        "by how often it contains WORD (whole word, any case).",
+        "by how often it contains WORD (whole word, any case); `length:CHARS` by its length in characters over "
+        "CHARS (a length-only control: does a judge prefer answers for their length alone?).",
     )
 
     # --- model

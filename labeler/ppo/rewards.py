@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -41,22 +41,45 @@ class WordReward:
         return [float(len(self._pattern.findall(text))) for text in completions]
 
 
-RULES = {"word": WordReward}
+@dataclass(frozen=True)
+class LengthReward:
+    """The completion's length in characters over `chars` (an answer of `chars` characters scores 1).
+
+    A length-only control: a policy trained on it answers at length and nothing else, so comparing it with
+    its start (`labeler eval-policy`) shows how far a judge or a reward model prefers answers for their
+    length alone.
+
+    >>> LengthReward(10)([[{"role": "user", "content": "?"}]] * 2, ["0123456789", "abc"])
+    [1.0, 0.3]
+    """
+
+    chars: int
+
+    def __post_init__(self) -> None:
+        if self.chars < 1:
+            raise ValueError("the length scale must be a positive number of characters")
+
+    def __call__(self, prompts: list[Messages], completions: list[str]) -> list[float]:
+        return [len(text) / self.chars for text in completions]
+
+
+RULES: dict[str, Callable[[str], RewardFn]] = {"word": WordReward, "length": lambda chars: LengthReward(int(chars))}
 
 
 def parse_reward_rule(rule: str, *, where: str = "--reward-rule") -> RewardFn:
     """A rule-based reward from its spelling `KIND:ARGUMENT` (e.g. `word:blue`).
 
-    >>> parse_reward_rule("word:blue")
-    WordReward(word='blue')
+    >>> parse_reward_rule("word:blue"), parse_reward_rule("length:200")
+    (WordReward(word='blue'), LengthReward(chars=200))
     """
     kind, sep, argument = rule.partition(":")
+    expected = "expected word:WORD or length:CHARS"
     if not sep or kind not in RULES or not argument.strip():
-        raise InputError(
-            f"bad reward rule {rule!r}: expected one of {', '.join(f'{k}:ARGUMENT' for k in RULES)}",
-            where=where,
-        )
-    return RULES[kind](argument)
+        raise InputError(f"bad reward rule {rule!r}: {expected}", where=where)
+    try:
+        return RULES[kind](argument)
+    except ValueError as exc:
+        raise InputError(f"bad reward rule {rule!r}: {exc} ({expected})", where=where) from None
 
 
 class RewardModelReward:
