@@ -1,0 +1,110 @@
+"""PPO with rollouts from transformers and from vLLM, in one run: rollout tokens/s and seconds per step.
+
+The same PPO run twice on the embedded model (float32, LoRA on every linear layer, the PPO defaults),
+once with `--rollout-engine hf` (the training model's `generate`) and once with `--rollout-engine vllm`
+(vLLM on the base model, the adapter saved and loaded each step). Prompts: the shipped sample prompts;
+reward: the `word:the` rule (any reward would do: only speed is measured here). Both runs are seeded
+alike, but their samples differ (different samplers), so their response lengths differ too: the rollout
+figure is generated tokens per second of rollout time, the step figure seconds per whole PPO step.
+
+The first step is left out of both figures: vLLM starts its engine there (reported as start-up).
+
+    .venv/bin/python bench/ppo.py            # 4 steps of 16 rollouts of up to 64 tokens
+    .venv/bin/python bench/ppo.py --smoke    # about a minute: 2 steps of 4 rollouts of up to 16 tokens
+
+The machine is shared and noisy: compare the ratio from one run, never absolute numbers across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run(engine: str, args: argparse.Namespace, root: Path) -> dict[str, float]:
+    from labeler.model_prep import prepare_default_model
+    from labeler.ppo.config import PPOConfig
+    from labeler.ppo.train import train_ppo
+
+    out = root / engine
+    config = PPOConfig.model_validate(
+        {
+            "policy": str(prepare_default_model()),
+            "prompts": REPO / "data" / "sample_prompts.jsonl",
+            "out": out,
+            "reward_rule": "word:the",
+            "rollout_engine": engine,
+            "steps": args.steps,
+            "rollout_batch": args.rollout_batch,
+            "minibatch": args.rollout_batch // 2,
+            "ppo_epochs": 1,
+            "max_new_tokens": args.max_tokens,
+            "checkpoint_every": 0,
+            "device": "cpu",
+            "quiet": True,
+        }
+    )
+    started = time.perf_counter()
+    train_ppo(config)
+    total = time.perf_counter() - started
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    timed = rows[1:]  # step 1 starts vLLM's engine: left out of both figures
+    figures = {
+        "first_step_s": rows[0]["seconds"],
+        "rollout_tokens": sum(r["rollout_tokens"] for r in timed),
+        "rollout_tok_per_s": sum(r["rollout_tokens"] for r in timed) / sum(r["rollout_seconds"] for r in timed),
+        "step_s": statistics.fmean(r["seconds"] for r in timed),
+        "rollout_share": sum(r["rollout_seconds"] for r in timed) / sum(r["seconds"] for r in timed),
+        "total_s": total,
+    }
+    print(
+        f"{engine:5s} first step {figures['first_step_s']:6.1f} s | rollouts {figures['rollout_tokens']} tokens "
+        f"at {figures['rollout_tok_per_s']:6.1f} tok/s | {figures['step_s']:6.1f} s per PPO step "
+        f"({figures['rollout_share']:.0%} of it sampling) | whole run {total:6.1f} s",
+        flush=True,
+    )
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="A quick run of the same code (about a minute).")
+    parser.add_argument("--steps", type=int, default=4, help="PPO steps per run (the first is not timed).")
+    parser.add_argument("--rollout-batch", type=int, default=16, help="Rollouts per step.")
+    parser.add_argument("--max-tokens", type=int, default=64, help="Most new tokens per rollout.")
+    args = parser.parse_args()
+    if args.smoke:
+        args.steps, args.rollout_batch, args.max_tokens = 2, 4, 16
+
+    import torch
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    print(f"cpu: {_cpu_model()}; {len(os.sched_getaffinity(0))} cores; torch threads {torch.get_num_threads()}; "
+          f"{args.steps} steps x {args.rollout_batch} rollouts x up to {args.max_tokens} tokens", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-ppo-") as folder:
+        hf = run("hf", args, Path(folder))
+        vllm = run("vllm", args, Path(folder))
+    print(f"ratio vLLM / transformers: rollout tokens/s {vllm['rollout_tok_per_s'] / hf['rollout_tok_per_s']:.2f}x, "
+          f"seconds per PPO step {hf['step_s'] / vllm['step_s']:.2f}x faster", flush=True)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
