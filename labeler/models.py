@@ -141,13 +141,25 @@ def checkpoint_export(path: Path, *, where: str) -> Path | None:
     )
 
 
+def checkpoint_label(checkpoint: Path) -> str:
+    """How datasets name the policy a checkpoint exported: its run folder's name and its own.
+
+    >>> checkpoint_label(Path("/runs/x/ppo/checkpoint-40"))
+    'ppo/checkpoint-40'
+    """
+    return f"{checkpoint.parent.name}/{checkpoint.name}"
+
+
 def _policy_folder(text: str, path: Path, *, where: str) -> ModelRef:
     """A policy folder: a model, an adapter (its base checked too), or a PPO output or checkpoint."""
+    from labeler.training.layout import STATE_FILE
+
     export = checkpoint_export(path, where=where) if path.is_dir() else None
     folder = (export or path).resolve()
     check_model_folder(folder, where=where, kind="policy")
     # A checkpoint's policy is named by its run and step (`ppo/checkpoint-40`): `adapter` says nothing.
-    label = f"{folder.parent.parent.name}/{folder.parent.name}" if export is not None else folder.name
+    in_checkpoint = folder.name in CHECKPOINT_EXPORTS and (folder.parent / STATE_FILE).is_file()
+    label = checkpoint_label(folder.parent) if in_checkpoint else folder.name
     if not is_adapter_folder(folder):
         return ModelRef(text, folder, label, "folder")
     base = resolve_model(adapter_base_spec(folder), where=f"{where} (the base model of {folder})")

@@ -4,6 +4,13 @@ Stages run in order: revise → label → train-rm → ppo → report. Each stag
 (shards with fingerprints, training checkpoints), so re-running the same config after a crash skips
 finished stages and continues the interrupted one at the record or step where it stopped. The judge
 engine is opened once, lazily, and shared by the stages that need it.
+
+With `stages.iterations: N` the loop closes: label → train-rm → ppo runs N times, iteration k in
+`RUN/iter-<k>/` (its preference split and card, `rm/`, `ppo/`, `eval-policy.json`). Iteration 1 labels
+pairs as `stages.label.pairs` says and trains from the starting models; iteration k > 1 labels pairs
+its policy samples (iteration k-1's PPO policy), continues training iteration k-1's reward model on
+them, and continues PPO from iteration k-1's policy. After each PPO, `labeler eval-policy` compares
+the iteration's policy with the starting policy (`stages.ppo.policy`) on `eval_prompts`.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from labeler.config_files import read_yaml_mapping
 from labeler.engine import EngineConfig, GenerationParams
 from labeler.errors import InputError, InputErrors
+from labeler.eval_policy import EvalPolicyConfig
 from labeler.inputs import check_input_file
 from labeler.ppo.config import PPOConfig
 from labeler.rm.config import RMTrainConfig
@@ -24,6 +32,7 @@ from labeler.stages.common import WorkSelection
 from labeler.stages.judge import JudgeOptions
 
 if TYPE_CHECKING:
+    from labeler.models import ModelRef
     from labeler.stages.label import LabelConfig
     from labeler.stages.revise import ReviseConfig
 
@@ -70,6 +79,11 @@ TrainRMStage = _stage_model("TrainRMStage", RMTrainConfig, {"data", "out", "resu
 PPOStage = _stage_model(
     "PPOStage", PPOConfig, {"prompts", "out", "reward_model", "reward_rule", "seed", "resume", "quiet"}
 )
+EvalStage = _stage_model(
+    "EvalStage",
+    EvalPolicyConfig,
+    {"baseline", "candidate", "prompts", "constitution", "judge", "reward_model", "templates", "seed", "out", "quiet"},
+)
 
 
 class Stages(BaseModel):
@@ -80,6 +94,18 @@ class Stages(BaseModel):
     label: LabelStage | None = Field(default_factory=LabelStage, description="A/B judging.")
     train_rm: TrainRMStage | None = Field(None, description="Reward-model training on the preference split.")  # type: ignore[valid-type]
     ppo: PPOStage | None = Field(None, description="PPO against the trained reward model.")  # type: ignore[valid-type]
+    iterations: int | None = Field(
+        None,
+        ge=1,
+        description="Close the loop: run label → train-rm → ppo this many times, iteration k in RUN/iter-<k>/, "
+        "each after the first labelling its own policy's samples and continuing from the previous reward model "
+        "and policy; each iteration's policy is evaluated against the starting policy on eval_prompts. "
+        "null: one pass, in the run folder itself.",
+    )
+    eval: EvalStage = Field(  # type: ignore[valid-type]
+        default_factory=lambda: EvalStage(),
+        description="How each iteration's policy is evaluated (`labeler eval-policy`; the judge is `engine`).",
+    )
     report: bool = Field(True, description="Write RUN/report/ with statistics and plots.")
 
 
@@ -90,6 +116,9 @@ class RunConfig(BaseModel):
     out: Path = Field(description="Run folder: sft/, preferences/, rm/, ppo/, report/, manifest.json.")
     constitution: Path = Field(description="Constitution file.")
     prompts: Path = Field(description="Prompts file (JSONL/Parquet/Arrow).")
+    eval_prompts: Path | None = Field(
+        None, description="Held-out prompts each iteration's policy is evaluated on (needed with stages.iterations)."
+    )
     engine: EngineConfig = Field(default_factory=EngineConfig, description="Judge and policy model and engine.")
     policy: EngineConfig | None = Field(None, description="A separate policy for revise/pairs (default: engine).")
     templates: Path | None = Field(None, description="Folder of templates overriding the shipped ones.")
@@ -104,6 +133,19 @@ class RunConfig(BaseModel):
             raise ValueError("stages.label.pairs is 'revise' but stages.revise is off")
         if s.ppo is not None and s.train_rm is None:
             raise ValueError("stages.ppo needs stages.train_rm (its reward model)")
+        if s.iterations is not None:
+            missing = [name for name in ("label", "train_rm", "ppo") if getattr(s, name) is None]
+            if missing:
+                raise ValueError(f"stages.iterations repeats label, train_rm and ppo: stages.{missing[0]} is off")
+            if self.eval_prompts is None:
+                raise ValueError("stages.iterations evaluates every iteration's policy: give eval_prompts")
+            assert s.label is not None and s.ppo is not None
+            sampler = (self.policy or self.engine).model
+            if s.label.pairs == "prompts" and sampler != s.ppo.policy:
+                raise ValueError(
+                    f"with stages.iterations the policy that samples pairs ({sampler!r}) must be the policy PPO "
+                    f"starts from (stages.ppo.policy {s.ppo.policy!r})"
+                )
         return self
 
 
@@ -131,7 +173,7 @@ def _relative_to(config: RunConfig, base: Path) -> RunConfig:
         return (base / p).resolve()
 
     update: dict[str, Any] = {"out": fix(config.out), "constitution": fix(config.constitution),
-                              "prompts": fix(config.prompts)}
+                              "prompts": fix(config.prompts), "eval_prompts": fix(config.eval_prompts)}
     if config.templates is not None:
         update["templates"] = fix(config.templates)
     label = config.stages.label
@@ -144,10 +186,11 @@ def _relative_to(config: RunConfig, base: Path) -> RunConfig:
 @dataclass
 class RunResult:
     out: Path
-    stages_run: list[str] = field(default_factory=list)
-    rm_dir: Path | None = None
-    ppo_dir: Path | None = None
+    stages_run: list[str] = field(default_factory=list)  # with iterations, e.g. "iter-2/ppo"
+    rm_dir: Path | None = None  # the last one trained
+    ppo_dir: Path | None = None  # the last one trained
     report: Path | None = None
+    evaluations: list[Path] = field(default_factory=list)  # each iteration's eval-policy.json
 
 
 # What a command-line option is called in a run config, for messages about a config's checks.
@@ -155,6 +198,8 @@ CONFIG_KEYS = {
     "--prompts": "prompts", "--constitution": "constitution", "--templates": "templates", "--out": "out",
     "--judge-model": "engine.model", "--policy-model": "policy.model",
     "--pairs": "stages.label.pairs", "--base-model": "stages.train_rm.base_model", "--policy": "stages.ppo.policy",
+    "--rollout-engine": "stages.ppo.rollout_engine", "--baseline": "stages.ppo.policy",
+    "--principle": "stages.eval.principles",
 }
 
 
@@ -192,8 +237,9 @@ def label_config(config: RunConfig) -> LabelConfig:
 
 def check_pipeline(config: RunConfig) -> None:
     """Every check of every stage that needs no model, before any stage runs: bad input in a late stage
-    is found before an early one has spent hours. Problems name the config key."""
+    (or a late iteration) is found before an early one has spent hours. Problems name the config key."""
     from labeler.models import resolve_model
+    from labeler.ppo.rollout import rollout_engine_for
     from labeler.ppo.train import load_prompts
     from labeler.rm.train import label_kind_for
     from labeler.stages.label import check_label
@@ -205,22 +251,42 @@ def check_pipeline(config: RunConfig) -> None:
         s = config.stages
         if s.revise is not None:
             check_revise(revise_config(config))
-        if s.label is not None:
-            check_label(label_config(config), inputs_ready=s.label.pairs != "revise")
-        if s.train_rm is not None:
-            rm = train_rm_config(config, s.train_rm)
-            resolve_model(rm.base_model, where="--base-model")
-            label_kind_for(rm)
-            resume_point(rm)
-        if s.ppo is not None and s.train_rm is not None:
-            ppo = ppo_config(config, s.ppo)
-            resolve_model(ppo.policy, where="--policy", kind="policy")
-            load_prompts(config.prompts)
-            resume_point(ppo)
+        for k in iteration_numbers(config):
+            # What iteration k > 1 starts from is written by iteration k - 1: its folders are checked, not
+            # resolved (`iteration_policy` names them where they will be).
+            if s.label is not None:
+                label, policy = label_config_for(config, k)
+                check_label(label, inputs_ready=k > 1 or s.label.pairs != "revise", policy_model=policy)
+            if s.train_rm is not None:
+                rm = train_rm_config(config, s.train_rm, k)
+                if k == 1:
+                    resolve_model(rm.base_model, where="--base-model", kind="backbone")
+                label_kind_for(rm)
+                resume_point(rm)
+            if s.ppo is not None and s.train_rm is not None:
+                ppo = ppo_config(config, s.ppo, k)
+                if k == 1:
+                    resolve_model(ppo.policy, where="--policy", kind="policy")
+                    load_prompts(config.prompts)
+                resume_point(ppo)
+                rollout_engine_for(ppo)
+            if s.iterations is not None:
+                _check_evaluation(config, k)
     except InputErrors as exc:
         raise InputErrors([_with_config_key(e, config) for e in exc.errors]) from None
     except InputError as exc:
         raise _with_config_key(exc, config) from None
+
+
+def _check_evaluation(config: RunConfig, k: int) -> None:
+    """Iteration k's evaluation: its inputs (once), and its output file (free, or a finished evaluation
+    with these settings)."""
+    from labeler.eval_policy import check_eval_policy, finished_evaluation
+
+    evaluation = eval_config(config, k)
+    if k == 1:
+        check_eval_policy(evaluation, candidate_ready=False)
+    finished_evaluation(evaluation)
 
 
 def _with_config_key(error: InputError, config: RunConfig) -> InputError:
@@ -239,56 +305,188 @@ def run_pipeline(config: RunConfig) -> RunResult:
     check_pipeline(config)
     result = RunResult(config.out)
     s = config.stages
-    with LazyEngine(config.engine) as engine:
-        if s.revise is not None:
-            # On Ray (work.ray) each worker opens its own engine and the lazy one here never starts.
-            run_stage(revise_config(config), engine=engine if config.policy is None else None)
-            result.stages_run.append("revise")
-        if s.label is not None:
-            run_stage(label_config(config), engine=engine)
-            result.stages_run.append("label")
-    # The engine is closed here: training needs the memory.
-    if s.train_rm is not None:
-        result.rm_dir = _train_rm(config, s.train_rm)
-        result.stages_run.append("train_rm")
-    if s.ppo is not None and result.rm_dir is not None:
-        result.ppo_dir = _ppo(config, s.ppo, result.rm_dir)
-        result.stages_run.append("ppo")
+    if s.iterations is not None:
+        _run_iterations(config, result)
+    else:
+        with LazyEngine(config.engine) as engine:
+            if s.revise is not None:
+                # On Ray (work.ray) each worker opens its own engine and the lazy one here never starts.
+                run_stage(revise_config(config), engine=engine if config.policy is None else None)
+                result.stages_run.append("revise")
+            if s.label is not None:
+                run_stage(label_config(config), engine=engine)
+                result.stages_run.append("label")
+        # The engine is closed here: training needs the memory.
+        if s.train_rm is not None:
+            result.rm_dir = _train_rm(train_rm_config(config, s.train_rm))
+            result.stages_run.append("train_rm")
+        if s.ppo is not None and result.rm_dir is not None:
+            result.ppo_dir = _ppo(ppo_config(config, s.ppo))
+            result.stages_run.append("ppo")
     if s.report:
         from labeler.report import write_report
 
-        result.report = write_report(config.out, rm_dirs=[result.rm_dir] if result.rm_dir else [])
+        rm_dirs: list[Path] = []
+        if s.train_rm is not None:
+            rm_dirs = [train_rm_config(config, s.train_rm, k).out for k in iteration_numbers(config)]
+        result.report = write_report(config.out, rm_dirs=[d for d in rm_dirs if d.is_dir()])
         result.stages_run.append("report")
     return result
 
 
-def train_rm_config(config: RunConfig, stage: BaseModel) -> RMTrainConfig:
-    """The reward-model training of a run: on its preference split, into RUN/rm, resuming what is there."""
+def _run_iterations(config: RunConfig, result: RunResult) -> None:
+    """label → train-rm → ppo → eval-policy, `stages.iterations` times. The judge engine opens (lazily)
+    once per iteration, for the previous iteration's evaluation and this iteration's labels; training
+    runs with it closed."""
+    from labeler.engine.lazy import LazyEngine
+    from labeler.stages.runner import run_stage
+
+    s = config.stages
+    assert s.iterations is not None and s.train_rm is not None and s.ppo is not None
+    for k in iteration_numbers(config):
+        with LazyEngine(config.engine) as engine:
+            if k == 1 and s.revise is not None:
+                run_stage(revise_config(config), engine=engine if config.policy is None else None)
+                result.stages_run.append("revise")
+            if k > 1:
+                result.evaluations.append(_evaluate(config, k - 1, engine))
+                result.stages_run.append(f"iter-{k - 1}/eval")
+            run_stage(label_config_for(config, k)[0], engine=engine)
+            result.stages_run.append(f"iter-{k}/label")
+        result.rm_dir = _train_rm(train_rm_config(config, s.train_rm, k))
+        result.stages_run.append(f"iter-{k}/train_rm")
+        result.ppo_dir = _ppo(ppo_config(config, s.ppo, k))
+        result.stages_run.append(f"iter-{k}/ppo")
+    with LazyEngine(config.engine) as engine:
+        result.evaluations.append(_evaluate(config, s.iterations, engine))
+        result.stages_run.append(f"iter-{s.iterations}/eval")
+
+
+# --- iterations ------------------------------------------------------------------------------------
+
+EVAL_POLICY_JSON = "eval-policy.json"
+
+
+def iteration_numbers(config: RunConfig) -> range:
+    """1..N with `stages.iterations: N`; just 1 (the run folder itself) without."""
+    return range(1, (config.stages.iterations or 1) + 1)
+
+
+def iteration_dir(config: RunConfig, k: int) -> Path:
+    """Where iteration k writes: RUN/iter-<k>, or RUN itself when the run does not iterate."""
+    return config.out / f"iter-{k}" if config.stages.iterations is not None else config.out
+
+
+def iteration_policy(config: RunConfig, k: int) -> ModelRef:
+    """The policy iteration k starts from: `stages.ppo.policy` for k = 1, else the policy iteration k − 1's
+    PPO exports at its last step, named by where it will be (nothing is read: it may not exist yet)."""
+    from labeler.models import ModelRef, checkpoint_label, resolve_model
+    from labeler.ppo.model import ADAPTER_DIR, MODEL_DIR
+    from labeler.training.layout import checkpoint_dir
+
+    stage = config.stages.ppo
+    assert stage is not None
+    start = resolve_model(stage.policy, where="--policy", kind="policy")
+    if k == 1:
+        return start
+    previous = ppo_config(config, stage, k - 1)
+    checkpoint = checkpoint_dir(previous.out, previous.steps)
+    export = checkpoint / (ADAPTER_DIR if previous.lora else MODEL_DIR)
+    base = (start.base or start) if previous.lora else None
+    return ModelRef(str(checkpoint), export, checkpoint_label(checkpoint), "folder", base=base)
+
+
+def label_config_for(config: RunConfig, k: int) -> tuple[LabelConfig, ModelRef | None]:
+    """Iteration k's label stage, and the policy that samples its pairs when an earlier iteration trains it.
+
+    Iteration 1 takes its pairs as `stages.label.pairs` says; iteration k > 1 from two samples per prompt
+    of its own policy, on the policy engine's settings. Each iteration's samples have their own seed.
+    """
+    from labeler.stages.label import LabelConfig
+
+    first = label_config(config)
+    if config.stages.iterations is None:
+        return first, None
+    out = iteration_dir(config, k)
+    options = first.options.model_copy(update={"seed": config.seed + k - 1})
+    if k == 1:
+        return first.model_copy(update={"out": out, "options": options}), None
+    policy = iteration_policy(config, k)
+    sampler = (config.policy or config.engine).model_copy(update={"model": policy.spec})
+    return LabelConfig(
+        constitution=first.constitution, out=out, prompts=config.prompts, judge=first.judge, policy=sampler,
+        pair_sampling=first.pair_sampling, options=options, templates=first.templates, work=first.work,
+    ), policy
+
+
+def eval_config(config: RunConfig, k: int) -> EvalPolicyConfig:
+    """Iteration k's evaluation: its policy against the starting policy on `eval_prompts`, judged by `engine`,
+    its reward model scoring both."""
+    stage = config.stages.ppo
+    assert stage is not None and config.eval_prompts is not None
+    folder = iteration_dir(config, k)
+    return EvalPolicyConfig(
+        baseline=stage.policy,
+        candidate=iteration_policy(config, k + 1).spec,
+        prompts=config.eval_prompts,
+        constitution=config.constitution,
+        judge=config.engine,
+        reward_model=str(folder / "rm"),
+        templates=config.templates,
+        seed=config.seed,
+        out=folder / EVAL_POLICY_JSON,
+        quiet=config.work.quiet,
+        **config.stages.eval.model_dump(),
+    )
+
+
+def _evaluate(config: RunConfig, k: int, judge: Any) -> Path:
+    """Iteration k's evaluation, unless a finished one with the same settings is there."""
+    from labeler.eval_policy import eval_policy, finished_evaluation
+
+    evaluation = eval_config(config, k)
+    if finished_evaluation(evaluation) is None:
+        eval_policy(evaluation, judge=judge)
+    assert evaluation.out is not None
+    return evaluation.out
+
+
+def train_rm_config(config: RunConfig, stage: BaseModel, k: int = 1) -> RMTrainConfig:
+    """The reward-model training of a run (of iteration k): on its preference split, into its rm/, resuming
+    what is there; iteration k > 1 continues training iteration k − 1's reward model."""
     settings = stage.model_dump()
     constitution = config.constitution if settings.get("principle_conditioned") else None
-    return RMTrainConfig(data=(config.out,), out=config.out / "rm", seed=config.seed, constitution=constitution,
+    folder = iteration_dir(config, k)
+    if k > 1:
+        settings["base_model"] = str(iteration_dir(config, k - 1) / "rm")
+    return RMTrainConfig(data=(folder,), out=folder / "rm", seed=config.seed, constitution=constitution,
                          resume=True, quiet=config.work.quiet, **settings)
 
 
-def ppo_config(config: RunConfig, stage: BaseModel) -> PPOConfig:
-    """The PPO of a run: against RUN/rm, into RUN/ppo, resuming what is there."""
-    return PPOConfig(prompts=config.prompts, out=config.out / "ppo", reward_model=str(config.out / "rm"),
-                     seed=config.seed, resume=True, quiet=config.work.quiet, **stage.model_dump())
+def ppo_config(config: RunConfig, stage: BaseModel, k: int = 1) -> PPOConfig:
+    """The PPO of a run (of iteration k): against its rm/, into its ppo/, resuming what is there; iteration
+    k > 1 continues from iteration k − 1's policy, with a seed of its own."""
+    settings = stage.model_dump()
+    folder = iteration_dir(config, k)
+    if k > 1:
+        settings["policy"] = iteration_policy(config, k).spec
+    return PPOConfig(prompts=config.prompts, out=folder / "ppo", reward_model=str(folder / "rm"),
+                     seed=config.seed + k - 1, resume=True, quiet=config.work.quiet, **settings)
 
 
-def _train_rm(config: RunConfig, stage: BaseModel) -> Path:
+def _train_rm(rm_config: RMTrainConfig) -> Path:
     from labeler.rm.model import REWARD_CARD
     from labeler.rm.train import train_reward_model
 
-    rm_config = train_rm_config(config, stage)
     if not (rm_config.out / REWARD_CARD).is_file():  # the card is written last: the model is finished
         train_reward_model(rm_config)
     return rm_config.out
 
 
-def _ppo(config: RunConfig, stage: BaseModel, rm_dir: Path) -> Path:
+def _ppo(ppo: PPOConfig) -> Path:
     from labeler.ppo.train import train_ppo
+    from labeler.training.layout import checkpoint_steps
 
-    ppo = ppo_config(config, stage)
-    train_ppo(ppo)
+    if checkpoint_steps(ppo.out)[-1:] != [ppo.steps]:  # the last step's checkpoint: the policy is finished
+        train_ppo(ppo)
     return ppo.out

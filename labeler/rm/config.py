@@ -25,7 +25,8 @@ class RMTrainConfig(TrainingConfig):
     base_model: str = Field(
         "default",
         description="The causal LM to put a reward head on: a Hugging Face folder, a Hub id org/name[@revision], "
-        "or 'default' (the embedded SmolLM2-135M-Instruct).",
+        "or 'default' (the embedded SmolLM2-135M-Instruct); or a reward model written by `labeler train-rm`, "
+        "to continue training it (its head is kept).",
     )
     share_prefix: bool = Field(
         True,

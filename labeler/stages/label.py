@@ -75,12 +75,19 @@ class LabelPlan:
 
 
 def check_label(
-    config: LabelConfig, judge: Engine | None = None, policy: Engine | None = None, *, inputs_ready: bool = True
+    config: LabelConfig,
+    judge: Engine | None = None,
+    policy: Engine | None = None,
+    *,
+    inputs_ready: bool = True,
+    policy_model: ModelRef | None = None,
 ) -> LabelPlan:
     """Every check of a label run that needs no model: constitution, templates, every input row (the
     shards of a revise run verified), the model arguments, the options and the output folder.
 
     `inputs_ready=False` leaves out the input check (in a pipeline, the revise stage writes them first).
+    `policy_model`: the policy's model argument already resolved (in a pipeline, a policy an earlier
+    stage trains: its folder need not exist yet).
     """
     constitution = load_constitution(config.constitution)
     panel = panel_for(constitution, config.options, str(config.constitution))
@@ -88,11 +95,11 @@ def check_label(
     total = _count_inputs(config) if inputs_ready else None
     judge_model = resolve_model(config.judge.model, where="--judge-model")
     models = {"judge": model_label(judge, judge_model)}
-    policy_model = None
+    policy_ref = None
     if config.prompts is not None:
         if policy is None and config.policy is not None and config.policy != config.judge:
-            policy_model = resolve_model(config.policy.model, where="--policy-model", kind="policy")
-        models["policy"] = model_label(policy, policy_model) if policy_model is not None else models["judge"]
+            policy_ref = policy_model or resolve_model(config.policy.model, where="--policy-model", kind="policy")
+        models["policy"] = model_label(policy, policy_ref) if policy_ref is not None else models["judge"]
     fingerprint = make_fingerprint(
         config=fingerprint_config(config),
         models=models,
@@ -101,12 +108,18 @@ def check_label(
         seed=config.options.seed,
     )
     check_run(config.out, "preferences", fingerprint, overwrite=config.work.overwrite, part=config.work.part)
-    return LabelPlan(panel, templates, judge_model, policy_model, total, fingerprint)
+    return LabelPlan(panel, templates, judge_model, policy_ref, total, fingerprint)
 
 
-def label(config: LabelConfig, judge: Engine | None = None, policy: Engine | None = None) -> LabelResult:
+def label(
+    config: LabelConfig,
+    judge: Engine | None = None,
+    policy: Engine | None = None,
+    *,
+    policy_model: ModelRef | None = None,
+) -> LabelResult:
     """Judge every pair in both orders and write the preference split of `config.out`."""
-    plan = check_label(config, judge, policy)
+    plan = check_label(config, judge, policy, policy_model=policy_model)
     result = LabelResult(config.out)
     # Opened before any model: a run made with other settings is refused before anything loads.
     store = RunStore.open(
