@@ -103,6 +103,7 @@ COMMANDS = (
             Opt("human_pairs", metavar="FILE"),
             Opt("rm_dirs", "--rm", metavar="DIR", extra_help="Repeat for several models."),
             Opt("eval_judge", metavar="FILE"),
+            Opt("eval_policy", metavar="FILE", extra_help="Repeat for several."),
         ),
         run_report,
     ),

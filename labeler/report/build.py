@@ -8,6 +8,9 @@ RUN/report/
   eval_judge.json          # kept from the previous report, or copied from the file given
 ```
 
+A run with `stages.iterations` keeps its labels in `RUN/iter-<k>/`: its report shows the labels of the
+latest iteration, every iteration's reward-model curves, and every iteration's policy evaluation.
+
 The report is built in a temporary folder next to the old one and renamed into place only when
 every file is written, so a crash never leaves half a report; a lock keeps two writers apart.
 """
@@ -30,6 +33,7 @@ from labeler.report.collect import RunData, collect_run
 from labeler.report.config import ReportConfig
 from labeler.report.metrics import METRICS_FILE, TrainingLog, read_training_log
 from labeler.report.page import Page, render_html, render_markdown
+from labeler.report.policy import find_evaluations, iteration_dirs
 from labeler.report.sections import (
     EVAL_JUDGE_JSON,
     REPORT_DIR,
@@ -39,6 +43,7 @@ from labeler.report.sections import (
     calibration_section,
     calibrations,
     figures_section,
+    policy_section,
     preference_section,
     principle_section,
     rm_section,
@@ -46,6 +51,7 @@ from labeler.report.sections import (
     sft_section,
 )
 from labeler.store.atomic import TEMP_SUFFIX, atomic_write_bytes, atomic_write_text, exclusive_lock, fsync_dir
+from labeler.store.manifest import manifest_path
 
 INDEX_MD = "index.md"
 INDEX_HTML = "index.html"
@@ -59,15 +65,24 @@ def write_report(
     human_pairs: Path | None = None,
     rm_dirs: Sequence[Path] = (),
     judge: Path | None = None,
+    eval_policy: Sequence[Path] = (),
 ) -> Path:
     """Write `run_dir/report/` (see the module doc) and return the path of its `index.html`.
 
     `judge` is an eval-judge JSON; without it, `run_dir/report/eval_judge.json` is used when present.
+    `eval_policy`: eval-policy JSON files shown with the run's own (see `labeler.report.policy`).
     `InputError` when `run_dir` is not a run, has no split, or a file given cannot be read.
     """
     run_dir = Path(run_dir)
-    run = collect_run(run_dir)
+    iterations = [folder for folder in iteration_dirs(run_dir) if manifest_path(folder).is_file()]
+    # An iterated run without a dataset of its own (no revise stage): the latest iteration's labels.
+    data_dir = iterations[-1] if iterations and not manifest_path(run_dir).is_file() else run_dir
+    run = collect_run(data_dir)
+    evaluations = find_evaluations(run_dir, eval_policy)
     check_output_folder(run_dir / REPORT_DIR, where="RUN")  # before any work: a read-only run is refused
+    given = {Path(path).resolve() for path in rm_dirs}
+    rm_dirs = [*rm_dirs, *(folder / RUN_RM_DIR for folder in iterations
+                           if (folder / RUN_RM_DIR).is_dir() and (folder / RUN_RM_DIR).resolve() not in given)]
     logs, missing_logs = _training_logs(run_dir, rm_dirs)
     judge_file = Path(judge) if judge is not None else run_dir / REPORT_DIR / EVAL_JUDGE_JSON
     eval_judge = read_eval_judge(judge_file) if judge is not None or judge_file.is_file() else None
@@ -87,7 +102,8 @@ def write_report(
             page = Page(
                 title=f"Report: {run_dir.resolve().name}",
                 sections=(
-                    run_section(run),
+                    run_section(run, iterations),
+                    policy_section(evaluations, figures),
                     preference_section(run.preferences, figures),
                     principle_section(run.preferences, figures),
                     sft_section(run.sft, figures),
@@ -99,6 +115,10 @@ def write_report(
             if eval_judge is not None:
                 atomic_write_bytes(temp / EVAL_JUDGE_JSON, eval_judge.file.read_bytes())
             statistics = _statistics(run, logs, sources, page, figures)
+            statistics["policy_evaluations"] = [
+                {"name": e.name, "file": str(e.file), **e.report.model_dump(exclude={"prompts", "settings"})}
+                for e in evaluations
+            ]
             atomic_write_text(temp / STATISTICS_JSON, json.dumps(statistics, indent=2, allow_nan=False) + "\n")
             atomic_write_text(temp / INDEX_MD, render_markdown(page))
             atomic_write_text(temp / INDEX_HTML, render_html(page))
@@ -112,7 +132,8 @@ def write_report(
 def write_report_from_config(config: ReportConfig) -> Path:
     """`write_report` with the options of a `ReportConfig`."""
     return write_report(
-        config.run, human_pairs=config.human_pairs, rm_dirs=config.rm_dirs, judge=config.eval_judge
+        config.run, human_pairs=config.human_pairs, rm_dirs=config.rm_dirs, judge=config.eval_judge,
+        eval_policy=config.eval_policy,
     )
 
 
@@ -154,7 +175,9 @@ def _training_logs(run_dir: Path, rm_dirs: Sequence[Path]) -> tuple[list[Trainin
     if default.is_file() and default.resolve() not in {file.resolve() for file in files}:
         files.append(default)
     names = [file.parent.name or str(file.parent) for file in files]
-    if len(set(names)) < len(names):  # two folders of the same name: tell them apart by path
+    if len(set(names)) < len(names):  # two folders of the same name (each iteration's rm/): add their parent
+        names = [f"{file.parent.parent.name}/{file.parent.name}" for file in files]
+    if len(set(names)) < len(names):  # still the same: tell them apart by path
         names = [str(file.parent) for file in files]
     logs = [read_training_log(file, name) for file, name in zip(files, names, strict=True) if file.is_file()]
     missing = [file for file in files if not file.is_file()]

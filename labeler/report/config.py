@@ -29,3 +29,8 @@ class ReportConfig(BaseModel):
         description="An eval-judge JSON (a `pairs` list with `p_chosen` per pair) to plot calibration from; "
         "default: RUN/report/eval_judge.json when present.",
     )
+    eval_policy: tuple[Path, ...] = Field(
+        (),
+        description="eval-policy JSON files (`labeler eval-policy --out`) to show in the policy section; "
+        "RUN/eval-policy.json and each iteration's RUN/iter-<k>/eval-policy.json are shown too when present.",
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib import colormaps
@@ -20,6 +21,9 @@ from labeler.card import P_A_BINS
 from labeler.report.calibration import Calibration
 from labeler.report.collect import PreferenceData, SFTData, pairwise_correlation
 from labeler.report.metrics import PLOTTED_METRICS, TrainingLog
+
+if TYPE_CHECKING:
+    from labeler.eval_policy import EvalPolicyReport
 
 DPI = 110
 MAX_SCATTER_POINTS = 20_000
@@ -245,4 +249,51 @@ def calibration_plot(result: Calibration) -> Figure:
     bottom.set_xlabel("judge's confidence in its side, max(p, 1 - p)")
     bottom.set_ylabel("pairs")
     bottom.yaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
+    return figure
+
+
+def policy_evaluation_plot(evaluations: Sequence[tuple[str, EvalPolicyReport]]) -> Figure:
+    """Per evaluation (iteration): the candidate's win rate, the mean reward of both policies and the
+    candidate's KL to the baseline, each with its 95 % interval."""
+    names = [name for name, _ in evaluations]
+    reports = [report for _, report in evaluations]
+    x = np.arange(len(reports))
+    panels = ["win rate"]
+    if any(r.rewards is not None for r in reports):
+        panels.append("reward")
+    if any(r.kl is not None for r in reports):
+        panels.append("kl")
+    figure = _new_figure(4.4 * len(panels) + 0.6, 4.2)
+    axes = figure.subplots(1, len(panels), squeeze=False)[0]
+
+    def errorbar(ax: Any, xs: np.ndarray, figures: Sequence[Any], **style: Any) -> None:
+        means = np.array([f.mean if hasattr(f, "mean") else f.win_rate for f in figures])
+        low = np.array([f.low for f in figures])
+        high = np.array([f.high for f in figures])
+        ax.errorbar(xs, means, yerr=[means - low, high - means], capsize=4, marker="o", **style)
+
+    for ax, panel in zip(axes, panels, strict=True):
+        if panel == "win rate":
+            errorbar(ax, x, [r.overall for r in reports], color="#4c72b0", label="candidate's win rate")
+            ax.axhline(0.5, color="gray", linestyle="--", linewidth=1, label="0.5: no better than the baseline")
+            ax.set_ylim(0, 1)
+            ax.set_ylabel("P(candidate's answer better)")
+            ax.set_title("Win rate against the baseline (95% interval)")
+        elif panel == "reward":
+            scored = [(k, r.rewards) for k, r in enumerate(reports) if r.rewards is not None]
+            xs = np.array([k for k, _ in scored], dtype=float)
+            errorbar(ax, xs - 0.05, [s.baseline for _, s in scored], color="#7f7f7f", label="baseline")
+            errorbar(ax, xs + 0.05, [s.candidate for _, s in scored], color="#dd8452", label="candidate")
+            ax.set_ylabel("mean reward-model score")
+            ax.set_title("Reward of each policy's answers")
+        else:
+            measured = [(k, r.kl) for k, r in enumerate(reports) if r.kl is not None]
+            errorbar(ax, np.array([k for k, _ in measured], dtype=float), [m.per_answer for _, m in measured],
+                     color="#55a868", label="KL(candidate || baseline)")
+            ax.axhline(0.0, color="gray", linestyle="--", linewidth=1)
+            ax.set_ylabel("nats per answer")
+            ax.set_title("KL of the candidate to the baseline")
+        ax.set_xticks(x, names, rotation=20 if len(names) > 4 else 0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     return figure

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,13 +10,17 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from labeler.eval_policy import EVAL_POLICY_JSON
+from labeler.eval_policy import interval as format_interval
 from labeler.records import FLAG_LOW_MASS, FLAG_ORDER_FLIP, SPLITS
 from labeler.report import plots
 from labeler.report.calibration import Calibration, EvalJudgeResult, HumanMatch, calibration
 from labeler.report.collect import PreferenceData, RunData, SFTData
 from labeler.report.metrics import METRICS_FILE, PLOTTED_METRICS, TrainingLog
 from labeler.report.page import Block, Image, Note, Page, Paragraph, Section, Table, fmt
+from labeler.report.policy import Evaluation
 from labeler.store.atomic import atomic_write_bytes
+from labeler.store.manifest import load_manifest
 
 REPORT_DIR = "report"
 EVAL_JUDGE_JSON = "eval_judge.json"
@@ -54,7 +58,8 @@ class Figures:
 # --- sections ---------------------------------------------------------------------------------
 
 
-def run_section(run: RunData) -> Section:
+def run_section(run: RunData, iterations: Sequence[Path] = ()) -> Section:
+    """The run's splits; for an iterated run, each iteration's labels too."""
     manifest = run.manifest
     rows = tuple(
         (name, str(run.tables[name].num_rows), str(len(manifest.splits[name].shards)), manifest.splits[name].status)
@@ -65,6 +70,15 @@ def run_section(run: RunData) -> Section:
         Paragraph(f"Run folder `{run.run_dir.resolve()}`."),
         Table(("split", "rows", "shards", "status"), rows, numeric=(1, 2)),
     ]
+    if iterations:
+        blocks.append(Paragraph(f"The run iterates: each iteration's labels, reward model and policy are in "
+                                f"its own folder. The label sections below show `{run.run_dir.name}`."))
+        iteration_rows = []
+        for folder in iterations:
+            entry = load_manifest(folder).splits.get("preferences")
+            iteration_rows.append((f"`{folder.name}`", "n/a" if entry is None else str(entry.rows),
+                                   "n/a" if entry is None else entry.status))
+        blocks.append(Table(("iteration", "preference pairs", "status"), tuple(iteration_rows), numeric=(1,)))
     incomplete = [name for name in run.tables if manifest.splits[name].status != "complete"]
     if incomplete:
         blocks.append(
@@ -397,3 +411,69 @@ def figures_section(page: Page, figures: Figures) -> Section:
     return Section("Figures", tuple(blocks))
 
 
+
+
+POLICY_EVALUATION_PNG = "policy_evaluation.png"
+POLICY_PLOT_TITLE = "policy win rate, reward and KL"
+
+
+def policy_section(evaluations: Sequence[Evaluation], figures: Figures) -> Section:
+    """The eval-policy reports of the run (one per iteration) side by side, and their figure."""
+    title = "Policy evaluation"
+    if not evaluations:
+        reason = (f"no `{EVAL_POLICY_JSON}` in the run or its iterations (`labeler eval-policy --out`, "
+                  "or `--eval-policy FILE`)")
+        return Section(title, (figures.skip(POLICY_PLOT_TITLE, reason),))
+
+    def interval(figure: Any, percent: bool = False) -> str:
+        value = figure.win_rate if hasattr(figure, "win_rate") else figure.mean
+        return format_interval(value, figure.low, figure.high, percent=percent)
+
+    rows = []
+    for evaluation in evaluations:
+        r = evaluation.report
+        rows.append((
+            evaluation.name,
+            f"`{r.candidate}` vs `{r.baseline}`",
+            str(r.overall.n),
+            interval(r.overall, percent=True),
+            f"{r.overall.wins} / {r.overall.ties} / {r.overall.losses}",
+            "n/a" if r.rewards is None else f"{r.rewards.baseline.mean:.3f} → {r.rewards.candidate.mean:.3f}",
+            "n/a" if r.rewards is None else interval(r.rewards.difference),
+            "n/a" if r.kl is None else interval(r.kl.per_answer),
+            f"{r.lengths.baseline_tokens.mean:.1f} → {r.lengths.candidate_tokens.mean:.1f}",
+        ))  # fmt: skip
+    blocks: list[Block] = [
+        Paragraph(
+            "Each row is one `labeler eval-policy` run: both policies answer the held-out prompts, the judge compares "
+            "every pair in both orders under each principle, and the win rate is the mean P(candidate's answer "
+            "better) with its 95% bootstrap interval over prompts (0.5: no better than the baseline). Reward is the "
+            "reward model's mean score of each policy's answers; KL is log p_candidate − log p_baseline summed over "
+            "the candidate's own answers (nats per answer)."
+        ),
+        Table(
+            ("evaluation", "policies", "prompts", "win rate [95%]", "wins / ties / losses", "reward",
+             "reward difference [95%]", "KL per answer [95%]", "answer tokens"),
+            tuple(rows),
+            numeric=(2, 3, 5, 6, 7, 8),
+        ),
+    ]
+    last = evaluations[-1].report
+    if len(last.principles) > 1 or last.groups:
+        blocks.append(Paragraph(f"Win rate of {evaluations[-1].name} per principle and per group:"))
+        parts = [(f"principle `{k}`", v) for k, v in last.principles.items()]
+        parts += [(f"{last.group_by} = {k}", v) for k, v in last.groups.items()]
+        blocks.append(Table(("", "prompts", "win rate [95%]"),
+                            tuple((name, str(w.n), interval(w, percent=True)) for name, w in parts),
+                            numeric=(1, 2)))
+    blocks.append(
+        figures.draw(
+            POLICY_EVALUATION_PNG,
+            POLICY_PLOT_TITLE,
+            "Per evaluation (iteration): the candidate's win rate against the baseline, the mean reward of both "
+            "policies' answers, and the candidate's KL to the baseline, with 95% intervals.",
+            plots.policy_evaluation_plot,
+            [(e.name, e.report) for e in evaluations],
+        )
+    )
+    return Section(title, tuple(blocks))
