@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 SOURCE_EVAL = "eval_policy"
+EVAL_POLICY_JSON = "eval-policy.json"  # where a run keeps an evaluation (each iteration its own)
 ROLES = ("baseline", "candidate")
 Role = Literal["baseline", "candidate"]
 
@@ -227,6 +228,9 @@ def check_eval_policy(config: EvalPolicyConfig, *, candidate_ready: bool = True)
     `candidate_ready=False` leaves out the candidate and the reward model (in a pipeline, stages before the
     evaluation train them); the plan then names the baseline in their place.
     """
+    if config.judge.data_parallel_size > 1:
+        raise InputError("eval-policy runs one engine at a time; leave out --data-parallel-size",
+                         where="--data-parallel-size")
     constitution = load_constitution(config.constitution)
     questions = constitution.for_stage("judge")
     salmon = not questions

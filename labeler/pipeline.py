@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from labeler.config_files import read_yaml_mapping
 from labeler.engine import EngineConfig, GenerationParams
 from labeler.errors import InputError, InputErrors
-from labeler.eval_policy import EvalPolicyConfig
+from labeler.eval_policy import EVAL_POLICY_JSON, EvalPolicyConfig
 from labeler.inputs import check_input_file
 from labeler.ppo.config import PPOConfig
 from labeler.rm.config import RMTrainConfig
@@ -248,6 +248,8 @@ def check_pipeline(config: RunConfig) -> None:
 
     try:
         check_input_file(config.prompts, where="key prompts")
+        if config.eval_prompts is not None:
+            check_input_file(config.eval_prompts, where="key eval_prompts")
         s = config.stages
         if s.revise is not None:
             check_revise(revise_config(config))
@@ -285,7 +287,12 @@ def _check_evaluation(config: RunConfig, k: int) -> None:
 
     evaluation = eval_config(config, k)
     if k == 1:
-        check_eval_policy(evaluation, candidate_ready=False)
+        try:
+            check_eval_policy(evaluation, candidate_ready=False)
+        except InputError as exc:  # its --prompts are the run's eval_prompts
+            if exc.where != "--prompts":
+                raise
+            raise InputError(exc.message, file=exc.file, line=exc.line, where="key eval_prompts") from None
     finished_evaluation(evaluation)
 
 
@@ -322,6 +329,9 @@ def device_plan(config: RunConfig) -> list[str]:
         lines.append("train_rm: one process here; `accelerate launch -m labeler train-rm` for one per GPU")
     if s.ppo is not None:
         lines.append("ppo: one process")
+    if s.iterations is not None:
+        lines.append(f"iterations: {s.iterations} x (label, train_rm, ppo, eval-policy: judge and both policies "
+                     f"{config.engine.model}, 1 replica)")
     return lines
 
 
@@ -392,8 +402,6 @@ def _run_iterations(config: RunConfig, result: RunResult) -> None:
 
 # --- iterations ------------------------------------------------------------------------------------
 
-EVAL_POLICY_JSON = "eval-policy.json"
-
 
 def iteration_numbers(config: RunConfig) -> range:
     """1..N with `stages.iterations: N`; just 1 (the run folder itself) without."""
@@ -458,7 +466,7 @@ def eval_config(config: RunConfig, k: int) -> EvalPolicyConfig:
         candidate=iteration_policy(config, k + 1).spec,
         prompts=config.eval_prompts,
         constitution=config.constitution,
-        judge=config.engine,
+        judge=config.engine.model_copy(update={"data_parallel_size": 1}),  # one replica evaluates
         reward_model=str(folder / "rm"),
         templates=config.templates,
         seed=config.seed,
