@@ -120,6 +120,10 @@ def run_config(folder: Path, **overrides: object) -> Path:
     return path
 
 
+# A run that closes the loop (stages.iterations needs label, train_rm, ppo and eval_prompts).
+LOOP_STAGES: dict[str, object] = {"label": {"pairs": "prompts"}, "train_rm": {}, "ppo": {}, "iterations": 2}
+
+
 # --- the table ----------------------------------------------------------------------------------------
 
 
@@ -291,6 +295,52 @@ CASES = [
     Case("train-rm/constitution-without-salmon", lambda d: ["train-rm", "--data", str(preference_run(d)), "--out",
          str(d / "rm"), "--principle-conditioned", "--constitution", str(_file(d / "j.yaml",
          "name: j\nprinciples:\n  - id: j\n    judge: Which?\n"))], lambda d: [str(d / "j.yaml"), "salmon"]),
+    # eval-policy, and the iterations of `labeler run`
+    Case("eval-policy/missing-prompts", lambda d: ["eval-policy", "--baseline", "default", "--candidate", "default",
+         "--prompts", str(d / "nowhere.jsonl"), "--constitution", str(HARMLESS)], lambda d: [str(d / "nowhere.jsonl")]),
+    Case("eval-policy/empty-prompts", lambda d: ["eval-policy", "--baseline", "default", "--candidate", "default",
+         "--prompts", str(empty_file(d, "p.jsonl")), "--constitution", str(HARMLESS)], lambda d: [str(d / "p.jsonl")]),
+    Case("eval-policy/unknown-candidate-path", lambda d: ["eval-policy", "--baseline", "default", "--candidate",
+         str(d / "nowhere"), "--prompts", str(prompts_file(d)), "--constitution", str(HARMLESS)],
+         lambda d: [str(d / "nowhere"), "--candidate"]),
+    Case("eval-policy/empty-baseline-folder", lambda d: ["eval-policy", "--baseline", str(_mkdir(d / "m")),
+         "--candidate", "default", "--prompts", str(prompts_file(d)), "--constitution", str(HARMLESS)],
+         lambda d: [str(d / "m"), "--baseline"]),
+    Case("eval-policy/causal-lm-as-reward-model", lambda d: ["eval-policy", "--baseline", "default", "--candidate",
+         "default", "--prompts", str(prompts_file(d)), "--constitution", str(HARMLESS), "--reward-model",
+         str(Path.home() / ".cache/labeler/models/SmolLM2-135M-Instruct")],
+         same("not a reward model", "--reward-model")),
+    Case("eval-policy/principle-bogus", lambda d: ["eval-policy", "--baseline", "default", "--candidate", "default",
+         "--prompts", str(prompts_file(d)), "--constitution", str(HARMLESS), "--principle", "bogus"],
+         same("bogus", "--principle")),
+    Case("eval-policy/missing-group-column", lambda d: ["eval-policy", "--baseline", "default", "--candidate",
+         "default", "--prompts", str(prompts_file(d)), "--constitution", str(HARMLESS), "--group-by", "topic"],
+         lambda d: [f"{d / 'prompts.jsonl'}:1", "topic"]),
+    Case("eval-policy/out-is-a-folder", lambda d: ["eval-policy", "--baseline", "default", "--candidate", "default",
+         "--prompts", str(prompts_file(d)), "--constitution", str(HARMLESS), "--out", str(_mkdir(d / "o"))],
+         same("--out")),
+    Case("eval-policy/data-parallel", lambda d: ["eval-policy", "--baseline", "default", "--candidate", "default",
+         "--prompts", str(prompts_file(d)), "--constitution", str(HARMLESS), "--data-parallel-size", "2"],
+         same("--data-parallel-size")),
+    Case("run/iterations-below-one", lambda d: ["run", str(run_config(d, eval_prompts=str(prompts_file(d)),
+         stages=LOOP_STAGES | {"iterations": 0}))], same("stages.iterations")),
+    Case("run/iterations-without-eval-prompts", lambda d: ["run", str(run_config(d, stages=LOOP_STAGES))],
+         same("eval_prompts")),
+    Case("run/iterations-without-ppo", lambda d: ["run", str(run_config(d, eval_prompts=str(prompts_file(d)),
+         stages={**LOOP_STAGES, "ppo": None}))], same("stages.ppo is off")),
+    Case("run/missing-eval-prompts", lambda d: ["run", str(run_config(d, eval_prompts=str(d / "held-out.jsonl"),
+         stages=LOOP_STAGES))], lambda d: [str(d / "held-out.jsonl"), "eval_prompts"]),
+    Case("run/empty-eval-prompts", lambda d: ["run", str(run_config(d, eval_prompts=str(empty_file(d, "e.jsonl")),
+         stages=LOOP_STAGES))], lambda d: [str(d / "e.jsonl"), "eval_prompts"]),
+    Case("run/eval-principle-bogus", lambda d: ["run", str(run_config(d, eval_prompts=str(prompts_file(d)),
+         stages=LOOP_STAGES | {"eval": {"principles": ["bogus"]}}))], same("bogus", "stages.eval.principles")),
+    Case("validate/eval-sampling-unknown-key", lambda d: ["validate", str(run_config(d,
+         eval_prompts=str(prompts_file(d)), stages=LOOP_STAGES | {"eval": {"sampling": {"temp": 1}}}))],
+         same("stages.eval.sampling.temp")),
+    Case("report/not-an-eval-policy-report", lambda d: ["report", str(preference_run(d)), "--eval-policy",
+         str(_file(d / "e.json", "{}"))], lambda d: [str(d / "e.json"), "not an eval-policy report"]),
+    Case("ppo/vllm-rollouts-without-lora", lambda d: ["ppo", "--prompts", str(prompts_file(d)), "--reward-rule",
+         "word:no", "--out", str(d / "out"), "--rollout-engine", "vllm", "--no-lora"], same("--rollout-engine")),
     # Cases that already passed before: still in the table
     Case("label/bad-pairs-row", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs", str(pairs_file(d,
          '{"prompt": "x", "response_a": 3, "response_b": "y"}\n')), "--out", str(d / "out")],
@@ -393,8 +443,8 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome | No
 
 def test_the_table_covers_every_command_and_enough_cases() -> None:
     commands = {case.id.split("/")[0] for case in CASES}
-    expected = {"model-prepare", "validate", "generate", "revise", "label", "eval-judge", "merge", "train-rm",
-                "score-rm", "ppo", "report", "run"}  # fmt: skip
+    expected = {"model-prepare", "validate", "generate", "revise", "label", "eval-judge", "eval-policy", "merge",
+                "train-rm", "score-rm", "ppo", "report", "run"}  # fmt: skip
     assert expected <= commands and len(CASES) >= 45
     assert len({case.id for case in CASES}) == len(CASES)
 

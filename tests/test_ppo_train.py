@@ -259,6 +259,61 @@ def test_a_trained_adapter_is_its_own_reference(learning_run: Run, prompts_file:
     assert any(not torch.equal(before[key], after[key]) for key in before)
 
 
+class SaysNoJudge:
+    """A judge that sees the rule the learning run was trained towards: the reply saying "no" more often
+    is the better one (P = sigmoid of 4 x the difference in counts). It wraps the real engine the
+    baseline samples with, so everything but the choice is the real thing."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine, self.name, self.model_id = engine, "says-no", "says-no-judge"
+        self.max_model_len = engine.max_model_len
+        self.prompt_lengths, self.generate = engine.prompt_lengths, engine.generate
+
+    def choice_logprobs(self, requests: Any, choices: Any) -> list[Any]:
+        import re
+
+        from labeler.engine import ChoiceScores
+
+        scores = []
+        for request in requests:
+            text = request.messages[-1].content
+            a, b = re.search(r"\n\(A\)\n(.*?)\n\n\(B\)\n(.*?)\n\n", text, re.DOTALL).groups()  # type: ignore[union-attr]
+            count_a, count_b = (WordReward("no")([[]], [reply])[0] for reply in (a, b))
+            logit = 4.0 * (count_a - count_b)
+            scores.append(ChoiceScores((-math.log1p(math.exp(-logit)), -math.log1p(math.exp(logit)))))
+        return scores
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.slow
+def test_eval_policy_finds_the_trained_policy_winning_with_a_judge_that_sees_its_rule(
+    learning_run: Run, embedded_model: Path, prompts_file: Path, hf_engine: Any, tmp_path: Path
+) -> None:
+    """The demonstration: a policy PPO trained towards saying "no" beats its start, interval and all,
+    before a judge that prefers "no"; its KL to the start is positive; the report holds every prompt."""
+    from labeler.engine import EngineConfig
+    from labeler.eval_policy import EvalPolicyConfig, eval_policy
+
+    constitution = tmp_path / "no.yaml"
+    constitution.write_text("name: no\nversion: 1\nprinciples:\n  - id: says-no\n    judge: Which reply says no?\n")
+    config = EvalPolicyConfig(
+        baseline=str(embedded_model), candidate=str(learning_run.out), prompts=prompts_file,
+        constitution=constitution, judge=EngineConfig(name="hf", model=str(embedded_model), dtype="float32"),
+        sampling={"temperature": 1.0, "top_p": 1.0, "max_tokens": LEARNING["max_new_tokens"]},
+        out=tmp_path / "eval.json", quiet=True,
+    )  # fmt: skip
+    report = eval_policy(config, judge=SaysNoJudge(hf_engine), baseline=hf_engine)
+    print(f"trained towards 'no' against its start: win rate {report.overall.win_rate:.3f} "
+          f"[{report.overall.low:.3f}, {report.overall.high:.3f}]; KL {report.kl.per_answer.mean:.3f}")
+    assert report.candidate == f"{learning_run.out.name}/{learning_run.last_checkpoint.name}"
+    assert report.overall.n == len(QUESTIONS)
+    assert report.overall.low > 0.5, report.overall
+    assert report.kl is not None and report.kl.per_answer.mean > 0.1
+    assert (tmp_path / "eval.json").is_file()
+
+
 # ---------------------------------------------------------------------------------------------------
 # Rollouts, resuming, the CLI
 # ---------------------------------------------------------------------------------------------------
