@@ -245,7 +245,7 @@ def check_eval_policy(config: EvalPolicyConfig, *, candidate_ready: bool = True)
             raise InputError(
                 f"no {'definition' if salmon else 'judge question'} for principle(s) {', '.join(unknown)} in "
                 f"{config.constitution} (it has {', '.join(known)})",
-                where="--principles",
+                where="--principle",
             )
         available = tuple(known[pid] for pid in dict.fromkeys(config.principles))
     templates = Templates.load(config.templates)
