@@ -297,7 +297,7 @@ def test_eval_policy_finds_the_trained_policy_winning_with_a_judge_that_sees_its
     from labeler.eval_policy import EvalPolicyConfig, eval_policy
 
     constitution = tmp_path / "no.yaml"
-    constitution.write_text("name: says-no\nversion: 1\nprinciples:\n  - id: says-no\n    judge: Which reply says no?\n")
+    constitution.write_text("name: says-no\nversion: 1\nprinciples:\n  - id: says-no\n    judge: Which says no?\n")
     config = EvalPolicyConfig(
         baseline=str(embedded_model), candidate=str(learning_run.out), prompts=prompts_file,
         constitution=constitution, judge=EngineConfig(name="hf", model=str(embedded_model), dtype="float32"),
