@@ -1,7 +1,7 @@
 """The `labeler` command line: each command parses options, loads one config, calls one library function.
 
 Exit codes: 0 on success, 2 on bad input (the message names the file and line/principle/field),
-1 on other failures.
+1 on other failures (an engine whose servers keep failing says so in one message).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from rich.console import Console
 
 from pydantic import ValidationError
 
-from labeler.errors import InputError
+from labeler.errors import EngineError, InputError
 
 app = typer.Typer(
     name="labeler",
@@ -59,6 +59,10 @@ def main(argv: list[str] | None = None) -> None:
             where = ".".join(str(p) for p in problem["loc"]) or exc.title
             err.print(f"[bold red]error:[/] {where}: {problem['msg']} (got {problem.get('input')!r})", highlight=False)
         sys.exit(2)
+    except EngineError as exc:  # servers failing past the retry budget: records written so far are kept
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print("The records written so far are kept: run the same command again to resume.", highlight=False)
+        sys.exit(1)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)

@@ -124,6 +124,8 @@ def load_run_config(path: Path) -> RunConfig:
         raise InputError("a run config is a YAML mapping", file=path)
     try:
         config = RunConfig.model_validate(data)
+    except InputError as exc:  # a validator that names the option itself (engine server settings)
+        raise InputError(exc.message, file=path, where=exc.where) from exc
     except ValidationError as exc:
         raise InputErrors(
             [

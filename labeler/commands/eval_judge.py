@@ -8,7 +8,16 @@ from typing import Annotated
 import typer
 
 from labeler.cli import app
-from labeler.cli_options import DtypeOpt, EngineOpt, QuietOpt, SeedOpt
+from labeler.cli_options import (
+    ApiKeyEnvOpt,
+    BaseUrlOpt,
+    ChoiceMethodOpt,
+    DtypeOpt,
+    EngineOpt,
+    QuietOpt,
+    SeedOpt,
+    engine_config,
+)
 
 
 @app.command("eval-judge")
@@ -19,9 +28,14 @@ def eval_judge_command(
     group_by: Annotated[
         str | None, typer.Option("--group-by", help="Column to report agreement per value of (e.g. category).")
     ] = None,
-    judge_model: Annotated[str, typer.Option(help="Judge model folder, or 'default' (embedded model).")] = "default",
+    judge_model: Annotated[
+        str, typer.Option(help="Judge model folder, or 'default' (embedded model); with --engine openai, its served name.")
+    ] = "default",
     engine: EngineOpt = "vllm",
     dtype: DtypeOpt = "auto",
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = None,
+    choice_method: ChoiceMethodOpt = None,
     constitution: Annotated[
         Path | None,
         typer.Option(help="Constitution whose judge questions are asked (default: constitutions/helpful-honest.yaml)."),
@@ -38,7 +52,6 @@ def eval_judge_command(
     """Judge human-labelled pairs in both orders; print agreement, position bias and calibration."""
     from rich.console import Console
 
-    from labeler.engine import EngineConfig
     from labeler.eval_judge import DEFAULT_CONSTITUTION, EvalJudgeConfig, eval_judge, report_tables
     from labeler.stages.judge import JudgeOptions
 
@@ -46,7 +59,7 @@ def eval_judge_command(
         pairs=pairs,
         group_by=group_by,
         constitution=constitution or DEFAULT_CONSTITUTION,
-        judge=EngineConfig(name=engine, model=judge_model, dtype=dtype),  # type: ignore[arg-type]
+        judge=engine_config(engine, judge_model, dtype, base_url, api_key_env, choice_method),
         options=JudgeOptions(principles=principles, cot=cot, cot_max_tokens=cot_max_tokens, seed=seed),
         templates=templates,
         batch_size=batch_size,

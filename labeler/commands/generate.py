@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from labeler.cli import app
-from labeler.cli_options import DtypeOpt, EngineOpt, LimitOpt, ModelOpt, SeedOpt
+from labeler.cli_options import ApiKeyEnvOpt, BaseUrlOpt, DtypeOpt, EngineOpt, LimitOpt, ModelOpt, SeedOpt, engine_config
 
 
 @app.command("generate")
@@ -17,6 +17,8 @@ def generate_command(
     engine: EngineOpt = "vllm",
     model: ModelOpt = "default",
     dtype: DtypeOpt = "auto",
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = None,
     max_tokens: Annotated[int, typer.Option(help="Most new tokens per answer.")] = 128,
     temperature: Annotated[float, typer.Option(help="0 for greedy decoding.")] = 0.0,
     seed: SeedOpt = 0,
@@ -24,12 +26,12 @@ def generate_command(
     out: Annotated[Path | None, typer.Option(help="Also write the answers as JSONL here.")] = None,
 ) -> None:
     """Answer each prompt once (a quick check that a model and engine work)."""
-    from labeler.engine import EngineConfig, GenerationParams
+    from labeler.engine import GenerationParams
     from labeler.generate import GenerateConfig, answer_prompts
 
     config = GenerateConfig(
         prompts=prompts,
-        engine=EngineConfig(name=engine, model=model, dtype=dtype),  # type: ignore[arg-type]
+        engine=engine_config(engine, model, dtype, base_url, api_key_env),
         sampling=GenerationParams(temperature=temperature, max_tokens=max_tokens, seed=seed),
         limit=limit,
         out=out,

@@ -9,6 +9,9 @@ import typer
 
 from labeler.cli import app
 from labeler.cli_options import (
+    ApiKeyEnvOpt,
+    BaseUrlOpt,
+    ChoiceMethodOpt,
     DtypeOpt,
     EngineOpt,
     LimitOpt,
@@ -19,6 +22,7 @@ from labeler.cli_options import (
     SeedOpt,
     ShardIndexOpt,
     TemplatesOpt,
+    engine_config,
 )
 
 
@@ -29,12 +33,17 @@ def label_command(
     prompts: Annotated[Path | None, typer.Option(help="Prompts: two policy samples per prompt form a pair.")] = None,
     pairs: Annotated[Path | None, typer.Option(help="File of prompt, response_a, response_b.")] = None,
     pairs_from: Annotated[Path | None, typer.Option(help="A revise run: initial response vs final revision.")] = None,
-    judge_model: Annotated[str, typer.Option(help="Judge model folder, or 'default' (embedded model).")] = "default",
+    judge_model: Annotated[
+        str, typer.Option(help="Judge model folder, or 'default' (embedded model); with --engine openai, its served name.")
+    ] = "default",
     policy_model: Annotated[
         str | None, typer.Option(help="Policy model for --prompts (default: the judge model).")
     ] = None,
     engine: EngineOpt = "vllm",
     dtype: DtypeOpt = "auto",
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = None,
+    choice_method: ChoiceMethodOpt = None,
     principles: Annotated[str, typer.Option(help="'sample:K' principles per pair (seeded) or 'all'.")] = "sample:1",
     cot: Annotated[bool, typer.Option(help="Generate a rationale before the choice.")] = False,
     cot_max_tokens: Annotated[int, typer.Option(help="Longest rationale in tokens.")] = 128,
@@ -55,7 +64,7 @@ def label_command(
     ray: RayOpt = None,
 ) -> None:
     """Judge pairs in both orders; write soft labels, per-principle scores and flags."""
-    from labeler.engine import EngineConfig, GenerationParams
+    from labeler.engine import GenerationParams
     from labeler.errors import InputError
     from labeler.stages.common import WorkSelection
     from labeler.stages.judge import JudgeOptions
@@ -69,7 +78,7 @@ def label_command(
         except ValueError:
             raise InputError(f"expected LOW,HIGH such as 0.4,0.6, got {cot_clamp!r}", where="--cot-clamp") from None
         clamp = (low, high)
-    judge = EngineConfig(name=engine, model=judge_model, dtype=dtype)  # type: ignore[arg-type]
+    judge = engine_config(engine, judge_model, dtype, base_url, api_key_env, choice_method)
     config = LabelConfig(
         constitution=constitution,
         out=out,

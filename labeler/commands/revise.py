@@ -9,6 +9,8 @@ import typer
 
 from labeler.cli import app
 from labeler.cli_options import (
+    ApiKeyEnvOpt,
+    BaseUrlOpt,
     DtypeOpt,
     EngineOpt,
     LimitOpt,
@@ -20,6 +22,7 @@ from labeler.cli_options import (
     SeedOpt,
     ShardIndexOpt,
     TemplatesOpt,
+    engine_config,
 )
 
 
@@ -32,6 +35,8 @@ def revise_command(
     model: ModelOpt = "default",
     engine: EngineOpt = "vllm",
     dtype: DtypeOpt = "auto",
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = None,
     seed: SeedOpt = 0,
     limit: LimitOpt = None,
     batch_size: Annotated[int, typer.Option(help="Prompts per engine call and per shard.")] = 64,
@@ -45,7 +50,7 @@ def revise_command(
     ray: RayOpt = None,
 ) -> None:
     """Critique and revise responses against sampled principles; write the SFT split (SL-CAI data)."""
-    from labeler.engine import EngineConfig, GenerationParams
+    from labeler.engine import GenerationParams
     from labeler.stages.common import WorkSelection
     from labeler.ray_runner import run_stage
     from labeler.stages.revise import ReviseConfig
@@ -55,7 +60,7 @@ def revise_command(
         prompts=prompts,
         out=out,
         rounds=rounds,
-        engine=EngineConfig(name=engine, model=model, dtype=dtype),  # type: ignore[arg-type]
+        engine=engine_config(engine, model, dtype, base_url, api_key_env),
         sampling=GenerationParams(temperature=temperature, top_p=0.95, max_tokens=max_tokens),
         seed=seed,
         templates=templates,

@@ -16,7 +16,8 @@ class LazyEngine:
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
         self.name = config.name
-        self.model_id = str(resolve_model(config.model))
+        # A server's model is a name it serves, not a folder here.
+        self.model_id = config.model if config.name == "openai" else str(resolve_model(config.model))
         self._engine: Engine | None = None
 
     @property
@@ -31,6 +32,13 @@ class LazyEngine:
     @property
     def max_model_len(self) -> int:  # type: ignore[override]
         return self._get().max_model_len
+
+    @property
+    def choice_method(self) -> str:
+        """What the engine scores choices with (see `labeler.engine.choice_method_of`); opens it."""
+        from labeler.engine import choice_method_of
+
+        return choice_method_of(self._get())
 
     def prompt_lengths(self, conversations: Sequence[Conversation]) -> list[int]:
         return self._get().prompt_lengths(conversations)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from labeler.engine import Engine, EngineConfig, open_engine
+from labeler.engine import Engine, EngineConfig, choice_method_of, open_engine
 from labeler.engine.dtype import resolve_dtype
 
 # Config keys that never change the records a stage writes: where they go, how they are batched,
@@ -63,12 +63,19 @@ def engine_for(config: EngineConfig, engine: Engine | None) -> Iterator[Engine]:
 
 
 def model_label(engine: Engine) -> str:
-    """The id recorded in datasets: the model folder's name (paths differ between machines)."""
+    """The id recorded in datasets: the model folder's name (paths differ between machines), or the
+    name a server serves the model under (such as org/model), whole."""
+    if engine.name == "openai":
+        return engine.model_id
     return Path(engine.model_id).name
 
 
-def fingerprint_config(config: BaseModel) -> dict[str, Any]:
-    """The config as the fingerprint sees it (work-selection and engine-runtime keys left out)."""
+def fingerprint_config(config: BaseModel, engines: Mapping[str, Engine | None] | None = None) -> dict[str, Any]:
+    """The config as the fingerprint sees it (work-selection and engine-runtime keys left out).
+
+    `engines` holds the open engines by config key ("judge", "policy", "engine"): an openai judge
+    records the choice method it settled on when it opened (what `auto` resolved to).
+    """
     data = config.model_dump(mode="json")
     for key in NOT_FINGERPRINTED:
         data.pop(key, None)
@@ -77,12 +84,29 @@ def fingerprint_config(config: BaseModel) -> dict[str, Any]:
         data.update({k: v for k, v in work.items() if k not in NOT_FINGERPRINTED})
     for key in ("engine", "judge", "policy"):
         engine = data.get(key)
-        if isinstance(engine, dict):
-            # Which model and how it computes change records; where its threads run does not.
-            kept = {k: engine[k] for k in ("name", "model", "dtype") if k in engine}
-            if kept.get("dtype") == "auto":
-                # What auto means depends on the machine (bfloat16 on a GPU, float32 on most CPUs): record
-                # what it resolves to where the stage runs, so parts computed in different dtypes never merge.
-                kept["dtype"] = resolve_dtype("auto")
+        if not isinstance(engine, dict):
+            continue
+        if engine.get("name") == "openai":
+            # The served model and, for a judge, how its choice probabilities were read change records;
+            # where the servers run, how many, and the key do not (nor is the key ever in a config).
+            kept = {"name": "openai", "model": engine["model"]}
+            if key == "judge":
+                kept["choice_method"] = _resolved_choice_method(engine["choice_method"], (engines or {}).get(key))
             data[key] = kept
+            continue
+        # Which model and how it computes change records; where its threads run does not.
+        kept = {k: engine[k] for k in ("name", "model", "dtype") if k in engine}
+        if kept.get("dtype") == "auto":
+            # What auto means depends on the machine (bfloat16 on a GPU, float32 on most CPUs): record
+            # what it resolves to where the stage runs, so parts computed in different dtypes never merge.
+            kept["dtype"] = resolve_dtype("auto")
+        data[key] = kept
     return data
+
+
+def _resolved_choice_method(setting: str, engine: Engine | None) -> str:
+    if setting != "auto":
+        return setting
+    if engine is None:
+        raise ValueError("choice_method 'auto' is known only once the judge engine is open: pass it in `engines`")
+    return choice_method_of(engine)

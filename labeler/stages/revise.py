@@ -82,7 +82,7 @@ def revise(config: ReviseConfig, engine: Engine | None = None) -> ReviseResult:
     total = sum(1 for _ in _selected(config))  # reads every row once: bad input fails before a model loads
     with engine_for(config.engine, engine) as engine:
         fingerprint = make_fingerprint(
-            config=fingerprint_config(config),
+            config=fingerprint_config(config, {"engine": engine}),
             models={"policy": model_label(engine)},
             constitution_sha256=constitution.sha256(),
             template_sha256s={k: v for k, v in templates.sha256().items() if k in ("critique", "revision")},
