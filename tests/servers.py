@@ -100,7 +100,10 @@ class VLLMServer:
         raise RuntimeError(f"the vLLM server did not answer within {timeout:.0f} s:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        """The log's error lines (vLLM reports a child's root cause far above the end), then its last lines."""
+        text = self.log.read_text(errors="replace").splitlines()
+        errors = [line for line in text[:-lines] if "Error" in line and 'File "' not in line]
+        return "\n".join([*errors[-10:], "...", *text[-lines:]])
 
     def stop(self) -> None:
         # The whole group at once: the engine's child processes outlive a terminated parent, and a test

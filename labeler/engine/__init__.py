@@ -103,7 +103,12 @@ class EngineConfig(BaseModel):
         "judge's answer prefix (vLLM); first_token_topk: the judge is asked for a one-letter reply and the "
         "first token's top log-probabilities are read; auto: continue_prefix when every server is vLLM.",
     )
-    concurrency: int = Field(8, ge=1, description="openai: requests in flight per server.")
+    concurrency: int = Field(
+        32,
+        ge=1,
+        description="openai: requests in flight per server (a vLLM server batches whatever is in flight; "
+        "lower it for rate-limited hosted APIs).",
+    )
     request_timeout: float = Field(120.0, gt=0, description="openai: seconds before a request counts as failed.")
     max_retries: int = Field(
         6, ge=0, description="openai: retries of one request (on any server) before the command stops."
