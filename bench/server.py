@@ -2,25 +2,28 @@
 
 Pairs: the human-labelled pairs of data/human_pairs.jsonl (28; `--pairs` takes fewer), each judged in
 both orders under `--principles` of constitutions/helpful-honest.yaml, through `judge_pairs`: the label
-path, from rendering to soft labels. Figures, in judged pairs per second:
+path, from rendering to soft labels. Two phases, each timing two setups in alternating rounds (the
+best round of each counts), so each ratio compares figures taken side by side:
 
-- offline: the vllm engine (float32, 32-token KV blocks, prefix cache on);
-- one server: the openai engine against one `python -m vllm.entrypoints.openai.api_server` of the
-  same model with the same settings, on the same cores (target: >= 0.8x offline);
-- two servers: two such servers, each bound to its half of the cores, behind one openai engine. Where
-  one server already keeps every core busy this shows what splitting the machine costs or saves; on a
-  cluster each server has its own GPU, and the requests simply spread over them.
+1. offline vLLM engine (float32, 32-token KV blocks, prefix cache on) against the openai engine on one
+   `python -m vllm.entrypoints.openai.api_server` of the same model and settings on the same cores
+   (target: >= 0.8x);
+2. the offline engine closed, two such servers each bound to half the cores: the openai engine on
+   one of them against the openai engine on both, which is how throughput grows with servers (on a
+   cluster, each server has its own GPU).
 
-Every prefix cache is emptied before every timed run: the offline engine's directly, the servers'
-through POST /reset_prefix_cache (vLLM's dev mode, which this script turns on for its own servers).
-Offline and server runs alternate for `--rounds` rounds; the best round of each is reported.
+At most two vLLM instances run at a time (a shared 24 GiB machine holds them). Every prefix cache is
+emptied before every timed run: the offline engine's directly, the servers' through POST
+/reset_prefix_cache (vLLM's dev mode, which this script turns on for its own servers).
 
     .venv/bin/python bench/server.py           # full size (several minutes: three servers start)
     .venv/bin/python bench/server.py --smoke   # 3 pairs, one round
 
-`--base-url` (with `--served-name`, `--api-key-env`) measures servers that are already running instead
-of starting any; the smoke test passes its session server (twice, for the two-server path). The
-machine is shared and noisy: compare the ratios of one run, never absolute numbers across runs.
+`--base-url` (with `--served-name`, `--api-key-env`) measures servers that are already running
+instead of starting any (two of them for phase 2; one is listed twice when only one is given, which
+exercises the code path and measures nothing). The smoke test passes its session server and
+offline engine. The machine is shared and noisy: compare the ratios of one run, never absolute
+numbers across runs.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,21 +48,21 @@ SERVER_FLAGS = ("--max-num-batched-tokens", "8192", "--no-enable-chunked-prefill
 
 @dataclass(frozen=True)
 class Figures:
-    """Judged pairs per second, best round; each server figure with the offline one measured alongside."""
+    """Judged pairs per second, best round; each pair of figures measured side by side."""
 
     pairs: int
-    offline_one: float
-    one_server: float
-    offline_two: float
-    two_servers: float
+    offline: float  # phase 1
+    one_server: float  # phase 1: one server on every core
+    half_server: float  # phase 2: one server on half the cores
+    two_servers: float  # phase 2: two such servers
 
     @property
     def one_server_ratio(self) -> float:
-        return self.one_server / self.offline_one
+        return self.one_server / self.offline
 
     @property
     def two_server_ratio(self) -> float:
-        return self.two_servers / self.one_server
+        return self.two_servers / self.half_server
 
 
 def make_pairs(n: int) -> list[Any]:
@@ -69,24 +73,18 @@ def make_pairs(n: int) -> list[Any]:
     return [make_pair(list(h.prompt), h.chosen, h.rejected, SOURCE_FILE) for h in human]
 
 
-def reset_offline_cache(engine: Any) -> None:
-    engine._llm.reset_prefix_cache()  # the vLLM `LLM` under labeler's engine
-
-
-def reset_server_caches(urls: Sequence[str], api_key: str | None) -> bool:
-    """Empty each server's prefix cache; False where a server does not offer it (not in dev mode)."""
+def reset_server_caches(urls: Sequence[str], api_key: str | None) -> None:
+    """Empty each server's prefix cache, or say that one keeps it (a server not in dev mode)."""
     import httpx
 
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    done = True
     for url in dict.fromkeys(urls):
         root = url.rstrip("/").removesuffix("/v1")
         answer = httpx.post(f"{root}/reset_prefix_cache", headers=headers, timeout=60)
         if answer.status_code == 404:
-            done = False
+            print(f"  ({root} offers no /reset_prefix_cache: its prefix cache stays warm)", flush=True)
         else:
             answer.raise_for_status()
-    return done
 
 
 def timed_judging(engine: Any, pairs: Sequence[Any], principles: str) -> float:
@@ -104,43 +102,45 @@ def timed_judging(engine: Any, pairs: Sequence[Any], principles: str) -> float:
     return seconds
 
 
-def server_config(urls: Sequence[str], served_name: str, key_env: str | None, concurrency: int) -> Any:
-    from labeler.engine import EngineConfig
+@dataclass(frozen=True)
+class Setup:
+    """One thing to time: an open engine, and how to empty its prefix cache first."""
 
-    return EngineConfig(name="openai", model=served_name, base_urls=tuple(urls), api_key_env=key_env,
-                        concurrency=concurrency)
+    name: str
+    engine: Any
+    reset: Callable[[], None]
 
 
-def compare(offline: Any, urls: Sequence[str], pairs: Sequence[Any], args: argparse.Namespace, label: str,
-            key_env: str | None, served_name: str) -> tuple[float, float]:
-    """Best judged pairs/s of the offline engine and of the openai engine on `urls`, alternating rounds."""
-    from labeler.engine import api_key_from_env, open_engine
+def alternate(first: Setup, second: Setup, pairs: Sequence[Any], args: argparse.Namespace) -> tuple[float, float]:
+    """Best judged pairs/s of each setup over `args.rounds` alternating rounds, after a warm-up of each."""
+    for setup in (first, second):  # first-request costs, connections
+        timed_judging(setup.engine, pairs[:1], args.principles)
+    best = [float("inf"), float("inf")]
+    for round_index in range(args.rounds):
+        rates = []
+        for index, setup in enumerate((first, second)):
+            setup.reset()
+            seconds = timed_judging(setup.engine, pairs, args.principles)
+            best[index] = min(best[index], seconds)
+            rates.append(f"{setup.name} {len(pairs) / seconds:.2f}")
+        print(f"  round {round_index + 1}: {', '.join(rates)} pairs/s", flush=True)
+    return len(pairs) / best[0], len(pairs) / best[1]
 
-    config = server_config(urls, served_name, key_env, args.concurrency)
+
+@contextmanager
+def served(urls: Sequence[str], name: str, served_name: str, key_env: str | None, concurrency: int) -> Iterator[Setup]:
+    from labeler.engine import EngineConfig, api_key_from_env, open_engine
+
+    config = EngineConfig(name="openai", model=served_name, base_urls=tuple(urls), api_key_env=key_env,
+                          concurrency=concurrency)
     key = api_key_from_env(config)
-    best_offline = best_server = float("inf")
     with open_engine(config) as engine:
-        for warm_up in (offline, engine):  # first-request costs, connections
-            timed_judging(warm_up, pairs[:1], args.principles)
-        for round_index in range(args.rounds):
-            reset_offline_cache(offline)
-            best_offline = min(best_offline, timed_judging(offline, pairs, args.principles))
-            if not reset_server_caches(urls, key):
-                print("  (a server offers no /reset_prefix_cache: its cache stays warm)", flush=True)
-            seconds = timed_judging(engine, pairs, args.principles)
-            best_server = min(best_server, seconds)
-            print(f"  round {round_index + 1}: offline {len(pairs) / best_offline:.2f} pairs/s, {label} "
-                  f"{len(pairs) / seconds:.2f} pairs/s", flush=True)
-    return len(pairs) / best_offline, len(pairs) / best_server
+        yield Setup(name, engine, lambda: reset_server_caches(urls, key))
 
 
-def cores_halves() -> tuple[str, str]:
-    cores = sorted(os.sched_getaffinity(0))
-    half = max(1, len(cores) // 2)
-    return ",".join(map(str, cores[:half])), ",".join(map(str, cores[half:] or cores[:half]))
-
-
-def start_servers(model: Path, cores: Sequence[str], workdir: Path, key: str) -> list[Any]:
+@contextmanager
+def running_servers(model: Path, cores: Sequence[str], workdir: Path, key: str) -> Iterator[list[str]]:
+    """Servers of `model`, one per entry of `cores` (OpenMP binding), started together; their URLs."""
     sys.path.insert(0, str(REPO / "tests"))
     from servers import VLLMServer  # the launcher the tests use
 
@@ -152,11 +152,18 @@ def start_servers(model: Path, cores: Sequence[str], workdir: Path, key: str) ->
     try:
         for server in servers:
             server.wait_ready()
-    except BaseException:
+        yield [s.url for s in servers]
+    finally:
         for server in servers:
             server.stop()
-        raise
-    return servers
+
+
+def core_spans() -> tuple[str, tuple[str, str]]:
+    """Every usable core, and the two halves, as OpenMP bind specs."""
+    cores = sorted(os.sched_getaffinity(0))
+    half = max(1, len(cores) // 2)
+    spec = lambda cs: ",".join(map(str, cs))  # noqa: E731
+    return spec(cores), (spec(cores[:half]), spec(cores[half:] or cores[:half]))
 
 
 def main(argv: Sequence[str] | None = None, offline: Any = None) -> Figures:
@@ -164,7 +171,7 @@ def main(argv: Sequence[str] | None = None, offline: Any = None) -> Figures:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=28, help="Human-labelled pairs to judge (at most 28).")
     parser.add_argument("--principles", default="sample:2", help="Principles per pair: 'sample:K' or 'all'.")
-    parser.add_argument("--rounds", type=int, default=2, help="Alternating rounds of offline and server runs.")
+    parser.add_argument("--rounds", type=int, default=2, help="Alternating rounds per phase.")
     parser.add_argument("--concurrency", type=int, default=32, help="Requests in flight per server.")
     parser.add_argument("--smoke", action="store_true", help="3 pairs, one principle, one round.")
     parser.add_argument("--base-url", action="append", default=[], help="A running server (repeat for two).")
@@ -179,48 +186,47 @@ def main(argv: Sequence[str] | None = None, offline: Any = None) -> Figures:
     pairs = make_pairs(args.pairs)
     model = resolve_model("default")
     own_offline = offline is None
-    if own_offline:
-        offline = open_engine(EngineConfig(name="vllm", dtype="float32", kv_cache_gib=1))
-    try:
-        if args.base_url:
-            one_urls, two_urls = args.base_url[:1], (args.base_url * 2)[:2]
-            key_env, served = args.api_key_env, args.served_name
-            print(f"{len(pairs)} pairs; servers given: {', '.join(dict.fromkeys(args.base_url))}", flush=True)
-            offline_1, server_1 = compare(offline, one_urls, pairs, args, "one server", key_env, served)
-            offline_2, server_2 = compare(offline, two_urls, pairs, args, "two servers", key_env, served)
-        else:
-            key = os.urandom(16).hex()
-            os.environ[BENCH_KEY_ENV] = key
-            cores = sorted(os.sched_getaffinity(0))
-            with tempfile.TemporaryDirectory(prefix="labeler-bench-") as tmp:
-                print(f"{len(pairs)} pairs; starting one server on cores {cores[0]}-{cores[-1]}", flush=True)
-                servers = start_servers(model, [f"{cores[0]}-{cores[-1]}"], Path(tmp), key)
-                try:
-                    offline_1, server_1 = compare(offline, [s.url for s in servers], pairs, args, "one server",
-                                                  BENCH_KEY_ENV, SERVED_NAME)
-                finally:
-                    for server in servers:
-                        server.stop()
-                halves = cores_halves()
-                print(f"starting two servers, on cores {halves[0]} and {halves[1]}", flush=True)
-                servers = start_servers(model, halves, Path(tmp), key)
-                try:
-                    offline_2, server_2 = compare(offline, [s.url for s in servers], pairs, args, "two servers",
-                                                  BENCH_KEY_ENV, SERVED_NAME)
-                finally:
-                    for server in servers:
-                        server.stop()
-    finally:
+    given = args.base_url
+    key_env, served_name = (args.api_key_env, args.served_name) if given else (BENCH_KEY_ENV, SERVED_NAME)
+    if not given:
+        os.environ[BENCH_KEY_ENV] = os.urandom(16).hex()
+    every_core, halves = core_spans()
+    print(f"{len(pairs)} pairs, principles {args.principles}, both orders; {args.concurrency} requests in flight "
+          "per server", flush=True)
+    with tempfile.TemporaryDirectory(prefix="labeler-bench-") as tmp:
+        # Phase 1: offline against one server on the same cores.
+        print(f"phase 1: offline vLLM against one server (cores {every_core})", flush=True)
         if own_offline:
-            offline.close()
+            offline = open_engine(EngineConfig(name="vllm", dtype="float32", kv_cache_gib=1))
+        try:
+            with (running_servers(model, [every_core], Path(tmp), os.environ[BENCH_KEY_ENV]) if not given
+                  else _given(given[:1])) as urls:
+                with served(urls, "one server", served_name, key_env, args.concurrency) as one:
+                    local = Setup("offline", offline, offline._llm.reset_prefix_cache)
+                    offline_rate, one_rate = alternate(local, one, pairs, args)
+        finally:
+            if own_offline:
+                offline.close()  # phase 2 needs the memory
+        # Phase 2: one half-core server against two.
+        print(f"phase 2: one server (cores {halves[0]}) against two (cores {halves[0]} and {halves[1]})", flush=True)
+        with (running_servers(model, halves, Path(tmp), os.environ[BENCH_KEY_ENV]) if not given
+              else _given((given * 2)[:2])) as urls:
+            with served(urls[:1], "one server", served_name, key_env, args.concurrency) as half, \
+                    served(urls, "two servers", served_name, key_env, args.concurrency) as both:
+                half_rate, two_rate = alternate(half, both, pairs, args)
 
-    figures = Figures(len(pairs), offline_1, server_1, offline_2, server_2)
-    print(f"\njudged pairs/s ({len(pairs)} pairs, principles {args.principles}, both orders): "
-          f"offline vLLM {offline_1:.2f}, one server {server_1:.2f}; offline {offline_2:.2f}, two servers {server_2:.2f}")
+    figures = Figures(len(pairs), offline_rate, one_rate, half_rate, two_rate)
+    print(f"\njudged pairs/s: offline vLLM {offline_rate:.2f}, one server {one_rate:.2f}; "
+          f"one half-core server {half_rate:.2f}, two half-core servers {two_rate:.2f}")
     print(f"one server / offline:     {figures.one_server_ratio:.2f}x  (target >= 0.8)")
-    print(f"two servers / one server: {figures.two_server_ratio:.2f}x  (two servers / offline alongside: "
-          f"{server_2 / offline_2:.2f}x)")
+    print(f"two servers / one server: {figures.two_server_ratio:.2f}x  (each on half the cores; two half-core "
+          f"servers / one server on every core, across phases: {two_rate / one_rate:.2f}x)")
     return figures
+
+
+@contextmanager
+def _given(urls: Sequence[str]) -> Iterator[list[str]]:
+    yield list(urls)
 
 
 if __name__ == "__main__":

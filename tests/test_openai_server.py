@@ -204,7 +204,7 @@ def shards_listed(run: Path) -> bool:
 
 
 def test_bench_server_smoke(vllm_server: Any, vllm_engine: Any, capsys: pytest.CaptureFixture[str]):
-    """bench/server.py --smoke on the session's server and offline engine (its two-server path lists the
+    """bench/server.py --smoke on the session's server and offline engine (its two-server phase lists the
     one server twice): it runs, and prints the ratios it returns."""
     import importlib.util
 
@@ -216,6 +216,6 @@ def test_bench_server_smoke(vllm_server: Any, vllm_engine: Any, capsys: pytest.C
     figures = bench.main(["--smoke", "--base-url", vllm_server.url, "--served-name", SERVED_NAME,
                           "--api-key-env", API_KEY_ENV], offline=vllm_engine)
     out = capsys.readouterr().out
-    assert figures.pairs == 3 and min(figures.offline_one, figures.one_server, figures.two_servers) > 0
+    assert figures.pairs == 3 and min(figures.offline, figures.one_server, figures.half_server, figures.two_servers) > 0
     assert f"one server / offline:     {figures.one_server_ratio:.2f}x" in out
     assert f"two servers / one server: {figures.two_server_ratio:.2f}x" in out
