@@ -26,7 +26,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/labeler model prepare
-	$(BIN)/python -m pytest -q -rs --durations=20 tests
+	$(BIN)/python -m pytest -q -rs --durations=20 tests labeler
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py

@@ -42,7 +42,8 @@ def judge_requests(repeat: int) -> list:
             messages = row_messages(row)
             # A different question per round so repeated pairs are new prompts, not cache hits.
             asked = f"{question} (round {round_index + 1})"
-            for first, second in ((row.data["chosen"], row.data["rejected"]), (row.data["rejected"], row.data["chosen"])):
+            chosen, rejected = row.data["chosen"], row.data["rejected"]
+            for first, second in ((chosen, rejected), (rejected, chosen)):
                 text = templates.judge(messages, first, second, asked)
                 requests.append(ChoiceRequest((Message(role="user", content=text),), templates.judge_answer()))
     return requests

@@ -156,8 +156,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from labeler.constitution import load_constitution
-    from labeler.engine import EngineConfig, open_engine, resolve_model
+    from labeler.engine import EngineConfig, open_engine
     from labeler.engine.dtype import resolve_dtype
+    from labeler.models import resolve_model
     from labeler.stages.judge import JudgeOptions, judge_pairs, panel_for
     from labeler.templates import Templates
 
@@ -189,7 +190,7 @@ def main() -> None:
     print(f"salmon, prefix cache off: 12 principles {uncached_many:.1f} s, 1 principle {uncached_one:.1f} s",
           flush=True)
 
-    hf_s = transformers_loop(resolve_model("default"), inputs, resolve_dtype(args.dtype))
+    hf_s = transformers_loop(resolve_model("default").folder(), inputs, resolve_dtype(args.dtype))
     label_rate, raw_rate, hf_rate = (len(pairs) / min(label_s), len(pairs) / min(raw_s), len(pairs) / hf_s)
     print(f"\njudged pairs/s: label path {label_rate:.2f}, raw vLLM {raw_rate:.2f}, transformers loop {hf_rate:.2f}")
     print(f"label path / raw vLLM:          {label_rate / raw_rate:.2f}x  (target >= 0.9)")

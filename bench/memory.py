@@ -56,32 +56,30 @@ def run_child(stage: str, input_path: Path, out: Path) -> dict[str, float]:
     sys.path.insert(0, str(REPO / "tests"))
     from fake_engine import FakeEngine
 
-    import labeler.stages.label
-    import labeler.stages.revise
+    import labeler.stages.runner
     from labeler.stages.common import WorkSelection
+    from labeler.stages.label import LabelConfig
+    from labeler.stages.revise import ReviseConfig
 
-    # The stages write the card last: note the peak just before it, to tell the two apart.
+    # The runner writes the card after the stage: note the peak just before it, to tell the two apart.
     peaks: dict[str, float] = {}
-    for module in (labeler.stages.label, labeler.stages.revise):
-        def write_card_after_noting_peak(run_dir: Path, *, _write=module.write_card, **kwargs: object) -> Path:
-            peaks["before_card_mib"] = peak_mib()
-            return _write(run_dir, **kwargs)
+    write_card = labeler.stages.runner.write_card
 
-        module.write_card = write_card_after_noting_peak  # type: ignore[assignment]
+    def write_card_after_noting_peak(run_dir: Path, **kwargs: object) -> Path:
+        peaks["before_card_mib"] = peak_mib()
+        return write_card(run_dir, **kwargs)
+
+    labeler.stages.runner.write_card = write_card_after_noting_peak  # type: ignore[assignment]
 
     constitution = REPO / "constitutions" / "harmless.yaml"
     work = WorkSelection(quiet=True)
     start = time.perf_counter()
+    config: LabelConfig | ReviseConfig
     if stage == "label":
-        from labeler.stages.label import LabelConfig, label
-
-        written = label(LabelConfig(constitution=constitution, pairs=input_path, out=out, work=work),
-                        judge=FakeEngine()).written
+        config = LabelConfig(constitution=constitution, pairs=input_path, out=out, work=work)
     else:
-        from labeler.stages.revise import ReviseConfig, revise
-
-        written = revise(ReviseConfig(constitution=constitution, prompts=input_path, out=out, rounds=1, work=work),
-                         engine=FakeEngine()).written
+        config = ReviseConfig(constitution=constitution, prompts=input_path, out=out, rounds=1, work=work)
+    written = labeler.stages.runner.run_stage(config, FakeEngine()).written
     seconds = time.perf_counter() - start
     return {**peaks, "peak_mib": peak_mib(), "rows": written, "seconds": seconds}
 

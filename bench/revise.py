@@ -123,7 +123,8 @@ def main() -> None:
 
     n = result.written
     print(f"revise: {n} prompts, {args.rounds} round(s), {counter.calls} engine calls, {len(counter.sequences)} "
-          f"sequences, {tokens} tokens in {revise_s:.1f} s = {n / revise_s:.2f} prompts/s, {tokens / revise_s:.1f} tok/s")
+          f"sequences, {tokens} tokens in {revise_s:.1f} s = {n / revise_s:.2f} prompts/s, "
+          f"{tokens / revise_s:.1f} tok/s")
     print(f"raw vLLM, one call, same sequences and token counts: {raw_s:.1f} s = {tokens / raw_s:.1f} tok/s")
     print(f"revise / raw: {raw_s / revise_s:.2f}x  (target >= 0.85)")
 

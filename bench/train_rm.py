@@ -68,8 +68,8 @@ def run_labeler(
 
     config = RMTrainConfig(
         data=(run,), base_model=str(model), out=out, loss="hard", batch_size=args.batch_size,
-        max_steps=args.steps, epochs=100, lr=1e-5, max_length=args.max_length, eval_fraction=0.0,
-        logging_steps=args.steps, progress=False, seed=0, share_prefix=share_prefix,
+        max_steps=args.steps, epochs=100, learning_rate=1e-5, max_length=args.max_length, eval_fraction=0.0,
+        logging_steps=args.steps, quiet=True, seed=0, share_prefix=share_prefix,
     )
     result = train_reward_model(config)
     return result.tokens, result.train_seconds
@@ -77,12 +77,13 @@ def run_labeler(
 
 def shared_fraction(run: Path, model: Path, args: argparse.Namespace) -> float:
     """Fraction of all tokens that are a pair's shared prompt (what prefix sharing runs once, not twice)."""
-    from labeler.rm.data import PairLabels, collate_pairs, load_preference_pairs
-    from labeler.rm.model import load_tokenizer
+    from labeler.rm.batch import collate_pairs
+    from labeler.rm.labels import HardLabels
+    from labeler.rm.pairs import load_pairs
+    from labeler.training.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(model)
-    pairs, _ = load_preference_pairs([run])
-    examples = [PairLabels().example(pair, epoch=0) for pair in pairs]
+    examples = [HardLabels().example(pair, epoch=0) for pair in load_pairs([run])]
     batch = collate_pairs(examples, tokenizer, args.max_length)
     return float(batch["prefix_mask"].sum() * 2 / batch["tokens"])
 

@@ -1,20 +1,22 @@
-"""The `labeler` command line: each command parses options, loads one config, calls one library function.
+"""The `labeler` command line: each command parses options, builds one config, calls one library function.
 
-Exit codes: 0 on success, 2 on bad input (the message names the file and line/principle/field),
-1 on other failures (an engine whose servers keep failing says so in one message).
+Exit codes: 0 on success, 2 on bad input (the message names the file and line/principle/field, or the
+option), 1 on other failures (an engine whose servers keep failing says so in one message).
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
-from pydantic import ValidationError
-
+from labeler.commands import judge, stages, training
+from labeler.commands.merge import merge
+from labeler.commands.model import model_prepare
+from labeler.commands.run import run_command
+from labeler.commands.validate import validate
 from labeler.errors import EngineError, InputError
 
 app = typer.Typer(
@@ -23,28 +25,18 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # help texts are plain text: "[low, high]" is not markup
 )
 model_app = typer.Typer(help="The embedded default model.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
+model_app.command("prepare")(model_prepare)
+app.command("validate")(validate)
+for command in (*stages.COMMANDS, *judge.COMMANDS, *training.COMMANDS):
+    command.register(app)
+app.command("merge")(merge)
+app.command("run")(run_command)
 
 err = Console(stderr=True)
-
-
-@model_app.command("prepare")
-def model_prepare(
-    out: Annotated[
-        Path | None,
-        typer.Option(help="Folder to write the model to (default: $LABELER_HOME/models/SmolLM2-135M-Instruct)."),
-    ] = None,
-) -> None:
-    """Convert the embedded SmolLM2-135M-Instruct GGUF into a Hugging Face folder once; print its path."""
-    from labeler.model_prep import prepare_default_model
-
-    print(prepare_default_model(out))
-
-
-# Commands defined in their own modules register themselves on `app` when imported.
-from labeler import commands as _commands  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -52,9 +44,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="labeler")
     except InputError as exc:
-        err.print(f"[bold red]error:[/] {exc.render()}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {exc.render()}", highlight=False, soft_wrap=True, markup=True)
         sys.exit(2)
-    except ValidationError as exc:  # a bad option value reached a config model
+    except ValidationError as exc:  # a config built outside the options' own validation
         for problem in exc.errors():
             where = ".".join(str(p) for p in problem["loc"]) or exc.title
             err.print(f"[bold red]error:[/] {where}: {problem['msg']} (got {problem.get('input')!r})", highlight=False)

@@ -29,15 +29,24 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from labeler.calibration import (
+    CALIBRATION_BINS,
+    ReliabilityBin,
+    agreement,
+    agreement_credit,
+    expected_calibration_error,
+    reliability_table,
+)
 from labeler.constitution import load_constitution
-from labeler.engine import Engine, EngineConfig
+from labeler.engine import Engine, EngineConfig, engine_model
 from labeler.human_pairs import read_human_labelled_pairs
 from labeler.inputs import stable_id
+from labeler.outputs import check_output_file
 from labeler.progress import progress_bar
 from labeler.records import PreferenceRecord
 from labeler.sampling import seed_for
 from labeler.shipped import shipped_folder
-from labeler.stages.common import engine_for, model_label
+from labeler.stages.common import engine_for
 from labeler.stages.judge import JudgeOptions, judge_pairs, panel_for
 from labeler.stages.pairs import Pair, make_pair
 from labeler.store.atomic import atomic_write_text
@@ -49,7 +58,6 @@ if TYPE_CHECKING:
 # The shipped constitution: inside an installed wheel, else the repository's constitutions/ folder.
 DEFAULT_CONSTITUTION = shipped_folder("constitutions") / "helpful-honest.yaml"
 SOURCE_HUMAN = "human_pairs"
-CALIBRATION_BINS = 10
 
 
 class EvalJudgeConfig(BaseModel):
@@ -110,25 +118,6 @@ def read_human_pairs(path: Path, group_by: str | None, seed: int) -> list[HumanP
 # -- metrics: pure functions over per-pair arrays -------------------------------------------------
 
 
-def agreement_credit(p_a: np.ndarray, human_a: np.ndarray) -> np.ndarray:
-    """Per pair: 1 when p_a favours the human's response, 0 when the other one, 0.5 for a coin flip.
-
-    >>> agreement_credit(np.array([0.9, 0.2, 0.5]), np.array([True, True, False])).tolist()
-    [1.0, 0.0, 0.5]
-    """
-    favours_a = np.where(p_a > 0.5, 1.0, np.where(p_a < 0.5, 0.0, 0.5))
-    return np.where(human_a, favours_a, 1.0 - favours_a)
-
-
-def agreement(p_a: np.ndarray, human_a: np.ndarray) -> float:
-    """Share of pairs where the judge's side is the human's side.
-
-    >>> agreement(np.array([0.9, 0.2, 0.6, 0.4]), np.array([True, True, False, False]))
-    0.5
-    """
-    return float(agreement_credit(p_a, human_a).mean())
-
-
 def position_consistency(p_a_ab: np.ndarray, p_a_ba: np.ndarray) -> float:
     """Share of pairs whose two orders prefer the same response (an exact 0.5 prefers neither).
 
@@ -148,81 +137,6 @@ def p_first(p_a_ab: np.ndarray, p_a_ba: np.ndarray) -> float:
     0.85
     """
     return float(((p_a_ab + (1.0 - p_a_ba)) / 2.0).mean())
-
-
-def confidence(p_a: np.ndarray) -> np.ndarray:
-    """The judge's confidence in its own side: max(p_a, 1 − p_a), in [0.5, 1].
-
-    >>> confidence(np.array([0.2, 0.7])).tolist()
-    [0.8, 0.7]
-    """
-    return np.maximum(p_a, 1.0 - p_a)
-
-
-def calibration_bin(conf: np.ndarray, bins: int = CALIBRATION_BINS) -> np.ndarray:
-    """Bin index of each confidence: bin i covers [0.5 + i·w, 0.5 + (i+1)·w) with w = 0.5 / bins;
-    the last bin also holds 1.0.
-
-    >>> calibration_bin(np.array([0.5, 0.56, 0.97, 1.0])).tolist()
-    [0, 1, 9, 9]
-    """
-    index = np.floor((conf - 0.5) * 2 * bins).astype(int)
-    return np.clip(index, 0, bins - 1)
-
-
-class ReliabilityBin(BaseModel):
-    """One row of a reliability table."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    low: float = Field(description="Lowest confidence in the bin (inclusive).")
-    high: float = Field(description="Highest confidence in the bin (exclusive, except 1.0).")
-    count: int = Field(description="Pairs whose confidence falls in the bin.")
-    mean_confidence: float | None = Field(description="Mean confidence of those pairs (None when empty).")
-    accuracy: float | None = Field(description="Share of those pairs the judge got right (None when empty).")
-
-
-def reliability_table(p_a: np.ndarray, human_a: np.ndarray, bins: int = CALIBRATION_BINS) -> list[ReliabilityBin]:
-    """Count, mean confidence and accuracy per confidence bin (empty bins included).
-
-    >>> rows = reliability_table(np.array([0.9, 0.1, 0.52]), np.array([True, True, True]))
-    >>> [(r.count, r.accuracy) for r in rows if r.count]
-    [(1, 1.0), (2, 0.5)]
-    """
-    conf = confidence(p_a)
-    credit = agreement_credit(p_a, human_a)
-    index = calibration_bin(conf, bins)
-    counts = np.bincount(index, minlength=bins)
-    conf_sums = np.bincount(index, weights=conf, minlength=bins)
-    credit_sums = np.bincount(index, weights=credit, minlength=bins)
-    width = 0.5 / bins
-    table = []
-    for i in range(bins):
-        n = int(counts[i])
-        table.append(
-            ReliabilityBin(
-                low=0.5 + i * width,
-                high=0.5 + (i + 1) * width,
-                count=n,
-                mean_confidence=float(conf_sums[i] / n) if n else None,
-                accuracy=float(credit_sums[i] / n) if n else None,
-            )
-        )
-    return table
-
-
-def expected_calibration_error(p_a: np.ndarray, human_a: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
-    """ECE: over the confidence bins, |accuracy − mean confidence| weighted by the bin's share of pairs.
-
-    >>> round(expected_calibration_error(np.array([0.9, 0.1]), np.array([True, False])), 6)
-    0.1
-    """
-    n = len(p_a)
-    return float(
-        sum(row.count / n * abs(row.accuracy - row.mean_confidence)
-            for row in reliability_table(p_a, human_a, bins)
-            if row.accuracy is not None and row.mean_confidence is not None)
-    )
 
 
 class JudgeMetrics(BaseModel):
@@ -337,18 +251,22 @@ def build_report(config: EvalJudgeConfig, human: Sequence[HumanPair], records: S
 
 def eval_judge(config: EvalJudgeConfig, judge: Engine | None = None) -> EvalJudgeReport:
     """Judge every human pair in both orders and measure the judge against the human labels."""
+    # Every check before the judge loads: constitution, templates, every row, the model, the output file.
     constitution = load_constitution(config.constitution)
     panel = panel_for(constitution, config.options, str(config.constitution))
     templates = Templates.load(config.templates)
     human = read_human_pairs(config.pairs, config.group_by, config.options.seed)
+    model = engine_model(config.judge, where="--judge-model")
+    if config.out is not None:
+        check_output_file(config.out, where="--out")
     records: list[PreferenceRecord] = []
-    with engine_for(config.judge, judge) as engine:
+    with engine_for(config.judge, judge, model) as engine:
         with progress_bar(len(human), "judging", unit="pairs", quiet=config.quiet or None) as advance:
             for start in range(0, len(human), config.batch_size):
                 batch = human[start : start + config.batch_size]
                 records += judge_pairs(engine, templates, panel, [h.pair for h in batch], config.options)
                 advance(len(batch))
-        judge_model = model_label(engine)
+        judge_model = engine.model_id
     report = build_report(config, human, records, judge_model)
     if config.out is not None:
         config.out.parent.mkdir(parents=True, exist_ok=True)

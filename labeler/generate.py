@@ -10,8 +10,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from labeler.engine import EngineConfig, GenerationParams, open_engine
+from labeler.engine import EngineConfig, GenerationParams, engine_model, open_engine
+from labeler.errors import InputError
 from labeler.inputs import Prompt, read_prompts
+from labeler.outputs import check_output_file
 
 
 class GenerateConfig(BaseModel):
@@ -38,7 +40,12 @@ class Answer:
 def answer_prompts(config: GenerateConfig) -> list[Answer]:
     """Generate one answer per prompt in one batched engine call."""
     prompts = list(islice(read_prompts(config.prompts), config.limit))
-    with open_engine(config.engine) as engine:
+    if not prompts:
+        raise InputError("no prompts in the file", file=config.prompts, where="--prompts")
+    model = engine_model(config.engine, where="--model")
+    if config.out is not None:
+        check_output_file(config.out, where="--out")
+    with open_engine(config.engine, model) as engine:
         seeds = [config.sampling.seed or 0] * len(prompts)
         generations = engine.generate([p.messages for p in prompts], config.sampling, seeds)
     answers = [Answer(p, g.texts[0], g.token_counts[0]) for p, g in zip(prompts, generations)]

@@ -29,7 +29,8 @@ class HumanLabelledPair:
 
     def conversation(self, response: str) -> list[dict[str, str]]:
         """The prompt followed by `response` as the assistant's turn, as plain {role, content} dicts."""
-        return [*({"role": m.role, "content": m.content} for m in self.prompt), {"role": "assistant", "content": response}]
+        prompt = [{"role": m.role, "content": m.content} for m in self.prompt]
+        return [*prompt, {"role": "assistant", "content": response}]
 
 
 def response_field(row: Row, field: str) -> str:

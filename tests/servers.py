@@ -314,7 +314,9 @@ class ScriptedServer(_ThreadedServer):
     """Answers GET /v1/models with one model, and chat completions from `script` (then `default`)."""
 
     script: list[Reply] = field(default_factory=list)
-    default: Reply | Callable[[HTTPRequest], Reply] = field(default_factory=lambda: (200, chat_reply([("A", -0.1)]), {}))
+    default: Reply | Callable[[HTTPRequest], Reply] = field(
+        default_factory=lambda: (200, chat_reply([("A", -0.1)]), {})
+    )
     model: str = "scripted"
     owned_by: str = "scripted-org"
     requests: list[HTTPRequest] = field(default_factory=list)

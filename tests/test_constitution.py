@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import json
 from pathlib import Path
 
@@ -10,7 +9,6 @@ import pytest
 from pydantic import ValidationError
 
 from labeler.cli import main
-from labeler.constitution import formats, load, models
 from labeler.constitution import (
     MAX_BYTES,
     Constitution,
@@ -48,12 +46,6 @@ def only_error(path: Path) -> InputError:
     return errors[0]
 
 
-def test_docstring_examples() -> None:
-    for module in (models, formats, load):
-        result = doctest.testmod(module)
-        assert result.attempted > 0 and result.failed == 0, module.__name__
-
-
 # --- labeler's own format -------------------------------------------------------------------------
 
 
@@ -88,7 +80,8 @@ def test_sha256_follows_content_not_formatting(tmp_path: Path) -> None:
     base = "name: x\nprinciples:\n  - id: a\n    judge: Which response is kinder?\n"
     reformatted = 'name: "x"\nversion: 1\nprinciples: [{judge: "  Which response is kinder?\\n", id: a}]\n'
     changed = base.replace("kinder", "gentler")
-    digests = [load_constitution(write(tmp_path, text, f"{i}.yaml")).sha256() for i, text in enumerate([base, reformatted, changed])]
+    texts = [base, reformatted, changed]
+    digests = [load_constitution(write(tmp_path, text, f"{i}.yaml")).sha256() for i, text in enumerate(texts)]
     assert digests[0] == digests[1] != digests[2]
     assert len(digests[0]) == 64
 

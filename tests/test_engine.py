@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 
@@ -45,7 +44,8 @@ def test_choice_tokens_resolve_from_prefix_text(hf_engine):
     assert tok.decode(paren_ids[-1:]).endswith("(")
     assert [tok.decode([t]) for t in paren_choices] == ["A", "B"]
     # a prefix ending in a space: the space merges into the choice token, and the prompt stops before it
-    ((spaced_ids, spaced_choices),) = choice_inputs(tok, [judging_request(*QUESTIONS[0], prefix="Answer: ")], ["A", "B"])
+    spaced_request = judging_request(*QUESTIONS[0], prefix="Answer: ")
+    ((spaced_ids, spaced_choices),) = choice_inputs(tok, [spaced_request], ["A", "B"])
     assert [tok.decode([t]) for t in spaced_choices] == [" A", " B"]
     assert tok.decode(spaced_ids).endswith("Answer:")
 

@@ -65,7 +65,9 @@ def ref_p_first(ab: Sequence[float], ba: Sequence[float]) -> float:
     return sum(shown_first) / len(shown_first)
 
 
-def ref_reliability(ps: Sequence[float], human: Sequence[bool], bins: int) -> list[tuple[int, float | None, float | None]]:
+def ref_reliability(
+    ps: Sequence[float], human: Sequence[bool], bins: int
+) -> list[tuple[int, float | None, float | None]]:
     width = 0.5 / bins
     rows = []
     for i in range(bins):

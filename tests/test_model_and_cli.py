@@ -87,7 +87,7 @@ def test_cli_bad_model_exits_2_naming_it(tmp_path: Path, capsys, repo: Path):
 def test_cli_bad_engine_name_exits_2(capsys, repo: Path):
     code = run_cli(["generate", "--prompts", str(repo / "data/sample_prompts.jsonl"), "--engine", "tpu"])
     assert code == 2
-    assert "name" in capsys.readouterr().err
+    assert "--engine" in capsys.readouterr().err
 
 
 def test_engine_config_rejects_unknown_keys():

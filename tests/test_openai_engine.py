@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from servers import STALL_SECONDS, ScriptedServer, chat_reply, free_port
 
 from labeler.cli import main
 from labeler.engine import ChoiceRequest, EngineConfig, GenerationParams, Message, open_engine
@@ -18,9 +19,8 @@ from labeler.engine.chat import derive_seed
 from labeler.engine.pool import RetryPolicy, backoff_seconds
 from labeler.engine.topk import choice_of_token, scores_from_topk
 from labeler.errors import EngineError, InputError
-from labeler.stages.common import fingerprint_config
+from labeler.stages.common import fingerprint_config, settled_choice_method
 from labeler.stages.label import LabelConfig
-from servers import STALL_SECONDS, ScriptedServer, chat_reply, free_port
 
 REQUEST = ChoiceRequest((Message(role="user", content="Which is better? (A) or (B)"),), "The better response is (")
 CONVERSATION = [Message(role="user", content="Say hi.")]
@@ -81,7 +81,7 @@ def test_engine_options_that_do_not_fit_are_refused_by_name(options, where, says
 
 
 def test_base_urls_take_repeats_and_comma_lists_and_get_v1():
-    config = EngineConfig(name="openai", base_urls=("http://a:8000,https://b.example/api/v2/", "http://c:1"))
+    config = EngineConfig(name="openai", model="m", base_urls=("http://a:8000,https://b.example/api/v2/", "http://c:1"))
     assert config.base_urls == ("http://a:8000/v1", "https://b.example/api/v2", "http://c:1/v1")
 
 
@@ -298,11 +298,13 @@ def test_fingerprint_keeps_model_and_method_never_urls_or_key(tmp_path):
 
 
 def test_fingerprint_records_what_auto_resolved_to(tmp_path, server):
-    config = label_config(tmp_path)
+    config = label_config(tmp_path, base_urls=server.url, model="scripted", api_key_env=None)
     with pytest.raises(ValueError, match="auto"):
         fingerprint_config(config)
+    settled = settled_choice_method(config.judge, None)  # asks the (non-vLLM) server; loads nothing
+    assert fingerprint_config(config, {"judge": settled})["judge"]["choice_method"] == "first_token_topk"
     with engine_on(server) as engine:
-        assert fingerprint_config(config, {"judge": engine})["judge"]["choice_method"] == "first_token_topk"
+        assert settled_choice_method(config.judge, engine) == "first_token_topk"
 
 
 def write_pairs(path: Path, n: int) -> Path:
@@ -327,8 +329,8 @@ def run_cli(args: list[str]) -> int:
     [
         (["--engine", "openai", "--base-url", "localhost:8000", "--judge-model", "scripted"], "--base-url"),
         (["--engine", "vllm", "--base-url", "http://127.0.0.1:9"], "--base-url"),
-        (["--engine", "openai", "--base-url", "http://127.0.0.1:9", "--api-key-env", "LABELER_UNSET_KEY"],
-         "--api-key-env"),
+        (["--engine", "openai", "--base-url", "http://127.0.0.1:9", "--api-key-env", "LABELER_UNSET_KEY",
+          "--judge-model", "scripted"], "--api-key-env"),
     ],
 )
 def test_cli_bad_server_options_exit_2_before_anything_runs(tmp_path, capsys, monkeypatch, extra, named):
@@ -340,7 +342,8 @@ def test_cli_bad_server_options_exit_2_before_anything_runs(tmp_path, capsys, mo
 
 def test_cli_stops_with_exit_1_and_a_message_when_the_server_refuses(tmp_path, capsys):
     with ScriptedServer(default=error(400, "this server refuses")) as server:
-        code = run_cli(label_args(tmp_path, "--engine", "openai", "--base-url", server.url, "--judge-model", "scripted"))
+        args = label_args(tmp_path, "--engine", "openai", "--base-url", server.url, "--judge-model", "scripted")
+        code = run_cli(args)
     err = capsys.readouterr().err
     assert code == 1 and "this server refuses" in err and "run the same command again" in err
     assert "Traceback" not in err

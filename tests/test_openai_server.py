@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import API_KEY_ENV, SERVED_NAME, TEST_API_KEY
+from servers import FaultPlan, Proxy
+
 from labeler.constitution import load_constitution
 from labeler.engine import ChoiceRequest, EngineConfig, GenerationParams, Message, open_engine
 from labeler.engine.openai_engine import first_token_messages
@@ -34,7 +35,6 @@ from labeler.stages.label import LabelConfig, label
 from labeler.stages.pairs import SOURCE_FILE, make_pair
 from labeler.store import iter_records, load_manifest
 from labeler.templates import Templates
-from servers import FaultPlan, Proxy
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,8 @@ import yaml
 
 from labeler.cli import main
 from labeler.config_reference import END, START, generate
-from labeler.pipeline import RunConfig, load_run_config
 from labeler.errors import InputError
+from labeler.pipeline import RunConfig, load_run_config
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -42,7 +42,7 @@ def test_validate_accepts_the_demo_config(capsys):
         (lambda c: c.update(bogus=1), "key bogus"),
         (lambda c: c["stages"]["label"]["options"].update(principles="most"), "key stages.label.options.principles"),
         (lambda c: c["stages"].update(revise=None), "stages.revise is off"),
-        (lambda c: c["stages"]["train_rm"].update(lr=-1), "key stages.train_rm.lr"),
+        (lambda c: c["stages"]["train_rm"].update(learning_rate=-1), "key stages.train_rm.learning_rate"),
         (lambda c: c["engine"].update(name="tpu"), "key engine.name"),
     ],
 )
@@ -85,7 +85,7 @@ def job_config(out: Path, model: Path) -> dict:
             "revise": {"rounds": 1, "sampling": {"temperature": 0.7, "max_tokens": 12}},
             "label": {"pairs": "revise", "options": {"salmon": True}},
             "train_rm": {"max_steps": 2, "batch_size": 2, "max_length": 128, "eval_fraction": 0.0,
-                         "logging_steps": 1, "checkpoint_steps": 1},
+                         "logging_steps": 1, "checkpoint_every": 1},
             "report": True,
         },
     }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import math
 import statistics
 
@@ -22,11 +21,6 @@ def random_right_padded(batch: int, width: int, seed: int) -> tuple[torch.Tensor
     for row, length in enumerate(lengths):
         mask[row, :length] = 1.0
     return mask, lengths
-
-
-def test_docstring_examples_hold() -> None:
-    result = doctest.testmod(ppo)
-    assert result.attempted > 15 and result.failed == 0
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -170,7 +164,7 @@ def slow_gae(rewards: list[float], values: list[float], length: int, gamma: floa
         return values[t] if t < length else 0.0
 
     deltas = [rewards[t] + gamma * value(t + 1) - value(t) for t in range(length)]
-    advantages = [sum((gamma * lam) ** l * deltas[t + l] for l in range(length - t)) for t in range(length)]
+    advantages = [sum((gamma * lam) ** k * deltas[t + k] for k in range(length - t)) for t in range(length)]
     return advantages + [0.0] * (len(rewards) - length)
 
 

@@ -8,7 +8,6 @@ two shared cores; every run is seeded and single-threaded, so it is also repeata
 
 from __future__ import annotations
 
-import doctest
 import json
 import math
 import statistics
@@ -21,17 +20,15 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import labeler.ppo.checkpoint
-import labeler.ppo.model
-import labeler.ppo.rewards
 from labeler.cli import main
 from labeler.errors import InputError
-from labeler.ppo.checkpoint import optimizer_state_from_tensors, optimizer_state_to_tensors
+from labeler.models import resolve_model
 from labeler.ppo.config import PPOConfig
-from labeler.ppo.rewards import RewardFn, WordReward, load_reward, parse_reward_rule
+from labeler.ppo.rewards import RewardFn, RewardModelReward, WordReward, check_reward, load_reward, parse_reward_rule
 from labeler.ppo.train import METRICS_FILE, load_prompts, train_ppo
 from labeler.records import PreferenceRecord, record_id
 from labeler.store import RunStore
+from labeler.training.checkpoint import flatten_optimizer_state, unflatten_optimizer_state
 
 QUESTIONS = [
     "Is the sky blue?", "Is water wet?", "Is fire hot?", "Do cats like milk?",
@@ -49,7 +46,7 @@ LEARNING: dict[str, Any] = dict(
     max_new_tokens=4,
     learning_rate=1e-3,
     lora_target_modules=("q_proj", "v_proj"),
-    lora_r=8,
+    lora_rank=8,
     missing_eos_reward=0.0,  # 4 tokens rarely reach EOS: the penalty would only add noise here
     device="cpu",
     seed=0,
@@ -82,7 +79,7 @@ def prompts_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def config(policy: Path, prompts: Path, out: Path, **overrides: Any) -> PPOConfig:
-    return PPOConfig.model_validate({"policy": policy, "prompts": prompts, "out": out, **LEARNING, **overrides})
+    return PPOConfig.model_validate({"policy": str(policy), "prompts": prompts, "out": out, **LEARNING, **overrides})
 
 
 def metrics(out: Path) -> list[dict[str, Any]]:
@@ -148,7 +145,7 @@ def no_preferring_rm(one_thread: None, embedded_model: Path, tmp_path_factory: p
     with pytest.raises(SystemExit) as exit_info:
         main([
             "train-rm", "--data", str(root / "prefs"), "--base-model", str(embedded_model), "--out", str(root / "rm"),
-            "--lora", "--lr", "1e-3", "--batch-size", "16", "--max-steps", "8", "--epochs", "4",
+            "--lora", "--learning-rate", "1e-3", "--batch-size", "16", "--max-steps", "8", "--epochs", "4",
             "--max-length", "64", "--eval-fraction", "0",
         ])  # fmt: skip
     assert exit_info.value.code in (0, None)
@@ -195,14 +192,14 @@ def test_ppo_raises_the_reward_of_a_model_trained_by_train_rm(
     no_preferring_rm: Path, embedded_model: Path, prompts_file: Path, tmp_path: Path
 ) -> None:
     """The whole loop: preference data -> `labeler train-rm` -> PPO against that reward model."""
-    reward = load_reward(no_preferring_rm, None)
+    reward = load_reward(resolve_model(no_preferring_rm, kind="reward"), None)
     prompt = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Is snow hot?"}]
     no, yes = reward([prompt, prompt], ["No, snow is cold.", "Yes, snow is hot."])
     assert no > yes + 1.0  # the reward model learnt its pairs (and generalises to unseen answers)
 
     out = tmp_path / "rm-ppo"
     cfg = config(
-        embedded_model, prompts_file, out, reward_rule=None, reward_model=no_preferring_rm, steps=RM_STEPS,
+        embedded_model, prompts_file, out, reward_rule=None, reward_model=str(no_preferring_rm), steps=RM_STEPS,
         kl_coef=0.05,
     )
     train_ppo(cfg)
@@ -229,14 +226,16 @@ def test_metrics_and_checkpoints_are_complete(learning_run: Run, embedded_model:
     last = learning_run.last_checkpoint
     assert last.name == "checkpoint-6"
     saved = PPOConfig.model_validate_json((last / "config.json").read_text())
-    assert saved.steps == LEARNING_STEPS and saved.policy == embedded_model
+    assert saved.steps == LEARNING_STEPS and saved.policy == str(embedded_model)
     assert json.loads((last / "state.json").read_text())["step"] == LEARNING_STEPS
     adapter = load_file(last / "adapter" / "adapter_model.safetensors")
     assert adapter and all("lora_" in key for key in adapter)
     assert any(float(t.abs().max()) > 0 for key, t in adapter.items() if "lora_B" in key)  # LoRA B starts at 0
-    assert set(load_file(last / "value_head.safetensors")) == {"weight", "bias"}
+    trainable = load_file(last / "trainable.safetensors")
+    assert {"value_head.weight", "value_head.bias"} <= set(trainable)
+    assert all("lora_" in key or key.startswith("value_head.") for key in trainable)
     assert load_file(last / "optimizer.safetensors")
-    assert {"torch", "data"} <= set(load_file(last / "rng.safetensors"))
+    assert {"torch", "generator.data"} <= set(load_file(last / "rng.safetensors"))
     assert not list(learning_run.out.glob(".checkpoint-*"))  # no temporary folder left behind
 
 
@@ -269,18 +268,19 @@ def test_rollout_logprobs_are_those_of_the_sampling_distribution(
 ) -> None:
     """The log-probabilities PPO trains on equal those `generate` sampled from, with left-padded prompts
     of different lengths; and a fresh adapter's reference gives the very same numbers."""
+    from labeler.padding import pad_rows
     from labeler.ppo import math as ppo
-    from labeler.ppo.model import build_policy, load_tokenizer
-    from labeler.ppo.train import SAMPLING, _left_pad
+    from labeler.ppo.model import build_policy, policy_tokenizer
+    from labeler.ppo.train import SAMPLING
 
     cfg = config(embedded_model, prompts_file, tmp_path / "unused")
-    tokenizer = load_tokenizer(embedded_model)
-    policy, reference = build_policy(cfg, torch.device("cpu"))
+    tokenizer = policy_tokenizer(embedded_model)
+    policy, reference = build_policy(cfg, embedded_model, torch.device("cpu"))
     conversations = [[{"role": "user", "content": q}] for q in ("Hi", "Name three rivers of Europe, please.")]
     rows = [
         tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=True)["input_ids"] for c in conversations
     ]
-    prompt_tokens, prompt_mask = _left_pad(rows, tokenizer.pad_token_id, torch.device("cpu"))
+    prompt_tokens, prompt_mask = pad_rows(rows, tokenizer.pad_token_id, side="left")
     assert prompt_mask[0, 0] == 0  # the short prompt really is padded
     torch.manual_seed(0)
     with torch.no_grad():
@@ -318,7 +318,7 @@ def test_resume_continues_exactly_where_it_stopped(embedded_model: Path, prompts
     resumed = run(interrupted, 2, resume=True)
 
     assert resumed.name == straight.name == "checkpoint-2"
-    for name in ("adapter/adapter_model.safetensors", "value_head.safetensors", "optimizer.safetensors"):
+    for name in ("adapter/adapter_model.safetensors", "trainable.safetensors", "optimizer.safetensors"):
         expected, got = load_file(straight / name), load_file(resumed / name)
         assert set(expected) == set(got)
         for key in expected:
@@ -358,11 +358,11 @@ def test_cli_full_fine_tuning_against_a_reward_model(
 
 @pytest.mark.slow
 def test_reward_model_reward_scores_the_completion_as_the_assistant_turn(embedded_model: Path) -> None:
-    reward = load_reward(embedded_model, None)
+    reward = RewardModelReward(embedded_model)  # a causal LM read as a classifier: a random head, fine here
     prompt = [{"role": "user", "content": "Is the sky blue?"}]
     scores = reward([prompt, prompt], ["Yes.", "No, it is green."])
     conversation = [*prompt, {"role": "assistant", "content": "No, it is green."}]
-    direct = reward.model.score([conversation])  # type: ignore[attr-defined]
+    direct = reward.model.score([conversation])
     assert len(scores) == 2 and scores[0] != scores[1]
     assert scores[1] == pytest.approx(float(direct[0]), abs=1e-5)
 
@@ -370,12 +370,6 @@ def test_reward_model_reward_scores_the_completion_as_the_assistant_turn(embedde
 # ---------------------------------------------------------------------------------------------------
 # Inputs, configuration, rewards, optimizer state (no model)
 # ---------------------------------------------------------------------------------------------------
-
-
-def test_docstring_examples_hold() -> None:
-    for module in (labeler.ppo.rewards, labeler.ppo.checkpoint, labeler.ppo.model):
-        result = doctest.testmod(module)
-        assert result.attempted > 0 and result.failed == 0, module.__name__
 
 
 def test_prompt_rows_accept_text_and_message_lists(tmp_path: Path) -> None:
@@ -414,13 +408,13 @@ def test_an_empty_prompts_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_config_checks_and_derived_values(tmp_path: Path) -> None:
-    base = {"policy": tmp_path, "prompts": tmp_path / "p.jsonl", "out": tmp_path / "out", "reward_rule": "word:x"}
+    base = {"policy": str(tmp_path), "prompts": tmp_path / "p.jsonl", "out": tmp_path / "out", "reward_rule": "word:x"}
     cfg = PPOConfig.model_validate({**base, "rollout_batch": 16, "minibatch": 4, "ppo_epochs": 3})
     assert cfg.num_minibatches == 4 and cfg.gradient_steps_per_step == 12
     with pytest.raises(ValueError, match="minibatch=3 must divide rollout_batch=16"):
         PPOConfig.model_validate({**base, "rollout_batch": 16, "minibatch": 3})
     with pytest.raises(ValueError, match="not both"):
-        PPOConfig.model_validate({**base, "reward_model": tmp_path})
+        PPOConfig.model_validate({**base, "reward_model": str(tmp_path)})
     with pytest.raises(ValueError, match="kl_estimator"):
         PPOConfig.model_validate({**base, "kl_estimator": "k2"})
     with pytest.raises(ValueError, match="extra"):
@@ -428,7 +422,10 @@ def test_config_checks_and_derived_values(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="frozen"):
         cfg.steps = 3  # type: ignore[misc]
     later = cfg.model_copy(update={"steps": 500, "resume": True, "kl_coef": 0.2})
-    assert later.differences(cfg) == ["kl_coef: 0.05 → 0.2"]  # steps and resume may change on resume
+    # steps and resume may change on resume; the old name of a setting is refused naming the new one
+    assert later.differences(cfg.model_dump(mode="json")) == ["kl_coef: 0.05 then, 0.2 now"]
+    with pytest.raises(ValueError, match="'lora_r' is now 'lora_rank'"):
+        PPOConfig.model_validate({**base, "lora_r": 8})
 
 
 def test_word_reward_counts_whole_words_in_any_case() -> None:
@@ -447,8 +444,11 @@ def test_a_bad_reward_rule_names_the_option(rule: str) -> None:
 
 
 def test_a_missing_reward_model_folder_is_bad_input(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="not found"):
-        load_reward(tmp_path / "nowhere", None)
+    with pytest.raises(InputError, match="does not exist") as info:
+        check_reward(str(tmp_path / "nowhere"), None)
+    assert info.value.where == "--reward-model"
+    with pytest.raises(InputError, match="not a Hugging Face model folder"):
+        check_reward(str(tmp_path), None)
 
 
 def test_optimizer_state_survives_safetensors(tmp_path: Path) -> None:
@@ -470,12 +470,12 @@ def test_optimizer_state_survives_safetensors(tmp_path: Path) -> None:
 
     first_opt = torch.optim.AdamW(interrupted.parameters(), lr=0.1)
     train(interrupted, first_opt, 2)
-    tensors, meta = optimizer_state_to_tensors(first_opt.state_dict())
+    tensors, meta = flatten_optimizer_state(first_opt.state_dict())
     save_file(tensors, tmp_path / "optimizer.safetensors")
     (tmp_path / "meta.json").write_text(json.dumps(meta))
     second_opt = torch.optim.AdamW(interrupted.parameters(), lr=0.1)
     saved = load_file(tmp_path / "optimizer.safetensors")
-    second_opt.load_state_dict(optimizer_state_from_tensors(saved, json.loads((tmp_path / "meta.json").read_text())))
+    second_opt.load_state_dict(unflatten_optimizer_state(saved, json.loads((tmp_path / "meta.json").read_text())))
     train(interrupted, second_opt, 3)
     assert torch.equal(straight.weight, interrupted.weight) and torch.equal(straight.bias, interrupted.bias)
 

@@ -63,7 +63,8 @@ def test_two_rounds_over_eight_prompts(engine_fixture, request, tmp_path: Path):
     assert records(tmp_path / "b") == rows
     revise(config(tmp_path / "c", seed=4), engine=engine)
     other = records(tmp_path / "c")
-    assert [[r.principle_id for r in row.rounds] for row in other] != [[r.principle_id for r in row.rounds] for row in rows]
+    principles = lambda rs: [[r.principle_id for r in row.rounds] for row in rs]  # noqa: E731
+    assert principles(other) != principles(rows)
 
     # the run is recorded: fingerprint with the constitution's hash, complete status, a dataset card
     manifest = load_manifest(tmp_path / "a")
@@ -79,7 +80,8 @@ def test_batched_equals_one_at_a_time(engine_fixture, request, tmp_path: Path):
     engine = request.getfixturevalue(engine_fixture)
     small = dict(work=WorkSelection(limit=4, batch_size=4, quiet=True), rounds=1)
     revise(config(tmp_path / "batched", **small), engine=engine)
-    revise(config(tmp_path / "single", **{**small, "work": WorkSelection(limit=4, batch_size=1, quiet=True)}), engine=engine)
+    one_at_a_time = WorkSelection(limit=4, batch_size=1, quiet=True)
+    revise(config(tmp_path / "single", **{**small, "work": one_at_a_time}), engine=engine)
     assert records(tmp_path / "batched") == records(tmp_path / "single")
     assert len(list((tmp_path / "single/sft").glob("*.arrow"))) == 4  # one shard per batch
 

@@ -3,25 +3,15 @@ data functions the trainer relies on (split, batching, labels, learning rate).""
 
 from __future__ import annotations
 
-import doctest
 import math
 import random
 from types import SimpleNamespace
 
-import pyarrow as pa
 import pytest
 import torch
 
-from labeler.errors import InputError
-from labeler.rm import checkpoint, data, losses, model, salmon, score, train
-from labeler.rm.data import (
-    PairLabels,
-    PreferencePair,
-    PrincipleLabels,
-    epoch_batches,
-    pairs_from_table,
-    split_train_eval,
-)
+from labeler.records import PreferenceRecord, PrincipleScore
+from labeler.rm.labels import HardLabels, PrincipleLabels, SoftLabels
 from labeler.rm.losses import (
     bradley_terry_loss,
     hard_targets,
@@ -29,6 +19,7 @@ from labeler.rm.losses import (
     oriented_margin,
     pairwise_accuracy,
 )
+from labeler.rm.pairs import epoch_batches, split_train_eval
 from labeler.rm.salmon import ShownPrinciple, salmon_target, sample_shown_principles, with_principles
 from labeler.rm.train import learning_rate_at
 
@@ -209,17 +200,28 @@ def test_with_principles_keeps_an_existing_system_message() -> None:
     assert "1. Kind: The response is kind." in merged[0]["content"] and merged[0]["content"].endswith("Be terse.")
 
 
+def judged(p_a: float, margin: float = 0.0, scores: dict[str, float] | None = None) -> PreferenceRecord:
+    """A judged pair of "a" and "b" answering "hi"."""
+    chosen, rejected = ("a", "b") if p_a >= 0.5 else ("b", "a")
+    return PreferenceRecord(
+        id="x", prompt="hi", prompt_messages=({"role": "user", "content": "hi"},), response_a="a", response_b="b",
+        chosen=chosen, rejected=rejected, p_a=p_a, p_a_ab=p_a, p_a_ba=p_a, mass_ab=1.0, mass_ba=1.0,
+        logprobs_ab=(-0.1, -2.0), logprobs_ba=(-0.1, -2.0), consistent=True, principle_ids=(),
+        principle_scores=tuple(PrincipleScore(principle_id=k, score=v) for k, v in (scores or {}).items()),
+        margin=margin, judge_model="m", source="test", flags=(),
+    )  # fmt: skip
+
+
 def test_principle_labels_target_follows_the_shown_principles() -> None:
     pool = (principle("kind"), principle("brief"))
-    pair = PreferencePair(
-        id="x", prompt_messages=({"role": "user", "content": "hi"},), response_a="a", response_b="b",
-        p_a=0.5, principle_scores={"kind": 2.0, "brief": -1.0},
-    )
+    scores = {"kind": 2.0, "brief": -1.0}
+    pair = judged(0.5, scores=scores)
     labels = PrincipleLabels(principles=pool, count=2, negate_probability=0.5, seed=0)
+    assert labels.usable(pair) and not labels.usable(judged(0.5))
     for epoch in range(10):
         example = labels.example(pair, epoch=epoch)
         shown = labels.shown_for(pair, epoch=epoch)
-        assert example.target_a == pytest.approx(salmon_target(shown, pair.principle_scores))
+        assert example.target_a == pytest.approx(salmon_target(shown, scores))
         system = example.conversation_a[0]
         assert system["role"] == "system" and all(p.text in system["content"] for p in shown)
         assert example.conversation_a[-1] == {"role": "assistant", "content": "a"}
@@ -228,11 +230,8 @@ def test_principle_labels_target_follows_the_shown_principles() -> None:
 
 
 def test_pair_labels_soft_and_hard() -> None:
-    pair = PreferencePair(
-        id="x", prompt_messages=({"role": "user", "content": "hi"},), response_a="a", response_b="b", p_a=0.7,
-        margin=1.5,
-    )
-    soft, hard = PairLabels().example(pair, epoch=0), PairLabels(hard=True).example(pair, epoch=0)
+    pair = judged(0.7, margin=1.5)
+    soft, hard = SoftLabels().example(pair, epoch=0), HardLabels().example(pair, epoch=0)
     assert (soft.target_a, hard.target_a, soft.margin) == (0.7, 1.0, 1.5)
     assert soft.conversation_b == ({"role": "user", "content": "hi"}, {"role": "assistant", "content": "b"})
 
@@ -277,54 +276,3 @@ def test_learning_rate_warms_up_then_decays_to_near_zero() -> None:
     assert lrs[4] == pytest.approx(1e-3) and max(lrs) == pytest.approx(1e-3)
     assert all(a <= b for a, b in zip(lrs[:5], lrs[1:5], strict=False))
     assert all(a >= b for a, b in zip(lrs[5:], lrs[6:], strict=False)) and 0 < lrs[-1] < 1e-4
-
-
-# --- columns ------------------------------------------------------------------------------------------
-
-
-def table(**overrides: object) -> pa.Table:
-    columns = {
-        "id": ["x", "y"],
-        "prompt_messages": [[{"role": "user", "content": "hi"}]] * 2,
-        "response_a": ["a", "a"],
-        "response_b": ["b", "b"],
-        "p_a": [0.9, 0.1],
-        "margin": [1.0, 2.0],
-        "principle_scores": [[{"principle_id": "kind", "score": 1.0}], []],
-    }
-    columns.update(overrides)
-    return pa.table(columns)
-
-
-def test_pairs_from_table_reads_what_the_options_need() -> None:
-    pairs = pairs_from_table(table(), file="run/preferences", need_margin=True, need_principle_scores=True)
-    assert [p.p_a for p in pairs] == [0.9, 0.1] and pairs[1].margin == 2.0
-    assert pairs[0].principle_scores == {"kind": 1.0} and pairs[1].principle_scores == {}
-
-
-@pytest.mark.parametrize(
-    ("bad", "options", "message"),
-    [
-        (table().drop_columns(["p_a"]), {}, "missing column 'p_a' (needed for --loss soft)"),
-        (table().drop_columns(["margin"]), {"need_margin": True}, "missing column 'margin' (needed for --margin)"),
-        (table(p_a=["0.9", "0.1"]), {}, "column 'p_a' has type string"),
-        (table(prompt_messages=["hi", "hi"]), {}, "column 'prompt_messages' has type string"),
-        (table(p_a=[0.9, 1.5]), {}, "p_a must be a probability in [0, 1], got 1.5"),
-        (table(p_a=[0.9, None]), {}, "p_a must be a probability"),
-        (table(margin=[1.0, float("nan")]), {"need_margin": True}, "margin must be a finite number"),
-    ],
-)
-def test_pairs_from_table_names_file_column_and_row(bad: pa.Table, options: dict, message: str) -> None:
-    why = {"p_a": "--loss soft", "margin": "--margin"}
-    with pytest.raises(InputError) as error:
-        pairs_from_table(bad, file="run/preferences", why=why, **options)
-    assert message in str(error.value) and "run/preferences" in str(error.value)
-
-
-# --- docstring examples -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("module", [losses, salmon, data, model, train, checkpoint, score], ids=lambda m: m.__name__)
-def test_docstring_examples(module: object) -> None:
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0

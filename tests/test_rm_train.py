@@ -5,6 +5,7 @@ exits 2, and (slow) the embedded model's loss falls in a few steps."""
 from __future__ import annotations
 
 import json
+import math
 import random
 import shutil
 from collections.abc import Iterator, Sequence
@@ -121,12 +122,12 @@ def tiny_config(run: Path, model: Path, out: Path, **overrides: object) -> RMTra
         "base_model": str(model),
         "out": out,
         "batch_size": 16,
-        "lr": 3e-3,
+        "learning_rate": 3e-3,
         "warmup_steps": 5,
         "max_length": 64,
         "eval_fraction": 0.2,
         "logging_steps": 10,
-        "progress": False,
+        "quiet": True,
     }
     settings.update(overrides)
     return RMTrainConfig.model_validate(settings)
@@ -187,12 +188,14 @@ def test_left_and_right_padding_give_the_same_rewards(trained: Path) -> None:
 
 def test_shared_prompt_gives_the_same_rewards_and_gradients(tiny_model: Path) -> None:
     """Running a pair's common prompt once (its keys/values reused by both responses) changes no number."""
-    from labeler.rm.data import TrainingExample, collate_pairs
-    from labeler.rm.model import LastTokenReward, load_classifier, load_tokenizer
+    from labeler.rm.batch import collate_pairs
+    from labeler.rm.labels import TrainingExample
+    from labeler.rm.model import LastTokenReward, load_classifier
+    from labeler.training.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(tiny_model)
     torch.manual_seed(0)
-    classifier = load_classifier(tiny_model, dtype=torch.float32, pad_token_id=tokenizer.pad_token_id, what="test")
+    classifier = load_classifier(tiny_model, dtype=torch.float32, pad_token_id=tokenizer.pad_token_id)
     reward = LastTokenReward(classifier).train()
     chats = conversations(10)  # prompts of different lengths: padding sits between prefix and continuation
     examples = [
@@ -233,7 +236,7 @@ def test_saved_model_loads_with_plain_transformers(trained: Path) -> None:
 
 
 def test_resume_gives_the_same_weights_and_metrics(tiny_model: Path, separable_run: Path, tmp_path: Path) -> None:
-    settings = {"max_steps": 12, "batch_size": 8, "checkpoint_steps": 5, "logging_steps": 3, "eval_steps": 4}
+    settings = {"max_steps": 12, "batch_size": 8, "checkpoint_every": 5, "logging_steps": 3, "eval_steps": 4}
     whole = tmp_path / "whole"
     train_reward_model(tiny_config(separable_run, tiny_model, whole, **settings))
     assert sorted(p.name for p in whole.glob("checkpoint-*")) == ["checkpoint-10", "checkpoint-5"]
@@ -259,12 +262,14 @@ def test_resume_refuses_other_settings_and_reuse_needs_resume(
     tiny_model: Path, separable_run: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "rm"
-    train_reward_model(tiny_config(separable_run, tiny_model, out, max_steps=4, checkpoint_steps=2))
+    train_reward_model(tiny_config(separable_run, tiny_model, out, max_steps=4, checkpoint_every=2))
     with pytest.raises(InputError, match="--resume to continue"):
-        train_reward_model(tiny_config(separable_run, tiny_model, out, max_steps=4, checkpoint_steps=2))
-    with pytest.raises(InputError, match=r"lr: 0\.003 then, 0\.01 now"):
+        train_reward_model(tiny_config(separable_run, tiny_model, out, max_steps=4, checkpoint_every=2))
+    with pytest.raises(InputError, match=r"learning_rate: 0\.003 then, 0\.01 now"):
         train_reward_model(
-            tiny_config(separable_run, tiny_model, out, max_steps=4, checkpoint_steps=2, lr=1e-2, resume=True)
+            tiny_config(
+                separable_run, tiny_model, out, max_steps=4, checkpoint_every=2, learning_rate=1e-2, resume=True
+            )
         )
     # --resume before any checkpoint exists (e.g. preempted early) starts afresh
     fresh = tmp_path / "fresh"
@@ -279,7 +284,8 @@ def test_resume_refuses_other_settings_and_reuse_needs_resume(
 
 def test_lora_is_merged_on_save(tiny_model: Path, separable_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "rm"
-    train_reward_model(tiny_config(separable_run, tiny_model, out, lora=True, lora_rank=4, max_steps=6, lr=1e-2))
+    settings = {"lora": True, "lora_rank": 4, "max_steps": 6, "learning_rate": 1e-2}
+    train_reward_model(tiny_config(separable_run, tiny_model, out, **settings))
     assert not (out / "adapter_config.json").exists()
     base, merged = load_file(tiny_model / "model.safetensors"), load_file(out / "model.safetensors")
     q = "model.layers.0.self_attn.q_proj.weight"
@@ -313,7 +319,7 @@ def test_principle_conditioned_training_through_the_cli(
     out = tmp_path / "rm"
     args = ["train-rm", "--data", str(separable_run), "--base-model", str(tiny_model), "--out", str(out),
             "--principle-conditioned", "--constitution", str(constitution), "--max-steps", "4",
-            "--batch-size", "8", "--max-length", "96", "--lr", "1e-3", "--logging-steps", "2"]
+            "--batch-size", "8", "--max-length", "96", "--learning-rate", "1e-3", "--logging-steps", "2"]
     with pytest.raises(SystemExit) as exit_info:
         main(args)
     assert exit_info.value.code == 0
@@ -371,7 +377,9 @@ def test_bad_data_exits_2_with_a_clear_message(
     base = ["train-rm", "--base-model", str(tiny_model), "--out", str(tmp_path / "out"), "--max-steps", "1"]
 
     code, err = exit_code_and_error(base, capsys)
-    assert code == 2 and "--data" in err and "no run given" in err
+    assert code == 2 and "--data" in err
+    code, err = exit_code_and_error([*base, "--data", str(no_p_a), "--lr", "1e-3"], capsys)
+    assert code == 2 and "--lr was renamed --learning-rate" in err
     code, err = exit_code_and_error([*base, "--data", str(no_p_a)], capsys)
     assert code == 2 and "shard-00000.arrow" in err and "columns do not match" in err
     code, err = exit_code_and_error([*base, "--data", str(p_a_text)], capsys)
@@ -458,8 +466,8 @@ def test_embedded_model_loss_falls_in_a_few_steps(embedded_model: Path, tmp_path
     run = write_run(tmp_path / "run", [preference(i, rng, soft=False) for i in range(4)])
     out = tmp_path / "rm"
     config = RMTrainConfig(
-        data=(run,), base_model=str(embedded_model), out=out, batch_size=4, max_steps=4, epochs=4, lr=5e-5,
-        max_length=40, eval_fraction=0.0, logging_steps=1, progress=False,
+        data=(run,), base_model=str(embedded_model), out=out, batch_size=4, max_steps=4, epochs=4, learning_rate=5e-5,
+        max_length=40, eval_fraction=0.0, logging_steps=1, quiet=True,
     )
     result = train_reward_model(config)
     losses = [r["loss"] for r in metric_rows(out) if r["split"] == "train"]
@@ -467,3 +475,33 @@ def test_embedded_model_loss_falls_in_a_few_steps(embedded_model: Path, tmp_path
     assert losses[-1] < losses[0] - 0.05, losses
     card = json.loads((out / REWARD_CARD).read_text())
     assert card["metrics"]["train"]["loss"] == losses[-1]
+
+
+# --- fitting large models: gradient checkpointing, bfloat16 weights ---------------------------------
+
+
+def test_gradient_checkpointing_changes_memory_not_the_numbers(
+    tiny_model: Path, separable_run: Path, tmp_path: Path
+) -> None:
+    settings = {"max_steps": 3, "batch_size": 8, "logging_steps": 1, "eval_fraction": 0.0, "share_prefix": False}
+    train_reward_model(tiny_config(separable_run, tiny_model, tmp_path / "plain", **settings))
+    train_reward_model(tiny_config(separable_run, tiny_model, tmp_path / "ckpt", gradient_checkpointing=True,
+                                   **settings))
+    plain = [row["loss"] for row in metric_rows(tmp_path / "plain")]
+    recomputed = [row["loss"] for row in metric_rows(tmp_path / "ckpt")]
+    assert len(plain) == 3 and plain == pytest.approx(recomputed, abs=1e-5)
+
+
+def test_bfloat16_weights_train_and_save_in_bfloat16(tiny_model: Path, separable_run: Path, tmp_path: Path) -> None:
+    from labeler.rm.train import weights_dtype
+
+    config = tiny_config(separable_run, tiny_model, tmp_path / "bf16", weights_dtype="bfloat16", max_steps=2,
+                         eval_fraction=0.0, logging_steps=1)
+    assert weights_dtype(config) == torch.bfloat16
+    assert weights_dtype(config.model_copy(update={"weights_dtype": "auto", "mixed_precision": "bf16"})) == (
+        torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    )
+    train_reward_model(config)
+    saved = load_file(tmp_path / "bf16" / "model.safetensors")
+    assert {t.dtype for t in saved.values()} == {torch.bfloat16}
+    assert all(math.isfinite(row["loss"]) for row in metric_rows(tmp_path / "bf16"))

@@ -30,6 +30,7 @@ from labeler.records import (
     SFTRecord,
     record_id,
 )
+from labeler.stages.runner import merge_parts
 from labeler.store import (
     RunStore,
     in_part,
@@ -418,7 +419,7 @@ def test_merging_two_parts_equals_one_run(tmp_path: Path) -> None:
     write_run(single, records)
     parts = _part_runs(tmp_path, records, 2)
     assert all(p.name.startswith("shard-p000") for part in parts for p in shards_of(part))
-    merged = merge_runs(parts, tmp_path / "merged", command="labeler merge part0 part1 --out merged")
+    merged = merge_parts(parts, tmp_path / "merged", command="labeler merge part0 part1 --out merged")
 
     by_id = lambda rs: sorted(rs, key=lambda r: r.id)  # noqa: E731
     assert by_id(iter_records(merged, "preferences")) == by_id(iter_records(single, "preferences"))

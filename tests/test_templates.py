@@ -60,7 +60,8 @@ def test_judge_puts_shared_content_before_the_question(templates: Templates) -> 
     # Everything before the question is the same for every principle: a prefix cache reuses it.
     prefix = first[: first.index("Which response is kinder?")]
     assert second.startswith(prefix)
-    for text in ["You are a cooking assistant.", "How long should I boil an egg?", "(A)\nNine minutes.", "(B)\nAsk a chef."]:
+    texts = ["You are a cooking assistant.", "How long should I boil an egg?", "(A)\nNine minutes.", "(B)\nAsk a chef."]
+    for text in texts:
         assert text in prefix
     assert prefix.index("Nine minutes.") < prefix.index("Ask a chef.")
     assert first.rstrip().endswith("Answer with the single letter A or B.")
@@ -188,7 +189,6 @@ ESCAPES = [
     "{{ ''.__class__.__mro__ }}",
     "{{ response_a.__class__.__base__.__subclasses__() }}",
     "{{ cycler.__init__.__globals__ }}",
-    "{{ lipsum.__globals__['os'] }}",
     "{{ joiner.__init__.__globals__.__builtins__ }}",
     "{{ conversation | attr('__class__') }}",
     "{{ conversation.append('x') }}",
@@ -206,6 +206,37 @@ def test_sandbox_escapes_in_a_user_template_fail_at_load(tmp_path: Path, escape:
     assert info.value.file == str(folder / "judge.jinja")
     assert info.value.line == 2
     assert "SecurityError" in info.value.message and "unsafe" in info.value.message
+
+
+def test_lipsum_is_not_offered(tmp_path: Path) -> None:
+    """jinja2's lorem-ipsum generator writes text of any length (and its globals were a way out)."""
+    folder = user_folder(tmp_path, judge=PAIR_TEMPLATE + "{{ lipsum.__globals__['os'] }}\n")
+    with pytest.raises(InputError, match="undefined variable 'lipsum'"):
+        Templates.load(folder)
+
+
+UNBOUNDED = [
+    ("{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}", "loop iterations"),
+    ("{% for i in range(99999) %}{{ 'long line of text ' * 50 }}{% endfor %}", "characters of output"),
+    ("{{ 'x' * 10**9 }}", "repetition longer"),
+    ("{{ ['x'] * 10**9 }}", "repetition longer"),
+    ("{{ 'x' | center(10**9) }}", "width or repeat count"),
+    ("{{ 'x' | indent(10**9) }}", "width or repeat count"),
+    ("{{ 'x'.ljust(10**9) }}", "width or repeat count"),
+    ("{{ '%0999999999d' | format(1) }}", "format width"),
+    ("{{ '%0999999999d' % 1 }}", "format width"),
+    ("{{ '{:>999999999}'.format(1) }}", "format width"),
+]
+
+
+@pytest.mark.parametrize(("body", "message"), UNBOUNDED)
+def test_a_template_over_the_rendering_bounds_is_refused_at_load(tmp_path: Path, body: str, message: str) -> None:
+    """Each would hang or fill memory; rendering is bounded, so loading (which renders samples) refuses it."""
+    folder = user_folder(tmp_path, judge=PAIR_TEMPLATE + body + "\n")
+    with pytest.raises(InputError) as info:
+        Templates.load(folder)
+    assert info.value.file == str(folder / "judge.jinja")
+    assert "TemplateBudgetError" in info.value.message and message in info.value.message
 
 
 def test_an_escape_reached_only_at_render_time_fails_safely(tmp_path: Path) -> None:

@@ -1,11 +1,6 @@
-"""CLI commands, one module per command group; importing this package registers them all.
+"""The commands of the `labeler` CLI, one module per group; `labeler.cli` registers them.
 
-Each module imports `app` from `labeler.cli` and decorates its functions with `@app.command()`.
-Heavy libraries are imported inside the command functions so that `labeler --help` stays fast.
+Options are derived from the config models (`labeler.commands.options`): help texts and defaults are
+written once, on the pydantic fields. Heavy libraries are imported inside the run functions, so that
+`labeler --help` stays fast.
 """
-
-import importlib
-import pkgutil
-
-for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-    importlib.import_module(f"{__name__}.{_info.name}")

@@ -8,10 +8,7 @@ from typing import Annotated
 
 import typer
 
-from labeler.cli import app
 
-
-@app.command("merge")
 def merge(
     parts: Annotated[
         list[Path],
@@ -27,7 +24,7 @@ def merge(
 ) -> None:
     """Merge the parts of a job array into one run: checks that they share one fingerprint, cover every
     part once, pass their checksums and never repeat a record; then writes one manifest and the card."""
-    from labeler.store import merge_runs
+    from labeler.stages.runner import merge_parts
 
     command = shlex.join(["labeler", "merge", *map(str, parts), "--out", str(out)])
-    print(merge_runs(parts, out, command=command))
+    print(merge_parts(parts, out, command=command))

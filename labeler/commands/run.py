@@ -7,10 +7,7 @@ from typing import Annotated
 
 import typer
 
-from labeler.cli import app
 
-
-@app.command("run")
 def run_command(
     config: Annotated[Path, typer.Argument(help="Run config (YAML); see configs/demo.yaml.")],
 ) -> None:

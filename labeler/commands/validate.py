@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 from rich.markup import escape
 
-from labeler.cli import app, err
 from labeler.constitution import STAGES, read_constitution
 from labeler.errors import InputError
 
@@ -48,22 +48,24 @@ def _is_run_config(path: Path) -> bool:
 
 
 def check_run_config(path: Path) -> str:
-    """Validate a run config and the files it names, without running anything."""
+    """Validate a run config with every check `labeler run` makes before a model loads (the files it names,
+    the model arguments, the output folder), without loading or writing anything."""
     from labeler.constitution import load_constitution
     from labeler.inputs import read_prompts
-    from labeler.pipeline import load_run_config
+    from labeler.pipeline import check_pipeline, device_plan, load_run_config
 
     config = load_run_config(path)
+    check_pipeline(config)
     constitution = load_constitution(config.constitution)
     prompts = sum(1 for _ in read_prompts(config.prompts))
     stages = [name for name in ("revise", "label", "train_rm", "ppo") if getattr(config.stages, name) is not None]
+    plan = "".join(f"\n  {line}" for line in device_plan(config))
     return (
         f"run config; stages {', '.join(stages) or 'none'}; constitution {constitution.name} "
-        f"({len(constitution.principles)} principles); {prompts} prompts; output {config.out}"
+        f"({len(constitution.principles)} principles); {prompts} prompts; output {config.out}{plan}"
     )
 
 
-@app.command("validate")
 def validate(
     files: Annotated[
         list[Path],
@@ -74,6 +76,7 @@ def validate(
 
     Exit code 2 when any file has a problem; every file is checked either way.
     """
+    err = Console(stderr=True)
     bad = 0
     for path in files:
         try:

@@ -47,7 +47,7 @@ class _Loader(yaml.SafeLoader):
         if self.check_event(yaml.AliasEvent):
             message = "YAML aliases (*name) are not supported in constitutions"
             raise yaml.composer.ComposerError(None, None, message, self.peek_event().start_mark)
-        return super().compose_node(parent, index)  # type: ignore[no-untyped-call]
+        return super().compose_node(parent, index)
 
 
 @dataclass(frozen=True)

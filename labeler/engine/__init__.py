@@ -27,6 +27,7 @@ from labeler.engine.base import (
 )
 from labeler.engine.dtype import resolve_dtype
 from labeler.errors import InputError
+from labeler.models import ModelRef, guard_model_load, resolve_model, served_model
 
 __all__ = [
     "ChoiceRequest",
@@ -39,9 +40,9 @@ __all__ = [
     "Message",
     "api_key_from_env",
     "choice_method_of",
+    "engine_model",
     "load_engine",
     "open_engine",
-    "resolve_model",
 ]
 
 EngineName = Literal["vllm", "hf", "openai"]
@@ -59,8 +60,9 @@ class EngineConfig(BaseModel):
     )
     model: str = Field(
         "default",
-        description="Hugging Face model folder, or 'default' for the embedded SmolLM2-135M-Instruct; "
-        "with the openai engine, the model name the servers serve.",
+        description="A Hugging Face model folder, a Hub id org/name[@revision] (from the local Hugging Face cache), "
+        "or 'default' (the embedded SmolLM2-135M-Instruct); with the openai engine, the name the servers serve "
+        "the model under.",
     )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto",
@@ -75,7 +77,11 @@ class EngineConfig(BaseModel):
     threads_bind: str | None = Field(
         None, description="vllm on CPU: cores to bind OpenMP threads to, e.g. '0-7' (default: all usable cores)."
     )
-    enforce_eager: bool = Field(True, description="vllm: skip graph compilation (much faster start on CPU).")
+    enforce_eager: bool | None = Field(
+        None,
+        description="vllm: skip graph compilation and CUDA graphs (default: on CPU, where compiling costs minutes at "
+        "every start; off on GPU, where CUDA graphs make generation much faster).",
+    )
     enable_prefix_caching: bool = Field(True, description="vllm: reuse KV cache of shared prompt prefixes.")
     kv_block_size: int | None = Field(
         None,
@@ -83,7 +89,13 @@ class EngineConfig(BaseModel):
         description="vllm: tokens per KV-cache block, the unit in which a shared prefix is reused "
         "(default: 32 on CPU, where vLLM's own 128 wastes most of a judge prompt's shared prefix; vLLM's on GPU).",
     )
-    tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs per engine.")
+    tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs per engine (one model replica).")
+    data_parallel_size: int = Field(
+        1,
+        ge=1,
+        description="Model replicas on this node, each in its own process on its own tensor_parallel_size GPUs "
+        "(or share of the CPU cores), each taking a part of the input; the parts merge into one run.",
+    )
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm on GPU: memory share to use.")
     trust_remote_code: bool = Field(False, description="Run model code shipped with the checkpoint (off by default).")
     seed: int = Field(0, description="Engine-level seed; requests carry their own seeds too.")
@@ -157,6 +169,12 @@ class EngineConfig(BaseModel):
             if local:
                 raise InputError(f"options of the local engines, which the server decides: {', '.join(local)}",
                                  where="--engine openai")
+            if self.model == "default":
+                raise InputError(
+                    "the openai engine needs the name the servers serve the model under (--model, or --judge-model "
+                    "for label and eval-judge; model in a config file)",
+                    where="--engine openai",
+                )
         else:
             remote = [key for key in OPENAI_ONLY if getattr(self, key) != defaults[key]]
             if remote:
@@ -170,10 +188,11 @@ OPENAI_ONLY = (
     "base_urls", "api_key_env", "choice_method", "concurrency", "request_timeout", "max_retries",
     "retry_backoff", "retry_max_wait", "eject_after",
 )
-OPTION_NAMES = {"base_urls": "--base-url", "api_key_env": "--api-key-env"}  # fields with a command-line option
+# Fields with a command-line option, by their option names.
+OPTION_NAMES = {"base_urls": "--base-url", "api_key_env": "--api-key-env", "choice_method": "--choice-method"}
 LOCAL_ONLY = (
     "dtype", "batch_size", "kv_cache_gib", "threads_bind", "enforce_eager", "enable_prefix_caching",
-    "kv_block_size", "tensor_parallel_size", "gpu_memory_utilization", "trust_remote_code",
+    "kv_block_size", "tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "trust_remote_code",
 )
 
 
@@ -228,41 +247,31 @@ def api_key_from_env(config: EngineConfig) -> str | None:
     return key
 
 
-def resolve_model(model: str | Path | None) -> Path:
-    """A usable Hugging Face model folder, or an `InputError` naming the path and what is wrong."""
-    if model is None or str(model) == "default":
-        from labeler.model_prep import prepare_default_model
-
-        return prepare_default_model()
-    path = Path(model).expanduser()
-    if not path.exists():
-        raise InputError("model path does not exist", file=path, where="--model")
-    if not path.is_dir() or not (path / "config.json").is_file():
-        raise InputError(
-            "not a Hugging Face model folder (no config.json); pass a folder written by save_pretrained",
-            file=path,
-            where="--model",
-        )
-    if not any(path.glob("*.safetensors")):
-        raise InputError(
-            "no .safetensors weights in the model folder (labeler never loads pickled weights)",
-            file=path,
-            where="--model",
-        )
-    return path.resolve()
-
-
 def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def open_engine(config: EngineConfig) -> Engine:
-    """Open the engine a config names (a context manager: use it in a `with` block)."""
+def engine_model(config: EngineConfig, *, where: str = "model") -> ModelRef:
+    """The config's model argument checked without loading anything (`labeler.models.resolve_model`); for
+    the openai engine, the name the servers serve it under, once the key's variable is checked."""
+    if config.name == "openai":
+        api_key_from_env(config)
+        return served_model(config.model)
+    return resolve_model(config.model, where=where)
+
+
+def open_engine(config: EngineConfig, model: ModelRef | None = None) -> Engine:
+    """Open the engine a config names (a context manager: use it in a `with` block).
+
+    `model`: the config's model argument already resolved (by a command's checks), else resolved here.
+    """
+    model = model or engine_model(config)
     if config.name == "openai":
         from labeler.engine.openai_engine import OpenAIEngine
 
         return OpenAIEngine(config, api_key=api_key_from_env(config))
-    path = resolve_model(config.model)
+    guard_model_load(f"the {config.name} engine on {model.label}")
+    path = model.folder()
     name = config.name
     dtype = resolve_dtype(config.dtype)
     if name == "vllm" and not vllm_available():
@@ -287,6 +296,7 @@ def open_engine(config: EngineConfig) -> Engine:
                 tensor_parallel_size=config.tensor_parallel_size,
                 gpu_memory_utilization=config.gpu_memory_utilization,
                 trust_remote_code=config.trust_remote_code,
+                model_id=model.label,
                 seed=config.seed,
             )
         from labeler.engine.hf import HFEngine
@@ -296,6 +306,7 @@ def open_engine(config: EngineConfig) -> Engine:
             dtype=dtype,
             batch_size=config.batch_size,
             trust_remote_code=config.trust_remote_code,
+            model_id=model.label,
             max_model_len=config.max_model_len,
         )
     except OSError as exc:  # unreadable or incomplete model files

@@ -41,31 +41,42 @@ def choice_inputs(
     """For each request: (prompt token ids, one token id per choice) to score as the next token.
 
     The ids are resolved from the prompt text followed by each choice, because a tokenizer may merge
-    the end of the prompt with the choice ("is A" can be "is" + " A"). The scored position is where
-    the encodings of all choices stop agreeing; each choice must be exactly one token after it.
-
-    >>> # "The answer is (" + "A" -> [..., "(", "A"]: prompt ends with "(", choice ids are "A", "B"
+    the end of the prompt with the choice ("is A" can be "is" + " A"): see `split_choices`.
     """
     if len(choices) < 2 or len(set(choices)) != len(choices):
         raise ValueError(f"need at least two distinct choices, got {list(choices)}")
     texts = [chat_text(tokenizer, r.messages, r.assistant_prefix) for r in requests]
     flat = encode_texts(tokenizer, [t + c for t in texts for c in choices])
     k = len(choices)
-    out: list[tuple[list[int], list[int]]] = []
-    for i, text in enumerate(texts):
-        encodings = flat[i * k : (i + 1) * k]
-        common = _common_prefix_length(encodings)
-        tails = [enc[common:] for enc in encodings]
-        if any(len(tail) != 1 for tail in tails):
-            shown = {c: tail for c, tail in zip(choices, tails)}
-            raise InputError(
-                f"choices {list(choices)} are not single tokens after the prompt text "
-                f"(token ids after the shared prefix: {shown}); pick choice strings that tokenize "
-                "to one token each after the template's text",
-                where=f"prompt ending {text[-40:]!r}",
-            )
-        out.append((encodings[0][:common], [tail[0] for tail in tails]))
-    return out
+    return [split_choices(flat[i * k : (i + 1) * k], choices, text) for i, text in enumerate(texts)]
+
+
+def split_choices(
+    encodings: Sequence[Sequence[int]], choices: Sequence[str], prompt: str = ""
+) -> tuple[list[int], list[int]]:
+    """(prompt ids, choice ids) from the encodings of the prompt followed by each choice.
+
+    The scored position is where the encodings stop agreeing; each choice must be exactly one token
+    after it, or the choice cannot be scored as one next token (`InputError`).
+
+    >>> split_choices([[5, 9, 49], [5, 9, 50]], ["A", "B"])    # "... (" + "A" | "B"
+    ([5, 9], [49, 50])
+    >>> split_choices([[5, 9, 7, 49], [5, 9, 50]], ["AA", "B"])
+    Traceback (most recent call last):
+    ...
+    labeler.errors.InputError: prompt ending '': choices ['AA', 'B'] are not single tokens ...
+    """
+    common = _common_prefix_length(encodings)
+    tails = [list(enc[common:]) for enc in encodings]
+    if any(len(tail) != 1 for tail in tails):
+        shown = {c: tail for c, tail in zip(choices, tails)}
+        raise InputError(
+            f"choices {list(choices)} are not single tokens after the prompt text "
+            f"(token ids after the shared prefix: {shown}); pick choice strings that tokenize "
+            "to one token each after the template's text",
+            where=f"prompt ending {prompt[-40:]!r}",
+        )
+    return list(encodings[0][:common]), [tail[0] for tail in tails]
 
 
 def _common_prefix_length(seqs: Sequence[Sequence[int]]) -> int:

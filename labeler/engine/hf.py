@@ -37,6 +37,7 @@ class HFEngine:
         batch_size: int = 16,
         threads: int | None = None,
         trust_remote_code: bool = False,
+        model_id: str | None = None,
         max_model_len: int | None = None,
     ) -> None:
         import torch
@@ -46,7 +47,7 @@ class HFEngine:
         hf_logging.disable_progress_bar()
         torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
         self._torch = torch
-        self.model_id = str(model_path)
+        self.model_id = model_id or Path(model_path).name
         self.batch_size = batch_size
         self.tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
         self.model = AutoModelForCausalLM.from_pretrained(
@@ -138,16 +139,11 @@ class HFEngine:
     # -- internals -------------------------------------------------------------------------------
 
     def _left_pad(self, seqs: Sequence[Sequence[int]]) -> tuple[Any, Any, Any]:
-        torch = self._torch
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for row, seq in enumerate(seqs):
-            ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-            mask[row, width - len(seq) :] = 1
-        # Positions count real tokens only, so a left-padded row sees the same positions as alone.
-        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        return ids, mask, positions
+        """Left-padded ids and mask, and positions over real tokens only (a row sees what it sees alone)."""
+        from labeler.padding import pad_rows, position_ids_from_mask
+
+        ids, mask = pad_rows(seqs, self.pad_id, side="left")
+        return ids, mask, position_ids_from_mask(mask)
 
     def _text(self, token_ids: list[int]) -> str:
         text = self.tokenizer.decode(token_ids, skip_special_tokens=True)

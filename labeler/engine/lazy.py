@@ -6,18 +6,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from types import TracebackType
 
-from labeler.engine import EngineConfig, open_engine, resolve_model
+from labeler.engine import EngineConfig, engine_model, open_engine
 from labeler.engine.base import ChoiceRequest, ChoiceScores, Conversation, Engine, Generation, GenerationParams
+from labeler.models import ModelRef
 
 
 class LazyEngine:
     """Opens the engine its config names the first time it is asked to compute anything."""
 
-    def __init__(self, config: EngineConfig) -> None:
+    def __init__(self, config: EngineConfig, model: ModelRef | None = None) -> None:
         self.config = config
         self.name = config.name
-        # A server's model is a name it serves, not a folder here.
-        self.model_id = config.model if config.name == "openai" else str(resolve_model(config.model))
+        self.model = model or engine_model(config)
+        self.model_id = self.model.label  # for the openai engine, the name the servers serve
         self._engine: Engine | None = None
 
     @property
@@ -26,18 +27,21 @@ class LazyEngine:
 
     def _get(self) -> Engine:
         if self._engine is None:
-            self._engine = open_engine(self.config.model_copy(update={"model": self.model_id}))
+            self._engine = open_engine(self.config, self.model)
         return self._engine
 
     @property
-    def max_model_len(self) -> int:  # type: ignore[override]
+    def max_model_len(self) -> int:
         return self._get().max_model_len
 
     @property
     def choice_method(self) -> str:
-        """What the engine scores choices with (see `labeler.engine.choice_method_of`); opens it."""
+        """What the engine scores choices with (see `labeler.engine.choice_method_of`): a local engine stays
+        closed; an openai engine opens (it asks its servers, which loads nothing here)."""
         from labeler.engine import choice_method_of
 
+        if self.config.name != "openai":
+            return "exact"
         return choice_method_of(self._get())
 
     def prompt_lengths(self, conversations: Sequence[Conversation]) -> list[int]:

@@ -304,7 +304,9 @@ class OpenAIEngine:
             cards.append(card)
         return cards
 
-    async def _sample(self, messages: Messages, params: GenerationParams, seed: int, client: Any) -> tuple[str, int, str]:
+    async def _sample(
+        self, messages: Messages, params: GenerationParams, seed: int, client: Any
+    ) -> tuple[str, int, str]:
         options: dict[str, Any] = {}
         if params.stop:
             options["stop"] = list(params.stop)

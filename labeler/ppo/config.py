@@ -3,33 +3,34 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from labeler.training.config import TrainingConfig
 
 KLEstimator = Literal["k1", "k3"]
 
-# Fields a resumed run may change: the rest must match the checkpoint, or the run would mix two setups.
-RESUMABLE_CHANGES = frozenset({"steps", "resume", "checkpoint_every", "keep_checkpoints"})
 
-
-class PPOConfig(BaseModel):
+class PPOConfig(TrainingConfig):
     """One PPO run: a policy (LoRA by default) trained against a reward, with a KL penalty to its start."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    RESUMABLE: ClassVar[frozenset[str]] = TrainingConfig.RESUMABLE | {"steps"}  # more steps continue the run
 
     # --- inputs and outputs
-    policy: Path = Field(
-        description="The starting policy: a Hugging Face model folder, or a PEFT adapter folder "
-        "(adapter_config.json + adapter_model.safetensors) on top of its base model."
+    policy: str = Field(
+        "default",
+        description="The starting policy: a Hugging Face model folder, a Hub id org/name[@revision], a PEFT "
+        "adapter folder (adapter_config.json + adapter_model.safetensors) on top of its base model, or "
+        "'default' (the embedded SmolLM2-135M-Instruct).",
     )
     prompts: Path = Field(
         description="Prompts to complete (JSONL, Parquet or Arrow): each row has `prompt` (text) or "
         "`messages`/`prompt_messages` (a list of {role, content} ending before the assistant's turn)."
     )
-    out: Path = Field(description="Output folder: metrics.jsonl and checkpoint-<step>/ folders.")
-    reward_model: Path | None = Field(
-        None, description="Reward model folder written by `labeler train-rm` (or give a reward rule instead)."
+    reward_model: str | None = Field(
+        None,
+        description="Reward model written by `labeler train-rm` (a folder or a Hub id), or give a reward rule instead.",
     )
     reward_rule: str | None = Field(
         None,
@@ -39,8 +40,6 @@ class PPOConfig(BaseModel):
 
     # --- model
     lora: bool = Field(True, description="Train a LoRA adapter (the base stays frozen) instead of all weights.")
-    lora_r: int = Field(16, ge=1, description="LoRA rank of a fresh adapter (a trained adapter keeps its own).")
-    lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (the update is scaled by alpha/r).")
     lora_target_modules: str | tuple[str, ...] = Field(
         "all-linear", description="Modules that get a LoRA adapter (PEFT's `target_modules`)."
     )
@@ -80,10 +79,9 @@ class PPOConfig(BaseModel):
     max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping norm.")
 
     # --- bookkeeping
-    seed: int = Field(0, description="Seeds prompt order, sampling and initialisation.")
-    checkpoint_every: int = Field(10, ge=1, description="Steps between checkpoints (the last step always saves).")
-    keep_checkpoints: int = Field(2, ge=1, description="Most recent checkpoints kept; older ones are deleted.")
-    resume: bool = Field(False, description="Continue from the latest checkpoint in `out`.")
+    checkpoint_every: int = Field(
+        10, ge=0, description="Steps between checkpoints (0: none in between; the last step always saves)."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> PPOConfig:
@@ -105,12 +103,3 @@ class PPOConfig(BaseModel):
     def gradient_steps_per_step(self) -> int:
         """Optimizer steps per PPO step."""
         return self.ppo_epochs * self.num_minibatches
-
-    def differences(self, other: PPOConfig) -> list[str]:
-        """Fields that differ from `other`, apart from those a resumed run may change."""
-        mine, theirs = self.model_dump(mode="json"), other.model_dump(mode="json")
-        return [
-            f"{name}: {theirs[name]!r} → {mine[name]!r}"
-            for name in mine
-            if name not in RESUMABLE_CHANGES and mine[name] != theirs[name]
-        ]

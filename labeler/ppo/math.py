@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from labeler.padding import last_token_index
 from labeler.ppo.config import KLEstimator
 
 # ---------------------------------------------------------------------------------------------------
@@ -47,15 +48,6 @@ def length_mask(lengths: Tensor, width: int) -> Tensor:
     """
     positions = torch.arange(width, device=lengths.device)
     return (positions[None, :] < lengths[:, None]).float()
-
-
-def last_token_index(mask: Tensor) -> Tensor:
-    """Index of the last generated token (the EOS when there is one) of each right-padded row.
-
-    >>> last_token_index(torch.tensor([[1., 1., 0., 0.], [1., 1., 1., 1.], [1., 0., 0., 0.]]))
-    tensor([1, 3, 0])
-    """
-    return mask.sum(dim=1).long() - 1
 
 
 def place_scores(scores: Tensor, mask: Tensor) -> Tensor:

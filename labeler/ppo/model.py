@@ -10,6 +10,7 @@ The reference is the policy as the run started, and stays that way when the run 
 from __future__ import annotations
 
 import copy
+import json
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,22 +21,16 @@ import torch
 from torch import Tensor, nn
 
 from labeler.errors import InputError
+from labeler.models import guard_model_load
+from labeler.padding import position_ids_from_mask
 from labeler.ppo.config import PPOConfig
+from labeler.training.tokenizer import load_tokenizer
 
+ADAPTER_DIR = "adapter"  # inside a checkpoint: the trained adapter, usable as a starting policy
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 POLICY_ADAPTER = "default"  # PEFT's name for the adapter a PeftModel is created with
 REFERENCE_ADAPTER = "reference"
-
-
-def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
-    """Positions that skip left padding, as `generate` computes them: (B, L) -> (B, L).
-
-    >>> position_ids_from_mask(torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 0]]))
-    tensor([[0, 0, 0, 1, 2],
-            [0, 1, 2, 3, 3]])
-    """
-    return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
 
 
 def response_logits(lm: nn.Module, sequences: Tensor, attention_mask: Tensor, width: int) -> Tensor:
@@ -136,58 +131,47 @@ def is_adapter_folder(path: Path) -> bool:
 def base_model_path(policy: Path) -> Path:
     """The base model of a starting policy: itself, or the base named by its adapter's config."""
     if not is_adapter_folder(policy):
-        if not (policy / "config.json").is_file():
-            raise InputError(
-                "not a Hugging Face model folder (no config.json) nor a PEFT adapter folder (no adapter_config.json)",
-                file=policy,
-                where="--policy",
-            )
         return policy
-    from peft import PeftConfig
-
-    if not (policy / ADAPTER_WEIGHTS).is_file():
-        raise InputError(f"the adapter folder has no {ADAPTER_WEIGHTS} (only safetensors are loaded)", file=policy)
-    base = PeftConfig.from_pretrained(str(policy)).base_model_name_or_path
+    config = json.loads((policy / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    base = config.get("base_model_name_or_path")
     if not base:
         raise InputError("adapter_config.json names no base_model_name_or_path", file=policy / ADAPTER_CONFIG)
     return Path(base)
 
 
-def load_tokenizer(policy: Path) -> Any:
+def policy_tokenizer(policy: Path) -> Any:
     """The starting policy's tokenizer (from the adapter folder when it has one, else from its base)."""
-    from transformers import AutoTokenizer
-
-    folder = policy if (policy / "tokenizer_config.json").is_file() else base_model_path(policy)
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+    return load_tokenizer(policy if (policy / "tokenizer_config.json").is_file() else base_model_path(policy))
 
 
-def build_policy(config: PPOConfig, device: torch.device) -> tuple[PolicyWithValueHead, Reference]:
-    """The trainable policy and its frozen reference, both as the run starts (before any checkpoint)."""
+def build_policy(config: PPOConfig, start: Path, device: torch.device) -> tuple[PolicyWithValueHead, Reference]:
+    """The trainable policy and its frozen reference, both as the run starts (before any checkpoint).
+
+    `start` is the starting policy's folder (a model, or an adapter on its base).
+    """
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
+    guard_model_load(f"policy {start}")
     hf_logging.disable_progress_bar()  # PPO's own progress bar is the one to watch
     base: Any = AutoModelForCausalLM.from_pretrained(
-        str(base_model_path(config.policy)), dtype=getattr(torch, config.dtype), use_safetensors=True
+        str(base_model_path(start)), dtype=getattr(torch, config.dtype), use_safetensors=True
     )
     base = base.to(device)
     hidden_size = base.config.hidden_size
-    starts_from_adapter = is_adapter_folder(config.policy)
+    starts_from_adapter = is_adapter_folder(start)
     reference: Reference
     if config.lora:
         from peft import LoraConfig, PeftModel, get_peft_model
 
         if starts_from_adapter:
-            lm = PeftModel.from_pretrained(base, str(config.policy), adapter_name=POLICY_ADAPTER, is_trainable=True)
-            lm.load_adapter(str(config.policy), adapter_name=REFERENCE_ADAPTER, is_trainable=False)
+            lm = PeftModel.from_pretrained(base, str(start), adapter_name=POLICY_ADAPTER, is_trainable=True)
+            lm.load_adapter(str(start), adapter_name=REFERENCE_ADAPTER, is_trainable=False)
             lm.set_adapter(POLICY_ADAPTER)
             reference = SecondAdapterReference(lm)
         else:
             lora = LoraConfig(
-                r=config.lora_r,
+                r=config.lora_rank,
                 lora_alpha=config.lora_alpha,
                 # No dropout: rollout and update must see the same function, or the PPO ratio is noise.
                 lora_dropout=0.0,
@@ -204,7 +188,7 @@ def build_policy(config: PPOConfig, device: torch.device) -> tuple[PolicyWithVal
         if starts_from_adapter:
             from peft import PeftModel
 
-            lm = PeftModel.from_pretrained(base, str(config.policy)).merge_and_unload()
+            lm = PeftModel.from_pretrained(base, str(start)).merge_and_unload()
         else:
             lm = base
         lm.requires_grad_(True)

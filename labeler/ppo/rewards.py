@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from labeler.errors import InputError
+from labeler.models import ModelRef, resolve_model
 
 Messages = list[dict[str, str]]
 
@@ -75,12 +76,20 @@ class RewardModelReward:
         return [float(score) for score in self.model.score(conversations).float().cpu()]
 
 
-def load_reward(reward_model: Path | None, reward_rule: str | None) -> RewardFn:
-    """The reward a config names: a reward model folder or a rule (exactly one)."""
+def check_reward(reward_model: str | None, reward_rule: str | None) -> ModelRef | None:
+    """Check the reward a config names without loading it: the rule parses, or the reward model resolves."""
+    if reward_rule is not None:
+        parse_reward_rule(reward_rule)
+        return None
+    if reward_model is None:
+        raise InputError("give --reward-model DIR or --reward-rule KIND:ARGUMENT", where="--reward-model")
+    return resolve_model(reward_model, where="--reward-model", kind="reward")
+
+
+def load_reward(reward_model: ModelRef | None, reward_rule: str | None) -> RewardFn:
+    """The reward a config names: a rule, or a reward model already checked by `check_reward`."""
     if reward_rule is not None:
         return parse_reward_rule(reward_rule)
     if reward_model is None:
-        raise InputError("give --reward-model DIR or --reward-rule KIND:ARGUMENT", where="reward")
-    if not reward_model.is_dir():
-        raise InputError("reward model folder not found", file=reward_model, where="--reward-model")
-    return RewardModelReward(reward_model)
+        raise InputError("give --reward-model DIR or --reward-rule KIND:ARGUMENT", where="--reward-model")
+    return RewardModelReward(reward_model.folder())

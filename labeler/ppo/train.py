@@ -7,40 +7,39 @@ response length, V = vocabulary size.
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
 from torch import Tensor
 
 from labeler.engine.base import Message
 from labeler.engine.chat import chat_text, encode_texts
 from labeler.errors import InputError
 from labeler.inputs import iter_rows, row_messages
+from labeler.models import ModelRef, resolve_model
+from labeler.padding import pad_rows
 from labeler.ppo import math as ppo
-from labeler.ppo.checkpoint import checkpoint_dirs, latest_checkpoint, load_checkpoint, save_checkpoint
 from labeler.ppo.config import PPOConfig
-from labeler.ppo.model import PolicyWithValueHead, Reference, base_model_path, build_policy, load_tokenizer
-from labeler.ppo.rewards import RewardFn, load_reward
+from labeler.ppo.model import (
+    ADAPTER_DIR,
+    PolicyWithValueHead,
+    Reference,
+    base_model_path,
+    build_policy,
+    policy_tokenizer,
+)
+from labeler.ppo.rewards import RewardFn, check_reward, load_reward
+from labeler.progress import progress_bar
+from labeler.training.checkpoint import load_checkpoint, save_checkpoint
+from labeler.training.metrics import METRICS_FILE, MetricsLog
+from labeler.training.resume import resume_point, start_run
 
-METRICS_FILE = "metrics.jsonl"
-CONFIG_FILE = "config.json"
+__all__ = ["METRICS_FILE", "check_ppo", "load_prompts", "train_ppo"]
 
 # PPO's log-probabilities are those of the distribution the tokens were sampled from: plain softmax
 # sampling, so every logits processor a model's generation_config might switch on is set to neutral.
@@ -56,49 +55,82 @@ SAMPLING = dict(
 )
 
 
+@dataclass(frozen=True)
+class CheckedPPO:
+    """What the checks found: the prompts, the starting policy, the reward's model, where to resume from."""
+
+    prompts: list[list[dict[str, str]]]
+    policy: ModelRef
+    reward_model: ModelRef | None
+    resume_from: Path | None
+
+
+def check_ppo(config: PPOConfig, *, custom_reward: bool = False) -> CheckedPPO:
+    """Every check `train_ppo` makes before it loads a model or writes a file."""
+    if not custom_reward and (config.reward_model is None) == (config.reward_rule is None):
+        raise InputError(
+            "give exactly one of --reward-model DIR and --reward-rule KIND:ARGUMENT", where="--reward-model"
+        )
+    prompts = load_prompts(config.prompts)
+    policy = resolve_model(config.policy, where="--policy", kind="policy")
+    reward_model = None if custom_reward else check_reward(config.reward_model, config.reward_rule)
+    return CheckedPPO(prompts, policy, reward_model, resume_point(config))
+
+
 def train_ppo(config: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     """Run PPO as configured; return the last checkpoint folder.
 
     `reward_fn` overrides the reward the config names (a Python caller's own scoring function).
     """
-    # --- Inputs first: a bad prompts file or reward fails before anything is written
-    prompts = load_prompts(config.prompts)
-    reward = reward_fn if reward_fn is not None else load_reward(config.reward_model, config.reward_rule)
-    tokenizer = load_tokenizer(config.policy)
-    prompts, prompt_ids = _encode_prompts(tokenizer, prompts, config)
-    eos_ids = _eos_token_ids(tokenizer, config)
+    # --- Checks first: bad input fails before anything loads or is written
+    checked = check_ppo(config, custom_reward=reward_fn is not None)
+    resume_from = checked.resume_from
+    policy_folder = checked.policy.folder()
+    reward = reward_fn if reward_fn is not None else load_reward(checked.reward_model, config.reward_rule)
+    tokenizer = policy_tokenizer(policy_folder)
+    prompts, prompt_ids = _encode_prompts(tokenizer, checked.prompts, config)
+    eos_ids = _eos_token_ids(tokenizer, policy_folder)
     pad_id = int(tokenizer.pad_token_id)
 
-    # --- Output folder, resume point, seeds
+    # --- Output folder, seeds
     out = config.out
-    resume_from = _check_out_folder(config)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / CONFIG_FILE).write_text(config.model_dump_json(indent=2) + "\n")
+    start_run(config)
+    metrics = MetricsLog(out)
     torch.manual_seed(config.seed)
     data_generator = torch.Generator().manual_seed(config.seed)  # prompt order and minibatch order
     device = _device(config.device)
-    console = Console(stderr=True)
 
     # --- Policy with value head, frozen reference, optimizer
-    policy, reference = build_policy(config, device)
+    policy, reference = build_policy(config, policy_folder, device)
     trainable = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, eps=1e-5)
+    generators = {"data": data_generator}
     start_step = 0
     if resume_from is not None:
-        start_step = load_checkpoint(resume_from, config, policy, optimizer, data_generator)
-        console.print(f"resuming from {resume_from} (step {start_step})")
-    _truncate_metrics(out / METRICS_FILE, start_step)
+        start_step = load_checkpoint(resume_from, module=policy, optimizer=optimizer, generators=generators)["step"]
+        print(f"resuming from {resume_from} (step {start_step})", file=sys.stderr)
+    metrics.truncate_after(start_step)  # the steps after the checkpoint run again
     checkpoint = resume_from
 
-    with _progress(console) as progress:
-        task = progress.add_task("PPO", total=config.steps, completed=start_step, stats="")
+    def export(folder: Path) -> None:
+        # A checkpoint's usable policy: the adapter (or the whole model) as a Hugging Face folder.
+        target = folder / (ADAPTER_DIR if config.lora else "model")
+        if config.lora:
+            policy.lm.save_pretrained(target, selected_adapters=["default"], safe_serialization=True)
+        else:
+            policy.lm.save_pretrained(target, safe_serialization=True)
+        tokenizer.save_pretrained(target)
+
+    quiet = config.quiet or None  # None: a bar on a terminal, log lines elsewhere
+    with progress_bar(config.steps, "ppo", unit="steps", completed=start_step, quiet=quiet) as advance:
         for step in range(start_step + 1, config.steps + 1):
             started = time.monotonic()
 
             # --- 1. Rollout: one sampled completion per prompt
             batch = _sample_indices(len(prompts), config.rollout_batch, data_generator).tolist()
             batch_prompts = [prompts[i] for i in batch]
-            prompt_tokens, prompt_mask = _left_pad([prompt_ids[i] for i in batch], pad_id, device)  # (B, P)
+            prompt_tokens, prompt_mask = pad_rows([prompt_ids[i] for i in batch], pad_id, side="left")  # (B, P)
+            prompt_tokens, prompt_mask = prompt_tokens.to(device), prompt_mask.to(device)
             policy.eval()
             with torch.no_grad():
                 sequences = policy.lm.generate(
@@ -179,14 +211,13 @@ def train_ppo(config: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
                 "no_eos_frac": float((~has_eos).float().mean()),
                 "seconds": round(time.monotonic() - started, 3),
             }
-            _append_metrics(out / METRICS_FILE, row)
-            progress.update(
-                task,
-                advance=1,
-                stats=f"reward {row['reward']:.3f}  kl {row['kl']:.3f}  len {row['response_length']:.1f}",
-            )
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                checkpoint = save_checkpoint(out, step, config, policy, optimizer, data_generator, tokenizer)
+            metrics.append(row)
+            advance(1, f"reward {row['reward']:.3f}  kl {row['kl']:.3f}  len {row['response_length']:.1f}")
+            if (config.checkpoint_every and step % config.checkpoint_every == 0) or step == config.steps:
+                checkpoint = save_checkpoint(
+                    out, step, config=config, module=policy, optimizer=optimizer, state={},
+                    keep=config.keep_checkpoints, generators=generators, export=export,
+                )
 
     if checkpoint is None:
         raise RuntimeError(f"{out}: no checkpoint was written")  # steps <= resumed step and none on disk
@@ -235,27 +266,6 @@ def _evaluate_rollout(
     return logprobs, values, entropies, ref_logprobs
 
 
-def _check_out_folder(config: PPOConfig) -> Path | None:
-    """The checkpoint to resume from (None: start afresh); refuses to mix two different runs."""
-    saved_config = config.out / CONFIG_FILE
-    has_run = saved_config.is_file() or bool(checkpoint_dirs(config.out))
-    if not config.resume:
-        if has_run:
-            raise InputError(
-                "the folder already holds a PPO run; pass --resume to continue it, or choose another --out",
-                file=config.out,
-            )
-        return None
-    if saved_config.is_file():
-        previous = PPOConfig.model_validate_json(saved_config.read_text())
-        differences = config.differences(previous)
-        if differences:
-            raise InputError(
-                "cannot resume with a different configuration: " + "; ".join(differences), file=saved_config
-            )
-    return latest_checkpoint(config.out)
-
-
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -274,25 +284,26 @@ def _encode_prompts(
             f"every prompt is longer than max_prompt_tokens={config.max_prompt_tokens} tokens", file=config.prompts
         )
     if len(kept) < len(ids):
-        Console(stderr=True).print(
+        print(
             f"skipping {len(ids) - len(kept)} of {len(ids)} prompts longer than "
-            f"max_prompt_tokens={config.max_prompt_tokens}"
+            f"max_prompt_tokens={config.max_prompt_tokens}",
+            file=sys.stderr,
         )
     return [prompts[i] for i in kept], [ids[i] for i in kept]
 
 
-def _eos_token_ids(tokenizer: Any, config: PPOConfig) -> list[int]:
+def _eos_token_ids(tokenizer: Any, policy: Path) -> list[int]:
     """Every token id that ends a completion: the tokenizer's EOS and the model's generation EOS ids."""
     from transformers import GenerationConfig
 
     ids = {int(tokenizer.eos_token_id)} if tokenizer.eos_token_id is not None else set()
-    base = base_model_path(config.policy)
+    base = base_model_path(policy)
     if (base / "generation_config.json").is_file():
         extra = GenerationConfig.from_pretrained(str(base)).eos_token_id
         if extra is not None:
             ids.update(int(i) for i in (extra if isinstance(extra, list) else [extra]))
     if not ids:
-        raise InputError("the policy's tokenizer defines no EOS token", file=config.policy, where="--policy")
+        raise InputError("the policy's tokenizer defines no EOS token", file=policy, where="--policy")
     return sorted(ids)
 
 
@@ -303,17 +314,6 @@ def _sample_indices(count: int, size: int, generator: torch.Generator) -> Tensor
     return torch.randint(count, (size,), generator=generator)
 
 
-def _left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """(B, P) token ids and attention mask, padded on the left so that generation continues every row."""
-    width = max(len(r) for r in rows)
-    tokens = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        tokens[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-        attention[i, width - len(row) :] = 1
-    return tokens.to(device), attention.to(device)
-
-
 def _score(reward: RewardFn, prompts: list[list[dict[str, str]]], completions: list[str]) -> Tensor:
     scores = reward(prompts, completions)
     if len(scores) != len(completions):
@@ -322,47 +322,3 @@ def _score(reward: RewardFn, prompts: list[list[dict[str, str]]], completions: l
     if not torch.isfinite(tensor).all():
         raise RuntimeError(f"the reward returned a non-finite score: {scores}")
     return tensor
-
-
-def _append_metrics(path: Path, row: dict[str, Any]) -> None:
-    with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop metrics of steps after the checkpoint being resumed: those steps run again."""
-    if not path.is_file():
-        return
-    rows = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    kept = [line for line in rows if json.loads(line)["step"] <= last_step]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-class _RateColumn(ProgressColumn):
-    """Steps per second, or seconds per step when slower than one a second."""
-
-    def render(self, task: Task) -> Text:
-        speed = task.speed
-        if not speed:
-            return Text("-- s/step", style="progress.data.speed")
-        text = f"{speed:.2f} steps/s" if speed >= 1 else f"{1 / speed:.1f} s/step"
-        return Text(text, style="progress.data.speed")
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _RateColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[stats]}"),
-        console=console,
-        speed_estimate_period=3600.0,  # rich's default (30 s) is shorter than one step of a large model
-    )

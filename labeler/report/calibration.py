@@ -1,10 +1,8 @@
-"""How well the judge's probabilities match human choices: matching, reliability bins, ECE, Brier.
+"""The judge against human choices in a report: matching human-labelled pairs, reading eval-judge results.
 
 Every measure here starts from `p_chosen`: per human-labelled pair, the judge's probability that the
-response the human preferred is the better one. A pair has no natural "A" side, so the reliability
-diagram counts each pair twice, once from each side: the human's response with prediction `p_chosen`
-and outcome 1, the other with prediction `1 - p_chosen` and outcome 0. The diagram is then the same
-whichever response a file happens to list first.
+response the human preferred is the better one. The calibration itself (confidence bins on [0.5, 1],
+ECE) is `labeler.calibration`'s, the same as `labeler eval-judge` reports.
 
 Two sources give `p_chosen`:
 - a human-labelled file (JSONL, Parquet or Arrow rows with `prompt`, `chosen`, `rejected`): rows of the
@@ -25,21 +23,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from labeler.calibration import ReliabilityBin, agreement, expected_calibration_error, reliability_table
 from labeler.errors import InputError
 from labeler.inputs import Row, iter_rows, prompt_text, row_messages
-
-CALIBRATION_BINS = 10
-
-
-@dataclass(frozen=True)
-class CalibrationBin:
-    """One bin of a reliability diagram; means are None when no prediction falls in it."""
-
-    low: float
-    high: float
-    count: int
-    mean_predicted: float | None
-    observed: float | None  # fraction of the bin's responses the humans preferred
 
 
 @dataclass(frozen=True)
@@ -51,56 +37,15 @@ class Calibration:
     agreement: float  # fraction of pairs where the judge favours the human's choice (ties count half)
     mean_p_chosen: float
     brier: float  # mean squared error of the judge's probability against the human's choice
-    ece: float  # expected calibration error over the symmetric reliability bins
-    bins: tuple[CalibrationBin, ...]
+    ece: float  # expected calibration error (labeler.calibration)
+    bins: list[ReliabilityBin]
 
     @property
     def pairs(self) -> int:
         return len(self.p_chosen)
 
 
-def reliability_bins(p_chosen: np.ndarray, bins: int = CALIBRATION_BINS) -> tuple[CalibrationBin, ...]:
-    """Reliability bins over [0, 1] of the pairs seen from both sides (1.0 falls in the last bin).
-
-    >>> b = reliability_bins(np.array([0.9, 0.9, 0.7]), bins=2)
-    >>> [(x.count, x.mean_predicted, x.observed) for x in b]
-    [(3, 0.1666..., 0.0), (3, 0.8333..., 1.0)]
-    """
-    predicted = np.concatenate([p_chosen, 1.0 - p_chosen])
-    outcome = np.concatenate([np.ones(len(p_chosen)), np.zeros(len(p_chosen))])
-    index = np.minimum(np.floor(predicted * bins).astype(np.int64), bins - 1)
-    result = []
-    for k in range(bins):
-        members = index == k
-        count = int(members.sum())
-        result.append(
-            CalibrationBin(
-                low=k / bins,
-                high=(k + 1) / bins,
-                count=count,
-                mean_predicted=float(predicted[members].mean()) if count else None,
-                observed=float(outcome[members].mean()) if count else None,
-            )
-        )
-    return tuple(result)
-
-
-def expected_calibration_error(bins: tuple[CalibrationBin, ...]) -> float:
-    """Count-weighted mean of |observed − mean predicted| over the non-empty bins.
-
-    >>> expected_calibration_error(reliability_bins(np.array([0.9, 0.9, 0.7]), bins=2))
-    0.1666...
-    """
-    total = sum(b.count for b in bins)
-    gaps = [
-        b.count * abs(b.observed - b.mean_predicted)
-        for b in bins
-        if b.observed is not None and b.mean_predicted is not None
-    ]
-    return float(sum(gaps) / total) if total else 0.0
-
-
-def calibration(p_chosen: np.ndarray, source: str, bins: int = CALIBRATION_BINS) -> Calibration:
+def calibration(p_chosen: np.ndarray, source: str) -> Calibration:
     """Agreement, Brier score, ECE and reliability bins of `p_chosen` (needs at least one pair).
 
     >>> c = calibration(np.array([0.8, 0.5, 0.3]), "test")
@@ -110,15 +55,15 @@ def calibration(p_chosen: np.ndarray, source: str, bins: int = CALIBRATION_BINS)
     if len(p_chosen) == 0:
         raise ValueError("calibration needs at least one pair")
     p_chosen = np.asarray(p_chosen, dtype=np.float64)
-    bin_list = reliability_bins(p_chosen, bins)
+    human = np.ones(len(p_chosen), dtype=bool)  # seen from the human's side, the chosen response is "A"
     return Calibration(
         source=source,
         p_chosen=p_chosen,
-        agreement=float(np.mean((p_chosen > 0.5) + 0.5 * (p_chosen == 0.5))),
+        agreement=agreement(p_chosen, human),
         mean_p_chosen=float(p_chosen.mean()),
         brier=float(np.mean((1.0 - p_chosen) ** 2)),
-        ece=expected_calibration_error(bin_list),
-        bins=bin_list,
+        ece=expected_calibration_error(p_chosen, human),
+        bins=reliability_table(p_chosen, human),
     )
 
 

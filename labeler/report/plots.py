@@ -225,26 +225,24 @@ def rm_curves_plot(logs: Sequence[TrainingLog]) -> Figure:
 
 
 def calibration_plot(result: Calibration) -> Figure:
-    """Reliability diagram (observed against predicted per bin) above the histogram of predictions."""
+    """Reliability diagram (accuracy against confidence per bin) above the histogram of confidences."""
     figure = _new_figure(6.6, 6.6)
     top, bottom = figure.subplots(2, 1, height_ratios=[3, 1], sharex=True)
     filled = [b for b in result.bins if b.count]
-    predicted = [b.mean_predicted for b in filled]
-    observed = [b.observed for b in filled]
-    top.plot([0, 1], [0, 1], color="gray", linestyle="--", label="perfect calibration")
-    top.plot(predicted, observed, color="#4c72b0", marker="o", label="judge")
-    top.set_xlim(-0.02, 1.02)
+    top.plot([0.5, 1], [0.5, 1], color="gray", linestyle="--", label="perfect calibration")
+    top.plot([b.mean_confidence for b in filled], [b.accuracy for b in filled], color="#4c72b0", marker="o",
+             label="judge")
+    top.set_xlim(0.49, 1.01)
     top.set_ylim(-0.03, 1.03)
-    top.set_ylabel("fraction the humans preferred")
+    top.set_ylabel("fraction where the judge sided with the humans")
     top.set_title(
         f"Calibration against {result.source} ({result.pairs} pairs)\n"
         f"agreement {result.agreement:.1%}, ECE {result.ece:.3f}, Brier {result.brier:.3f}"
     )
     top.legend(loc="upper left")
-    edges = [b.low for b in result.bins]
-    bottom.bar(edges, [b.count for b in result.bins], width=result.bins[0].high - result.bins[0].low,
-               align="edge", color="#4c72b0", edgecolor="white")
-    bottom.set_xlabel("judge's probability for a response (each pair counted from both sides)")
-    bottom.set_ylabel("responses")
+    bottom.bar([b.low for b in result.bins], [b.count for b in result.bins],
+               width=result.bins[0].high - result.bins[0].low, align="edge", color="#4c72b0", edgecolor="white")
+    bottom.set_xlabel("judge's confidence in its side, max(p, 1 - p)")
+    bottom.set_ylabel("pairs")
     bottom.yaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
     return figure

@@ -7,11 +7,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from labeler.training.config import TrainingConfig
 
-class RMTrainConfig(BaseModel):
+
+class RMTrainConfig(TrainingConfig):
     """Everything `train_reward_model` needs; checkpoints carry it so a resumed run is the same run."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     # --- data
     data: tuple[Path, ...] = Field(min_length=1, description="Run folders whose preference split to train on.")
@@ -22,16 +22,17 @@ class RMTrainConfig(BaseModel):
         512, ge=8, description="Most tokens per conversation; longer ones lose tokens from the left."
     )
     # --- model
-    base_model: str = Field(description="Hugging Face folder of the causal LM to put a reward head on.")
-    out: Path = Field(description="Output folder: final model, metrics.jsonl, checkpoint-<step>/ folders.")
+    base_model: str = Field(
+        "default",
+        description="The causal LM to put a reward head on: a Hugging Face folder, a Hub id org/name[@revision], "
+        "or 'default' (the embedded SmolLM2-135M-Instruct).",
+    )
     share_prefix: bool = Field(
         True,
         description="Run the tokens a pair's two conversations start with (the prompt) once for both: "
         "the same rewards for less compute.",
     )
     lora: bool = Field(False, description="Train LoRA adapters on q_proj and v_proj (merged on save) and the head.")
-    lora_rank: int = Field(16, ge=1, description="LoRA rank.")
-    lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / rank).")
     # --- labels and loss
     loss: Literal["soft", "hard"] = Field(
         "soft", description="soft: Bradley-Terry against p_a; hard: against p_a >= 0.5 (chosen vs rejected)."
@@ -53,28 +54,28 @@ class RMTrainConfig(BaseModel):
         None, ge=1, description="Stop after this many optimizer steps (before the epochs end)."
     )
     batch_size: int = Field(8, ge=1, description="Pairs per optimizer step and process.")
-    lr: float = Field(1e-5, gt=0.0, description="Peak learning rate (LoRA usually wants about 1e-4).")
+    learning_rate: float = Field(1e-5, gt=0.0, description="Peak learning rate (LoRA usually wants about 1e-4).")
     lr_schedule: Literal["linear", "constant"] = Field(
         "linear", description="After warmup: linear decay to zero, or constant."
     )
     warmup_steps: int = Field(0, ge=0, description="Steps of linear warmup from zero.")
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
     max_grad_norm: float | None = Field(1.0, gt=0.0, description="Clip the gradient norm to this (None: no clipping).")
-    mixed_precision: Literal["no", "bf16", "fp16"] = Field(
-        "no", description="Autocast precision through accelerate (weights stay float32)."
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="Autocast precision through accelerate.")
+    weights_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="Dtype the weights are loaded and trained in; auto: bfloat16 when training in bf16 on a GPU "
+        "(half the memory: a LoRA reward model on a 7B base then fits one 80 GB GPU), else float32.",
     )
-    seed: int = Field(0, description="Seeds the head's initialisation, data order, eval split and principle draws.")
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute activations in the backward pass instead of keeping them: much less memory for long "
+        "conversations and large models, about a third more compute (turns share_prefix off).",
+    )
     # --- bookkeeping
     logging_steps: int = Field(10, ge=1, description="Write averaged training metrics every this many steps.")
     eval_steps: int = Field(0, ge=0, description="Evaluate every this many steps (0: only at the end).")
-    checkpoint_steps: int = Field(0, ge=0, description="Write checkpoint-<step>/ every this many steps (0: never).")
-    keep_checkpoints: int = Field(2, ge=1, description="Keep only the newest this many checkpoints.")
-    resume: bool = Field(
-        False, description="Continue from the newest checkpoint in `out` (start afresh if it has none)."
-    )
-    progress: bool = Field(
-        True, description="Report steps, rate and ETA on stderr: a bar on a terminal, log lines elsewhere."
-    )
+    checkpoint_every: int = Field(0, ge=0, description="Write checkpoint-<step>/ every this many steps (0: never).")
 
     @model_validator(mode="after")
     def _consistent(self) -> RMTrainConfig:
@@ -89,17 +90,15 @@ class RMTrainConfig(BaseModel):
             )
         return self
 
-    def math_fields(self) -> dict[str, object]:
-        """The settings a resumed run must share with the checkpoint it continues from."""
-        return self.model_dump(mode="json", exclude={"resume", "progress", "out", "keep_checkpoints"})
-
 
 class ScoreRMConfig(BaseModel):
     """What `score_reward_model` needs: a reward model and a file of human-labelled pairs."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    model: Path = Field(description="Reward model folder written by `labeler train-rm`.")
+    model: str = Field(
+        description="Reward model written by `labeler train-rm`: a folder, or a Hub id org/name[@revision]."
+    )
     pairs: Path = Field(
         description="JSONL, one pair a line: prompt (text or list of messages), chosen, rejected, optional group."
     )

@@ -22,29 +22,12 @@ import torch
 from torch import nn
 
 from labeler.errors import InputError
+from labeler.models import guard_model_load
+from labeler.padding import last_token_index, position_ids_from_mask
+from labeler.training.tokenizer import load_tokenizer
 
 REWARD_CARD = "labeler-rm.json"
 """File written next to a trained reward model: its training config, data runs and final metrics."""
-
-
-def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position of the last attended token of each row, for left or right padding: (B, T) -> (B,).
-
-    >>> last_token_index(torch.tensor([[1, 1, 0], [0, 1, 1], [1, 1, 1]]))
-    tensor([1, 2, 2])
-    """
-    positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)  # (T,)
-    return (positions * attention_mask.to(positions.dtype)).argmax(dim=-1)
-
-
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions counted over real tokens only, so a left-padded row sees the same positions: (B, T).
-
-    >>> position_ids_from_mask(torch.tensor([[0, 0, 1, 1], [1, 1, 1, 0]]))
-    tensor([[0, 0, 0, 1],
-            [0, 1, 2, 2]])
-    """
-    return (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)
 
 
 def classifier_of(model: nn.Module) -> nn.Module:
@@ -141,35 +124,14 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _check_model_folder(path: Path | str, *, what: str) -> None:
-    folder = Path(path)
-    if not folder.is_dir():
-        raise InputError(f"{what} folder not found", file=folder)
-    if not (folder / "config.json").is_file():
-        raise InputError(f"no config.json: not a Hugging Face model folder ({what})", file=folder)
-    if not any(folder.glob("*.safetensors")):
-        raise InputError(f"no .safetensors weights ({what}); labeler loads weights from safetensors only", file=folder)
+def load_classifier(path: Path | str, *, dtype: torch.dtype, pad_token_id: int) -> Any:
+    """`AutoModelForSequenceClassification` with one output, from safetensors only, no remote code.
 
-
-def load_tokenizer(path: Path | str) -> Any:
-    """The model folder's tokenizer, with a pad token (the EOS token when it has none) and a chat template."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if tokenizer.pad_token is None:
-        raise InputError("the tokenizer has neither a pad token nor an EOS token to pad with", file=path)
-    if not tokenizer.chat_template:
-        raise InputError("the tokenizer has no chat template; conversations cannot be rendered", file=path)
-    return tokenizer
-
-
-def load_classifier(path: Path | str, *, dtype: torch.dtype, pad_token_id: int, what: str) -> Any:
-    """`AutoModelForSequenceClassification` with one output, from safetensors only, no remote code."""
+    The folder was checked by `labeler.models.resolve_model` (config, safetensors) before.
+    """
     from transformers import AutoModelForSequenceClassification
 
-    _check_model_folder(path, what=what)
+    guard_model_load(f"model {path}")
     with quiet_transformers():
         model = AutoModelForSequenceClassification.from_pretrained(
             path,
@@ -202,7 +164,7 @@ class RewardModel:
     @torch.no_grad()
     def score(self, conversations: Sequence[Sequence[Mapping[str, str]]]) -> torch.Tensor:
         """One reward per conversation (prompt messages then the assistant's response): float32 (N,) on `device`."""
-        from labeler.rm.data import encode_conversations
+        from labeler.rm.batch import encode_conversations
 
         scores = []
         for start in range(0, len(conversations), self.batch_size):
@@ -248,7 +210,7 @@ def load_reward_model(
     `max_length` defaults to the one the model was trained with; `device` to CUDA when available.
     """
     tokenizer = load_tokenizer(path)
-    classifier = load_classifier(path, dtype=dtype, pad_token_id=tokenizer.pad_token_id, what="reward model")
+    classifier = load_classifier(path, dtype=dtype, pad_token_id=tokenizer.pad_token_id)
     if classifier.config.num_labels != 1:
         raise InputError(f"has num_labels={classifier.config.num_labels}; a reward model has 1", file=path)
     card = read_reward_card(path)

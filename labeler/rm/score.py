@@ -15,6 +15,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from labeler.human_pairs import read_human_labelled_pairs
+from labeler.models import resolve_model
+from labeler.outputs import check_output_file
 from labeler.rm.config import ScoreRMConfig
 
 
@@ -71,8 +73,12 @@ def score_reward_model(config: ScoreRMConfig) -> ScoreReport:
     """Score every labelled pair with the reward model; write the report to `config.out` when set."""
     from labeler.rm.model import load_reward_model
 
+    # Every check before the model loads: the model folder, every row, the output file.
+    folder = resolve_model(config.model, where="--model", kind="reward").folder()
     pairs = read_human_labelled_pairs(config.pairs, group_by=config.group_by)
-    model = load_reward_model(config.model, max_length=config.max_length, batch_size=config.batch_size)
+    if config.out is not None:
+        check_output_file(config.out, where="--out")
+    model = load_reward_model(folder, max_length=config.max_length, batch_size=config.batch_size)
     chosen = model.score([p.conversation(p.chosen) for p in pairs]).float().cpu().tolist()
     rejected = model.score([p.conversation(p.rejected) for p in pairs]).float().cpu().tolist()
     overall, groups = group_scores(chosen, rejected, [p.group for p in pairs])

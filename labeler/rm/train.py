@@ -1,6 +1,6 @@
 """Reward-model training: one loop, read top to bottom.
 
-    config = RMTrainConfig(data=[Path("data/runs/demo")], base_model="path/to/model", out=Path("rm"))
+    config = RMTrainConfig(data=[Path("data/runs/demo")], out=Path("rm"))
     result = train_reward_model(config)
 
 Single process on CPU or one GPU; several GPUs with `accelerate launch -m labeler train-rm ...`.
@@ -11,18 +11,17 @@ against the label (see `labeler.rm.losses`).
 
 Writes to `config.out`:
 - `metrics.jsonl`: one JSON object per logging step (split "train") and per evaluation (split "eval");
-- `checkpoint-<step>/` every `checkpoint_steps` (see `labeler.rm.checkpoint`);
+- `checkpoint-<step>/` every `checkpoint_every` steps (see `labeler.training.checkpoint`);
 - the final model (`save_pretrained`, safetensors), its tokenizer, and `labeler-rm.json`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,32 +30,24 @@ import torch
 
 from labeler import __version__
 from labeler.errors import InputError
+from labeler.models import ModelRef, resolve_model
 from labeler.progress import progress_bar
-from labeler.rm.checkpoint import (
-    latest_checkpoint,
-    load_checkpoint,
-    read_checkpoint_config,
-    save_checkpoint,
-)
+from labeler.records import PreferenceRecord
+from labeler.rm.batch import collate_pairs, count_truncated
 from labeler.rm.config import RMTrainConfig
-from labeler.rm.data import (
-    LabelKind,
-    PairLabels,
-    PreferencePair,
-    PrincipleLabels,
-    collate_pairs,
-    count_truncated,
-    epoch_batches,
-    load_preference_pairs,
-    split_train_eval,
-)
+from labeler.rm.labels import HardLabels, LabelKind, PrincipleLabels, SoftLabels
 from labeler.rm.losses import bradley_terry_loss, mean_chosen_margin, oriented_margin, pairwise_accuracy
-from labeler.rm.model import REWARD_CARD, LastTokenReward, disable_dropout, load_classifier, load_tokenizer
+from labeler.rm.model import REWARD_CARD, LastTokenReward, disable_dropout, load_classifier
+from labeler.rm.pairs import RunData, check_runs, epoch_batches, load_pairs, split_train_eval
+from labeler.training.checkpoint import load_checkpoint, save_checkpoint
+from labeler.training.metrics import METRICS_FILE, MetricsLog
+from labeler.training.resume import resume_point, start_run
+from labeler.training.tokenizer import load_tokenizer
 
 logger = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.jsonl"
 LORA_TARGET_MODULES = ("q_proj", "v_proj")
+__all__ = ["METRICS_FILE", "RMTrainResult", "check_rm_training", "learning_rate_at", "train_reward_model"]
 
 
 @dataclass(frozen=True)
@@ -90,37 +81,57 @@ def learning_rate_at(step: int, *, peak: float, warmup_steps: int, total_steps: 
     return peak * (total_steps - step) / max(1, total_steps - warmup_steps)
 
 
+@dataclass(frozen=True)
+class CheckedRMTraining:
+    """What the checks found: the base model, the runs' data, the label kind, where to resume from."""
+
+    base: ModelRef
+    runs: list[RunData]
+    label_kind: LabelKind
+    resume_from: Path | None
+
+
+def check_rm_training(config: RMTrainConfig) -> CheckedRMTraining:
+    """Every check `train_reward_model` makes before it loads a model or writes a file."""
+    return CheckedRMTraining(
+        base=resolve_model(config.base_model, where="--base-model"),
+        runs=check_runs(config.data),
+        label_kind=label_kind_for(config),
+        resume_from=resume_point(config),
+    )
+
+
 def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
     """Train a reward model on the preference split of `config.data`; save it to `config.out`."""
     from accelerate import Accelerator
 
-    # ---- setup: processes, output folder, what to resume from ---------------------------------
+    # ---- checks: bad input fails here, before any model loads or any file is written -------------
+    checked = check_rm_training(config)
+    base, runs, label_kind, resume_from = checked.base, checked.runs, checked.label_kind, checked.resume_from
+
+    # ---- setup: processes, output folder --------------------------------------------------------
     accelerator = Accelerator(mixed_precision=config.mixed_precision)
     out = config.out
-    resume_from = _resume_point(config)
-    accelerator.wait_for_everyone()  # every process has checked `out` before any writes to it
     if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        if resume_from is None:  # metric lines of a run that never reached a checkpoint
-            (out / METRICS_FILE).unlink(missing_ok=True)
+        start_run(config)
+    accelerator.wait_for_everyone()  # the folder exists before any process writes to it
+    metrics = MetricsLog(out, enabled=accelerator.is_main_process)
 
-    # ---- data: read every run, hold out an eval split, choose how labels become targets ---------
-    label_kind = _label_kind(config)
-    why = {"p_a": f"--loss {config.loss}", "margin": "--margin", "principle_scores": "--principle-conditioned"}
-    pairs, runs = load_preference_pairs(
-        config.data, need_margin=config.margin, need_principle_scores=label_kind.needs_principle_scores, why=why
-    )
-    skipped = 0
-    if isinstance(label_kind, PrincipleLabels):
-        usable = _with_salmon_scores(pairs, label_kind, config)
-        skipped, pairs = len(pairs) - len(usable), usable
-        if skipped and accelerator.is_main_process:
-            logger.warning(
-                "%d pairs have no principle score for the constitution's salmon principles: skipped", skipped
-            )
-    train_rows, eval_rows = split_train_eval([p.id for p in pairs], config.eval_fraction, config.seed)
-    train_pairs = [pairs[i] for i in train_rows]
-    eval_pairs = [pairs[i] for i in eval_rows]
+    # ---- data: every run's pairs, an eval split held out by id ------------------------------------
+    pairs = load_pairs(config.data)
+    usable = [pair for pair in pairs if label_kind.usable(pair)]
+    skipped = len(pairs) - len(usable)
+    if not usable:
+        raise InputError(
+            "no pair has a principle_scores entry for the constitution's salmon principles",
+            file=config.constitution,
+            where="--principle-conditioned",
+        )
+    if skipped and accelerator.is_main_process:
+        logger.warning("%d pairs have no principle score for the constitution's salmon principles: skipped", skipped)
+    train_rows, eval_rows = split_train_eval([p.id for p in usable], config.eval_fraction, config.seed)
+    train_pairs = [usable[i] for i in train_rows]
+    eval_pairs = [usable[i] for i in eval_rows]
     if len(train_pairs) < accelerator.num_processes:
         raise InputError(
             f"only {len(train_pairs)} training pairs for {accelerator.num_processes} processes", where="--data"
@@ -131,12 +142,12 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
             rank=accelerator.process_index, world_size=accelerator.num_processes,
         )
     )
-    total_steps = min(config.epochs * steps_per_epoch, config.max_steps or math.inf)
-    total_steps = int(total_steps)
+    total_steps = int(min(config.epochs * steps_per_epoch, config.max_steps or math.inf))
 
     # ---- model: causal LM + scalar head (seeded), optional LoRA, rewards read at the last token ---
     torch.manual_seed(config.seed)  # the new `score` head is initialised from the global generator
-    tokenizer = load_tokenizer(config.base_model)
+    folder = base.folder()
+    tokenizer = load_tokenizer(folder)
     tokenizer.padding_side = "right"  # batches are right-padded; the saved tokenizer says so too
     truncated = count_truncated(tokenizer, [label_kind.example(p, epoch=0) for p in train_pairs], config.max_length)
     if truncated and accelerator.is_main_process:
@@ -144,10 +155,12 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
             "%d of %d training conversations are longer than max_length=%d and lose their first tokens",
             truncated, 2 * len(train_pairs), config.max_length,
         )
-    classifier = load_classifier(
-        config.base_model, dtype=torch.float32, pad_token_id=tokenizer.pad_token_id, what="base model"
-    )
+    classifier = load_classifier(folder, dtype=weights_dtype(config), pad_token_id=tokenizer.pad_token_id)
     disable_dropout(classifier)
+    if config.gradient_checkpointing:
+        # Non-reentrant: works with LoRA's frozen inputs, and with the prefix pass off (it keeps a cache).
+        classifier.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    share_prefix = config.share_prefix and not config.gradient_checkpointing
     peft_model = None
     if config.lora:
         from peft import LoraConfig, get_peft_model
@@ -163,7 +176,7 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
     reward = LastTokenReward(classifier).to(accelerator.device)
     optimizer = torch.optim.AdamW(
         [p for p in reward.parameters() if p.requires_grad],
-        lr=config.lr,
+        lr=config.learning_rate,
         weight_decay=config.weight_decay,
         fused=accelerator.device.type in ("cpu", "cuda"),  # one kernel per step instead of one per tensor
     )
@@ -177,9 +190,8 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
         state = load_checkpoint(resume_from, module=accelerator.unwrap_model(reward), optimizer=optimizer.optimizer)
         step, tokens = state["step"], state["tokens"]
         window = _MetricWindow(**state["window"])
-        if accelerator.is_main_process:
-            _truncate_metrics(out / METRICS_FILE, step)
         accelerator.print(f"resumed from {resume_from} at step {step}")
+    metrics.truncate_after(step)  # rows of steps after the checkpoint are written again
     accelerator.wait_for_everyone()
 
     # ---- training loop ---------------------------------------------------------------------------
@@ -187,7 +199,9 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
     window_started, window_tokens = started, 0
     epoch_batch_cache: tuple[int, list[list[int]]] = (-1, [])
     last_train: dict[str, float] = {}
-    with _progress(config, accelerator.is_main_process, total_steps, step) as advance:
+    quiet = config.quiet or None  # None: a bar on a terminal, log lines elsewhere
+    with progress_bar(total_steps, "train-rm", unit="steps", completed=step, quiet=quiet,
+                      enabled=accelerator.is_main_process) as advance:
         while step < total_steps:
             epoch, index_in_epoch = divmod(step, steps_per_epoch)
             if epoch_batch_cache[0] != epoch:
@@ -196,10 +210,10 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
                     rank=accelerator.process_index, world_size=accelerator.num_processes,
                 ))
             examples = [label_kind.example(train_pairs[i], epoch=epoch) for i in epoch_batch_cache[1][index_in_epoch]]
-            batch = collate_pairs(examples, tokenizer, config.max_length, share_prefix=config.share_prefix)
+            batch = collate_pairs(examples, tokenizer, config.max_length, share_prefix=share_prefix)
             batch = {name: tensor.to(accelerator.device) for name, tensor in batch.items()}
             lr = learning_rate_at(
-                step, peak=config.lr, warmup_steps=config.warmup_steps, total_steps=total_steps,
+                step, peak=config.learning_rate, warmup_steps=config.warmup_steps, total_steps=total_steps,
                 schedule=config.lr_schedule,
             )
             for group in optimizer.param_groups:
@@ -222,7 +236,6 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            advance(1)
 
             # metrics: averaged over processes, summed over the logging window
             with torch.no_grad():
@@ -236,6 +249,7 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
             tokens += step_tokens
             window_tokens += step_tokens
             window.add(*step_metrics.tolist())
+            advance(1, f"loss {step_metrics[0].item():.4f}")
             if step % config.logging_steps == 0 or step == total_steps:
                 now = time.monotonic()
                 last_train = {
@@ -244,21 +258,20 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
                     "tokens": tokens,
                     "tokens_per_s": window_tokens / max(now - window_started, 1e-9),
                 }
-                row = {"step": step, "epoch": step / steps_per_epoch, "split": "train", **last_train}
-                _write_metrics(accelerator, out, row)
+                metrics.append({"step": step, "epoch": step / steps_per_epoch, "split": "train", **last_train})
                 window, window_started, window_tokens = _MetricWindow(), now, 0
 
             # periodic evaluation and checkpoints (the final ones come after the loop)
             if config.eval_steps and step % config.eval_steps == 0 and step < total_steps and eval_pairs:
-                metrics = evaluate(accelerator.unwrap_model(reward), eval_pairs, label_kind, tokenizer, config)
-                _write_metrics(accelerator, out, {"step": step, "split": "eval", **metrics})
-            if config.checkpoint_steps and step % config.checkpoint_steps == 0 and step < total_steps:
+                result = evaluate(accelerator.unwrap_model(reward), eval_pairs, label_kind, tokenizer, config)
+                metrics.append({"step": step, "split": "eval", **result})
+            if config.checkpoint_every and step % config.checkpoint_every == 0 and step < total_steps:
                 accelerator.wait_for_everyone()
                 if accelerator.is_main_process:
                     save_checkpoint(
                         out,
                         step,
-                        config_json=config.model_dump_json(indent=2),
+                        config=config,
                         module=accelerator.unwrap_model(reward),
                         optimizer=optimizer.optimizer,
                         state={"tokens": tokens, "window": asdict(window)},
@@ -270,7 +283,7 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
     eval_metrics = {}
     if eval_pairs:
         eval_metrics = evaluate(accelerator.unwrap_model(reward), eval_pairs, label_kind, tokenizer, config)
-        _write_metrics(accelerator, out, {"step": step, "split": "eval", **eval_metrics})
+        metrics.append({"step": step, "split": "eval", **eval_metrics})
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         final: Any = peft_model.merge_and_unload() if peft_model is not None else classifier
@@ -280,6 +293,7 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
             "format": 1,
             "labeler_version": __version__,
             "config": json.loads(config.model_dump_json()),
+            "base_model": base.label,
             "runs": [asdict(run) for run in runs],
             "steps": step,
             "pairs": {"train": len(train_pairs), "eval": len(eval_pairs), "skipped": skipped},
@@ -307,7 +321,7 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
 @torch.no_grad()
 def evaluate(
     reward: LastTokenReward,
-    pairs: Sequence[PreferencePair],
+    pairs: Sequence[PreferenceRecord],
     label_kind: LabelKind,
     tokenizer: Any,
     config: RMTrainConfig,
@@ -358,9 +372,17 @@ class _MetricWindow:
         return {"loss": self.loss / n, "accuracy": self.accuracy / n, "margin": self.margin / n}
 
 
-def _label_kind(config: RMTrainConfig) -> LabelKind:
+def weights_dtype(config: RMTrainConfig) -> torch.dtype:
+    """The dtype the weights train in: `weights_dtype`, where auto means bfloat16 for bf16 training on a GPU."""
+    if config.weights_dtype == "auto":
+        return torch.bfloat16 if config.mixed_precision == "bf16" and torch.cuda.is_available() else torch.float32
+    return torch.bfloat16 if config.weights_dtype == "bfloat16" else torch.float32
+
+
+def label_kind_for(config: RMTrainConfig) -> LabelKind:
+    """The label kind the config asks for; `InputError` if its constitution has no salmon principles."""
     if not config.principle_conditioned:
-        return PairLabels(hard=config.loss == "hard")
+        return HardLabels() if config.loss == "hard" else SoftLabels()
     from labeler.constitution import load_constitution
 
     assert config.constitution is not None  # checked by RMTrainConfig
@@ -377,65 +399,3 @@ def _label_kind(config: RMTrainConfig) -> LabelKind:
         seed=config.seed,
         hard=config.loss == "hard",
     )
-
-
-def _with_salmon_scores(
-    pairs: list[PreferencePair], label_kind: PrincipleLabels, config: RMTrainConfig
-) -> list[PreferencePair]:
-    """Keep the pairs the judge scored under at least one of the constitution's salmon principles."""
-    usable = [pair for pair in pairs if label_kind.usable(pair)]
-    if not usable:
-        ids = ", ".join(sorted({p.id for p in label_kind.principles}))
-        raise InputError(
-            f"no pair has a principle_scores entry for the constitution's salmon principles ({ids})",
-            file=config.constitution,
-            where="--principle-conditioned",
-        )
-    return usable
-
-
-def _resume_point(config: RMTrainConfig) -> Path | None:
-    """The checkpoint to continue from (None: start afresh); refuses to mix runs in one folder.
-
-    `--resume` without a checkpoint starts afresh, so a preemptible job can always pass it.
-    """
-    latest = latest_checkpoint(config.out)
-    if not config.resume:
-        if latest is not None or (config.out / METRICS_FILE).exists():
-            raise InputError(
-                "already holds a training run; pass --resume to continue it, or choose another --out",
-                file=config.out,
-            )
-        return None
-    if latest is None:
-        return None  # a first launch, or a crash before the first checkpoint: start afresh
-    saved = RMTrainConfig.model_validate(read_checkpoint_config(latest)).math_fields()
-    current = config.math_fields()
-    differing = sorted(key for key in current if saved.get(key) != current.get(key))
-    if differing:
-        details = "; ".join(f"{key}: {saved.get(key)!r} then, {current.get(key)!r} now" for key in differing)
-        raise InputError(f"--resume with other settings than the checkpoint ({details})", file=latest / "config.json")
-    return latest
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines written after `step`: the resumed run writes them again."""
-    if not path.exists():
-        return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-
-
-def _write_metrics(accelerator: Any, out: Path, row: dict[str, Any]) -> None:
-    if accelerator.is_main_process:
-        with open(out / METRICS_FILE, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
-
-
-def _progress(
-    config: RMTrainConfig, is_main: bool, total: int, done: int
-) -> contextlib.AbstractContextManager[Callable[[int], None]]:
-    """Steps done, rate and ETA on stderr (a bar on a terminal, log lines elsewhere), main process only."""
-    if not (config.progress and is_main):
-        return contextlib.nullcontext(lambda k: None)
-    return progress_bar(total, "train-rm", unit="steps", completed=done)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from labeler.engine import Engine, EngineConfig, choice_method_of, open_engine
 from labeler.engine.dtype import resolve_dtype
+from labeler.engine.lazy import LazyEngine
+from labeler.models import ModelRef
 
 # Config keys that never change the records a stage writes: where they go, how they are batched,
 # how chatty the run is, and which slice of a job array this process takes (the store records that).
@@ -53,28 +54,27 @@ class WorkSelection(BaseModel):
 
 
 @contextlib.contextmanager
-def engine_for(config: EngineConfig, engine: Engine | None) -> Iterator[Engine]:
-    """Use the engine a caller passed (kept open), or open one from the config (closed after)."""
+def engine_for(config: EngineConfig, engine: Engine | None, model: ModelRef | None = None) -> Iterator[Engine]:
+    """Use the engine a caller passed (kept open), or one that starts on its first call (closed after),
+    so a stage whose work is already done never waits for a model to load."""
     if engine is not None:
         yield engine
         return
-    with open_engine(config) as opened:
-        yield opened
+    with LazyEngine(config, model) as lazy:
+        yield lazy
 
 
-def model_label(engine: Engine) -> str:
-    """The id recorded in datasets: the model folder's name (paths differ between machines), or the
-    name a server serves the model under (such as org/model), whole."""
-    if engine.name == "openai":
-        return engine.model_id
-    return Path(engine.model_id).name
+def model_label(engine: Engine | None, model: ModelRef) -> str:
+    """The id recorded in datasets for the model: the engine's own, or the resolved argument's (a folder's
+    name, or org/name@commit for a Hub model: paths differ between machines)."""
+    return engine.model_id if engine is not None else model.label
 
 
-def fingerprint_config(config: BaseModel, engines: Mapping[str, Engine | None] | None = None) -> dict[str, Any]:
+def fingerprint_config(config: BaseModel, choice_methods: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The config as the fingerprint sees it (work-selection and engine-runtime keys left out).
 
-    `engines` holds the open engines by config key ("judge", "policy", "engine"): an openai judge
-    records the choice method it settled on when it opened (what `auto` resolved to).
+    `choice_methods`, by config key ("judge"): how an openai judge reads choice probabilities, where its
+    setting is `auto` (what `settled_choice_method` found).
     """
     data = config.model_dump(mode="json")
     for key in NOT_FINGERPRINTED:
@@ -91,7 +91,8 @@ def fingerprint_config(config: BaseModel, engines: Mapping[str, Engine | None] |
             # where the servers run, how many, and the key do not (nor is the key ever in a config).
             kept = {"name": "openai", "model": engine["model"]}
             if key == "judge":
-                kept["choice_method"] = _resolved_choice_method(engine["choice_method"], (engines or {}).get(key))
+                settled = (choice_methods or {}).get(key)
+                kept["choice_method"] = _resolved_choice_method(engine["choice_method"], settled)
             data[key] = kept
             continue
         # Which model and how it computes change records; where its threads run does not.
@@ -104,9 +105,22 @@ def fingerprint_config(config: BaseModel, engines: Mapping[str, Engine | None] |
     return data
 
 
-def _resolved_choice_method(setting: str, engine: Engine | None) -> str:
+def _resolved_choice_method(setting: str, settled: str | None) -> str:
     if setting != "auto":
         return setting
-    if engine is None:
-        raise ValueError("choice_method 'auto' is known only once the judge engine is open: pass it in `engines`")
-    return choice_method_of(engine)
+    if settled is None:
+        raise ValueError("choice_method 'auto' is known only once the servers are asked: pass `choice_methods`")
+    return settled
+
+
+def settled_choice_method(config: EngineConfig, engine: Engine | None) -> str | None:
+    """How an openai judge will read choice probabilities (None for the local engines, which read them
+    exactly): its setting, or for `auto` what the servers answer (a request to each, nothing loaded)."""
+    if config.name != "openai":
+        return None
+    if engine is not None:
+        return choice_method_of(engine)
+    if config.choice_method != "auto":
+        return config.choice_method
+    with open_engine(config) as probe:
+        return choice_method_of(probe)

@@ -21,7 +21,6 @@ from labeler.inputs import prompt_text
 from labeler.records import PreferenceRecord, PrincipleScore
 from labeler.sampling import rng_for, weighted_sample
 from labeler.soft_label import OrderedJudgment, aggregate, judgment
-from labeler.stages.common import model_label
 from labeler.stages.pairs import Pair
 from labeler.templates import Templates
 
@@ -35,7 +34,8 @@ class JudgeOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     principles: str = Field(
-        "sample:1", description="'sample:K' judges each pair under K sampled principles (seeded); 'all' under every one."
+        "sample:1",
+        description="'sample:K' judges each pair under K sampled principles (seeded); 'all' under every one.",
     )
     cot: bool = Field(False, description="Generate a rationale (greedy) before scoring the choice.")
     cot_max_tokens: int = Field(128, ge=8, description="Longest rationale, in tokens.")
@@ -45,6 +45,13 @@ class JudgeOptions(BaseModel):
     salmon: bool = Field(False, description="Score every principle with a definition: SALMON principle_scores.")
     low_mass: float = Field(0.5, ge=0.0, le=1.0, description="Flag a pair when the choice tokens get less mass.")
     seed: int = Field(0, description="Seed for principle sampling.")
+
+    @field_validator("cot_clamp")
+    @classmethod
+    def _clamp_range(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not 0.0 <= value[0] <= value[1] <= 1.0:
+            raise ValueError(f"expected 0 <= low <= high <= 1, got low={value[0]}, high={value[1]}")
+        return value
 
     @field_validator("principles")
     @classmethod
@@ -203,7 +210,7 @@ def _record(
         principle_ids=ids,
         principle_scores=scores,
         margin=label.margin,
-        judge_model=model_label(engine),
+        judge_model=engine.model_id,
         source=pair.source,
         flags=label.flags,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
@@ -9,15 +10,15 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from labeler.card import write_card
 from labeler.constitution import load_constitution
-from labeler.engine import Engine, EngineConfig, GenerationParams
+from labeler.engine import Engine, EngineConfig, GenerationParams, engine_model
 from labeler.errors import InputError
+from labeler.models import ModelRef
 from labeler.progress import progress_bar
-from labeler.stages.common import WorkSelection, engine_for, fingerprint_config, model_label
-from labeler.stages.judge import JudgeOptions, judge_pairs, panel_for
+from labeler.stages.common import WorkSelection, engine_for, fingerprint_config, model_label, settled_choice_method
+from labeler.stages.judge import JudgeOptions, Panel, judge_pairs, panel_for
 from labeler.stages.pairs import Pair, PairCounts, pairs_from_file, pairs_from_prompts, pairs_from_revise_run
-from labeler.store import RunStore, in_part, make_fingerprint
+from labeler.store import Fingerprint, RunStore, check_run, in_part, make_fingerprint
 from labeler.templates import Templates
 
 JUDGE_TEMPLATES = ("judge", "judge_answer", "judge_cot", "judge_cot_answer", "salmon")
@@ -61,61 +62,89 @@ class LabelResult:
     counts: PairCounts = field(default_factory=PairCounts)
 
 
-def label(config: LabelConfig, judge: Engine | None = None, policy: Engine | None = None) -> LabelResult:
-    """Judge every pair in both orders and write the preference split of `config.out`."""
+@dataclass(frozen=True)
+class LabelPlan:
+    """What the checks of a label run found, before any model loads."""
+
+    panel: Panel
+    templates: Templates
+    judge: ModelRef
+    policy: ModelRef | None  # the model that samples pairs from prompts, when it is not the judge
+    total: int | None  # pairs (or prompts) this run reads
+    fingerprint: Fingerprint
+    judge_engine: EngineConfig  # the judge's config, an openai judge's choice method settled
+
+
+def check_label(
+    config: LabelConfig, judge: Engine | None = None, policy: Engine | None = None, *, inputs_ready: bool = True
+) -> LabelPlan:
+    """Every check of a label run that needs no model: constitution, templates, every input row (the
+    shards of a revise run verified), the model arguments, the options and the output folder.
+
+    `inputs_ready=False` leaves out the input check (in a pipeline, the revise stage writes them first).
+    """
     constitution = load_constitution(config.constitution)
     panel = panel_for(constitution, config.options, str(config.constitution))
     templates = Templates.load(config.templates)
+    total = _count_inputs(config) if inputs_ready else None
+    judge_model = engine_model(config.judge, where="--judge-model")
+    models = {"judge": model_label(judge, judge_model)}
+    policy_model = None
+    if config.prompts is not None:
+        if policy is None and config.policy is not None and config.policy != config.judge:
+            policy_model = engine_model(config.policy, where="--policy-model")
+        models["policy"] = model_label(policy, policy_model) if policy_model is not None else models["judge"]
+    # Last, after every local check: an openai judge set to `auto` asks its servers what they can do.
+    choice_method = settled_choice_method(config.judge, judge)
+    judge_engine = config.judge if choice_method is None else config.judge.model_copy(
+        update={"choice_method": choice_method}
+    )
+    fingerprint = make_fingerprint(
+        config=fingerprint_config(config, {"judge": choice_method} if choice_method else None),
+        models=models,
+        constitution_sha256=constitution.sha256(),
+        template_sha256s={k: v for k, v in templates.sha256().items() if k in JUDGE_TEMPLATES},
+        seed=config.options.seed,
+    )
+    check_run(config.out, "preferences", fingerprint, overwrite=config.work.overwrite, part=config.work.part)
+    return LabelPlan(panel, templates, judge_model, policy_model, total, fingerprint, judge_engine)
+
+
+def label(config: LabelConfig, judge: Engine | None = None, policy: Engine | None = None) -> LabelResult:
+    """Judge every pair in both orders and write the preference split of `config.out`."""
+    plan = check_label(config, judge, policy)
     result = LabelResult(config.out)
-    total = _count_inputs(config)  # reads every row once: bad input fails before a model loads
-    with engine_for(config.judge, judge) as judge_engine:
-        policy_cm = _policy_engine(config, judge_engine, policy)
-        with policy_cm as policy_engine:
-            models = {"judge": model_label(judge_engine)}
-            if policy_engine is not None:
-                models["policy"] = model_label(policy_engine)
-            shas = templates.sha256()
-            fingerprint = make_fingerprint(
-                config=fingerprint_config(config, {"judge": judge_engine, "policy": policy_engine}),
-                models=models,
-                constitution_sha256=constitution.sha256(),
-                template_sha256s={k: v for k, v in shas.items() if k in JUDGE_TEMPLATES},
-                seed=config.options.seed,
-            )
-            store = RunStore.open(
-                config.out, "preferences", fingerprint, overwrite=config.work.overwrite, part=config.work.part
-            )
-            done = store.done_ids()
-            result.already_done = len(done)
-            with progress_bar(total, "judging", unit="pairs", quiet=config.work.quiet or None) as advance:
-                for batch in _batches(_pairs(config, policy_engine, result.counts), config.work.batch_size):
-                    todo = [p for p in batch if p.id not in done]
-                    records = judge_pairs(judge_engine, templates, panel, todo, config.options)
-                    store.write_shard(records)
-                    result.written += len(records)
-                    advance(len(batch))
-            store.mark_complete(
-                {"rows": result.written + result.already_done, "identical_dropped": result.counts.identical_dropped}
-            )
-    write_card(config.out)
+    # Opened before any model: a run made with other settings is refused before anything loads.
+    store = RunStore.open(
+        config.out, "preferences", plan.fingerprint, overwrite=config.work.overwrite, part=config.work.part
+    )
+    done = store.done_ids()
+    result.already_done = len(done)
+    with engine_for(plan.judge_engine, judge, plan.judge) as judge_engine, _policy_engine(
+        config, plan, judge_engine, policy
+    ) as policy_engine:
+        with progress_bar(plan.total, "judging", unit="pairs", quiet=config.work.quiet or None) as advance:
+            for batch in _batches(_pairs(config, policy_engine, result.counts), config.work.batch_size):
+                todo = [p for p in batch if p.id not in done]
+                records = judge_pairs(judge_engine, plan.templates, plan.panel, todo, config.options)
+                store.write_shard(records)
+                result.written += len(records)
+                advance(len(batch))
+    store.mark_complete(
+        {"rows": result.written + result.already_done, "identical_dropped": result.counts.identical_dropped}
+    )
     return result
 
 
-class _NoEngine:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def _policy_engine(config: LabelConfig, judge: Engine, policy: Engine | None):  # type: ignore[no-untyped-def]
+def _policy_engine(
+    config: LabelConfig, plan: LabelPlan, judge: Engine, policy: Engine | None
+) -> contextlib.AbstractContextManager[Engine | None]:
     """The engine that samples pairs: none unless --prompts; the judge itself when the models match."""
     if config.prompts is None:
-        return _NoEngine()
-    if policy is not None or config.policy is None or config.policy == config.judge:
+        return contextlib.nullcontext(None)
+    if policy is not None or plan.policy is None or config.policy is None:
         return engine_for(config.judge, policy or judge)
-    return engine_for(config.policy, None)
+    return engine_for(config.policy, None, plan.policy)
 
 
 def _pairs(config: LabelConfig, policy: Engine | None, counts: PairCounts) -> Iterator[Pair]:
@@ -148,20 +177,24 @@ def _batches(pairs: Iterator[Pair], size: int) -> Iterator[Sequence[Pair]]:
         yield batch
 
 
-def _count_inputs(config: LabelConfig) -> int | None:
+def _count_inputs(config: LabelConfig) -> int:
     """Validate every input row and count them (for the progress bar), capped by --limit."""
     from labeler.inputs import read_prompts
-    from labeler.store import load_manifest
+    from labeler.store import iter_shard_tables
 
     if config.pairs_from is not None:
-        entry = load_manifest(config.pairs_from).splits.get("sft")
-        if entry is None:
-            raise InputError("the run has no sft split to take pairs from (run `labeler revise` first)",
-                             file=config.pairs_from)
-        n = sum(s.rows for s in entry.shards)
+        # Verified shard by shard (checksums, schema), and the sft split must be complete.
+        n = sum(table.num_rows for table in iter_shard_tables(config.pairs_from, "sft"))
+        if n == 0:
+            raise InputError("the run's sft split has no rows to take pairs from", file=config.pairs_from,
+                             where="--pairs-from")
     elif config.pairs is not None:
         n = sum(1 for _ in pairs_from_file(config.pairs))
+        if n == 0:
+            raise InputError("no pairs in the file", file=config.pairs, where="--pairs")
     else:
         assert config.prompts is not None
         n = sum(1 for _ in read_prompts(config.prompts))
+        if n == 0:
+            raise InputError("no prompts in the file", file=config.prompts, where="--prompts")
     return n if config.work.limit is None else min(n, config.work.limit)

@@ -15,16 +15,16 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from labeler.card import write_card
-from labeler.constitution import Constitution, Principle, load_constitution
-from labeler.engine import Engine, EngineConfig, GenerationParams, Message
+from labeler.constitution import Principle, load_constitution
+from labeler.engine import Engine, EngineConfig, GenerationParams, Message, engine_model
 from labeler.errors import InputError
 from labeler.inputs import Prompt, prompt_text, read_prompts
+from labeler.models import ModelRef
 from labeler.progress import progress_bar
 from labeler.records import RevisionRound, SFTRecord
 from labeler.sampling import rng_for, seed_for, weighted_sample
 from labeler.stages.common import WorkSelection, engine_for, fingerprint_config, model_label
-from labeler.store import RunStore, in_part, make_fingerprint
+from labeler.store import Fingerprint, RunStore, check_run, in_part, make_fingerprint
 from labeler.templates import Templates
 
 
@@ -67,8 +67,21 @@ class _Work:
     rounds: list[RevisionRound] = field(default_factory=list)
 
 
-def revise(config: ReviseConfig, engine: Engine | None = None) -> ReviseResult:
-    """Run the critique-and-revise loop over the prompts and write the SFT split of `config.out`."""
+@dataclass(frozen=True)
+class RevisePlan:
+    """What the checks of a revise run found, before any model loads."""
+
+    principles: tuple[Principle, ...]
+    templates: Templates
+    demos: list[Message]  # the constitution's few-shot conversations, flattened
+    model: ModelRef
+    total: int  # prompts this process takes
+    fingerprint: Fingerprint
+
+
+def check_revise(config: ReviseConfig, engine: Engine | None = None) -> RevisePlan:
+    """Every check of a revise run that needs no model: constitution, templates, every prompt row, the model
+    argument and the output folder (an existing run must have the same fingerprint)."""
     constitution = load_constitution(config.constitution)
     principles = constitution.for_stage("revise")
     if not principles:
@@ -77,22 +90,34 @@ def revise(config: ReviseConfig, engine: Engine | None = None) -> ReviseResult:
             file=config.constitution,
         )
     templates = Templates.load(config.templates)
+    if not any(True for _ in read_prompts(config.prompts)):
+        raise InputError("no prompts in the file", file=config.prompts, where="--prompts")
+    total = sum(1 for _ in _selected(config))  # reads every row once: a bad row fails here
+    model = engine_model(config.engine, where="--model")
+    fingerprint = make_fingerprint(
+        config=fingerprint_config(config),
+        models={"policy": model_label(engine, model)},
+        constitution_sha256=constitution.sha256(),
+        template_sha256s={k: v for k, v in templates.sha256().items() if k in ("critique", "revision")},
+        seed=config.seed,
+    )
+    check_run(config.out, "sft", fingerprint, overwrite=config.work.overwrite, part=config.work.part)
     demos = [m for conversation in constitution.few_shot for m in conversation]
+    return RevisePlan(principles, templates, demos, model, total, fingerprint)
+
+
+def revise(config: ReviseConfig, engine: Engine | None = None) -> ReviseResult:
+    """Run the critique-and-revise loop over the prompts and write the SFT split of `config.out`."""
+    plan = check_revise(config, engine)
+    principles, templates, demos = plan.principles, plan.templates, plan.demos
     result = ReviseResult(config.out)
-    total = sum(1 for _ in _selected(config))  # reads every row once: bad input fails before a model loads
-    with engine_for(config.engine, engine) as engine:
-        fingerprint = make_fingerprint(
-            config=fingerprint_config(config, {"engine": engine}),
-            models={"policy": model_label(engine)},
-            constitution_sha256=constitution.sha256(),
-            template_sha256s={k: v for k, v in templates.sha256().items() if k in ("critique", "revision")},
-            seed=config.seed,
-        )
-        store = RunStore.open(config.out, "sft", fingerprint, overwrite=config.work.overwrite, part=config.work.part)
-        done = store.done_ids()
-        result.already_done = len(done)
+    # Opened before the model: a run made with other settings is refused before anything loads.
+    store = RunStore.open(config.out, "sft", plan.fingerprint, overwrite=config.work.overwrite, part=config.work.part)
+    done = store.done_ids()
+    result.already_done = len(done)
+    with engine_for(config.engine, engine, plan.model) as engine:
         budget: int | None = None  # computed at the first batch, so a finished run loads no model
-        with progress_bar(total, "revising", unit="prompts", completed=len(done),
+        with progress_bar(plan.total, "revising", unit="prompts", completed=len(done),
                           quiet=config.work.quiet or None) as advance:
             # Prompts stream through in batches: memory does not grow with the size of the input.
             todo = (p for p in _selected(config) if p.id not in done)
@@ -106,18 +131,17 @@ def revise(config: ReviseConfig, engine: Engine | None = None) -> ReviseResult:
                         result.skipped_too_long.append(prompt.id)
                     else:
                         fits.append(prompt)
-                records = _revise_batch(engine, templates, constitution, principles, demos, fits, config, result)
+                records = _revise_batch(engine, templates, principles, demos, fits, config, result)
                 store.write_shard(records)
                 result.written += len(records)
                 advance(len(batch))
-        store.mark_complete(
-            {
-                "rows": result.written + result.already_done,
-                "skipped_too_long": len(result.skipped_too_long),
-                "empty_outputs": result.empty_outputs,
-            }
-        )
-    write_card(config.out)
+    store.mark_complete(
+        {
+            "rows": result.written + result.already_done,
+            "skipped_too_long": len(result.skipped_too_long),
+            "empty_outputs": result.empty_outputs,
+        }
+    )
     return result
 
 
@@ -156,7 +180,6 @@ def _token_budget(engine: Engine, templates: Templates, principles: Sequence[Pri
 def _revise_batch(
     engine: Engine,
     templates: Templates,
-    constitution: Constitution,
     principles: Sequence[Principle],
     demos: list[Message],
     prompts: Sequence[Prompt],
@@ -186,7 +209,9 @@ def _revise_batch(
 
     for round_index in range(config.rounds):
         chosen = [
-            weighted_sample(principles, [p.weight for p in principles], 1, rng_for(config.seed, w.prompt.id, "round", round_index))[0]
+            weighted_sample(
+                principles, [p.weight for p in principles], 1, rng_for(config.seed, w.prompt.id, "round", round_index)
+            )[0]
             for w in work
         ]
         for w, principle in zip(work, chosen):
@@ -203,7 +228,7 @@ def _revise_batch(
             w.rounds.append(RevisionRound(principle_id=principle.id, critique=critique, revision=text))
             w.current = text
 
-    model = model_label(engine)
+    model = engine.model_id
     return [
         SFTRecord(
             id=w.prompt.id,

@@ -24,7 +24,7 @@ from labeler.store.fingerprint import (
 from labeler.store.manifest import Manifest, ShardInfo, SplitEntry, load_manifest
 from labeler.store.parts import in_part, merge_runs, part_of
 from labeler.store.readers import iter_records, iter_shard_tables, read_split
-from labeler.store.run_store import RunStore
+from labeler.store.run_store import RunStore, check_run
 
 __all__ = [
     "Fingerprint",
@@ -45,4 +45,5 @@ __all__ = [
     "sha256_bytes",
     "sha256_file",
     "sha256_text",
+    "check_run",
 ]

@@ -99,11 +99,15 @@ def manifest_path(run_dir: Path) -> Path:
 
 def read_manifest(run_dir: Path) -> Manifest | None:
     """The run's manifest, or None if the folder has none yet; `InputError` if it is unreadable."""
+    if Path(run_dir).exists() and not Path(run_dir).is_dir():
+        raise InputError("is a file, not a labeler run folder", file=run_dir)
     path = manifest_path(run_dir)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the manifest: {exc}", file=path) from exc
     try:
         return Manifest.model_validate(json.loads(text))
     except json.JSONDecodeError as exc:

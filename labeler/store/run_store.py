@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from labeler.errors import InputError
+from labeler.outputs import check_output_folder
 from labeler.records import SPLITS, Record
 from labeler.store.atomic import TEMP_SUFFIX, atomic_write_bytes
 from labeler.store.fingerprint import fingerprint_diff, normalize_fingerprint, sha256_bytes
@@ -86,19 +87,25 @@ class RunStore:
         fingerprint = normalize_fingerprint(fingerprint)
         run_dir = Path(run_dir)
         split_dir = run_dir / split
-        split_dir.mkdir(parents=True, exist_ok=True)
+        # Every check comes before the first write: a run refused as bad input leaves nothing behind.
+        check_output_folder(run_dir, where="--out")
+        if not run_dir.exists():
+            run_dir.mkdir(parents=True)
         with manifest_lock(run_dir):
             existing = read_manifest(run_dir)
             manifest = existing or new_manifest()
             entry = manifest.splits.get(split)
             if overwrite:
-                _delete_split_files(split_dir)
+                if split_dir.is_dir():
+                    _delete_split_files(split_dir)
                 entry = None
             if entry is None:
                 _refuse_unlisted_shards(run_dir, split)
                 entry = SplitEntry(fingerprint=fingerprint, status="running", part=part)
             else:
                 _refuse_other_run(run_dir, split, entry, fingerprint, part)
+            done = _verified_ids(run_dir, split, entry)
+            split_dir.mkdir(exist_ok=True)
             for temp in split_dir.glob(f"*{TEMP_SUFFIX}"):
                 # A write that never reached its rename: the records in it were never committed.
                 temp.unlink()
@@ -106,7 +113,6 @@ class RunStore:
                 # A manifest write killed before its rename. Every manifest write holds this lock,
                 # so none is in flight now: the file is a leftover, and the manifest is the old one.
                 temp.unlink()
-            done = _verified_ids(run_dir, split, entry)
             entry = _recover_orphans(run_dir, split, entry, done)
             if existing is None or existing.splits.get(split) != entry:
                 write_manifest(run_dir, manifest.with_split(split, entry))
@@ -181,6 +187,22 @@ class RunStore:
         names += [path.name for path in self.split_dir.glob("shard-*.arrow")]
         used = [seq for seq in map(shard_seq, names) if seq is not None]
         return max(used, default=-1) + 1
+
+
+def check_run(
+    run_dir: Path, split: str, fingerprint: dict[str, Any], *, overwrite: bool = False, part: tuple[int, int] | None
+) -> None:
+    """The checks `RunStore.open` makes of an output folder, without writing anything (shards are
+    verified when the store opens): writable, and any run there of the same settings and part."""
+    check_output_folder(run_dir, where="--out")
+    manifest = read_manifest(run_dir)
+    entry = manifest.splits.get(split) if manifest is not None else None
+    if overwrite:
+        return
+    if entry is None:
+        _refuse_unlisted_shards(run_dir, split)
+    else:
+        _refuse_other_run(run_dir, split, entry, normalize_fingerprint(fingerprint), part)
 
 
 def _check_part(part: tuple[int, int]) -> None:

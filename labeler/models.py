@@ -1,0 +1,154 @@
+"""Model arguments: one function resolves every one of them (policy, judge, reward model, base model).
+
+A model argument is `default` (the embedded SmolLM2-135M-Instruct), a local Hugging Face folder, or a
+Hub id `org/name[@revision]` resolved through the local Hugging Face cache (`HF_HOME`; downloads only
+safetensors, configs and tokenizer files, and none at all when `HF_HUB_OFFLINE` is set). Resolving
+checks the folder without loading anything, so every command can refuse a bad model argument before
+an engine, a model or a tokenizer is loaded; `ModelRef.folder()` then gives the folder to load from.
+
+Set `LABELER_FORBID_MODEL_LOAD=1` to make every model, engine and tokenizer load fail loudly: the
+bad-input tests use it to prove that input is checked before anything is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from labeler.errors import InputError
+
+FORBID_LOAD_ENV = "LABELER_FORBID_MODEL_LOAD"
+DEFAULT = "default"
+HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@(?P<revision>[\w./-]+))?$")
+# What a model download may fetch: weights as safetensors only (never pickles), configs, tokenizers.
+HUB_FILES = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "*.tiktoken", "tokenizer*"]
+
+Kind = Literal["causal", "reward", "policy"]
+
+
+def guard_model_load(what: str) -> None:
+    """Raise when `LABELER_FORBID_MODEL_LOAD` is set: called right before any model or tokenizer loads."""
+    if os.environ.get(FORBID_LOAD_ENV):
+        raise RuntimeError(f"{FORBID_LOAD_ENV} is set, but something tried to load {what}")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A checked model argument: where its files are, and the id datasets record for it."""
+
+    spec: str  # as the user gave it
+    path: Path  # the Hugging Face folder (for the embedded model: where it is, or will be, prepared; a served
+    # model: its name, never read)
+    label: str  # recorded in datasets and fingerprints: the folder's name, or org/name@commit
+    source: Literal["embedded", "folder", "hub", "served"]
+    revision: str | None = None  # the commit hash of a Hub model
+
+    def folder(self) -> Path:
+        """The folder to load from; the embedded model is converted here on first use."""
+        if self.source == "served":
+            raise ValueError(f"{self.label!r} is a model a server serves: there is no folder to load here")
+        if self.source == "embedded":
+            from labeler.model_prep import prepare_default_model
+
+            return prepare_default_model(self.path)
+        return self.path
+
+
+def served_model(name: str) -> ModelRef:
+    """A model that OpenAI-compatible servers serve under `name` (nothing here to check or load).
+
+    >>> served_model("org/judge").label
+    'org/judge'
+    """
+    return ModelRef(name, Path(name), name, "served")
+
+
+def resolve_model(spec: str | Path | None, *, where: str = "--model", kind: Kind = "causal") -> ModelRef:
+    """Check a model argument without loading it; `InputError` naming `where` and the path or id.
+
+    `kind`: "causal" (a causal LM folder), "reward" (a sequence classifier written by `labeler
+    train-rm`), "policy" (a causal LM folder or a PEFT adapter folder on top of one).
+    """
+    text = DEFAULT if spec is None else str(spec)
+    if text == DEFAULT:
+        from labeler.model_prep import default_model_dir, find_gguf, is_ready
+
+        folder = default_model_dir()
+        if not is_ready(folder):
+            find_gguf()  # the package holding the embedded model must be installed (InputError otherwise)
+        return ModelRef(text, folder, folder.name, "embedded")
+    path = Path(text).expanduser()
+    if path.exists():
+        check_model_folder(path, where=where, kind=kind)
+        return ModelRef(text, path.resolve(), path.resolve().name, "folder")
+    match = HUB_ID.match(text)
+    if match is None or text.startswith((".", "/", "~")):
+        raise InputError("model path does not exist", file=path, where=where)
+    folder, revision = _hub_snapshot(match["repo"], match["revision"], where=where)
+    check_model_folder(folder, where=where, kind=kind)
+    return ModelRef(text, folder, f"{match['repo']}@{revision}", "hub", revision)
+
+
+def _hub_snapshot(repo: str, revision: str | None, *, where: str) -> tuple[Path, str]:
+    """The cached (or downloaded) snapshot folder of a Hub model and its commit hash."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    offline = bool(constants.HF_HUB_OFFLINE)
+    try:
+        folder = Path(
+            snapshot_download(repo, revision=revision, allow_patterns=HUB_FILES, local_files_only=offline)
+        )
+    except LocalEntryNotFoundError:
+        state = "HF_HUB_OFFLINE is set" if offline else "the Hub cannot be reached"
+        raise InputError(
+            f"neither a local folder nor a Hub id found in the local Hugging Face cache ({state}; "
+            f"cache: {constants.HF_HUB_CACHE}); download it first with `hf download {repo}`",
+            file=f"{repo}@{revision}" if revision else repo,
+            where=where,
+        ) from None
+    except HfHubHTTPError as exc:
+        raise InputError(f"the Hub refused the model: {exc}", file=repo, where=where) from None
+    return folder, folder.name
+
+
+def check_model_folder(path: Path, *, where: str, kind: Kind = "causal") -> None:
+    """`InputError` unless `path` holds a model of `kind` with safetensors weights (reads config.json only)."""
+    if not path.is_dir():
+        raise InputError("is a file, not a model folder", file=path, where=where)
+    if kind == "policy" and (path / "adapter_config.json").is_file():
+        if not (path / "adapter_model.safetensors").is_file():
+            raise InputError("the adapter folder has no adapter_model.safetensors", file=path, where=where)
+        return
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        hint = " (it is a labeler run folder)" if (path / "manifest.json").is_file() else ""
+        raise InputError(f"not a Hugging Face model folder: no config.json{hint}", file=path, where=where)
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        line = getattr(exc, "lineno", None)
+        raise InputError(f"config.json is not valid JSON: {exc}", file=config_file, line=line, where=where) from None
+    if not isinstance(config, dict):
+        raise InputError("config.json is not a JSON object", file=config_file, where=where)
+    if not any(path.glob("*.safetensors")):
+        raise InputError(
+            "no .safetensors weights in the model folder (labeler never loads pickled weights)", file=path, where=where
+        )
+    architectures = [str(a) for a in config.get("architectures") or []]
+    is_classifier = any(a.endswith("ForSequenceClassification") for a in architectures)
+    if kind == "reward" and not is_classifier:
+        raise InputError(
+            f"not a reward model (architecture {', '.join(architectures) or 'unknown'}); "
+            "train one with `labeler train-rm`",
+            file=path,
+            where=where,
+        )
+    if kind != "reward" and is_classifier:
+        raise InputError(
+            f"a sequence classifier ({', '.join(architectures)}), not a causal language model", file=path, where=where
+        )

@@ -1,0 +1,61 @@
+"""The settings every trainer shares, declared once; `RMTrainConfig` and `PPOConfig` extend them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# Names older configs used, and what they are called now: refused with a message naming the new one.
+RENAMED = {
+    "lr": "learning_rate",
+    "lora_r": "lora_rank",
+    "checkpoint_steps": "checkpoint_every",
+    "progress": "quiet",
+}
+
+
+class TrainingConfig(BaseModel):
+    """Fields of every training run: where it writes, its seed, LoRA shape, checkpoints, resuming."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Fields a resumed run may change: the rest must match the run it continues, or it would mix two setups.
+    RESUMABLE: ClassVar[frozenset[str]] = frozenset({"out", "resume", "quiet", "checkpoint_every", "keep_checkpoints"})
+
+    out: Path = Field(description="Output folder: metrics.jsonl, checkpoint-<step>/ folders and the trained model.")
+    seed: int = Field(0, description="Seeds every random choice of the run: initialisation, data order, sampling.")
+    lora_rank: int = Field(16, ge=1, description="LoRA rank of a fresh adapter.")
+    lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (the update is scaled by alpha/rank).")
+    keep_checkpoints: int = Field(2, ge=1, description="Keep only the newest this many checkpoints.")
+    resume: bool = Field(
+        False, description="Continue from the newest checkpoint in `out` (start afresh if it has none)."
+    )
+    quiet: bool = Field(False, description="Plain log lines instead of a progress bar.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_old_names(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            old = [name for name in RENAMED if name in data]
+            if old:
+                renamed = ", ".join(f"{name!r} is now {RENAMED[name]!r}" for name in old)
+                raise ValueError(f"renamed settings: {renamed}")
+        return data
+
+    def differences(self, saved: Mapping[str, Any]) -> list[str]:
+        """What differs from a saved config of the run being continued, apart from `RESUMABLE` fields.
+
+        >>> class Demo(TrainingConfig):
+        ...     steps: int = 1
+        >>> Demo(out=Path("x"), steps=2).differences({"out": "y", "seed": 0, "steps": 1})
+        ['steps: 1 then, 2 now']
+        """
+        mine = self.model_dump(mode="json")
+        return [
+            f"{name}: {saved.get(name)!r} then, {value!r} now"
+            for name, value in mine.items()
+            if name not in self.RESUMABLE and name in saved and saved[name] != value
+        ]

@@ -1,0 +1,55 @@
+"""Starting or resuming a training run in its output folder, the same way for every trainer.
+
+`OUT/training-config.json` is written when a run starts, so an output folder always says which run it
+holds: a second run is refused unless it resumes, and a resumed run must keep the first run's settings
+(apart from those its config class lists as `RESUMABLE`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from labeler.errors import InputError
+from labeler.outputs import check_output_folder
+from labeler.store.atomic import atomic_write_text
+from labeler.training.checkpoint import checkpoint_steps, latest_checkpoint
+from labeler.training.config import TrainingConfig
+from labeler.training.metrics import METRICS_FILE
+
+SAVED_CONFIG = "training-config.json"
+
+
+def resume_point(config: TrainingConfig) -> Path | None:
+    """The checkpoint to continue from (None: start afresh), after checking `config.out`; writes nothing.
+
+    `--resume` without a checkpoint starts afresh, so a preemptible job can always pass it.
+    """
+    out = config.out
+    check_output_folder(out, where="--out")
+    saved = out / SAVED_CONFIG
+    holds_run = saved.is_file() or bool(checkpoint_steps(out)) or (out / METRICS_FILE).is_file()
+    if not config.resume:
+        if holds_run:
+            raise InputError(
+                "already holds a training run; pass --resume to continue it, or choose another --out", file=out
+            )
+        return None
+    if saved.is_file():
+        try:
+            previous = json.loads(saved.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise InputError(f"not valid JSON: {exc.msg}", file=saved, line=exc.lineno) from exc
+        differences = config.differences(previous)
+        if differences:
+            raise InputError(
+                "--resume with other settings than the run it continues (" + "; ".join(differences) + ")",
+                file=saved,
+            )
+    return latest_checkpoint(out)
+
+
+def start_run(config: TrainingConfig) -> None:
+    """Create the output folder and record the run's config in it."""
+    config.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(config.out / SAVED_CONFIG, config.model_dump_json(indent=2) + "\n")
