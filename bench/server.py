@@ -181,10 +181,11 @@ def main(argv: Sequence[str] | None = None, offline: Any = None) -> Figures:
     if args.smoke:
         args.pairs, args.principles, args.rounds = 3, "sample:1", 1
 
-    from labeler.engine import EngineConfig, open_engine, resolve_model
+    from labeler.engine import EngineConfig, open_engine
+    from labeler.models import resolve_model
 
     pairs = make_pairs(args.pairs)
-    model = resolve_model("default")
+    model = resolve_model("default").folder()
     own_offline = offline is None
     given = args.base_url
     key_env, served_name = (args.api_key_env, args.served_name) if given else (BENCH_KEY_ENV, SERVED_NAME)
