@@ -349,6 +349,26 @@ def test_cli_stops_with_exit_1_and_a_message_when_the_server_refuses(tmp_path, c
     assert "Traceback" not in err
 
 
+def test_out_of_retries_mid_run_keeps_what_was_written_and_the_rerun_resumes(tmp_path, capsys):
+    from labeler.store import iter_records
+
+    settings = tmp_path / "engine.yaml"
+    settings.write_text("max_retries: 1\nretry_backoff: 0.01\n")
+    good = (200, chat_reply([("A", -0.1), ("B", -2.0)]), {})
+    with ScriptedServer(script=[good] * 2, default=error(503, "down")) as server:  # one pair, then down
+        args = label_args(tmp_path, "--engine", "openai", "--base-url", server.url, "--judge-model", "scripted",
+                          "--engine-config", str(settings), "--batch-size", "1")
+        assert run_cli(args) == 1
+        assert "run the same command again" in capsys.readouterr().err
+        kept = iter_records(tmp_path / "run", "preferences", require_complete=False)
+        assert len(list(kept)) == 1  # the first pair's shard stays
+        server.default = good
+        assert run_cli(args) == 0
+    assert "wrote 2 pairs (1 already done" in capsys.readouterr().out
+    ids = [r.id for r in iter_records(tmp_path / "run", "preferences")]
+    assert len(ids) == 3 == len(set(ids))
+
+
 def test_judging_flags_exactly_the_pairs_with_a_bounded_choice():
     from fake_engine import FakeEngine, scripted_logit
 
