@@ -242,6 +242,9 @@ def device_plan(config: RunConfig) -> list[str]:
     """
 
     def engine_line(stage: str, role: str, engine: EngineConfig) -> str:
+        if engine.name == "openai":
+            servers = len(engine.base_urls)
+            return f"{stage}: {role} {engine.model} on {servers} server{'s' * (servers > 1)} (none on this node)"
         replicas, each = engine.data_parallel_size, engine.tensor_parallel_size
         total = replicas * each
         return (f"{stage}: {role} {engine.model}, {replicas} replica{'s' * (replicas > 1)} x {each} "

@@ -411,3 +411,11 @@ def test_a_run_config_with_a_bad_server_url_names_the_file(tmp_path):
     with pytest.raises(InputError) as caught:
         load_run_config(path)
     assert caught.value.file == str(path) and "--base-url" in (caught.value.where or "")
+
+
+def test_the_device_plan_of_a_run_on_servers_names_no_device_here():
+    from labeler.pipeline import RunConfig, device_plan
+
+    engine = EngineConfig(name="openai", model="judge", base_urls=("http://a:8000", "http://b:8000"))
+    config = RunConfig(out=Path("o"), constitution=Path("c"), prompts=Path("p"), engine=engine)
+    assert device_plan(config)[1] == "label: judge judge on 2 servers (none on this node)"
