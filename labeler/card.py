@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from labeler.records import FLAG_LOW_MASS, FLAG_ORDER_FLIP, SPLITS, column_descriptions
+from labeler.records import FLAG_CHOICE_OUTSIDE_TOPK, FLAG_LOW_MASS, FLAG_ORDER_FLIP, SPLITS, column_descriptions
 from labeler.store.atomic import atomic_write_text
 from labeler.store.manifest import SplitEntry, load_manifest
 from labeler.store.readers import iter_shard_tables
@@ -35,6 +35,7 @@ class PreferenceStatistics:
     consistency_rate: float | None  # both orders agree
     low_mass_rate: float | None  # flagged low_mass
     order_flip_rate: float | None  # flagged order_flip
+    outside_topk_rate: float | None  # flagged choice_outside_topk (a server's top-k list missed a choice)
     mean_mass: float | None  # mean of (mass_ab + mass_ba) / 2
     chosen_a_rate: float | None  # chosen is response_a
 
@@ -66,7 +67,7 @@ def preference_statistics(tables: pa.Table | Iterable[pa.Table]) -> PreferenceSt
 
     Only running sums are kept between shards, so the card of a large split costs one shard of memory.
     """
-    rows = consistent = low_mass = order_flip = chosen_a = 0
+    rows = consistent = low_mass = order_flip = outside_topk = chosen_a = 0
     mass_sum = 0.0
     histogram = np.zeros(P_A_BINS, dtype=np.int64)
     for table in [tables] if isinstance(tables, pa.Table) else tables:
@@ -76,6 +77,7 @@ def preference_statistics(tables: pa.Table | Iterable[pa.Table]) -> PreferenceSt
         flags = table.column("flags")
         low_mass += _rows_flagged(flags, FLAG_LOW_MASS)
         order_flip += _rows_flagged(flags, FLAG_ORDER_FLIP)
+        outside_topk += _rows_flagged(flags, FLAG_CHOICE_OUTSIDE_TOPK)
         chosen_a += _count_true(pc.equal(table.column("chosen"), table.column("response_a")))
         mass_sum += float(np.sum(table.column("mass_ab").to_numpy() + table.column("mass_ba").to_numpy())) / 2
 
@@ -88,6 +90,7 @@ def preference_statistics(tables: pa.Table | Iterable[pa.Table]) -> PreferenceSt
         consistency_rate=rate(consistent),
         low_mass_rate=rate(low_mass),
         order_flip_rate=rate(order_flip),
+        outside_topk_rate=rate(outside_topk),
         mean_mass=mass_sum / rows if rows else None,
         chosen_a_rate=rate(chosen_a),
     )
@@ -240,6 +243,8 @@ def _preference_section(stats: PreferenceStatistics) -> list[str]:
         f"| consistency rate (both orders agree) | {_fmt(stats.consistency_rate, '.1%')} |",
         f"| order-flip rate (`{FLAG_ORDER_FLIP}` flag) | {_fmt(stats.order_flip_rate, '.1%')} |",
         f"| low-mass rate (`{FLAG_LOW_MASS}` flag) | {_fmt(stats.low_mass_rate, '.1%')} |",
+        f"| choice outside the server's top-k (`{FLAG_CHOICE_OUTSIDE_TOPK}` flag) | "
+        f"{_fmt(stats.outside_topk_rate, '.1%')} |",
         f"| mean mass on the two choice tokens | {_fmt(stats.mean_mass, '.3f')} |",
         f"| chosen is response_a | {_fmt(stats.chosen_a_rate, '.1%')} |",
         "",

@@ -112,6 +112,8 @@ def load_run_config(path: Path) -> RunConfig:
     data = read_yaml_mapping(path)
     try:
         config = RunConfig.model_validate(data)
+    except InputError as exc:  # a validator that names the option itself (engine server settings)
+        raise InputError(exc.message, file=path, where=exc.where) from exc
     except ValidationError as exc:
         problems = []
         for problem in exc.errors():
@@ -155,6 +157,7 @@ CONFIG_KEYS = {
     "--prompts": "prompts", "--constitution": "constitution", "--templates": "templates", "--out": "out",
     "--judge-model": "engine.model", "--policy-model": "policy.model",
     "--pairs": "stages.label.pairs", "--base-model": "stages.train_rm.base_model", "--policy": "stages.ppo.policy",
+    "--api-key-env": "engine.api_key_env",
 }
 
 
@@ -239,6 +242,9 @@ def device_plan(config: RunConfig) -> list[str]:
     """
 
     def engine_line(stage: str, role: str, engine: EngineConfig) -> str:
+        if engine.name == "openai":
+            servers = len(engine.base_urls)
+            return f"{stage}: {role} {engine.model} on {servers} server{'s' * (servers > 1)} (none on this node)"
         replicas, each = engine.data_parallel_size, engine.tensor_parallel_size
         total = replicas * each
         return (f"{stage}: {role} {engine.model}, {replicas} replica{'s' * (replicas > 1)} x {each} "

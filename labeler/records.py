@@ -30,6 +30,9 @@ FLAG_LOW_MASS = "low_mass"
 """Flag: the judge put little probability on the two choice tokens in at least one order."""
 FLAG_ORDER_FLIP = "order_flip"
 """Flag: the judge's preferred response changed when the order of the two responses was swapped."""
+FLAG_CHOICE_OUTSIDE_TOPK = "choice_outside_topk"
+"""Flag: a choice token was missing from the top-k log-probabilities a server returned, so its
+log-probability is an upper bound (the smallest one returned), not an exact value."""
 
 
 def record_id(*parts: str) -> str:
@@ -150,7 +153,9 @@ class PreferenceRecord(Record):
     )
     judge_model: str = Field(description="Id of the judge model.")
     source: str = Field(description="How the pair was made (e.g. two policy samples, revision vs initial).")
-    flags: tuple[str, ...] = Field(description=f"Warnings about the label, e.g. {FLAG_LOW_MASS}, {FLAG_ORDER_FLIP}.")
+    flags: tuple[str, ...] = Field(
+        description=f"Warnings about the label, e.g. {FLAG_LOW_MASS}, {FLAG_ORDER_FLIP}, {FLAG_CHOICE_OUTSIDE_TOPK}."
+    )
 
     @model_validator(mode="after")
     def _chosen_is_one_of_the_pair(self) -> PreferenceRecord:

@@ -313,6 +313,31 @@ CASES = [
     Case("train-rm/no-data", lambda d: ["train-rm", "--out", str(d / "rm")], same("--data")),
     Case("label/unknown-option", lambda d: ["label", "--constitution", str(HARMLESS), "--frobnicate"],
          same("--frobnicate")),
+    # 9. the openai engine: server options checked before any request (no server listens at 127.0.0.1:9)
+    Case("label/openai-without-base-url", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(d / "out"), "--engine", "openai", "--judge-model", "judge"],
+         same("--base-url", "at least one server URL")),
+    Case("label/openai-api-key-env-unset", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(d / "out"), "--engine", "openai", "--base-url", "http://127.0.0.1:9",
+         "--judge-model", "judge", "--api-key-env", "LABELER_TEST_UNSET_KEY"],
+         same("--api-key-env", "LABELER_TEST_UNSET_KEY", "not set")),
+    Case("revise/openai-malformed-url", lambda d: ["revise", "--constitution", str(HARMLESS), "--prompts",
+         str(prompts_file(d)), "--out", str(d / "out"), "--engine", "openai", "--base-url", "localhost:8000",
+         "--model", "policy"], same("--base-url", "http:// or https://", "localhost:8000")),
+    Case("generate/openai-url-with-credentials", lambda d: ["generate", "--prompts", str(prompts_file(d)),
+         "--engine", "openai", "--base-url", "http://user:secret@127.0.0.1:9", "--model", "policy"],
+         same("--base-url", "credentials")),
+    Case("eval-judge/openai-without-served-model", lambda d: ["eval-judge", "--pairs", str(human_file(d)),
+         "--engine", "openai", "--base-url", "http://127.0.0.1:9"], same("--engine openai", "the name the servers")),
+    Case("label/openai-option-for-vllm", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(d / "out"), "--engine", "vllm", "--api-key-env", "SOME_KEY"],
+         same("--engine vllm", "--api-key-env")),
+    Case("label/openai-key-itself-as-env-name", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(d / "out"), "--engine", "openai", "--base-url", "http://127.0.0.1:9",
+         "--judge-model", "judge", "--api-key-env", "sk-abc123/xyz"], same("--api-key-env", "never the key itself")),
+    Case("run/openai-api-key-env-unset", lambda d: ["run", str(run_config(d, engine={"name": "openai",
+         "base_urls": ["http://127.0.0.1:9"], "model": "judge", "api_key_env": "LABELER_TEST_UNSET_KEY"}))],
+         same("engine.api_key_env", "LABELER_TEST_UNSET_KEY")),
 ]
 
 
@@ -381,12 +406,20 @@ def run_case(case: Case, folder: Path, read_only_ok: bool) -> Outcome | None:
 
 
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome | None]:
+def outcomes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome | None]:
     root = tmp_path_factory.mktemp("bad-input")
     read_only_ok = can_mount_read_only()
+    # Only the cases this session selected (`-k openai` runs a few subprocesses, not all of them).
+    selected = {
+        item.callspec.params["case"].id
+        for item in request.session.items
+        if getattr(item, "callspec", None) is not None and "case" in item.callspec.params
+    }
     with ThreadPoolExecutor(max_workers=4) as pool:
         futures = {
-            case.id: pool.submit(run_case, case, root / case.id.replace("/", "__"), read_only_ok) for case in CASES
+            case.id: pool.submit(run_case, case, root / case.id.replace("/", "__"), read_only_ok)
+            for case in CASES
+            if case.id in selected
         }
         return {name: future.result() for name, future in futures.items()}
 

@@ -311,9 +311,16 @@ def engine_options(prefix: str, *, model_flag: str = "--model") -> tuple[Opt, ..
     names = (
         "name", "model", "dtype", "max_model_len", "tensor_parallel_size", "data_parallel_size",
         "gpu_memory_utilization", "enforce_eager", "kv_block_size", "batch_size", "trust_remote_code",
+        "base_urls", "api_key_env", *(("choice_method",) if prefix == "judge" else ()),
     )
-    flags = {"name": "--engine", "model": model_flag}
-    opts = [Opt(f"{prefix}.{name}", flags.get(name), panel=ENGINE_PANEL) for name in names]
+    flags = {"name": "--engine", "model": model_flag, "base_urls": "--base-url"}
+    extra = {"base_urls": "Repeat it, or give a comma list."}
+    metavars = {"base_urls": "URL", "api_key_env": "NAME"}
+    opts = [
+        Opt(f"{prefix}.{name}", flags.get(name), panel=ENGINE_PANEL, extra_help=extra.get(name, ""),
+            metavar=metavars.get(name))
+        for name in names
+    ]
     return (*opts, Opt(prefix, "--engine-config", merge_file=True, panel=ENGINE_PANEL))
 
 

@@ -140,10 +140,12 @@ def judge_pairs(
         requests.append(ChoiceRequest((Message(role="user", content=turn),), prefix))
     scores = engine.choice_logprobs(requests, CHOICES)
 
-    raw: dict[tuple[int, int], tuple[float, ...]] = {}
-    for slot, score in zip(slots, scores):
-        raw[slot] = score.logprobs
-    judgments = [judgment(raw[(i, 0)], raw[(i, 1)]) for i in range(len(asks))]
+    raw = dict(zip(slots, scores))
+    judgments = [
+        judgment(raw[(i, 0)].logprobs, raw[(i, 1)].logprobs,
+                 bounded=raw[(i, 0)].any_bounded or raw[(i, 1)].any_bounded)
+        for i in range(len(asks))
+    ]
 
     records = []
     for index, pair in enumerate(pairs):
@@ -181,7 +183,8 @@ def _record(
     # p_a comes from the judge questions; a constitution of definitions only is judged by all of them.
     deciding = judge_part or [j for _, j in salmon_part]
     clamp_range = options.cot_clamp if options.cot and judge_part else None
-    label = aggregate(deciding, low_mass=options.low_mass, clamp_range=clamp_range)
+    label = aggregate(deciding, low_mass=options.low_mass, clamp_range=clamp_range,
+                      also_scored=[j for _, j in salmon_part])
     if options.salmon:
         scores = tuple(PrincipleScore(principle_id=a.principle.id, score=j.score) for a, j in salmon_part)
     else:

@@ -16,10 +16,10 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from labeler.constitution import Principle, load_constitution
-from labeler.engine import Engine, EngineConfig, GenerationParams, Message
+from labeler.engine import Engine, EngineConfig, GenerationParams, Message, engine_model
 from labeler.errors import InputError
 from labeler.inputs import Prompt, prompt_text, read_prompts
-from labeler.models import ModelRef, resolve_model
+from labeler.models import ModelRef
 from labeler.progress import progress_bar
 from labeler.records import RevisionRound, SFTRecord
 from labeler.sampling import rng_for, seed_for, weighted_sample
@@ -93,7 +93,7 @@ def check_revise(config: ReviseConfig, engine: Engine | None = None) -> RevisePl
     if not any(True for _ in read_prompts(config.prompts)):
         raise InputError("no prompts in the file", file=config.prompts, where="--prompts")
     total = sum(1 for _ in _selected(config))  # reads every row once: a bad row fails here
-    model = resolve_model(config.engine.model, where="--model")
+    model = engine_model(config.engine, where="--model")
     fingerprint = make_fingerprint(
         config=fingerprint_config(config),
         models={"policy": model_label(engine, model)},
