@@ -98,6 +98,7 @@ def check_revise(config: ReviseConfig, engine: Engine | None = None) -> RevisePl
         config=fingerprint_config(config),
         models={"policy": model_label(engine, model)},
         constitution_sha256=constitution.sha256(),
+        constitution=constitution.summary(),
         template_sha256s={k: v for k, v in templates.sha256().items() if k in ("critique", "revision")},
         seed=config.seed,
     )
