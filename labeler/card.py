@@ -76,7 +76,7 @@ def preference_statistics(tables: pa.Table | Iterable[pa.Table]) -> PreferenceSt
         flags = table.column("flags")
         low_mass += _rows_flagged(flags, FLAG_LOW_MASS)
         order_flip += _rows_flagged(flags, FLAG_ORDER_FLIP)
-        chosen_a += _count_true(pc.equal(table.column("chosen"), table.column("response_a")))
+        chosen_a += _count_true(pc.equal(table.column("chosen_text"), table.column("response_a")))
         mass_sum += float(np.sum(table.column("mass_ab").to_numpy() + table.column("mass_ba").to_numpy())) / 2
 
     def rate(count: int) -> float | None:

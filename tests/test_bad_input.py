@@ -22,7 +22,7 @@ import pytest
 
 from labeler.engine.base import Message
 from labeler.models import FORBID_LOAD_ENV
-from labeler.records import PreferenceRecord, RevisionRound, SFTRecord, record_id
+from labeler.records import PreferenceRecord, RevisionRound, SFTRecord, conversation_columns, record_id
 from labeler.store import RunStore
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,8 +81,8 @@ def preference_run(folder: Path) -> Path:
         prompt, a, b = f"Q{i}?", "yes", "no"
         records.append(
             PreferenceRecord(
-                id=record_id(prompt, a, b), prompt=prompt, prompt_messages=(Message(role="user", content=prompt),),
-                response_a=a, response_b=b, chosen=a, rejected=b, p_a=0.7, p_a_ab=0.7, p_a_ba=0.7, mass_ab=0.9,
+                id=record_id(prompt, a, b), **conversation_columns((Message(role="user", content=prompt),), a, b),
+                response_a=a, response_b=b, p_a=0.7, p_a_ab=0.7, p_a_ba=0.7, mass_ab=0.9,
                 mass_ba=0.9, logprobs_ab=(-0.5, -1.3), logprobs_ba=(-0.5, -1.3), consistent=True, principle_ids=(),
                 principle_scores=(), margin=0.4, judge_model="m", source="test", flags=(),
             )

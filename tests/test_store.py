@@ -28,6 +28,7 @@ from labeler.records import (
     PrincipleScore,
     RevisionRound,
     SFTRecord,
+    conversation_columns,
     record_id,
 )
 from labeler.stages.runner import merge_parts
@@ -57,12 +58,9 @@ def preference(i: int) -> PreferenceRecord:
     flags += [] if consistent else [FLAG_ORDER_FLIP]
     return PreferenceRecord(
         id=record_id(prompt, a, b),
-        prompt=prompt,
-        prompt_messages=(Message(role="user", content=prompt),),
+        **conversation_columns((Message(role="user", content=prompt),), *((a, b) if p_a >= 0.5 else (b, a))),
         response_a=a,
         response_b=b,
-        chosen=a if p_a >= 0.5 else b,
-        rejected=b if p_a >= 0.5 else a,
         p_a=p_a,
         p_a_ab=p_ab,
         p_a_ba=p_ba,
@@ -368,7 +366,7 @@ def test_shards_load_with_datasets(tmp_path: Path) -> None:
     records = [preference(i) for i in range(7)]
     write_run(run, records, per_shard=4)
     one = datasets.Dataset.from_file(str(shards_of(run)[0]))
-    assert one.num_rows == 4 and one[0]["prompt_messages"] == [{"role": "user", "content": "Question 0?"}]
+    assert one.num_rows == 4 and one[0]["prompt"] == [{"role": "user", "content": "Question 0?"}]
     loaded = datasets.load_dataset(
         "arrow", data_files=str(run / "preferences" / "*.arrow"), split="train", cache_dir=str(tmp_path / "cache")
     )

@@ -18,10 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from labeler.constitution import Principle, load_constitution
 from labeler.engine import Engine, EngineConfig, GenerationParams, Message
 from labeler.errors import InputError
-from labeler.inputs import Prompt, prompt_text, read_prompts
+from labeler.inputs import Prompt, read_prompts
 from labeler.models import ModelRef, resolve_model
 from labeler.progress import progress_bar
-from labeler.records import RevisionRound, SFTRecord
+from labeler.records import SOURCE_PROMPTS_FILE, RevisionRound, SFTRecord, prompt_text, source_label
 from labeler.sampling import rng_for, seed_for, weighted_sample
 from labeler.stages.common import WorkSelection, engine_for, fingerprint_config, model_label
 from labeler.store import Fingerprint, RunStore, check_run, in_part, make_fingerprint
@@ -230,9 +230,11 @@ def _revise_batch(
             w.current = text
 
     model = engine.model_id
+    source = source_label(SOURCE_PROMPTS_FILE, config.prompts)
     return [
         SFTRecord(
             id=w.prompt.id,
+            source_id=w.prompt.source_id,
             prompt=prompt_text(w.prompt.messages),
             prompt_messages=w.prompt.messages,
             initial=w.initial,
@@ -240,6 +242,7 @@ def _revise_batch(
             rounds=tuple(w.rounds),
             messages=(*w.prompt.messages, Message(role="assistant", content=w.current)),
             model=model,
+            source=source,
         )
         for w in work
     ]
