@@ -313,6 +313,38 @@ CASES = [
     Case("train-rm/no-data", lambda d: ["train-rm", "--out", str(d / "rm")], same("--data")),
     Case("label/unknown-option", lambda d: ["label", "--constitution", str(HARMLESS), "--frobnicate"],
          same("--frobnicate")),
+    # 10. datasets that leave the run: export and push
+    Case("export/unknown-flag", lambda d: ["export", str(preference_run(d)), "--out", str(d / "out"),
+         "--drop-flags", "low_mass,sparkly"], same("--drop-flags", "sparkly", "choice_outside_topk")),
+    Case("export/folder-that-is-not-a-run", lambda d: ["export", str(_mkdir(d / "empty")), "--out", str(d / "out")],
+         lambda d: [str(d / "empty"), "not a labeler run", "RUN"]),
+    Case("export/file-as-run", lambda d: ["export", str(_file(d / "run.txt")), "--out", str(d / "out")],
+         lambda d: [str(d / "run.txt"), "RUN"]),
+    Case("export/out-not-empty", lambda d: ["export", str(preference_run(d)), "--out",
+         str(_file(_mkdir(d / "taken") / "notes.txt").parent)], lambda d: ["--out", str(d / "taken"), "not empty"]),
+    Case("export/out-is-a-file", lambda d: ["export", str(preference_run(d)), "--out", str(_file(d / "out"))],
+         lambda d: ["--out", str(d / "out")]),
+    Case("export/out-read-only", lambda d: ["export", str(preference_run(d)), "--out", str(_mkdir(d / "ro") / "x")],
+         same("--out", "read-only"), read_only="ro"),
+    Case("export/unfinished-split", lambda d: ["export", str(_running_part(d)), "--out", str(d / "out")],
+         same("--allow-partial", "still being written")),
+    Case("export/unknown-format", lambda d: ["export", str(preference_run(d)), "--out", str(d / "out"), "--format",
+         "csv"], same("--format")),
+    Case("export/bad-shard-size", lambda d: ["export", str(preference_run(d)), "--out", str(d / "out"),
+         "--shard-size", "lots"], same("--shard-size", "500MB")),
+    Case("export/rows-and-size", lambda d: ["export", str(preference_run(d)), "--out", str(d / "out"),
+         "--shard-rows", "5", "--shard-size", "1MB"], same("--shard-rows", "--shard-size")),
+    Case("export/filter-without-preferences", lambda d: ["export", str(sft_run(d)), "--out", str(d / "out"),
+         "--min-margin", "0.3"], same("--min-margin", "preference split")),
+    Case("push/bad-repo-id", lambda d: ["push", str(preference_run(d)), "--repo", "just-a-name", "--dry-run"],
+         same("--repo", "just-a-name")),
+    Case("push/no-token", lambda d: ["push", str(preference_run(d)), "--repo", "acme/prefs"], same("HF_TOKEN")),
+    Case("push/folder-that-is-not-a-run", lambda d: ["push", str(_mkdir(d / "empty")), "--repo", "acme/prefs",
+         "--dry-run"], lambda d: [str(d / "empty"), "RUN"]),
+    Case("push/nothing-complete", lambda d: ["push", str(_running_part(d)), "--repo", "acme/prefs", "--dry-run"],
+         same("no complete split", "manifest.json")),
+    Case("push/bad-license", lambda d: ["push", str(preference_run(d)), "--repo", "acme/prefs", "--dry-run",
+         "--license", "CC BY"], same("--license", "not a license id")),
 ]
 
 
@@ -373,6 +405,7 @@ def run_case(case: Case, folder: Path, read_only_ok: bool) -> Outcome | None:
         script = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"'
         command = ["unshare", "-rm", "sh", "-c", script, "sh", str(target), *command]
     env = {**os.environ, FORBID_LOAD_ENV: "1", "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    env.pop("HF_TOKEN", None)  # no case may reach the Hub
     before = snapshot(folder)
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     after = snapshot(folder)
@@ -394,7 +427,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome | No
 def test_the_table_covers_every_command_and_enough_cases() -> None:
     commands = {case.id.split("/")[0] for case in CASES}
     expected = {"model-prepare", "validate", "generate", "revise", "label", "eval-judge", "merge", "train-rm",
-                "score-rm", "ppo", "report", "run"}  # fmt: skip
+                "score-rm", "ppo", "report", "run", "export", "push"}  # fmt: skip
     assert expected <= commands and len(CASES) >= 45
     assert len({case.id for case in CASES}) == len(CASES)
 

@@ -342,3 +342,12 @@ def parse_list(text: str) -> str | tuple[str, ...]:
     """
     parts = tuple(p.strip() for p in str(text).split(",") if p.strip())
     return parts[0] if len(parts) == 1 else parts
+
+
+def parse_names(text: str) -> tuple[str, ...]:
+    """A comma-separated list of names (spaces around them ignored).
+
+    >>> parse_names("low_mass, order_flip")
+    ('low_mass', 'order_flip')
+    """
+    return tuple(p.strip() for p in str(text).split(",") if p.strip())
