@@ -67,7 +67,7 @@ def test_filters_keep_what_the_row_by_row_reference_keeps(run: Path, tmp_path: P
     split = result.splits["preferences"]
     assert (split.rows_in, split.rows_out) == (len(records), len(expected_ids))
     assert [step.removed for step in split.removed] == expected_removed
-    assert load_manifest(tmp_path / "out").export.splits["preferences"] == split  # type: ignore[union-attr]
+    assert load_manifest(tmp_path / "out").export.splits["preferences"] == split
 
 
 def test_the_card_says_what_was_filtered_and_how_many_rows_each_filter_removed(run: Path, tmp_path: Path) -> None:
@@ -101,7 +101,7 @@ def test_every_format_loads_with_datasets_and_reads_back_verified(
     run: Path, tmp_path: Path, fmt: str, loader: str, suffix: str
 ) -> None:
     out = tmp_path / "out"
-    export_run(ExportConfig(run=run, out=out, format=fmt, shard_rows=7))  # type: ignore[arg-type]
+    export_run(ExportConfig(run=run, out=out, format=fmt, shard_rows=7))
     shards = sorted((out / "preferences").iterdir())
     assert [p.suffix for p in shards] == [suffix] * 4 and not list(out.glob(".*"))
     loaded = datasets.load_dataset(loader, data_files=str(out / "preferences" / f"*{suffix}"), split="train",
