@@ -231,6 +231,34 @@ def _with_config_key(error: InputError, config: RunConfig) -> InputError:
     return InputError(error.message, file=error.file, line=error.line, where=f"key {keys[error.where]}")
 
 
+def device_plan(config: RunConfig) -> list[str]:
+    """Where each stage's models run: replicas x devices each, and the devices a node needs for that.
+
+    >>> device_plan(RunConfig(out=Path("o"), constitution=Path("c"), prompts=Path("p")))[0]
+    'revise: policy default, 1 replica x 1 device = 1 device'
+    """
+
+    def engine_line(stage: str, role: str, engine: EngineConfig) -> str:
+        replicas, each = engine.data_parallel_size, engine.tensor_parallel_size
+        total = replicas * each
+        return (f"{stage}: {role} {engine.model}, {replicas} replica{'s' * (replicas > 1)} x {each} "
+                f"device{'s' * (each > 1)} = {total} device{'s' * (total > 1)}")
+
+    s = config.stages
+    lines = []
+    if s.revise is not None:
+        lines.append(engine_line("revise", "policy", config.policy or config.engine))
+    if s.label is not None:
+        lines.append(engine_line("label", "judge", config.engine))
+        if s.label.pairs == "prompts" and config.policy is not None:
+            lines.append(engine_line("label", "policy", config.policy))
+    if s.train_rm is not None:
+        lines.append("train_rm: one process here; `accelerate launch -m labeler train-rm` for one per GPU")
+    if s.ppo is not None:
+        lines.append("ppo: one process")
+    return lines
+
+
 def run_pipeline(config: RunConfig) -> RunResult:
     """Run every configured stage in order; each resumes where a previous attempt stopped."""
     from labeler.engine.lazy import LazyEngine

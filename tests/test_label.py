@@ -142,7 +142,7 @@ class RecordingEngine:
 def cli_engine(monkeypatch: pytest.MonkeyPatch, hf_engine: Any) -> Iterator[RecordingEngine]:
     """Commands run through `labeler.cli.main` get the session's fp32 transformers engine, recorded."""
     recorder = RecordingEngine(hf_engine)
-    monkeypatch.setattr("labeler.stages.common.open_engine", lambda config: recorder)
+    monkeypatch.setattr("labeler.engine.lazy.open_engine", lambda config, model=None: recorder)
     yield recorder
 
 
@@ -348,7 +348,7 @@ def test_label_from_prompts_two_samples_each_identical_pairs_dropped(hf_engine: 
         {"id": "c", "prompt": "Name an animal."},
     ])
     recorder = RecordingEngine(hf_engine, duplicate="REPEAT")
-    monkeypatch.setattr("labeler.stages.common.open_engine", lambda config: recorder)
+    monkeypatch.setattr("labeler.engine.lazy.open_engine", lambda config, model=None: recorder)
     out = tmp_path / "run"
     assert run_cli(["label", "--constitution", str(HELPFUL_HONEST), "--prompts", str(prompts), "--out", str(out),
                     "--engine", "hf", "--max-tokens", "6", "--seed", "2", "--quiet"]) == 0

@@ -15,19 +15,11 @@ from labeler.cli import main
 from labeler.engine import EngineConfig, GenerationParams
 from labeler.errors import InputError
 from labeler.pipeline import ReviseStage, RunConfig, Stages, run_pipeline
-from labeler.ray_runner import (
-    PARTS_DIR,
-    RayOptions,
-    _default_workers,
-    _existing_part_count,
-    combine_results,
-    part_config,
-    part_name,
-    run_on_ray,
-)
+from labeler.ray_runner import RayOptions, _default_workers, run_on_ray
 from labeler.stages.common import WorkSelection, fingerprint_config
 from labeler.stages.label import LabelResult
 from labeler.stages.pairs import PairCounts
+from labeler.stages.parts import PARTS_DIR, combine_results, existing_part_count, part_config, part_name
 from labeler.stages.revise import ReviseConfig
 from labeler.store import iter_records, load_manifest
 
@@ -77,13 +69,13 @@ def test_workers_default_to_one_per_gpu_else_per_cpus(tmp_path: Path) -> None:
 
 
 def test_a_rerun_keeps_the_number_of_parts_it_started_with(tmp_path: Path) -> None:
-    assert _existing_part_count(tmp_path) is None
+    assert existing_part_count(tmp_path) is None
     for index in range(3):
         (tmp_path / part_name(index, 3)).mkdir()
-    assert _existing_part_count(tmp_path) == 3
+    assert existing_part_count(tmp_path) == 3
     (tmp_path / part_name(0, 2)).mkdir()
     with pytest.raises(InputError, match=r"\[2, 3\] parts"):
-        _existing_part_count(tmp_path)
+        existing_part_count(tmp_path)
 
 
 def test_bad_ray_requests_exit_2_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -100,7 +92,7 @@ def test_bad_ray_requests_exit_2_before_any_work(tmp_path: Path, capsys: pytest.
     )
     with pytest.raises(SystemExit) as exit_info:
         main(args)
-    assert exit_info.value.code == 2 and "not written with --ray" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "not written in parts" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

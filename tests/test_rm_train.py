@@ -5,6 +5,7 @@ exits 2, and (slow) the embedded model's loss falls in a few steps."""
 from __future__ import annotations
 
 import json
+import math
 import random
 import shutil
 from collections.abc import Iterator, Sequence
@@ -446,3 +447,33 @@ def test_embedded_model_loss_falls_in_a_few_steps(embedded_model: Path, tmp_path
     assert losses[-1] < losses[0] - 0.05, losses
     card = json.loads((out / REWARD_CARD).read_text())
     assert card["metrics"]["train"]["loss"] == losses[-1]
+
+
+# --- fitting large models: gradient checkpointing, bfloat16 weights ---------------------------------
+
+
+def test_gradient_checkpointing_changes_memory_not_the_numbers(
+    tiny_model: Path, separable_run: Path, tmp_path: Path
+) -> None:
+    settings = {"max_steps": 3, "batch_size": 8, "logging_steps": 1, "eval_fraction": 0.0, "share_prefix": False}
+    train_reward_model(tiny_config(separable_run, tiny_model, tmp_path / "plain", **settings))
+    train_reward_model(tiny_config(separable_run, tiny_model, tmp_path / "ckpt", gradient_checkpointing=True,
+                                   **settings))
+    plain = [row["loss"] for row in metric_rows(tmp_path / "plain")]
+    recomputed = [row["loss"] for row in metric_rows(tmp_path / "ckpt")]
+    assert len(plain) == 3 and plain == pytest.approx(recomputed, abs=1e-5)
+
+
+def test_bfloat16_weights_train_and_save_in_bfloat16(tiny_model: Path, separable_run: Path, tmp_path: Path) -> None:
+    from labeler.rm.train import weights_dtype
+
+    config = tiny_config(separable_run, tiny_model, tmp_path / "bf16", weights_dtype="bfloat16", max_steps=2,
+                         eval_fraction=0.0, logging_steps=1)
+    assert weights_dtype(config) == torch.bfloat16
+    assert weights_dtype(config.model_copy(update={"weights_dtype": "auto", "mixed_precision": "bf16"})) == (
+        torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    )
+    train_reward_model(config)
+    saved = load_file(tmp_path / "bf16" / "model.safetensors")
+    assert {t.dtype for t in saved.values()} == {torch.bfloat16}
+    assert all(math.isfinite(row["loss"]) for row in metric_rows(tmp_path / "bf16"))

@@ -293,7 +293,12 @@ def _problem(error: Mapping[str, Any], opts: Sequence[Opt]) -> InputError:
     if not loc:
         return InputError(message)
     matching = [opt for opt in opts if loc == opt.path or loc.startswith(opt.path + ".")]
-    where = max(matching, key=lambda o: len(o.path)).cli_flag if matching else loc
+    if not matching:
+        where = loc
+    else:
+        opt = max(matching, key=lambda o: len(o.path))
+        rest = loc[len(opt.path) + 1 :]
+        where = f"{opt.cli_flag}, key {rest}" if opt.merge_file and rest else opt.cli_flag
     shown = repr(error.get("input"))
     return InputError(f"{message} (got {shown[:80]})", where=where)
 
@@ -304,8 +309,8 @@ def _problem(error: Mapping[str, Any], opts: Sequence[Opt]) -> InputError:
 def engine_options(prefix: str, *, model_flag: str = "--model") -> tuple[Opt, ...]:
     """The engine options of the engine config at `prefix` (e.g. "judge"), in the Engine help panel."""
     names = (
-        "name", "model", "dtype", "max_model_len", "tensor_parallel_size", "gpu_memory_utilization",
-        "enforce_eager", "kv_block_size", "batch_size", "trust_remote_code",
+        "name", "model", "dtype", "max_model_len", "tensor_parallel_size", "data_parallel_size",
+        "gpu_memory_utilization", "enforce_eager", "kv_block_size", "batch_size", "trust_remote_code",
     )
     flags = {"name": "--engine", "model": model_flag}
     opts = [Opt(f"{prefix}.{name}", flags.get(name), panel=ENGINE_PANEL) for name in names]

@@ -52,16 +52,17 @@ def check_run_config(path: Path) -> str:
     the model arguments, the output folder), without loading or writing anything."""
     from labeler.constitution import load_constitution
     from labeler.inputs import read_prompts
-    from labeler.pipeline import check_pipeline, load_run_config
+    from labeler.pipeline import check_pipeline, device_plan, load_run_config
 
     config = load_run_config(path)
     check_pipeline(config)
     constitution = load_constitution(config.constitution)
     prompts = sum(1 for _ in read_prompts(config.prompts))
     stages = [name for name in ("revise", "label", "train_rm", "ppo") if getattr(config.stages, name) is not None]
+    plan = "".join(f"\n  {line}" for line in device_plan(config))
     return (
         f"run config; stages {', '.join(stages) or 'none'}; constitution {constitution.name} "
-        f"({len(constitution.principles)} principles); {prompts} prompts; output {config.out}"
+        f"({len(constitution.principles)} principles); {prompts} prompts; output {config.out}{plan}"
     )
 
 

@@ -49,7 +49,8 @@ class EngineConfig(BaseModel):
     name: EngineName = Field("vllm", description="vllm (falls back to hf when vllm is not installed) or hf.")
     model: str = Field(
         "default",
-        description="Hugging Face model folder, or 'default' for the embedded SmolLM2-135M-Instruct.",
+        description="A Hugging Face model folder, a Hub id org/name[@revision] (from the local Hugging Face cache), "
+        "or 'default' (the embedded SmolLM2-135M-Instruct).",
     )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto",
@@ -64,7 +65,11 @@ class EngineConfig(BaseModel):
     threads_bind: str | None = Field(
         None, description="vllm on CPU: cores to bind OpenMP threads to, e.g. '0-7' (default: all usable cores)."
     )
-    enforce_eager: bool = Field(True, description="vllm: skip graph compilation (much faster start on CPU).")
+    enforce_eager: bool | None = Field(
+        None,
+        description="vllm: skip graph compilation and CUDA graphs (default: on CPU, where compiling costs minutes at "
+        "every start; off on GPU, where CUDA graphs make generation much faster).",
+    )
     enable_prefix_caching: bool = Field(True, description="vllm: reuse KV cache of shared prompt prefixes.")
     kv_block_size: int | None = Field(
         None,
@@ -72,7 +77,13 @@ class EngineConfig(BaseModel):
         description="vllm: tokens per KV-cache block, the unit in which a shared prefix is reused "
         "(default: 32 on CPU, where vLLM's own 128 wastes most of a judge prompt's shared prefix; vLLM's on GPU).",
     )
-    tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs per engine.")
+    tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs per engine (one model replica).")
+    data_parallel_size: int = Field(
+        1,
+        ge=1,
+        description="Model replicas on this node, each in its own process on its own tensor_parallel_size GPUs "
+        "(or share of the CPU cores), each taking a part of the input; the parts merge into one run.",
+    )
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm on GPU: memory share to use.")
     trust_remote_code: bool = Field(False, description="Run model code shipped with the checkpoint (off by default).")
     seed: int = Field(0, description="Engine-level seed; requests carry their own seeds too.")

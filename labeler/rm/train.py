@@ -155,8 +155,12 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
             "%d of %d training conversations are longer than max_length=%d and lose their first tokens",
             truncated, 2 * len(train_pairs), config.max_length,
         )
-    classifier = load_classifier(folder, dtype=torch.float32, pad_token_id=tokenizer.pad_token_id)
+    classifier = load_classifier(folder, dtype=weights_dtype(config), pad_token_id=tokenizer.pad_token_id)
     disable_dropout(classifier)
+    if config.gradient_checkpointing:
+        # Non-reentrant: works with LoRA's frozen inputs, and with the prefix pass off (it keeps a cache).
+        classifier.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    share_prefix = config.share_prefix and not config.gradient_checkpointing
     peft_model = None
     if config.lora:
         from peft import LoraConfig, get_peft_model
@@ -206,7 +210,7 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
                     rank=accelerator.process_index, world_size=accelerator.num_processes,
                 ))
             examples = [label_kind.example(train_pairs[i], epoch=epoch) for i in epoch_batch_cache[1][index_in_epoch]]
-            batch = collate_pairs(examples, tokenizer, config.max_length, share_prefix=config.share_prefix)
+            batch = collate_pairs(examples, tokenizer, config.max_length, share_prefix=share_prefix)
             batch = {name: tensor.to(accelerator.device) for name, tensor in batch.items()}
             lr = learning_rate_at(
                 step, peak=config.learning_rate, warmup_steps=config.warmup_steps, total_steps=total_steps,
@@ -366,6 +370,13 @@ class _MetricWindow:
     def averages(self) -> dict[str, float]:
         n = max(self.steps, 1)
         return {"loss": self.loss / n, "accuracy": self.accuracy / n, "margin": self.margin / n}
+
+
+def weights_dtype(config: RMTrainConfig) -> torch.dtype:
+    """The dtype the weights train in: `weights_dtype`, where auto means bfloat16 for bf16 training on a GPU."""
+    if config.weights_dtype == "auto":
+        return torch.bfloat16 if config.mixed_precision == "bf16" and torch.cuda.is_available() else torch.float32
+    return torch.bfloat16 if config.weights_dtype == "bfloat16" else torch.float32
 
 
 def label_kind_for(config: RMTrainConfig) -> LabelKind:

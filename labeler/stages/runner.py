@@ -13,6 +13,7 @@ from typing import Any, overload
 
 from labeler.card import write_card
 from labeler.engine import Engine, EngineConfig
+from labeler.errors import InputError
 from labeler.stages.label import LabelConfig, LabelResult, label
 from labeler.stages.revise import ReviseConfig, ReviseResult, revise
 from labeler.store import merge_runs
@@ -28,12 +29,17 @@ class StageSpec:
     name: str
     split: str  # the split of the run folder it writes
     run: Callable[[Any, Engine | None], Any]  # (config, an open engine or None) -> result
-    engine: Callable[[Any], EngineConfig]  # the engine config the stage's model runs with
+    engine_fields: tuple[str, ...]  # the config's engine sections, the first its main model's
+
+    def engine(self, config: Any) -> EngineConfig:
+        """The engine config the stage's main model runs with."""
+        engine: EngineConfig = getattr(config, self.engine_fields[0])
+        return engine
 
 
 STAGES: dict[type, StageSpec] = {
-    ReviseConfig: StageSpec("revise", "sft", lambda config, engine: revise(config, engine), lambda c: c.engine),
-    LabelConfig: StageSpec("label", "preferences", lambda config, engine: label(config, engine), lambda c: c.judge),
+    ReviseConfig: StageSpec("revise", "sft", lambda config, engine: revise(config, engine), ("engine",)),
+    LabelConfig: StageSpec("label", "preferences", lambda config, engine: label(config, engine), ("judge", "policy")),
 }
 
 
@@ -54,12 +60,21 @@ def run_stage(config: LabelConfig, engine: Engine | None = None) -> LabelResult:
 
 
 def run_stage(config: StageConfig, engine: Engine | None = None) -> StageResult:
-    """Run a stage on Ray when `config.work.ray` names a cluster, else in this process (with `engine`
-    when given: the stage's model, already open); then write the run's dataset card."""
+    """Run a stage on Ray when `config.work.ray` names a cluster, in one process per model replica when
+    its engine has `data_parallel_size` > 1, else in this process (with `engine` when given: the stage's
+    model, already open); then write the run's dataset card."""
+    replicas = stage_spec(config).engine(config).data_parallel_size
     if config.work.ray is not None:
         from labeler.ray_runner import run_on_ray
 
+        if replicas > 1:
+            raise InputError("--ray places one engine per worker; leave out --data-parallel-size", where="--ray")
         result: StageResult = run_on_ray(config)
+    elif replicas > 1:
+        from labeler.stages.parts import run_in_parts
+        from labeler.stages.replicas import ReplicaExecutor
+
+        result = run_in_parts(config, ReplicaExecutor(), how="--data-parallel-size")
     else:
         result = stage_spec(config).run(config, engine)
     write_card(config.out)

@@ -24,8 +24,10 @@ from labeler.store.manifest import (
     ShardInfo,
     SplitEntry,
     load_manifest,
+    manifest_lock,
     manifest_path,
     new_manifest,
+    read_manifest,
     write_manifest,
 )
 from labeler.store.shards import ids_of, read_verified_shard
@@ -61,7 +63,8 @@ def in_part(record_id: str, index: int, num: int) -> bool:
 
 
 def merge_runs(parts: Sequence[Path], out: Path) -> Path:
-    """Combine the run folders of every part of a job array into one complete run at `out`.
+    """Combine the run folders of every part of a job array into one complete run at `out` (a new folder,
+    or a run that does not hold these splits yet).
 
     Checks, each failure an `InputError` naming the part: every part has the same splits, each split
     complete, with equal fingerprints (the part info aside); the parts are 0..n-1 of the same n, each
@@ -74,12 +77,14 @@ def merge_runs(parts: Sequence[Path], out: Path) -> Path:
     if not parts:
         raise InputError("no part folders given", where="parts")
     check_output_folder(out, where="--out")
-    if manifest_path(out).exists():
-        raise InputError("already holds a run; merge into a new folder", file=manifest_path(out))
+    existing = read_manifest(out)
     manifests = {part: load_manifest(part) for part in parts}
     splits = _common_splits(manifests)
+    if existing is not None and set(splits) & set(existing.splits):
+        taken = sorted(set(splits) & set(existing.splits))
+        raise InputError(f"already holds the split(s) {taken}; merge into a new folder", file=manifest_path(out))
 
-    merged = new_manifest()
+    merged = existing or new_manifest()
     copies: list[tuple[Path, Path]] = []
     for split in splits:
         entries = [(part, manifests[part].splits[split]) for part in parts]
@@ -101,8 +106,14 @@ def merge_runs(parts: Sequence[Path], out: Path) -> Path:
         _link_or_copy(src, dest)
     for split in splits:
         fsync_dir(out / split)
-    # The manifest goes last: until it exists, `out` is not a run, and merging again starts over.
-    write_manifest(out, merged)
+    # The manifest goes last: until it lists the splits, they are not part of the run, and merging
+    # again starts over. Its other splits (a run that already held one) stay as they are.
+    out.mkdir(parents=True, exist_ok=True)
+    with manifest_lock(out):
+        current = read_manifest(out) or new_manifest()
+        for split in splits:
+            current = current.with_split(split, merged.splits[split])
+        write_manifest(out, current)
     return out
 
 
