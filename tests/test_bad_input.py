@@ -2,8 +2,8 @@
 naming the offending file or option, prints no traceback, writes nothing, and returns before any model,
 engine or tokenizer is loaded (`LABELER_FORBID_MODEL_LOAD` makes every load fail loudly, with exit 1).
 
-The cases run a few at a time in one fixture (each is a fresh interpreter); each then passes or fails
-on its own.
+The cases run a few at a time in one fixture (each is a fresh interpreter), only those the pytest run
+selected (`-k export/` runs the export cases alone); each then passes or fails on its own.
 """
 
 from __future__ import annotations
@@ -345,7 +345,33 @@ CASES = [
          same("no complete split", "manifest.json")),
     Case("push/bad-license", lambda d: ["push", str(preference_run(d)), "--repo", "acme/prefs", "--dry-run",
          "--license", "CC BY"], same("--license", "not a license id")),
+    Case("export/unknown-split", lambda d: ["export", str(preference_run(d)), "--out", str(d / "out"), "--split",
+         "rm"], same("--split", "'rm'")),
+    Case("export/split-not-in-run", lambda d: ["export", str(preference_run(d)), "--out", str(d / "out"), "--split",
+         "sft"], same("--split", "no 'sft' split")),
+    Case("export/min-margin-above-one", lambda d: ["export", str(preference_run(d)), "--out", str(d / "out"),
+         "--min-margin", "1.5"], same("--min-margin", "1.5")),
+    Case("export/zero-shard-rows", lambda d: ["export", str(preference_run(d)), "--out", str(d / "out"),
+         "--shard-rows", "0"], same("--shard-rows")),
+    Case("export/truncated-shard", lambda d: ["export", str(_truncated_preference_run(d)), "--out", str(d / "out")],
+         lambda d: [str(_first_shard(d / "pref-run", "preferences"))]),
+    Case("push/truncated-shard", lambda d: ["push", str(_truncated_preference_run(d)), "--repo", "acme/prefs",
+         "--dry-run"], lambda d: [str(_first_shard(d / "pref-run", "preferences")), "sha256"]),
+    Case("push/repo-with-a-folder", lambda d: ["push", str(preference_run(d)), "--repo", "acme/prefs/v2",
+         "--dry-run"], same("--repo", "acme/prefs/v2")),
+    Case("push/with-report-but-no-report", lambda d: ["push", str(preference_run(d)), "--repo", "acme/prefs",
+         "--dry-run", "--with-report"], lambda d: ["--with-report", str(d / "pref-run" / "report")]),
 ]
+
+
+def _first_shard(run: Path, split: str) -> Path:
+    return sorted((run / split).glob("*.arrow"))[0]
+
+
+def _truncated_preference_run(folder: Path) -> Path:
+    run = preference_run(folder)
+    truncate_first_shard(run, "preferences")
+    return run
 
 
 def _truncated_sft_run(folder: Path) -> Path:
@@ -413,13 +439,24 @@ def run_case(case: Case, folder: Path, read_only_ok: bool) -> Outcome | None:
     return Outcome(result.returncode, result.stderr, [name for name, _ in changed], needles)
 
 
+def _case_of(item: pytest.Item) -> str | None:
+    """The id of the case a collected test runs, or None for a test that runs none."""
+    callspec = getattr(item, "callspec", None)
+    case = callspec.params.get("case") if callspec is not None else None
+    return case.id if isinstance(case, Case) else None
+
+
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome | None]:
+def outcomes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome | None]:
+    """The outcome of every case this pytest run selected (all of them, or those `-k` picks)."""
+    selected = {_case_of(item) for item in request.session.items}
     root = tmp_path_factory.mktemp("bad-input")
     read_only_ok = can_mount_read_only()
     with ThreadPoolExecutor(max_workers=4) as pool:
         futures = {
-            case.id: pool.submit(run_case, case, root / case.id.replace("/", "__"), read_only_ok) for case in CASES
+            case.id: pool.submit(run_case, case, root / case.id.replace("/", "__"), read_only_ok)
+            for case in CASES
+            if case.id in selected
         }
         return {name: future.result() for name, future in futures.items()}
 
