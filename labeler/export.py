@@ -71,12 +71,12 @@ def parse_size(text: str) -> int:
     >>> parse_size("lots")
     Traceback (most recent call last):
     ...
-    ValueError: expected a size such as 500MB, 2GiB or 4096 (bytes), got 'lots'
+    ValueError: expected a size such as 500MB, 2GiB or 4096 (bytes), not 'lots'
     """
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
     unit = match[2].upper() if match else ""
     if match is None or unit not in _UNITS or float(match[1]) <= 0:
-        raise ValueError(f"expected a size such as 500MB, 2GiB or 4096 (bytes), got {text!r}")
+        raise ValueError(f"expected a size such as 500MB, 2GiB or 4096 (bytes), not {text!r}")
     return max(1, int(float(match[1]) * _UNITS[unit]))
 
 

@@ -14,6 +14,7 @@ The token comes from the `HF_TOKEN` environment variable only; labeler never sto
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,22 @@ from labeler.store.manifest import MANIFEST_NAME, load_manifest, manifest_path
 
 TOKEN_ENV = "HF_TOKEN"
 REPORT_FOLDER = "report"
-REPO_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$"
+_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def repo_id(value: str) -> str:
+    """A Hub repository id, ORG/NAME.
+
+    >>> repo_id("acme/kind-prefs")
+    'acme/kind-prefs'
+    >>> repo_id("acme/prefs/v2")
+    Traceback (most recent call last):
+    ...
+    ValueError: expected ORG/NAME: two names of letters, digits, '.', '_' or '-' joined by one '/'
+    """
+    if not _REPO_ID.fullmatch(value):
+        raise ValueError("expected ORG/NAME: two names of letters, digits, '.', '_' or '-' joined by one '/'")
+    return value
 
 
 class PushConfig(BaseModel):
@@ -38,7 +54,9 @@ class PushConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     run: Path = Field(description="Run folder (or `labeler export` folder) to publish.")
-    repo: str = Field(pattern=REPO_ID, description="The Hub dataset to push to, ORG/NAME (created if missing).")
+    repo: Annotated[str, AfterValidator(repo_id)] = Field(
+        description="The Hub dataset to push to, ORG/NAME (created if missing)."
+    )
     private: bool = Field(False, description="Create the dataset private (an existing one keeps its visibility).")
     dry_run: bool = Field(False, description="Print the files and bytes that would be sent; send nothing.")
     with_report: bool = Field(False, description="Also send RUN/report/ (written by `labeler report`).")

@@ -337,7 +337,7 @@ CASES = [
     Case("export/filter-without-preferences", lambda d: ["export", str(sft_run(d)), "--out", str(d / "out"),
          "--min-margin", "0.3"], same("--min-margin", "preference split")),
     Case("push/bad-repo-id", lambda d: ["push", str(preference_run(d)), "--repo", "just-a-name", "--dry-run"],
-         same("--repo", "just-a-name")),
+         same("--repo", "just-a-name", "ORG/NAME")),
     Case("push/no-token", lambda d: ["push", str(preference_run(d)), "--repo", "acme/prefs"], same("HF_TOKEN")),
     Case("push/folder-that-is-not-a-run", lambda d: ["push", str(_mkdir(d / "empty")), "--repo", "acme/prefs",
          "--dry-run"], lambda d: [str(d / "empty"), "RUN"]),

@@ -62,7 +62,7 @@ COMMANDS = (
             Opt("private"),
             Opt("dry_run"),
             Opt("with_report"),
-            Opt("license", metavar="ID"),
+            Opt("license", metavar="ID", cli_type=str),  # checked with the config, like every other option
             Opt("language", metavar="CODE"),
             Opt("pretty_name", metavar="TEXT"),
         ),
