@@ -160,6 +160,18 @@ def test_an_unfinished_split_is_refused_unless_allow_partial(tmp_path: Path) -> 
         read_split(tmp_path / "out", "preferences")
 
 
+def test_a_shard_the_manifest_does_not_list_is_never_read(tmp_path: Path) -> None:
+    """A `*.arrow` glob would load a shard another process is still writing; an export reads the manifest."""
+    run = make_run(tmp_path, pairs=8)
+    listed = load_manifest(run).splits["preferences"].shards
+    stray = run / "preferences" / "shard-00099.arrow"
+    stray.write_bytes((run / listed[0].file).read_bytes())  # a valid shard, just not (yet) in the manifest
+    result = export_run(ExportConfig(run=run, out=tmp_path / "out", split=("preferences",)))
+    assert result.splits["preferences"].rows_out == 8
+    exported = [r.id for r in iter_records(tmp_path / "out", "preferences")]
+    assert exported == [r.id for r in iter_records(run, "preferences")]
+
+
 @pytest.mark.parametrize(
     "change, where",
     [

@@ -35,7 +35,8 @@ def busy_run(folder: Path) -> Path:
     store.mark_complete()
     RunStore.open(run, "sft", fingerprint("revise")).write_shard([revised(0)])  # not complete
     for name in ("rm/model.safetensors", "ppo/checkpoint-1/state.json", ".parts/p0/manifest.json",
-                 "report/index.html", "report/p_a.png", "preferences/.shard-00002.arrow.1-ab.partial"):
+                 "report/index.html", "report/p_a.png", "preferences/.shard-00002.arrow.1-ab.partial",
+                 "preferences/shard-00099.arrow"):  # a shard the manifest does not list
         (run / name).parent.mkdir(parents=True, exist_ok=True)
         (run / name).write_bytes(b"not for the Hub")
     return run
