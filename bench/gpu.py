@@ -150,11 +150,8 @@ def train_rm_rates(model: Path, folder: Path, steps: int, batch: int, on_gpu: bo
     result = train_reward_model(config)
     labeler_rate = result.tokens / result.train_seconds
     table = read_split(run, "preferences")
-    dataset = Dataset.from_dict({
-        "prompt": table.column("prompt_messages").to_pylist(),
-        "chosen": [[{"role": "assistant", "content": c}] for c in table.column("chosen").to_pylist()],
-        "rejected": [[{"role": "assistant", "content": r}] for r in table.column("rejected").to_pylist()],
-    })  # fmt: skip
+    # The split's conversational columns as they are (the margin column left out: both trainers see hard pairs).
+    dataset = Dataset.from_dict({name: table.column(name).to_pylist() for name in ("prompt", "chosen", "rejected")})
     args = RewardConfig(
         output_dir=str(folder / "trl"), per_device_train_batch_size=batch, max_steps=steps, learning_rate=1e-5,
         max_length=128, bf16=on_gpu, save_strategy="no", eval_strategy="no", logging_steps=steps, report_to=[],

@@ -12,7 +12,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from labeler.commands import judge, stages, training
+from labeler.commands import datasets, judge, stages, training
 from labeler.commands.merge import merge
 from labeler.commands.model import model_prepare
 from labeler.commands.run import run_command
@@ -31,7 +31,7 @@ model_app = typer.Typer(help="The embedded default model.", no_args_is_help=True
 app.add_typer(model_app, name="model")
 model_app.command("prepare")(model_prepare)
 app.command("validate")(validate)
-for command in (*stages.COMMANDS, *judge.COMMANDS, *training.COMMANDS):
+for command in (*stages.COMMANDS, *judge.COMMANDS, *training.COMMANDS, *datasets.COMMANDS):
     command.register(app)
 app.command("merge")(merge)
 app.command("run")(run_command)

@@ -11,10 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from labeler.records import FLAG_CHOICE_OUTSIDE_TOPK, FLAG_LOW_MASS, FLAG_ORDER_FLIP
-
-FLAG_TIE = "tie"
-"""Flag: p_a is exactly 0.5, so chosen/rejected is arbitrary (response_a is kept as chosen)."""
+from labeler.records import FLAG_CHOICE_OUTSIDE_TOPK, FLAG_LOW_MASS, FLAG_ORDER_FLIP, FLAG_TIE
 
 
 def p_first(logprob_first: float, logprob_second: float) -> float:

@@ -17,8 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from labeler.constitution import Constitution, Principle
 from labeler.engine import ChoiceRequest, Engine, GenerationParams, Message
 from labeler.errors import InputError
-from labeler.inputs import prompt_text
-from labeler.records import PreferenceRecord, PrincipleScore
+from labeler.records import PreferenceRecord, PrincipleScore, conversation_columns
 from labeler.sampling import rng_for, weighted_sample
 from labeler.soft_label import OrderedJudgment, aggregate, judgment
 from labeler.stages.pairs import Pair
@@ -193,12 +192,10 @@ def _record(
     chosen, rejected = (pair.response_a, pair.response_b) if label.a_wins else (pair.response_b, pair.response_a)
     return PreferenceRecord(
         id=pair.id,
-        prompt=prompt_text(pair.messages),
-        prompt_messages=pair.messages,
+        source_id=pair.source_id,
+        **conversation_columns(pair.messages, chosen, rejected),
         response_a=pair.response_a,
         response_b=pair.response_b,
-        chosen=chosen,
-        rejected=rejected,
         p_a=label.p_a,
         p_a_ab=label.p_a_ab,
         p_a_ba=label.p_a_ba,

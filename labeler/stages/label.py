@@ -103,6 +103,7 @@ def check_label(
         config=fingerprint_config(config, {"judge": choice_method} if choice_method else None),
         models=models,
         constitution_sha256=constitution.sha256(),
+        constitution=constitution.summary(),
         template_sha256s={k: v for k, v in templates.sha256().items() if k in JUDGE_TEMPLATES},
         seed=config.options.seed,
     )
