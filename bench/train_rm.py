@@ -33,7 +33,8 @@ WORDS = "apple river stone cloud green quick lamp seven paper music bright slow"
 
 def write_synthetic_run(folder: Path, pairs: int, seed: int) -> Path:
     """A finished preference run of separable pairs (the response ending in "good" wins)."""
-    from labeler.records import PreferenceRecord, record_id
+    from labeler.engine.base import Message
+    from labeler.records import PreferenceRecord, conversation_columns, record_id
     from labeler.store import RunStore
 
     rng = random.Random(seed)
@@ -47,8 +48,8 @@ def write_synthetic_run(folder: Path, pairs: int, seed: int) -> Path:
         p_a = 0.9 if a_good else 0.1
         records.append(
             PreferenceRecord(
-                id=record_id(prompt, a, b), prompt=prompt, prompt_messages=[{"role": "user", "content": prompt}],
-                response_a=a, response_b=b, chosen=good, rejected=bad, p_a=p_a, p_a_ab=p_a, p_a_ba=p_a,
+                id=record_id(prompt, a, b), **conversation_columns([Message(role="user", content=prompt)], good, bad),
+                response_a=a, response_b=b, p_a=p_a, p_a_ab=p_a, p_a_ba=p_a,
                 mass_ab=1.0, mass_ba=1.0, logprobs_ab=(-0.1, -2.3), logprobs_ba=(-0.1, -2.3), consistent=True,
                 principle_ids=(), principle_scores=(), margin=0.4, judge_model="synthetic", source="synthetic",
                 flags=(),
@@ -94,16 +95,11 @@ def run_trl(run: Path, model: Path, out: Path, args: argparse.Namespace) -> tupl
 
     from labeler.store import read_split
 
-    table = read_split(run, "preferences")
-    # TRL's conversational form: the prompt as messages, each response as an assistant turn, so both
-    # trainers render exactly the same chat-template text.
-    dataset = Dataset.from_dict(
-        {
-            "prompt": table.column("prompt_messages").to_pylist(),
-            "chosen": [[{"role": "assistant", "content": c}] for c in table.column("chosen").to_pylist()],
-            "rejected": [[{"role": "assistant", "content": r}] for r in table.column("rejected").to_pylist()],
-        }
-    )
+    # The split is in TRL's conversational form (the prompt as messages, each response as an assistant
+    # turn), so both trainers render exactly the same chat-template text. Only those columns are kept:
+    # TRL would also subtract `margin`, which the labeler run here does not.
+    table = read_split(run, "preferences").select(["prompt", "chosen", "rejected"])
+    dataset = Dataset.from_dict(table.to_pydict())
     config = RewardConfig(
         output_dir=str(out), per_device_train_batch_size=args.batch_size, max_steps=args.steps,
         learning_rate=1e-5, max_length=args.max_length, bf16=False, gradient_checkpointing=False,

@@ -1,7 +1,10 @@
 """The dataset card `RUN/README.md`: what the run is, how it was made, what is in it, how to use it.
 
 Every number in the card is computed from the verified shards (not copied from what a stage said),
-so the card cannot disagree with the data it describes.
+so the card cannot disagree with the data it describes. Its front matter is Hugging Face Hub metadata
+(license, language, size and task categories, one config per split), and its usage snippets load the
+data from the folder it sits in, or from the Hub id when the card is published (`labeler push`): the
+card never names a path on the machine that made it.
 """
 
 from __future__ import annotations
@@ -17,13 +20,59 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from labeler.records import FLAG_LOW_MASS, FLAG_ORDER_FLIP, SPLITS, column_descriptions
+from labeler.records import FLAG_CHOICE_OUTSIDE_TOPK, FLAG_LOW_MASS, FLAG_ORDER_FLIP, SPLITS, column_descriptions
 from labeler.store.atomic import atomic_write_text
-from labeler.store.manifest import SplitEntry, load_manifest
+from labeler.store.manifest import ExportInfo, Manifest, SplitEntry, load_manifest
 from labeler.store.readers import iter_shard_tables
+from labeler.store.shards import SUFFIXES, ShardFormat, shard_format
 
 CARD_NAME = "README.md"
 P_A_BINS = 10
+TASK_CATEGORIES = ("text-generation",)
+# The `datasets` builder that loads each shard format.
+LOADERS: dict[ShardFormat, str] = {"arrow": "arrow", "parquet": "parquet", "jsonl": "json"}
+
+
+@dataclass(frozen=True)
+class HubMetadata:
+    """What the card says about where it is published and under which terms.
+
+    `license` replaces the licenses of the constitutions the splits were made with; `repo_id` is the
+    Hub dataset the card is published as (None: a folder on disk).
+    """
+
+    repo_id: str | None = None
+    license: str | None = None
+    language: tuple[str, ...] = ("en",)
+    pretty_name: str | None = None
+
+
+def size_category(rows: int) -> str:
+    """The Hugging Face Hub's size category of a dataset of `rows` examples.
+
+    >>> size_category(999), size_category(1000), size_category(25_000), size_category(3_000_000_000_000)
+    ('n<1K', '1K<n<10K', '10K<n<100K', 'n>1T')
+    """
+    bounds = ("1K", "10K", "100K", "1M", "10M", "100M", "1B", "10B", "100B", "1T")
+    if rows < 1000:
+        return "n<1K"
+    for exponent, (low, high) in enumerate(zip(bounds, bounds[1:]), start=3):
+        if rows < 10 ** (exponent + 1):
+            return f"{low}<n<{high}"
+    return "n>1T"
+
+
+def card_licenses(manifest: Manifest, splits: Iterable[str], hub: HubMetadata) -> tuple[str, ...]:
+    """The license the card states: the one given, else those of the splits' constitutions (each once)."""
+    if hub.license is not None:
+        return (hub.license,)
+    found: list[str] = []
+    for name in splits:
+        info = manifest.splits[name].fingerprint.get("constitution") or {}
+        license_ = info.get("license") if isinstance(info, dict) else None
+        if isinstance(license_, str) and license_ not in found:
+            found.append(license_)
+    return tuple(found)
 
 
 @dataclass(frozen=True)
@@ -35,6 +84,7 @@ class PreferenceStatistics:
     consistency_rate: float | None  # both orders agree
     low_mass_rate: float | None  # flagged low_mass
     order_flip_rate: float | None  # flagged order_flip
+    outside_topk_rate: float | None  # flagged choice_outside_topk (a server's top-k list missed a choice)
     mean_mass: float | None  # mean of (mass_ab + mass_ba) / 2
     chosen_a_rate: float | None  # chosen is response_a
 
@@ -66,7 +116,7 @@ def preference_statistics(tables: pa.Table | Iterable[pa.Table]) -> PreferenceSt
 
     Only running sums are kept between shards, so the card of a large split costs one shard of memory.
     """
-    rows = consistent = low_mass = order_flip = chosen_a = 0
+    rows = consistent = low_mass = order_flip = outside_topk = chosen_a = 0
     mass_sum = 0.0
     histogram = np.zeros(P_A_BINS, dtype=np.int64)
     for table in [tables] if isinstance(tables, pa.Table) else tables:
@@ -76,7 +126,8 @@ def preference_statistics(tables: pa.Table | Iterable[pa.Table]) -> PreferenceSt
         flags = table.column("flags")
         low_mass += _rows_flagged(flags, FLAG_LOW_MASS)
         order_flip += _rows_flagged(flags, FLAG_ORDER_FLIP)
-        chosen_a += _count_true(pc.equal(table.column("chosen"), table.column("response_a")))
+        outside_topk += _rows_flagged(flags, FLAG_CHOICE_OUTSIDE_TOPK)
+        chosen_a += _count_true(pc.equal(table.column("chosen_text"), table.column("response_a")))
         mass_sum += float(np.sum(table.column("mass_ab").to_numpy() + table.column("mass_ba").to_numpy())) / 2
 
     def rate(count: int) -> float | None:
@@ -88,6 +139,7 @@ def preference_statistics(tables: pa.Table | Iterable[pa.Table]) -> PreferenceSt
         consistency_rate=rate(consistent),
         low_mass_rate=rate(low_mass),
         order_flip_rate=rate(order_flip),
+        outside_topk_rate=rate(outside_topk),
         mean_mass=mass_sum / rows if rows else None,
         chosen_a_rate=rate(chosen_a),
     )
@@ -132,18 +184,29 @@ def _sum_int(values: pa.ChunkedArray | pa.Array) -> int:
     return int(pc.sum(values).as_py() or 0)
 
 
-def write_card(run_dir: Path, *, command: str | None = None) -> Path:
+def write_card(run_dir: Path, *, command: str | None = None, hub: HubMetadata | None = None) -> Path:
     """Write `run_dir/README.md` atomically from the manifest and the verified shards; returns its path."""
     path = Path(run_dir) / CARD_NAME
-    atomic_write_text(path, render_card(run_dir, command=command))
+    atomic_write_text(path, render_card(run_dir, command=command, hub=hub))
     return path
 
 
-def render_card(run_dir: Path, *, command: str | None = None) -> str:
-    """The dataset card's Markdown (splits still running are included and marked incomplete)."""
+def render_card(
+    run_dir: Path,
+    *,
+    command: str | None = None,
+    hub: HubMetadata | None = None,
+    splits: Iterable[str] | None = None,
+) -> str:
+    """The dataset card's Markdown (splits still running are included and marked incomplete).
+
+    `splits` limits the card to some of the run's splits (what `labeler push` uploads).
+    """
     run_dir = Path(run_dir)
+    hub = hub or HubMetadata()
     manifest = load_manifest(run_dir)
-    splits = [name for name in SPLITS if name in manifest.splits]
+    wanted = set(manifest.splits) if splits is None else set(splits)
+    splits = [name for name in SPLITS if name in manifest.splits and name in wanted]
     # Statistics stream over the verified shards: a card never holds more than one shard in memory.
     pref_stats = (
         preference_statistics(iter_shard_tables(run_dir, "preferences", require_complete=False))
@@ -153,9 +216,18 @@ def render_card(run_dir: Path, *, command: str | None = None) -> str:
     sft_stats = sft_statistics(iter_shard_tables(run_dir, "sft", require_complete=False)) if "sft" in splits else None
     rows = {"preferences": pref_stats.rows if pref_stats else 0, "sft": sft_stats.rows if sft_stats else 0}
 
-    lines = _front_matter(splits)
+    title = hub.pretty_name or (hub.repo_id.split("/")[-1] if hub.repo_id else run_dir.resolve().name)
+    formats = {name: _split_format(manifest.splits[name]) for name in splits}
+    lines = _front_matter(
+        splits,
+        formats,
+        licenses=card_licenses(manifest, splits, hub),
+        language=hub.language,
+        pretty_name=title,
+        rows=sum(rows[name] for name in splits),
+    )
     lines += [
-        f"# {run_dir.resolve().name}",
+        f"# {title}",
         "",
         "AI-labelled data made by labeler from a written constitution "
         "(Constitutional AI / RLAIF): supervised critique-and-revise data (`sft`) and/or pairs of responses "
@@ -173,7 +245,12 @@ def render_card(run_dir: Path, *, command: str | None = None) -> str:
     if incomplete:
         lines += ["", f"**Incomplete:** {', '.join(incomplete)} still running; statistics cover the records so far."]
     lines += ["", f"Created {manifest.created}, updated {manifest.updated}, labeler {manifest.labeler_version}."]
+    licenses = card_licenses(manifest, splits, hub)
+    if licenses:
+        lines += ["", f"License: {', '.join(f'`{name}`' for name in licenses)}."]
 
+    if manifest.export is not None:
+        lines += _export_section(manifest.export)
     lines += ["", "## How it was made", ""]
     if command:
         lines += ["```", command, "```", ""]
@@ -184,7 +261,7 @@ def render_card(run_dir: Path, *, command: str | None = None) -> str:
         lines += _preference_section(pref_stats)
     if sft_stats is not None:
         lines += _sft_section(sft_stats)
-    lines += _usage(run_dir, splits)
+    lines += _usage(splits, formats, hub.repo_id)
     for name in splits:
         lines += [f"## Columns of `{name}`", "", "| column | type | meaning |", "| --- | --- | --- |"]
         lines += [f"| `{col}` | `{kind}` | {text} |" for col, kind, text in column_descriptions(SPLITS[name])]
@@ -192,12 +269,62 @@ def render_card(run_dir: Path, *, command: str | None = None) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _front_matter(splits: list[str]) -> list[str]:
-    """Hugging Face Hub metadata: one config per split, so the Hub loads the shards as they are."""
-    lines = ["---", "tags:", "- labeler", "- rlaif", "- constitutional-ai", "configs:"]
+def _split_format(entry: SplitEntry) -> ShardFormat:
+    """The shard format of a split (Arrow unless an export wrote Parquet or JSON Lines)."""
+    return shard_format(entry.shards[0].file) if entry.shards else "arrow"
+
+
+def _front_matter(
+    splits: list[str],
+    formats: dict[str, ShardFormat],
+    *,
+    licenses: tuple[str, ...],
+    language: tuple[str, ...],
+    pretty_name: str,
+    rows: int,
+) -> list[str]:
+    """Hugging Face Hub metadata: license, language, sizes and tasks, and one config per split, so the Hub
+    loads the shards as they are. Free text is written as JSON strings, which YAML reads unchanged."""
+    lines = ["---"]
+    if len(licenses) == 1:
+        lines.append(f"license: {licenses[0]}")
+    elif licenses:
+        lines += ["license:", *(f"- {name}" for name in licenses)]
+    lines += ["language:", *(f"- {json.dumps(code)}" for code in language)]
+    lines.append(f"pretty_name: {json.dumps(pretty_name, ensure_ascii=False)}")
+    lines += ["size_categories:", f"- {size_category(rows)}"]
+    lines += ["task_categories:", *(f"- {task}" for task in TASK_CATEGORIES)]
+    lines += ["tags:", "- labeler", "- rlaif", "- constitutional-ai"]
+    if "preferences" in splits:
+        lines += ["- preference", "- dpo", "- reward-modeling"]
+    lines.append("configs:")
     for name in splits:
-        lines += [f"- config_name: {name}", "  data_files:", "  - split: train", f"    path: {name}/*.arrow"]
+        suffix = SUFFIXES[formats[name]]
+        lines += [f"- config_name: {name}", "  data_files:", "  - split: train", f"    path: {name}/*{suffix}"]
     return [*lines, "---", ""]
+
+
+def _export_section(export: ExportInfo) -> list[str]:
+    lines = [
+        "",
+        "## Export",
+        "",
+        f"Exported by `labeler export` from the run `{export.source}` as `{export.format}`. Filters, in the order "
+        "applied (each counts the rows it removed of those the filters before it kept):",
+        "",
+        "| split | filter | rows removed |",
+        "| --- | --- | ---: |",
+    ]
+    for name, split in export.splits.items():
+        lines += [f"| {name} | {step.filter} | {step.removed} |" for step in split.removed]
+        lines.append(f"| {name} | **kept** | {split.rows_out} of {split.rows_in} |")
+    partial = [name for name, split in export.splits.items() if not split.complete]
+    if partial:
+        lines += [
+            "",
+            f"**Partial:** {', '.join(partial)} exported with `--allow-partial` from a split not yet complete.",
+        ]
+    return lines
 
 
 def _provenance(split: str, entry: SplitEntry) -> list[str]:
@@ -207,6 +334,12 @@ def _provenance(split: str, entry: SplitEntry) -> list[str]:
         lines.append(f"- part {entry.part[0]} of {entry.part[1]} of a job array")
     for role, model in (fingerprint.get("models") or {}).items():
         lines.append(f"- {role} model: `{model}`")
+    constitution = fingerprint.get("constitution")
+    if isinstance(constitution, dict):
+        license_ = constitution.get("license") or "not stated"
+        lines.append(
+            f"- constitution: `{constitution.get('name')}` version `{constitution.get('version')}`, license {license_}"
+        )
     lines.append(f"- constitution sha256: `{fingerprint.get('constitution_sha256')}`")
     for template, sha in (fingerprint.get("template_sha256s") or {}).items():
         lines.append(f"- template `{template}` sha256: `{sha}`")
@@ -240,6 +373,8 @@ def _preference_section(stats: PreferenceStatistics) -> list[str]:
         f"| consistency rate (both orders agree) | {_fmt(stats.consistency_rate, '.1%')} |",
         f"| order-flip rate (`{FLAG_ORDER_FLIP}` flag) | {_fmt(stats.order_flip_rate, '.1%')} |",
         f"| low-mass rate (`{FLAG_LOW_MASS}` flag) | {_fmt(stats.low_mass_rate, '.1%')} |",
+        f"| choice outside the server's top-k (`{FLAG_CHOICE_OUTSIDE_TOPK}` flag) | "
+        f"{_fmt(stats.outside_topk_rate, '.1%')} |",
         f"| mean mass on the two choice tokens | {_fmt(stats.mean_mass, '.3f')} |",
         f"| chosen is response_a | {_fmt(stats.chosen_a_rate, '.1%')} |",
         "",
@@ -270,37 +405,58 @@ def _sft_section(stats: SFTStatistics) -> list[str]:
     ]
 
 
-def _usage(run_dir: Path, splits: list[str]) -> list[str]:
-    lines = [
-        "## Loading",
-        "",
-        "Each split is a folder of Arrow IPC stream shards; `manifest.json` lists each with its row count "
-        "and sha256.",
-        "",
-        "```python",
-        "from datasets import load_dataset",
-        "",
-        f'run = "{run_dir}"  # this folder',
-    ]
-    lines += [f'{name} = load_dataset("arrow", data_files=f"{{run}}/{name}/*.arrow", split="train")' for name in splits]
-    lines += [
-        "",
-        "# or, verifying every shard's checksum first:",
-        "from labeler.store import read_split",
-        f'table = read_split(run, "{splits[0] if splits else "preferences"}")  # a pyarrow.Table',
-        "```",
-        "",
-    ]
+def _usage(splits: list[str], formats: dict[str, ShardFormat], repo_id: str | None) -> list[str]:
+    """How to load the data: from the Hub id when the card is published, else from the card's own folder."""
+    lines = ["## Loading", ""]
+    if repo_id is not None:
+        lines += [
+            "```python",
+            "from datasets import load_dataset",
+            "",
+            *(f'{name} = load_dataset("{repo_id}", "{name}", split="train")' for name in splits),
+            "```",
+            "",
+            "Or download the folder and read it verifying every shard's sha256 against `manifest.json`:",
+            "",
+            "```python",
+            "from huggingface_hub import snapshot_download",
+            "from labeler.store import read_split",
+            "",
+            f'run = snapshot_download("{repo_id}", repo_type="dataset")',
+        ]
+    else:
+        lines += [
+            "Each split is a folder of shards; `manifest.json` lists each with its row count and sha256. From this "
+            "folder:",
+            "",
+            "```python",
+            "from datasets import load_dataset",
+            "",
+        ]
+        for name in splits:
+            loader, suffix = LOADERS[formats[name]], SUFFIXES[formats[name]]
+            lines.append(f'{name} = load_dataset("{loader}", data_files="{name}/*{suffix}", split="train")')
+        lines += [
+            "",
+            "# or, verifying every shard's sha256 first:",
+            "from labeler.store import read_split",
+            "",
+            'run = "."  # this folder',
+        ]
+    lines += [f'table = read_split(run, "{splits[0] if splits else "preferences"}")  # a pyarrow.Table', "```", ""]
     if "preferences" not in splits:
         return lines
+    dataset = f'load_dataset("{repo_id}", "preferences", split="train")' if repo_id else "preferences"
     return [
         *lines,
-        "## Training a reward model",
+        "## Training on the preferences",
         "",
-        "With labeler (`labeler train-rm --help` lists the options), or with TRL's `RewardTrainer` on the "
-        "split as it is: it reads `prompt`, `chosen`, `rejected` (text, joined as prompt + response) and "
-        "uses `margin` in its loss (drop the column with `preferences.remove_columns('margin')` to train "
-        "without it).",
+        "`prompt`, `chosen` and `rejected` are in TRL's conversational form (`prompt` is the whole "
+        "conversation as {role, content} messages, `chosen` and `rejected` each a list of the one assistant "
+        "message), so TRL's `RewardTrainer` and `DPOTrainer` train on the split as it is, rendering each "
+        "conversation with the model's chat template. The same text is in `prompt_text`, `chosen_text` and "
+        "`rejected_text`. `RewardTrainer` also uses `margin` in its loss (drop the column with "
+        "`remove_columns('margin')` to train without it). labeler's own trainer: `labeler train-rm --help`.",
         "",
         "```python",
         "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
@@ -311,7 +467,7 @@ def _usage(run_dir: Path, splits: list[str]) -> list[str]:
         "model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)",
         "model.config.pad_token_id = tokenizer.pad_token_id",
         "trainer = RewardTrainer(",
-        '    model=model, args=RewardConfig(output_dir="rm"), train_dataset=preferences, processing_class=tokenizer',
+        f'    model=model, args=RewardConfig(output_dir="rm"), train_dataset={dataset}, processing_class=tokenizer',
         ")",
         "trainer.train()",
         "```",

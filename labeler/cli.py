@@ -1,7 +1,7 @@
 """The `labeler` command line: each command parses options, builds one config, calls one library function.
 
 Exit codes: 0 on success, 2 on bad input (the message names the file and line/principle/field, or the
-option), 1 on other failures.
+option), 1 on other failures (an engine whose servers keep failing says so in one message).
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from labeler.commands import judge, stages, training
+from labeler.commands import datasets, judge, stages, training
 from labeler.commands.merge import merge
 from labeler.commands.model import model_prepare
 from labeler.commands.run import run_command
 from labeler.commands.validate import validate
-from labeler.errors import InputError
+from labeler.errors import EngineError, InputError
 
 app = typer.Typer(
     name="labeler",
@@ -31,7 +31,7 @@ model_app = typer.Typer(help="The embedded default model.", no_args_is_help=True
 app.add_typer(model_app, name="model")
 model_app.command("prepare")(model_prepare)
 app.command("validate")(validate)
-for command in (*stages.COMMANDS, *judge.COMMANDS, *training.COMMANDS):
+for command in (*stages.COMMANDS, *judge.COMMANDS, *training.COMMANDS, *datasets.COMMANDS):
     command.register(app)
 app.command("merge")(merge)
 app.command("run")(run_command)
@@ -51,6 +51,10 @@ def main(argv: list[str] | None = None) -> None:
             where = ".".join(str(p) for p in problem["loc"]) or exc.title
             err.print(f"[bold red]error:[/] {where}: {problem['msg']} (got {problem.get('input')!r})", highlight=False)
         sys.exit(2)
+    except EngineError as exc:  # servers failing past the retry budget: records written so far are kept
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print("The records written so far are kept: run the same command again to resume.", highlight=False)
+        sys.exit(1)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)

@@ -50,3 +50,11 @@ class InputErrors(InputError):
 
     def render(self) -> str:
         return "\n".join(e.render() for e in self.errors)
+
+
+class EngineError(Exception):
+    """The engine cannot go on: its servers keep failing past the retry budget, or refuse a request.
+
+    Exit code 1. Nothing partial is returned, so the records written before it stay and a rerun of the
+    same command resumes after them.
+    """

@@ -38,10 +38,9 @@ from labeler.calibration import (
     reliability_table,
 )
 from labeler.constitution import load_constitution
-from labeler.engine import Engine, EngineConfig
+from labeler.engine import Engine, EngineConfig, engine_model
 from labeler.human_pairs import read_human_labelled_pairs
 from labeler.inputs import stable_id
-from labeler.models import resolve_model
 from labeler.outputs import check_output_file
 from labeler.progress import progress_bar
 from labeler.records import PreferenceRecord
@@ -257,7 +256,7 @@ def eval_judge(config: EvalJudgeConfig, judge: Engine | None = None) -> EvalJudg
     panel = panel_for(constitution, config.options, str(config.constitution))
     templates = Templates.load(config.templates)
     human = read_human_pairs(config.pairs, config.group_by, config.options.seed)
-    model = resolve_model(config.judge.model, where="--judge-model")
+    model = engine_model(config.judge, where="--judge-model")
     if config.out is not None:
         check_output_file(config.out, where="--out")
     records: list[PreferenceRecord] = []

@@ -10,10 +10,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from labeler.engine import EngineConfig, GenerationParams, open_engine
+from labeler.engine import EngineConfig, GenerationParams, engine_model, open_engine
 from labeler.errors import InputError
 from labeler.inputs import Prompt, read_prompts
-from labeler.models import resolve_model
 from labeler.outputs import check_output_file
 
 
@@ -43,7 +42,7 @@ def answer_prompts(config: GenerateConfig) -> list[Answer]:
     prompts = list(islice(read_prompts(config.prompts), config.limit))
     if not prompts:
         raise InputError("no prompts in the file", file=config.prompts, where="--prompts")
-    model = resolve_model(config.engine.model, where="--model", kind="policy")
+    model = engine_model(config.engine, where="--model")
     if config.out is not None:
         check_output_file(config.out, where="--out")
     with open_engine(config.engine, model) as engine:

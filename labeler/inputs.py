@@ -148,9 +148,20 @@ def text_field(row: Row, field: str, *, required: bool = True) -> str | None:
     return value
 
 
-def prompt_text(messages: tuple[Message, ...]) -> str:
-    """The last user turn: the `prompt` text column of datasets."""
-    return next(m.content for m in reversed(messages) if m.role == "user")
+def source_id(row: Row) -> str | None:
+    """The row's own `id` as text (a number becomes its decimal text), or None when it has none.
+
+    It travels into the datasets as `source_id`; the records' own ids stay content hashes.
+    """
+    value = row.data.get("id")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise row.error(f"expected text or a whole number, got {type(value).__name__}", "id")
+    text = str(value)
+    if not text.strip():
+        raise row.error("empty id", "id")
+    return text
 
 
 def stable_id(*parts: object) -> str:
@@ -187,21 +198,23 @@ class Prompt:
     messages: tuple[Message, ...]
     response: str | None
     line: int
+    source_id: str | None = None  # the row's own `id`, when it has one
     group: str | None = None  # its value of the group column, when one was asked for
 
 
 def read_prompts(path: str | Path, group_by: str | None = None) -> Iterator[Prompt]:
-    """Prompts from a file; a row's `id` is kept, otherwise a stable hash of its conversation.
+    """Prompts from a file; a row's `id` is kept (and is its `source_id`), otherwise a stable hash of its
+    conversation.
 
     With `group_by`, every row must have a value in that column (`Prompt.group`).
     """
     seen: dict[str, int] = {}
     for row in iter_rows(path):
         messages = row_messages(row)
-        given = row.data.get("id")
-        pid = str(given) if given is not None else stable_id([m for m in messages])
+        given = source_id(row)
+        pid = given if given is not None else stable_id([m for m in messages])
         if pid in seen:
             raise row.error(f"duplicate id {pid!r} (first on line {seen[pid]})", "id")
         seen[pid] = row.line
         group = group_value(row, group_by) if group_by is not None else None
-        yield Prompt(pid, messages, text_field(row, "response", required=False), row.line, group)
+        yield Prompt(pid, messages, text_field(row, "response", required=False), row.line, given, group)

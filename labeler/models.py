@@ -48,9 +48,10 @@ class ModelRef:
     """A checked model argument: where its files are, and the id datasets record for it."""
 
     spec: str  # as the user gave it
-    path: Path  # the Hugging Face folder (for the embedded model: where it is, or will be, prepared)
+    path: Path  # the Hugging Face folder (for the embedded model: where it is, or will be, prepared; a served
+    # model: its name, never read)
     label: str  # recorded in datasets and fingerprints: the folder's name, or org/name@commit
-    source: Literal["embedded", "folder", "hub"]
+    source: Literal["embedded", "folder", "hub", "served"]
     revision: str | None = None  # the commit hash of a Hub model
     base: ModelRef | None = None  # the base model of a PEFT adapter folder
 
@@ -60,11 +61,22 @@ class ModelRef:
 
     def folder(self) -> Path:
         """The folder to load from; the embedded model is converted here on first use."""
+        if self.source == "served":
+            raise ValueError(f"{self.label!r} is a model a server serves: there is no folder to load here")
         if self.source == "embedded":
             from labeler.model_prep import prepare_default_model
 
             return prepare_default_model(self.path)
         return self.path
+
+
+def served_model(name: str) -> ModelRef:
+    """A model that OpenAI-compatible servers serve under `name` (nothing here to check or load).
+
+    >>> served_model("org/judge").label
+    'org/judge'
+    """
+    return ModelRef(name, Path(name), name, "served")
 
 
 def resolve_model(spec: str | Path | None, *, where: str = "--model", kind: Kind = "causal") -> ModelRef:

@@ -154,6 +154,8 @@ def load_run_config(path: Path) -> RunConfig:
     data = read_yaml_mapping(path)
     try:
         config = RunConfig.model_validate(data)
+    except InputError as exc:  # a validator that names the option itself (engine server settings)
+        raise InputError(exc.message, file=path, where=exc.where) from exc
     except ValidationError as exc:
         problems = []
         for problem in exc.errors():
@@ -200,6 +202,7 @@ CONFIG_KEYS = {
     "--pairs": "stages.label.pairs", "--base-model": "stages.train_rm.base_model", "--policy": "stages.ppo.policy",
     "--rollout-engine": "stages.ppo.rollout_engine", "--baseline": "stages.ppo.policy",
     "--principle": "stages.eval.principles",
+    "--api-key-env": "engine.api_key_env",
 }
 
 
@@ -312,6 +315,9 @@ def device_plan(config: RunConfig) -> list[str]:
     """
 
     def engine_line(stage: str, role: str, engine: EngineConfig) -> str:
+        if engine.name == "openai":
+            servers = len(engine.base_urls)
+            return f"{stage}: {role} {engine.model} on {servers} server{'s' * (servers > 1)} (none on this node)"
         replicas, each = engine.data_parallel_size, engine.tensor_parallel_size
         total = replicas * each
         return (f"{stage}: {role} {engine.model}, {replicas} replica{'s' * (replicas > 1)} x {each} "

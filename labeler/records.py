@@ -19,6 +19,7 @@ import hashlib
 import types
 import typing
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import pyarrow as pa
@@ -30,6 +31,57 @@ FLAG_LOW_MASS = "low_mass"
 """Flag: the judge put little probability on the two choice tokens in at least one order."""
 FLAG_ORDER_FLIP = "order_flip"
 """Flag: the judge's preferred response changed when the order of the two responses was swapped."""
+FLAG_TIE = "tie"
+"""Flag: p_a is exactly 0.5, so chosen/rejected is arbitrary (response_a is kept as chosen)."""
+FLAG_CHOICE_OUTSIDE_TOPK = "choice_outside_topk"
+"""Flag: a server returned only its top log-probabilities and a choice token was not among them, so its
+probability is an upper bound, not a measurement."""
+FLAGS: dict[str, str] = {
+    FLAG_LOW_MASS: "the judge put little probability on the two choice tokens in at least one order",
+    FLAG_ORDER_FLIP: "the two presentation orders prefer different responses",
+    FLAG_TIE: "p_a is exactly 0.5: chosen and rejected are arbitrary",
+    FLAG_CHOICE_OUTSIDE_TOPK: "a choice token was missing from a server's top log-probabilities",
+}
+"""Every flag a preference row can carry, with what it means."""
+
+SOURCE_PROMPTS_FILE = "prompts_file"
+"""`source` kind of an SFT row: a row of the prompts file."""
+
+
+def source_label(kind: str, file: str | Path | None) -> str:
+    """The `source` column: how a row was made, then `:` and the name of the input file its row came from.
+
+    Only the file's name is kept, not its folder: a dataset that travels carries no local paths, and
+    the same input gives the same rows wherever it lies. `source_id` is the row's own id in that file.
+
+    >>> source_label("pairs_file", Path("data/batch-3/pairs.jsonl"))
+    'pairs_file:pairs.jsonl'
+    >>> source_label("human_labelled", None)
+    'human_labelled'
+    """
+    return kind if file is None else f"{kind}:{Path(file).name}"
+
+
+def source_file(source: str) -> str | None:
+    """The input file named in a `source` value (None when it names none).
+
+    >>> source_file("prompts_file:prompts.jsonl"), source_file("revision_vs_initial")
+    ('prompts.jsonl', None)
+    """
+    _, sep, name = source.partition(":")
+    return name if sep and name else None
+
+
+def prompt_text(messages: Sequence[Message]) -> str:
+    """The last user turn of a conversation: the plain-text `prompt_text` column.
+
+    >>> prompt_text([Message(role="system", content="Be brief."), Message(role="user", content="Hi?")])
+    'Hi?'
+    """
+    for message in reversed(messages):
+        if message.role == "user":
+            return message.content
+    raise ValueError("the conversation has no user turn")
 
 
 def record_id(*parts: str) -> str:
@@ -105,9 +157,22 @@ class Record(BaseModel):
         """The records of an Arrow table written with `arrow_schema()`."""
         return [cls.from_row(row) for row in table.to_pylist()]
 
+    @classmethod
+    def upgrade_table(cls, table: pa.Table) -> pa.Table | None:
+        """`table` in this split's current columns when it holds the split's earlier layout, else None.
+
+        Readers call it on a shard whose columns differ from `arrow_schema()`, so runs written by an
+        earlier labeler still read (and `labeler export` rewrites them in the current layout).
+        """
+        return None
+
 
 class PreferenceRecord(Record):
-    """One judged pair: the two responses, which one won, and the soft label behind it.
+    """One judged pair: the conversation, the two responses, which one won, and the soft label behind it.
+
+    `prompt`, `chosen` and `rejected` are TRL's conversational form (lists of {role, content}
+    messages), so TRL's RewardTrainer and DPOTrainer train on the split as it is, applying the chat
+    template; the `*_text` columns hold the same as plain text.
 
     Probabilities are always "response_a is better", whatever order the judge saw the responses in.
     In the `ab` order the judge saw response_a as option A; in the `ba` order it saw response_b as
@@ -116,14 +181,23 @@ class PreferenceRecord(Record):
 
     split: ClassVar[str] = "preferences"
 
-    prompt: str = Field(description="The user prompt as plain text.")
-    prompt_messages: tuple[Message, ...] = Field(
-        description="The prompt as chat messages (role, content) that the responses answer."
+    source_id: str | None = Field(
+        None, description="The input row's own `id` (as text), or null when it had none; `source` names the file."
     )
+    prompt: tuple[Message, ...] = Field(
+        min_length=1,
+        description="The whole conversation the responses answer, as {role, content} messages (system and "
+        "earlier turns included): TRL's conversational prompt.",
+    )
+    chosen: tuple[Message] = Field(
+        description="The preferred response as a list of the one assistant message (TRL's conversational form)."
+    )
+    rejected: tuple[Message] = Field(description="The other response, as a list of the one assistant message.")
+    prompt_text: str = Field(description="The last user turn of `prompt`, as plain text.")
+    chosen_text: str = Field(description="The preferred response as plain text: response_a or response_b.")
+    rejected_text: str = Field(description="The other response as plain text.")
     response_a: str = Field(description="First response of the pair.")
     response_b: str = Field(description="Second response of the pair.")
-    chosen: str = Field(description="The preferred response (TRL convention): response_a or response_b.")
-    rejected: str = Field(description="The other response (TRL convention).")
     p_a: float = Field(ge=0.0, le=1.0, description="Soft label: P(response_a is better), mean of both orders.")
     p_a_ab: float = Field(ge=0.0, le=1.0, description="P(response_a is better) with response_a shown first.")
     p_a_ba: float = Field(
@@ -149,14 +223,62 @@ class PreferenceRecord(Record):
         "the margin in -logsigmoid(r_chosen - r_rejected - margin)."
     )
     judge_model: str = Field(description="Id of the judge model.")
-    source: str = Field(description="How the pair was made (e.g. two policy samples, revision vs initial).")
-    flags: tuple[str, ...] = Field(description=f"Warnings about the label, e.g. {FLAG_LOW_MASS}, {FLAG_ORDER_FLIP}.")
+    source: str = Field(
+        description="How the pair was made, then ':' and the input file's name (e.g. pairs_file:pairs.jsonl, "
+        "policy_samples:prompts.jsonl, revision_vs_initial:prompts.jsonl)."
+    )
+    flags: tuple[str, ...] = Field(description=f"Warnings about the label: {', '.join(FLAGS)}.")
 
     @model_validator(mode="after")
-    def _chosen_is_one_of_the_pair(self) -> PreferenceRecord:
-        if (self.chosen, self.rejected) not in ((self.response_a, self.response_b), (self.response_b, self.response_a)):
+    def _columns_agree(self) -> PreferenceRecord:
+        for name in ("chosen", "rejected"):
+            (message,) = getattr(self, name)
+            if message.role != "assistant":
+                raise ValueError(f"{name} must hold one assistant message, got role {message.role!r}")
+            if message.content != getattr(self, f"{name}_text"):
+                raise ValueError(f"{name}_text must be the content of the {name} message")
+        if self.prompt_text != prompt_text(self.prompt):
+            raise ValueError("prompt_text must be the last user turn of prompt")
+        pair = (self.chosen_text, self.rejected_text)
+        if pair not in ((self.response_a, self.response_b), (self.response_b, self.response_a)):
             raise ValueError("chosen and rejected must be response_a and response_b, in either order")
         return self
+
+    @classmethod
+    def upgrade_table(cls, table: pa.Table) -> pa.Table | None:
+        """Rows of the layout before the conversational columns (`prompt` as text, `prompt_messages`,
+        `chosen`/`rejected` as text, no `source_id`) in the current columns."""
+        if "prompt_messages" not in table.column_names:
+            return None
+        schema = cls.arrow_schema()
+        columns = {
+            "source_id": pa.nulls(table.num_rows, pa.string()),
+            "prompt": table.column("prompt_messages"),
+            "chosen": _one_message_lists(table.column("chosen"), "assistant", schema.field("chosen").type),
+            "rejected": _one_message_lists(table.column("rejected"), "assistant", schema.field("rejected").type),
+            "prompt_text": table.column("prompt"),
+            "chosen_text": table.column("chosen"),
+            "rejected_text": table.column("rejected"),
+        }
+        return _assemble(table, schema, columns)
+
+
+def conversation_columns(prompt: Sequence[Message], chosen: str, rejected: str) -> dict[str, Any]:
+    """The conversational columns of a preference row and their plain-text twins, from the conversation
+    and the two responses as text (pass them to `PreferenceRecord(...)`).
+
+    >>> columns = conversation_columns([Message(role="user", content="Hi?")], "Hello.", "Go away.")
+    >>> columns["chosen"], columns["prompt_text"], columns["rejected_text"]
+    ((Message(role='assistant', content='Hello.'),), 'Hi?', 'Go away.')
+    """
+    return {
+        "prompt": tuple(prompt),
+        "chosen": (Message(role="assistant", content=chosen),),
+        "rejected": (Message(role="assistant", content=rejected),),
+        "prompt_text": prompt_text(prompt),
+        "chosen_text": chosen,
+        "rejected_text": rejected,
+    }
 
 
 class SFTRecord(Record):
@@ -164,6 +286,9 @@ class SFTRecord(Record):
 
     split: ClassVar[str] = "sft"
 
+    source_id: str | None = Field(
+        None, description="The input row's own `id` (as text), or null when it had none; `source` names the file."
+    )
     prompt: str = Field(description="The user prompt as plain text.")
     prompt_messages: tuple[Message, ...] = Field(description="The prompt as chat messages (role, content).")
     initial: str = Field(description="The model's first response, before any critique.")
@@ -173,6 +298,41 @@ class SFTRecord(Record):
         description="prompt_messages followed by the final revision as the assistant turn, ready for SFT."
     )
     model: str = Field(description="Id of the model that wrote the responses.")
+    source: str = Field(
+        SOURCE_PROMPTS_FILE,
+        description="Where the prompt came from: prompts_file, then ':' and the prompts file's name.",
+    )
+
+    @classmethod
+    def upgrade_table(cls, table: pa.Table) -> pa.Table | None:
+        """Rows of the layout before `source_id` and `source` in the current columns."""
+        if "source_id" in table.column_names or "source" in table.column_names:
+            return None
+        columns = {
+            "source_id": pa.nulls(table.num_rows, pa.string()),
+            "source": pa.array([SOURCE_PROMPTS_FILE] * table.num_rows, pa.string()),
+        }
+        return _assemble(table, cls.arrow_schema(), columns)
+
+
+def _one_message_lists(texts: pa.ChunkedArray, role: str, list_type: pa.DataType) -> pa.Array:
+    """A list column holding one {role, content} message per row, the content from `texts`."""
+    contents = texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
+    struct_type = list_type.value_type
+    messages = pa.StructArray.from_arrays(
+        [pa.array([role] * len(contents), pa.string()), contents], fields=list(struct_type)
+    )
+    offsets = pa.array(range(len(contents) + 1), pa.int32())
+    return pa.ListArray.from_arrays(offsets, messages, type=list_type)
+
+
+def _assemble(table: pa.Table, schema: pa.Schema, replacements: dict[str, Any]) -> pa.Table:
+    """A table with exactly `schema`: each column from `replacements`, else `table`'s column of that name."""
+    arrays = []
+    for field in schema:
+        column = replacements[field.name] if field.name in replacements else table.column(field.name)
+        arrays.append(column.cast(field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 SPLITS: dict[str, type[Record]] = {"sft": SFTRecord, "preferences": PreferenceRecord}

@@ -11,10 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from labeler.records import FLAG_LOW_MASS, FLAG_ORDER_FLIP
-
-FLAG_TIE = "tie"
-"""Flag: p_a is exactly 0.5, so chosen/rejected is arbitrary (response_a is kept as chosen)."""
+from labeler.records import FLAG_CHOICE_OUTSIDE_TOPK, FLAG_LOW_MASS, FLAG_ORDER_FLIP, FLAG_TIE
 
 
 def p_first(logprob_first: float, logprob_second: float) -> float:
@@ -51,6 +48,7 @@ class OrderedJudgment:
 
     logprobs_ab: tuple[float, float]  # [log P(resp_a), log P(resp_b)], response_a shown first
     logprobs_ba: tuple[float, float]  # the same, response_b shown first, already mapped back
+    bounded: bool = False  # some choice was outside a top-k list: its log-probability is an upper bound
 
     @property
     def p_a_ab(self) -> float:
@@ -74,17 +72,20 @@ class OrderedJudgment:
         return principle_score(self.logprobs_ab, self.logprobs_ba)
 
 
-def judgment(logprobs_ab: Sequence[float], logprobs_ba_raw: Sequence[float]) -> OrderedJudgment:
+def judgment(
+    logprobs_ab: Sequence[float], logprobs_ba_raw: Sequence[float], *, bounded: bool = False
+) -> OrderedJudgment:
     """Both orders' raw choice log-probabilities → one judgment about response_a.
 
-    `logprobs_ba_raw` is what the engine returned for the `ba` order ([log P("A"), log P("B")]).
+    `logprobs_ba_raw` is what the engine returned for the `ba` order ([log P("A"), log P("B")]);
+    `bounded` says that some of the four numbers is only an upper bound (a choice outside a top-k list).
 
     >>> j = judgment([math.log(0.6), math.log(0.2)], [math.log(0.3), math.log(0.5)])
     >>> round(j.p_a_ab, 3), round(j.p_a_ba, 3)
     (0.75, 0.625)
     """
     ab = (float(logprobs_ab[0]), float(logprobs_ab[1]))
-    return OrderedJudgment(ab, unswap([float(x) for x in logprobs_ba_raw]))
+    return OrderedJudgment(ab, unswap([float(x) for x in logprobs_ba_raw]), bounded)
 
 
 def principle_score(logprobs_ab: Sequence[float], logprobs_ba: Sequence[float]) -> float:
@@ -137,17 +138,24 @@ def aggregate(
     *,
     low_mass: float,
     clamp_range: tuple[float, float] | None = None,
+    also_scored: Sequence[OrderedJudgment] = (),
 ) -> SoftLabel:
     """Average several principles' judgments of one pair into its soft label.
 
     Per order the probabilities are averaged over principles (an ensemble, as in CAI); `p_a` is the
     mean of the two orders. `low_mass` flags a pair when either order's mean mass falls below it;
-    `order_flip` when the two orders prefer different responses; `tie` when p_a is exactly 0.5.
+    `order_flip` when the two orders prefer different responses; `tie` when p_a is exactly 0.5;
+    `choice_outside_topk` when any judgment, or any of `also_scored` (judgments recorded with the pair
+    that do not decide p_a, such as SALMON scores), rests on a bounded log-probability. A bounded
+    choice keeps its bound in the numbers (mass included): the flag says they are not exact.
 
     >>> j = judgment([math.log(0.6), math.log(0.2)], [math.log(0.5), math.log(0.3)])
     >>> label = aggregate([j], low_mass=0.5)
     >>> round(label.p_a, 4), label.consistent, label.flags
     (0.5625, False, ('order_flip',))
+    >>> bounded = judgment([math.log(0.9), math.log(0.01)], [math.log(0.01), math.log(0.9)], bounded=True)
+    >>> aggregate([bounded], low_mass=0.5).flags
+    ('choice_outside_topk',)
     """
     if not judgments:
         raise ValueError("a pair needs at least one judgment")
@@ -169,4 +177,6 @@ def aggregate(
         flags.append(FLAG_ORDER_FLIP)
     if p_a == 0.5:
         flags.append(FLAG_TIE)
+    if any(j.bounded for j in (*judgments, *also_scored)):
+        flags.append(FLAG_CHOICE_OUTSIDE_TOPK)
     return SoftLabel(p_a, p_ab, p_ba, mass_ab, mass_ba, lp_ab, lp_ba, consistent, tuple(flags))

@@ -2,8 +2,8 @@
 naming the offending file or option, prints no traceback, writes nothing, and returns before any model,
 engine or tokenizer is loaded (`LABELER_FORBID_MODEL_LOAD` makes every load fail loudly, with exit 1).
 
-The cases run a few at a time in one fixture (each is a fresh interpreter); each then passes or fails
-on its own.
+The cases run a few at a time in one fixture (each is a fresh interpreter), only those the pytest run
+selected (`-k export/` runs the export cases alone); each then passes or fails on its own.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 
 from labeler.engine.base import Message
 from labeler.models import FORBID_LOAD_ENV
-from labeler.records import PreferenceRecord, RevisionRound, SFTRecord, record_id
+from labeler.records import PreferenceRecord, RevisionRound, SFTRecord, conversation_columns, record_id
 from labeler.store import RunStore
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,8 +81,8 @@ def preference_run(folder: Path) -> Path:
         prompt, a, b = f"Q{i}?", "yes", "no"
         records.append(
             PreferenceRecord(
-                id=record_id(prompt, a, b), prompt=prompt, prompt_messages=(Message(role="user", content=prompt),),
-                response_a=a, response_b=b, chosen=a, rejected=b, p_a=0.7, p_a_ab=0.7, p_a_ba=0.7, mass_ab=0.9,
+                id=record_id(prompt, a, b), **conversation_columns((Message(role="user", content=prompt),), a, b),
+                response_a=a, response_b=b, p_a=0.7, p_a_ab=0.7, p_a_ba=0.7, mass_ab=0.9,
                 mass_ba=0.9, logprobs_ab=(-0.5, -1.3), logprobs_ba=(-0.5, -1.3), consistent=True, principle_ids=(),
                 principle_scores=(), margin=0.4, judge_model="m", source="test", flags=(),
             )
@@ -363,7 +363,90 @@ CASES = [
     Case("train-rm/no-data", lambda d: ["train-rm", "--out", str(d / "rm")], same("--data")),
     Case("label/unknown-option", lambda d: ["label", "--constitution", str(HARMLESS), "--frobnicate"],
          same("--frobnicate")),
+    # 9. the openai engine: server options checked before any request (no server listens at 127.0.0.1:9)
+    Case("label/openai-without-base-url", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(d / "out"), "--engine", "openai", "--judge-model", "judge"],
+         same("--base-url", "at least one server URL")),
+    Case("label/openai-api-key-env-unset", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(d / "out"), "--engine", "openai", "--base-url", "http://127.0.0.1:9",
+         "--judge-model", "judge", "--api-key-env", "LABELER_TEST_UNSET_KEY"],
+         same("--api-key-env", "LABELER_TEST_UNSET_KEY", "not set")),
+    Case("revise/openai-malformed-url", lambda d: ["revise", "--constitution", str(HARMLESS), "--prompts",
+         str(prompts_file(d)), "--out", str(d / "out"), "--engine", "openai", "--base-url", "localhost:8000",
+         "--model", "policy"], same("--base-url", "http:// or https://", "localhost:8000")),
+    Case("generate/openai-url-with-credentials", lambda d: ["generate", "--prompts", str(prompts_file(d)),
+         "--engine", "openai", "--base-url", "http://user:secret@127.0.0.1:9", "--model", "policy"],
+         same("--base-url", "credentials")),
+    Case("eval-judge/openai-without-served-model", lambda d: ["eval-judge", "--pairs", str(human_file(d)),
+         "--engine", "openai", "--base-url", "http://127.0.0.1:9"], same("--engine openai", "the name the servers")),
+    Case("label/openai-option-for-vllm", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(d / "out"), "--engine", "vllm", "--api-key-env", "SOME_KEY"],
+         same("--engine vllm", "--api-key-env")),
+    Case("label/openai-key-itself-as-env-name", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(d / "out"), "--engine", "openai", "--base-url", "http://127.0.0.1:9",
+         "--judge-model", "judge", "--api-key-env", "sk-abc123/xyz"], same("--api-key-env", "never the key itself")),
+    Case("run/openai-api-key-env-unset", lambda d: ["run", str(run_config(d, engine={"name": "openai",
+         "base_urls": ["http://127.0.0.1:9"], "model": "judge", "api_key_env": "LABELER_TEST_UNSET_KEY"}))],
+         same("engine.api_key_env", "LABELER_TEST_UNSET_KEY")),
+    # 10. datasets that leave the run: export and push
+    Case("export/unknown-flag", lambda d: ["export", str(preference_run(d)), "--out", str(d / "out"),
+         "--drop-flags", "low_mass,sparkly"], same("--drop-flags", "sparkly", "choice_outside_topk")),
+    Case("export/folder-that-is-not-a-run", lambda d: ["export", str(_mkdir(d / "empty")), "--out", str(d / "out")],
+         lambda d: [str(d / "empty"), "not a labeler run", "RUN"]),
+    Case("export/file-as-run", lambda d: ["export", str(_file(d / "run.txt")), "--out", str(d / "out")],
+         lambda d: [str(d / "run.txt"), "RUN"]),
+    Case("export/out-not-empty", lambda d: ["export", str(preference_run(d)), "--out",
+         str(_file(_mkdir(d / "taken") / "notes.txt").parent)], lambda d: ["--out", str(d / "taken"), "not empty"]),
+    Case("export/out-is-a-file", lambda d: ["export", str(preference_run(d)), "--out", str(_file(d / "out"))],
+         lambda d: ["--out", str(d / "out")]),
+    Case("export/out-read-only", lambda d: ["export", str(preference_run(d)), "--out", str(_mkdir(d / "ro") / "x")],
+         same("--out", "read-only"), read_only="ro"),
+    Case("export/unfinished-split", lambda d: ["export", str(_running_part(d)), "--out", str(d / "out")],
+         same("--allow-partial", "still being written")),
+    Case("export/unknown-format", lambda d: ["export", str(preference_run(d)), "--out", str(d / "out"), "--format",
+         "csv"], same("--format")),
+    Case("export/bad-shard-size", lambda d: ["export", str(preference_run(d)), "--out", str(d / "out"),
+         "--shard-size", "lots"], same("--shard-size", "500MB")),
+    Case("export/rows-and-size", lambda d: ["export", str(preference_run(d)), "--out", str(d / "out"),
+         "--shard-rows", "5", "--shard-size", "1MB"], same("--shard-rows", "--shard-size")),
+    Case("export/filter-without-preferences", lambda d: ["export", str(sft_run(d)), "--out", str(d / "out"),
+         "--min-margin", "0.3"], same("--min-margin", "preference split")),
+    Case("push/bad-repo-id", lambda d: ["push", str(preference_run(d)), "--repo", "just-a-name", "--dry-run"],
+         same("--repo", "just-a-name", "ORG/NAME")),
+    Case("push/no-token", lambda d: ["push", str(preference_run(d)), "--repo", "acme/prefs"], same("HF_TOKEN")),
+    Case("push/folder-that-is-not-a-run", lambda d: ["push", str(_mkdir(d / "empty")), "--repo", "acme/prefs",
+         "--dry-run"], lambda d: [str(d / "empty"), "RUN"]),
+    Case("push/nothing-complete", lambda d: ["push", str(_running_part(d)), "--repo", "acme/prefs", "--dry-run"],
+         same("no complete split", "manifest.json")),
+    Case("push/bad-license", lambda d: ["push", str(preference_run(d)), "--repo", "acme/prefs", "--dry-run",
+         "--license", "CC BY"], same("--license", "not a license id")),
+    Case("export/unknown-split", lambda d: ["export", str(preference_run(d)), "--out", str(d / "out"), "--split",
+         "rm"], same("--split", "'rm'")),
+    Case("export/split-not-in-run", lambda d: ["export", str(preference_run(d)), "--out", str(d / "out"), "--split",
+         "sft"], same("--split", "no 'sft' split")),
+    Case("export/min-margin-above-one", lambda d: ["export", str(preference_run(d)), "--out", str(d / "out"),
+         "--min-margin", "1.5"], same("--min-margin", "1.5")),
+    Case("export/zero-shard-rows", lambda d: ["export", str(preference_run(d)), "--out", str(d / "out"),
+         "--shard-rows", "0"], same("--shard-rows")),
+    Case("export/truncated-shard", lambda d: ["export", str(_truncated_preference_run(d)), "--out", str(d / "out")],
+         lambda d: [str(_first_shard(d / "pref-run", "preferences"))]),
+    Case("push/truncated-shard", lambda d: ["push", str(_truncated_preference_run(d)), "--repo", "acme/prefs",
+         "--dry-run"], lambda d: [str(_first_shard(d / "pref-run", "preferences")), "sha256"]),
+    Case("push/repo-with-a-folder", lambda d: ["push", str(preference_run(d)), "--repo", "acme/prefs/v2",
+         "--dry-run"], same("--repo", "acme/prefs/v2")),
+    Case("push/with-report-but-no-report", lambda d: ["push", str(preference_run(d)), "--repo", "acme/prefs",
+         "--dry-run", "--with-report"], lambda d: ["--with-report", str(d / "pref-run" / "report")]),
 ]
+
+
+def _first_shard(run: Path, split: str) -> Path:
+    return sorted((run / split).glob("*.arrow"))[0]
+
+
+def _truncated_preference_run(folder: Path) -> Path:
+    run = preference_run(folder)
+    truncate_first_shard(run, "preferences")
+    return run
 
 
 def _truncated_sft_run(folder: Path) -> Path:
@@ -423,6 +506,7 @@ def run_case(case: Case, folder: Path, read_only_ok: bool) -> Outcome | None:
         script = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@"'
         command = ["unshare", "-rm", "sh", "-c", script, "sh", str(target), *command]
     env = {**os.environ, FORBID_LOAD_ENV: "1", "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
+    env.pop("HF_TOKEN", None)  # no case may reach the Hub
     before = snapshot(folder)
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     after = snapshot(folder)
@@ -430,13 +514,24 @@ def run_case(case: Case, folder: Path, read_only_ok: bool) -> Outcome | None:
     return Outcome(result.returncode, result.stderr, [name for name, _ in changed], needles)
 
 
+def _case_of(item: pytest.Item) -> str | None:
+    """The id of the case a collected test runs, or None for a test that runs none."""
+    callspec = getattr(item, "callspec", None)
+    case = callspec.params.get("case") if callspec is not None else None
+    return case.id if isinstance(case, Case) else None
+
+
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome | None]:
+def outcomes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome | None]:
+    """The outcome of every case this pytest run selected (all of them, or those `-k` picks)."""
+    selected = {_case_of(item) for item in request.session.items}
     root = tmp_path_factory.mktemp("bad-input")
     read_only_ok = can_mount_read_only()
     with ThreadPoolExecutor(max_workers=4) as pool:
         futures = {
-            case.id: pool.submit(run_case, case, root / case.id.replace("/", "__"), read_only_ok) for case in CASES
+            case.id: pool.submit(run_case, case, root / case.id.replace("/", "__"), read_only_ok)
+            for case in CASES
+            if case.id in selected
         }
         return {name: future.result() for name, future in futures.items()}
 
@@ -444,7 +539,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome | No
 def test_the_table_covers_every_command_and_enough_cases() -> None:
     commands = {case.id.split("/")[0] for case in CASES}
     expected = {"model-prepare", "validate", "generate", "revise", "label", "eval-judge", "eval-policy", "merge",
-                "train-rm", "score-rm", "ppo", "report", "run"}  # fmt: skip
+                "train-rm", "score-rm", "ppo", "report", "run", "export", "push"}  # fmt: skip
     assert expected <= commands and len(CASES) >= 45
     assert len({case.id for case in CASES}) == len(CASES)
 

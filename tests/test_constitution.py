@@ -86,6 +86,21 @@ def test_sha256_follows_content_not_formatting(tmp_path: Path) -> None:
     assert len(digests[0]) == 64
 
 
+def test_a_license_is_a_hub_id_and_leaves_the_hash_of_constitutions_without_one_alone(tmp_path: Path) -> None:
+    base = "name: x\nprinciples:\n  - id: a\n    judge: Which response is kinder?\n"
+    plain = load_constitution(write(tmp_path, base, "plain.yaml"))
+    licensed = load_constitution(write(tmp_path, "license: Apache-2.0\n" + base, "licensed.yaml"))
+    assert (plain.license, licensed.license) == (None, "apache-2.0")
+    # the digest this constitution had before constitutions could carry a license: runs still match
+    assert plain.sha256() == "ff529b80620c09f5716f77e9b91e4e362f207e1e183c3ed55a3c8f39fafd770f"
+    assert licensed.sha256() != plain.sha256()
+    assert licensed.summary() == {"name": "x", "version": "1", "license": "apache-2.0"}
+    error = only_error(write(tmp_path, "license: CC BY 4.0\n" + base, "bad.yaml"))
+    assert "license" in error.render() and "not a license id" in error.message
+    for shipped in sorted((REPO / "constitutions").glob("*.yaml")):
+        assert load_constitution(shipped).license == "apache-2.0"
+
+
 def test_texts_are_stripped(tmp_path: Path) -> None:
     c = load_constitution(write(tmp_path, "name: x\nprinciples:\n  - id: a\n    judge: |\n      Which is kinder?\n"))
     assert c.principles[0].judge == "Which is kinder?"

@@ -67,3 +67,18 @@ def test_an_empty_file_is_refused(tmp_path: Path) -> None:
     path.write_text("\n")
     with pytest.raises(InputError, match="no pairs"):
         read_human_labelled_pairs(path)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "trl"])
+def test_a_labeler_export_is_a_file_of_labelled_pairs(tmp_path: Path, fmt: str) -> None:
+    """score-rm and eval-judge read an exported preference shard as it is, every turn of the prompt kept."""
+    from sample_runs import HH_CONVERSATION, make_run
+
+    from labeler.export import ExportConfig, export_run
+
+    run = make_run(tmp_path, pairs=4)
+    export_run(ExportConfig(run=run, out=tmp_path / "out", format=fmt, split=("preferences",)))
+    (shard,) = (tmp_path / "out" / "preferences").iterdir()
+    pairs = read_human_labelled_pairs(shard)
+    assert len(pairs) == 4 and pairs[0].prompt == HH_CONVERSATION
+    assert pairs[0].chosen.startswith(("First answer 0", "Second answer 0"))

@@ -1,102 +1,106 @@
-"""A preference split trains TRL's RewardTrainer as it is: loaded with `datasets`, no conversion."""
+"""A preference split trains TRL's RewardTrainer and DPOTrainer as it is: loaded with `datasets`, no
+conversion, the conversational columns rendered with the chat template, every turn of a multi-turn
+conversation included, and each row tokenised exactly as `labeler ppo` renders a conversation for its
+reward model. A tiny random Llama (the embedded model's tokenizer and chat template), a few steps, one
+thread: what is under test is the data path."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
 import pytest
+import torch
+from sample_runs import HH_CONVERSATION, judged
 
-from labeler.engine.base import Message
-from labeler.records import PreferenceRecord, PrincipleScore, record_id
+from labeler.records import PreferenceRecord
+from labeler.rm.batch import encode_conversations
 from labeler.store import RunStore, make_fingerprint
+from labeler.training.tokenizer import load_tokenizer
 
 
-def pair(i: int) -> PreferenceRecord:
-    prompt = f"Name a colour, number {i}."
-    a, b = f" Blue, {i}.", f" I refuse to answer {i}."
-    p_ab, p_ba = 0.55 + (i % 4) * 0.1, 0.6
-    p_a = (p_ab + p_ba) / 2
-    return PreferenceRecord(
-        id=record_id(prompt, a, b),
-        prompt=prompt,
-        prompt_messages=(Message(role="user", content=prompt),),
-        response_a=a,
-        response_b=b,
-        chosen=a,
-        rejected=b,
-        p_a=p_a,
-        p_a_ab=p_ab,
-        p_a_ba=p_ba,
-        mass_ab=0.9,
-        mass_ba=0.8,
-        logprobs_ab=(math.log(0.9 * p_ab), math.log(0.9 * (1 - p_ab))),
-        logprobs_ba=(math.log(0.8 * p_ba), math.log(0.8 * (1 - p_ba))),
-        consistent=True,
-        principle_ids=("helpful",),
-        principle_scores=(PrincipleScore(principle_id="helpful", score=math.log(p_a / (1 - p_a))),),
-        margin=round(i / 16, 4),
-        judge_model="judge",
-        source="synthetic",
-        flags=(),
-    )
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
-@pytest.mark.slow
-def test_reward_trainer_trains_on_the_preference_split(tmp_path: Path, embedded_model: Path) -> None:
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+@pytest.fixture(scope="module")
+def preferences(tmp_path_factory: pytest.TempPathFactory) -> datasets.Dataset:
+    """The preference split of a run, as `datasets` loads it: 12 pairs, half of them a multi-turn dialogue."""
+    run = tmp_path_factory.mktemp("interop") / "run"
+    fingerprint = make_fingerprint(config={}, models={"judge": "judge"}, constitution_sha256=None,
+                                   template_sha256s={}, seed=0)  # fmt: skip
+    store = RunStore.open(run, "preferences", fingerprint)
+    store.write_shard([judged(i) for i in range(7)])
+    store.write_shard([judged(i) for i in range(7, 12)])
+    store.mark_complete()
+    dataset = datasets.load_dataset("arrow", data_files=str(run / "preferences" / "*.arrow"), split="train",
+                                    cache_dir=str(run.parent / "cache"))  # fmt: skip
+    assert dataset.column_names == list(PreferenceRecord.model_fields) and dataset.num_rows == 12
+    return dataset
+
+
+def test_reward_trainer_trains_on_the_split_and_sees_what_ppo_gives_the_reward_model(
+    one_thread: None, tiny_model: Path, preferences: datasets.Dataset, tmp_path: Path
+) -> None:
+    from transformers import AutoModelForSequenceClassification
     from trl import RewardConfig, RewardTrainer
 
-    records = [pair(i) for i in range(16)]
-    run = tmp_path / "run"
-    fingerprint = make_fingerprint(
-        config={}, models={"judge": "judge"}, constitution_sha256=None, template_sha256s={}, seed=0
-    )
-    store = RunStore.open(run, "preferences", fingerprint)
-    store.write_shard(records[:10])
-    store.write_shard(records[10:])
-    store.mark_complete()
-
-    dataset = datasets.load_dataset(
-        "arrow", data_files=str(run / "preferences" / "*.arrow"), split="train", cache_dir=str(tmp_path / "cache")
-    )
-    assert dataset.column_names == list(PreferenceRecord.model_fields)
-    assert dataset.num_rows == 16
-
-    tokenizer = AutoTokenizer.from_pretrained(embedded_model)
-    model = AutoModelForSequenceClassification.from_pretrained(embedded_model, num_labels=1, dtype=torch.float32)
+    tokenizer = load_tokenizer(tiny_model)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=1, dtype=torch.float32)
     model.config.pad_token_id = tokenizer.pad_token_id
-    # Only the reward head learns: what is under test is the data path, and two steps of the whole
-    # 135M-parameter model take minutes on a shared 2-core CPU.
-    model.model.requires_grad_(False)
     args = RewardConfig(
-        output_dir=str(tmp_path / "rm"),
-        max_steps=2,
-        per_device_train_batch_size=4,
-        learning_rate=1e-4,
-        max_length=64,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        bf16=False,
-        gradient_checkpointing=False,
-        seed=0,
-    )
-    trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
-    assert len(trainer.train_dataset) == 16  # nothing dropped by max_length: the columns were read as text
+        output_dir=str(tmp_path / "rm"), max_steps=2, per_device_train_batch_size=4, learning_rate=1e-3,
+        max_length=256, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, bf16=False,
+        gradient_checkpointing=False, dataloader_num_workers=0, disable_tqdm=True, seed=0,
+    )  # fmt: skip
+    trainer = RewardTrainer(model=model, args=args, train_dataset=preferences, processing_class=tokenizer)
+    assert len(trainer.train_dataset) == 12  # nothing dropped, nothing converted first
+
+    # TRL renders prompt + chosen with the chat template: the very tokens `labeler ppo` scores with a
+    # reward model (the conversation, then the completion as the assistant's turn).
+    for index in (0, 1):
+        row = preferences[index]
+        conversation = [*row["prompt"], {"role": "assistant", "content": row["chosen_text"]}]
+        ours = encode_conversations(tokenizer, [conversation], max_length=256)["input_ids"][0].tolist()
+        assert trainer.train_dataset[index]["chosen_ids"] == ours
+    rendered = tokenizer.decode(trainer.train_dataset[0]["chosen_ids"])
+    positions = [rendered.index(m.content) for m in HH_CONVERSATION]
+    assert positions == sorted(positions)  # every turn, in order, before the response
+    assert rendered.index(preferences[0]["chosen_text"]) > positions[-1]
 
     batch = next(iter(trainer.get_train_dataloader()))
-    # The float margin column reaches the loss, and each row gives a chosen and a rejected sequence.
-    assert batch["margin"].dtype == torch.float32
-    assert all(any(abs(m - r.margin) < 1e-6 for r in records) for m in batch["margin"].tolist())
-    assert batch["input_ids"].shape[0] == 2 * args.per_device_train_batch_size
-    first = tokenizer.decode(batch["input_ids"][0], skip_special_tokens=True)
-    assert first.startswith("Name a colour, number") and "Blue" in first  # prompt + chosen, as text
-
+    assert batch["margin"].dtype == torch.float32  # the margin column reaches the loss
     head = model.score.weight.detach().clone()
     result = trainer.train()
     assert result.global_step == 2 and math.isfinite(result.training_loss)
     assert not torch.equal(head, model.score.weight.detach())
+
+
+def test_dpo_trainer_trains_on_the_split(
+    one_thread: None, tiny_model: Path, preferences: datasets.Dataset, tmp_path: Path
+) -> None:
+    from transformers import AutoModelForCausalLM
+    from trl import DPOConfig, DPOTrainer
+
+    tokenizer = load_tokenizer(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    args = DPOConfig(
+        output_dir=str(tmp_path / "dpo"), max_steps=2, per_device_train_batch_size=4, learning_rate=1e-3,
+        max_length=256, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, bf16=False,
+        gradient_checkpointing=False, dataloader_num_workers=0, disable_tqdm=True, seed=0,
+    )  # fmt: skip
+    trainer = DPOTrainer(model=model, args=args, train_dataset=preferences, processing_class=tokenizer)
+    assert len(trainer.train_dataset) == 12
+    prompt = tokenizer.decode(trainer.train_dataset[0]["prompt_ids"])
+    assert all(m.content in prompt for m in HH_CONVERSATION)  # the whole conversation is the prompt
+    assert tokenizer.decode(trainer.train_dataset[0]["chosen_ids"]).startswith(preferences[0]["chosen_text"])
+    before = [p.detach().clone() for p in model.parameters()]
+    result = trainer.train()
+    assert result.global_step == 2 and math.isfinite(result.training_loss)
+    assert any(not torch.equal(a, b.detach()) for a, b in zip(before, model.parameters()))

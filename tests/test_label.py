@@ -261,18 +261,19 @@ def test_label_from_pairs_with_salmon_scores(cli_engine: RecordingEngine, small_
                     "--engine", "hf", "--salmon", "--quiet"])
     assert code == 0 and "wrote 2 pairs" in capsys.readouterr().out
     records = records_of(out)
-    assert [(r.prompt, r.response_a, r.response_b) for r in records] == [
+    assert [(r.prompt_text, r.response_a, r.response_b) for r in records] == [
         ("Why is the sky blue?", PAIRS_ROWS[0]["response_a"], PAIRS_ROWS[0]["response_b"]),
         ("How do I say thank you?", "Okay.", "'Thank you' in Spanish is 'gracias'."),
     ]
-    assert records[1].prompt_messages[0].content == "I'm learning Spanish."
+    # the whole conversation is the prompt, every turn of it
+    assert [m.model_dump() for m in records[1].prompt] == PAIRS_ROWS[1]["messages"]
     salmon_ids = [p.id for p in load_constitution(small_constitution).for_stage("salmon")]
     for record in records:
-        assert record.source == SOURCE_FILE
+        assert record.source == f"{SOURCE_FILE}:pairs.jsonl" and record.source_id is None
         assert [s.principle_id for s in record.principle_scores] == salmon_ids == ["helpful", "honest", "kind"]
         assert len({round(s.score, 6) for s in record.principle_scores}) == 3  # three separate questions
         assert len(record.principle_ids) == 1 and record.principle_ids[0] in salmon_ids  # sample:1 decides p_a
-        assert (record.chosen == record.response_a) == (record.p_a >= 0.5)
+        assert (record.chosen_text == record.response_a) == (record.p_a >= 0.5)
     # per pair and order: one judge question and three definitions were scored
     assert len(cli_engine.choice_requests) == 2 * 2 * (1 + 3)
     asked = [r.messages[-1].content for r in cli_engine.choice_requests]
@@ -358,11 +359,12 @@ def test_label_from_prompts_two_samples_each_identical_pairs_dropped(hf_engine: 
         assert params.n == 2 and params.temperature > 0 and params.max_tokens == 6
         assert len(generation.texts) == 2
     records = records_of(out)
-    assert sorted(r.prompt for r in records) == ["Name a fruit.", "Name an animal."]
+    assert sorted(r.prompt_text for r in records) == ["Name a fruit.", "Name an animal."]
     samples = {conversation[-1].content: generation.texts for conversation, _, generation in recorder.generated}
     for record in records:
-        assert record.source == SOURCE_POLICY
-        assert (record.response_a, record.response_b) == tuple(t.strip() for t in samples[record.prompt])
+        assert record.source == f"{SOURCE_POLICY}:{prompts.name}"
+        assert record.source_id == {"Name a fruit.": "a", "Name an animal.": "c"}[record.prompt_text]
+        assert (record.response_a, record.response_b) == tuple(t.strip() for t in samples[record.prompt_text])
         assert record.response_a != record.response_b
     assert load_manifest(out).splits["preferences"].stats["identical_dropped"] == 1
 
@@ -385,8 +387,9 @@ def test_label_from_a_revise_run(cli_engine: RecordingEngine, hf_engine: Any, tm
     stats = load_manifest(out).splits["preferences"].stats
     assert len(records) + stats["identical_dropped"] == 2 and records
     for record in records:
-        row = sft_rows[record.prompt]
-        assert record.source == SOURCE_REVISION
+        row = sft_rows[record.prompt_text]
+        assert record.source == f"{SOURCE_REVISION}:prompts.jsonl"
+        assert record.source_id == row.source_id and row.source_id in ("p1", "p2")  # the user's ids travel
         assert (record.response_a, record.response_b) == (row.initial, row.revision)
         assert 0 < record.p_a < 1 and not math.isnan(record.margin)
 

@@ -28,7 +28,7 @@ def test_shipped_configs_load_and_resolve_paths():
     assert demo.out == (REPO / "data/runs/demo").resolve()
     assert demo.stages.train_rm is not None and demo.stages.label.options.salmon
     gpu = load_run_config(REPO / "configs/gpu-node.yaml")
-    assert gpu.engine.tensor_parallel_size == 2 and gpu.policy is not None
+    assert gpu.engine.data_parallel_size == 8 and gpu.policy is not None
 
 
 def test_validate_accepts_the_demo_config(capsys):

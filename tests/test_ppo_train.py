@@ -21,12 +21,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from labeler.cli import main
+from labeler.engine.base import Message
 from labeler.errors import InputError
 from labeler.models import resolve_model
 from labeler.ppo.config import PPOConfig
 from labeler.ppo.rewards import RewardFn, RewardModelReward, WordReward, check_reward, load_reward, parse_reward_rule
 from labeler.ppo.train import METRICS_FILE, load_prompts, train_ppo
-from labeler.records import PreferenceRecord, record_id
+from labeler.records import PreferenceRecord, conversation_columns, record_id
 from labeler.store import RunStore
 from labeler.training.checkpoint import flatten_optimizer_state, unflatten_optimizer_state
 
@@ -123,13 +124,13 @@ YES_ANSWERS = ("Yes.", "Yes, it is.", "Yes, of course.", "Yes!")
 
 def no_beats_yes(question: str, k: int) -> PreferenceRecord:
     """A labelled pair in which answering "No" beats answering "Yes" (the side of each alternates)."""
-    prompt_messages = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": question}]
+    prompt = [Message(role="system", content="Answer briefly."), Message(role="user", content=question)]
     no, yes = NO_ANSWERS[k % len(NO_ANSWERS)], YES_ANSWERS[(k + 1) % len(YES_ANSWERS)]
     a, b = (no, yes) if k % 2 == 0 else (yes, no)
     p_a = 0.95 if a == no else 0.05
     return PreferenceRecord(
-        id=record_id(question, a, b), prompt=question, prompt_messages=prompt_messages,
-        response_a=a, response_b=b, chosen=no, rejected=yes, p_a=p_a, p_a_ab=p_a, p_a_ba=p_a,
+        id=record_id(question, a, b), **conversation_columns(prompt, no, yes),
+        response_a=a, response_b=b, p_a=p_a, p_a_ab=p_a, p_a_ba=p_a,
         mass_ab=0.9, mass_ba=0.9, logprobs_ab=(-0.1, -2.0), logprobs_ba=(-0.1, -2.0), consistent=True,
         principle_ids=("contrary",), principle_scores=(), margin=0.45, judge_model="rule", source="rule", flags=(),
     )  # fmt: skip

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
 from labeler.engine.base import Message
+from labeler.errors import InputError
 from labeler.records import (
     SPLITS,
     PreferenceRecord,
@@ -19,18 +21,22 @@ from labeler.records import (
     arrow_type,
     record_id,
 )
+from labeler.store.shards import decode_shard, encode_shard
 
 
 def preference(i: int = 0, **overrides: object) -> PreferenceRecord:
     prompt, a, b = f"Question {i}?", f"Answer one to {i}.", f"Answer two to {i}."
     fields: dict[str, object] = dict(
         id=record_id(prompt, a, b),
-        prompt=prompt,
-        prompt_messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": prompt}],
+        source_id=f"row-{i}",
+        prompt=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": prompt}],
+        chosen=[{"role": "assistant", "content": b}],
+        rejected=[{"role": "assistant", "content": a}],
+        prompt_text=prompt,
+        chosen_text=b,
+        rejected_text=a,
         response_a=a,
         response_b=b,
-        chosen=b,
-        rejected=a,
         p_a=0.3,
         p_a_ab=0.4,
         p_a_ba=0.2,
@@ -43,7 +49,7 @@ def preference(i: int = 0, **overrides: object) -> PreferenceRecord:
         principle_scores=[{"principle_id": "harm", "score": -0.4}, {"principle_id": "honest", "score": 1.5}],
         margin=0.4,
         judge_model="judge-model",
-        source="policy-samples",
+        source="pairs_file:pairs.jsonl",
         flags=["low_mass"],
     )
     fields.update(overrides)
@@ -60,6 +66,7 @@ def sft(i: int = 0, rounds: int = 2) -> SFTRecord:
     messages = (Message(role="user", content=prompt),)
     return SFTRecord(
         id=record_id(prompt),
+        source_id=None,
         prompt=prompt,
         prompt_messages=messages,
         initial=f"initial {i}",
@@ -67,6 +74,7 @@ def sft(i: int = 0, rounds: int = 2) -> SFTRecord:
         rounds=tuple(steps),
         messages=(*messages, Message(role="assistant", content=final)),
         model="policy-model",
+        source="prompts_file:prompts.jsonl",
     )
 
 
@@ -84,12 +92,15 @@ MESSAGE = _struct(role=pa.string(), content=pa.string())
 EXPECTED = {
     "preferences": [
         ("id", pa.string()),
-        ("prompt", pa.string()),
-        ("prompt_messages", _list(MESSAGE)),
+        ("source_id", pa.string()),
+        ("prompt", _list(MESSAGE)),
+        ("chosen", _list(MESSAGE)),
+        ("rejected", _list(MESSAGE)),
+        ("prompt_text", pa.string()),
+        ("chosen_text", pa.string()),
+        ("rejected_text", pa.string()),
         ("response_a", pa.string()),
         ("response_b", pa.string()),
-        ("chosen", pa.string()),
-        ("rejected", pa.string()),
         ("p_a", pa.float64()),
         ("p_a_ab", pa.float64()),
         ("p_a_ba", pa.float64()),
@@ -107,6 +118,7 @@ EXPECTED = {
     ],
     "sft": [
         ("id", pa.string()),
+        ("source_id", pa.string()),
         ("prompt", pa.string()),
         ("prompt_messages", _list(MESSAGE)),
         ("initial", pa.string()),
@@ -114,13 +126,15 @@ EXPECTED = {
         ("rounds", _list(_struct(principle_id=pa.string(), critique=pa.string(), revision=pa.string()))),
         ("messages", _list(MESSAGE)),
         ("model", pa.string()),
+        ("source", pa.string()),
     ],
 }
+NULLABLE = {"source_id"}  # null when the input row has no id of its own
 
 
 @pytest.mark.parametrize("split", sorted(EXPECTED))
 def test_schema_is_exactly_the_specified_columns(split: str) -> None:
-    expected = pa.schema([pa.field(name, kind, nullable=False) for name, kind in EXPECTED[split]])
+    expected = pa.schema([pa.field(name, kind, nullable=name in NULLABLE) for name, kind in EXPECTED[split]])
     schema = SPLITS[split].arrow_schema()
     assert schema.equals(expected), f"{schema}\n!=\n{expected}"
     assert schema.names == list(SPLITS[split].model_fields)
@@ -152,18 +166,87 @@ def test_round_trip_through_an_arrow_stream(record: Record) -> None:
 
 def test_row_values_are_the_plain_columns() -> None:
     row = preference().to_row()
-    assert row["prompt_messages"][1] == {"role": "user", "content": "Question 0?"}
+    assert row["prompt"][1] == {"role": "user", "content": "Question 0?"}
+    assert list(row["chosen"]) == [{"role": "assistant", "content": "Answer two to 0."}]
     assert row["principle_scores"][1] == {"principle_id": "honest", "score": 1.5}
     assert row["logprobs_ba"][0] == -math.inf
     assert list(row) == [name for name, _ in EXPECTED["preferences"]]
 
 
+def _say(text: str, role: str = "assistant") -> list[dict[str, str]]:
+    return [{"role": role, "content": text}]
+
+
 def test_chosen_must_be_one_of_the_pair() -> None:
-    assert preference(chosen="Answer one to 0.", rejected="Answer two to 0.").chosen == "Answer one to 0."
+    one, two = "Answer one to 0.", "Answer two to 0."
+    swapped = preference(chosen=_say(one), chosen_text=one, rejected=_say(two), rejected_text=two)
+    assert swapped.chosen_text == one and swapped.chosen[0].content == one
     with pytest.raises(ValidationError, match="chosen and rejected"):
-        preference(chosen="something else")
+        preference(chosen=_say("something else"), chosen_text="something else")
     with pytest.raises(ValidationError, match="chosen and rejected"):
-        preference(chosen="Answer two to 0.", rejected="Answer two to 0.")
+        preference(rejected=_say(two), rejected_text=two)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"chosen": _say("Answer one to 0.")}, "chosen_text must be the content"),
+        ({"rejected": _say("Answer one to 0.", role="user")}, "one assistant message"),
+        ({"prompt_text": "Be brief."}, "last user turn"),
+        ({"prompt": _say("Be brief.", role="system")}, "no user turn"),
+        ({"chosen": [*_say("Answer two to 0."), *_say("more")]}, "chosen"),
+        ({"prompt": []}, "prompt"),
+    ],
+)
+def test_the_conversational_columns_and_their_texts_agree(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        preference(**overrides)
+
+
+def test_a_multi_turn_conversation_keeps_every_turn_in_prompt() -> None:
+    turns = [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "Human: my neighbour's dog barks all night."},
+        {"role": "assistant", "content": "That sounds exhausting. Have you talked to them?"},
+        {"role": "user", "content": "Yes, twice. What else can I do?"},
+    ]
+    record = preference(prompt=turns, prompt_text=turns[-1]["content"])
+    assert [m.model_dump() for m in record.prompt] == turns
+    assert PreferenceRecord.from_table(PreferenceRecord.to_table([record])) == [record]
+
+
+def test_a_shard_of_the_earlier_layout_reads_in_the_current_columns() -> None:
+    """Runs written before the conversational columns (prompt text + prompt_messages, chosen as text)
+    still read, so they can be exported, reported on and trained on; resuming them is refused."""
+    record = preference(3)
+    row = record.to_row()
+    old = {
+        "id": row["id"], "prompt": row["prompt_text"], "prompt_messages": row["prompt"],
+        "response_a": row["response_a"], "response_b": row["response_b"], "chosen": row["chosen_text"],
+        "rejected": row["rejected_text"],
+        **{k: row[k] for k in ("p_a", "p_a_ab", "p_a_ba", "mass_ab", "mass_ba", "logprobs_ab", "logprobs_ba",
+                               "consistent", "principle_ids", "principle_scores", "margin", "judge_model")},
+        "source": "pairs_file", "flags": row["flags"],
+    }  # fmt: skip
+    data = encode_shard(pa.Table.from_pylist([old]))
+    table = decode_shard(data, file=Path("shard-00000.arrow"), record_type=PreferenceRecord, upgrade=True)
+    assert table.schema.equals(PreferenceRecord.arrow_schema(), check_metadata=True)
+    (back,) = PreferenceRecord.from_table(table)
+    assert back == record.model_copy(update={"source_id": None, "source": "pairs_file"})
+    with pytest.raises(InputError, match="earlier labeler"):
+        decode_shard(data, file=Path("shard-00000.arrow"), record_type=PreferenceRecord)
+
+    sft_row = sft(1).to_row()
+    del sft_row["source_id"], sft_row["source"]
+    table = decode_shard(encode_shard(pa.Table.from_pylist([sft_row])), file=Path("s.arrow"), record_type=SFTRecord,
+                         upgrade=True)  # fmt: skip
+    assert SFTRecord.from_table(table) == [sft(1).model_copy(update={"source": "prompts_file"})]
+
+
+def test_other_columns_are_still_refused_when_upgrading() -> None:
+    data = encode_shard(pa.table({"id": ["x"], "text": ["hello"]}))
+    with pytest.raises(InputError, match="do not match"):
+        decode_shard(data, file=Path("s.arrow"), record_type=PreferenceRecord, upgrade=True)
 
 
 @pytest.mark.parametrize(

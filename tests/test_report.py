@@ -23,6 +23,7 @@ from labeler.records import (
     PrincipleScore,
     RevisionRound,
     SFTRecord,
+    conversation_columns,
     record_id,
 )
 from labeler.report import write_report
@@ -72,12 +73,9 @@ def preference_records(rng: random.Random, n: int) -> list[PreferenceRecord]:
         records.append(
             PreferenceRecord(
                 id=record_id(prompt, response_a, response_b),
-                prompt=prompt,
-                prompt_messages=(Message(role="user", content=prompt),),
+                **conversation_columns((Message(role="user", content=prompt),), chosen, rejected),
                 response_a=response_a,
                 response_b=response_b,
-                chosen=chosen,
-                rejected=rejected,
                 p_a=label.p_a,
                 p_a_ab=label.p_a_ab,
                 p_a_ba=label.p_a_ba,
@@ -177,7 +175,7 @@ def full_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     for record in preferences[:30]:
         human_a = rng.random() < 0.5
         chosen, rejected = (record.response_a, record.response_b) if human_a else (record.response_b, record.response_a)
-        human_rows.append({"prompt": record.prompt, "chosen": chosen, "rejected": rejected})
+        human_rows.append({"prompt": record.prompt_text, "chosen": chosen, "rejected": rejected})
         expected_p_chosen.append(record.p_a if human_a else 1 - record.p_a)
     human_rows += [{"prompt": f"unseen {k}", "chosen": "x", "rejected": "y"} for k in range(5)]
     human_file = root / "human.jsonl"
@@ -279,7 +277,7 @@ def test_page_numbers_equal_those_computed_from_the_records(full_run: dict):
     assert_shown(values, f"order-flip rate (`{FLAG_ORDER_FLIP}` flag)", flips)
     assert_shown(values, f"low-mass rate (`{FLAG_LOW_MASS}` flag)", sum(FLAG_LOW_MASS in r.flags for r in prefs) / n)
     assert_shown(values, "mean mass on the two choice tokens", sum((r.mass_ab + r.mass_ba) / 2 for r in prefs) / n)
-    assert_shown(values, "chosen is response_a (rate)", sum(r.chosen == r.response_a for r in prefs) / n)
+    assert_shown(values, "chosen is response_a (rate)", sum(r.chosen_text == r.response_a for r in prefs) / n)
     first_shown = sum((r.p_a_ab + 1 - r.p_a_ba) / 2 for r in prefs) / n
     assert_shown(values, "mean probability on the response shown first (0.5: no position bias)", first_shown)
     # the synthetic judge favours the first slot, so the page must show position bias, and real flips and low mass

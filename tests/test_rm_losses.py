@@ -10,7 +10,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from labeler.records import PreferenceRecord, PrincipleScore
+from labeler.engine.base import Message
+from labeler.records import PreferenceRecord, PrincipleScore, conversation_columns
 from labeler.rm.labels import HardLabels, PrincipleLabels, SoftLabels
 from labeler.rm.losses import (
     bradley_terry_loss,
@@ -204,8 +205,8 @@ def judged(p_a: float, margin: float = 0.0, scores: dict[str, float] | None = No
     """A judged pair of "a" and "b" answering "hi"."""
     chosen, rejected = ("a", "b") if p_a >= 0.5 else ("b", "a")
     return PreferenceRecord(
-        id="x", prompt="hi", prompt_messages=({"role": "user", "content": "hi"},), response_a="a", response_b="b",
-        chosen=chosen, rejected=rejected, p_a=p_a, p_a_ab=p_a, p_a_ba=p_a, mass_ab=1.0, mass_ba=1.0,
+        id="x", **conversation_columns([Message(role="user", content="hi")], chosen, rejected), response_a="a",
+        response_b="b", p_a=p_a, p_a_ab=p_a, p_a_ba=p_a, mass_ab=1.0, mass_ba=1.0,
         logprobs_ab=(-0.1, -2.0), logprobs_ba=(-0.1, -2.0), consistent=True, principle_ids=(),
         principle_scores=tuple(PrincipleScore(principle_id=k, score=v) for k, v in (scores or {}).items()),
         margin=margin, judge_model="m", source="test", flags=(),

@@ -17,8 +17,9 @@ import torch
 from safetensors.torch import load_file
 
 from labeler.cli import main
+from labeler.engine.base import Message
 from labeler.errors import InputError
-from labeler.records import PreferenceRecord, PrincipleScore, record_id
+from labeler.records import PreferenceRecord, PrincipleScore, conversation_columns, record_id
 from labeler.rm.config import RMTrainConfig
 from labeler.rm.model import REWARD_CARD, load_reward_model
 from labeler.rm.train import METRICS_FILE, train_reward_model
@@ -40,32 +41,6 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory, embedded_model: Path) -> Path:
-    """A randomly initialised 2-layer Llama with the embedded model's tokenizer and chat template."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = AutoTokenizer.from_pretrained(embedded_model)
-    config = LlamaConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=len(tokenizer),
-        max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def preference(index: int, rng: random.Random, *, soft: bool = True) -> PreferenceRecord:
     """A separable pair: the response ending in "good" beats the same filler ending in "bad"."""
     prompt = f"Question {index}: say something."
@@ -77,12 +52,9 @@ def preference(index: int, rng: random.Random, *, soft: bool = True) -> Preferen
     score = 3.0 if a_good else -3.0
     return PreferenceRecord(
         id=record_id(prompt, a, b),
-        prompt=prompt,
-        prompt_messages=[{"role": "user", "content": prompt}],
+        **conversation_columns([Message(role="user", content=prompt)], good, bad),
         response_a=a,
         response_b=b,
-        chosen=good,
-        rejected=bad,
         p_a=p_a,
         p_a_ab=p_a,
         p_a_ba=p_a,

@@ -84,3 +84,14 @@ def test_clamp():
         clamp(0.5, 0.7, 0.6)
     label = aggregate([judgment([0.0, -9.0], [-9.0, 0.0])], low_mass=0.0, clamp_range=(0.4, 0.6))
     assert label.p_a == pytest.approx(0.6)
+
+
+def test_a_bounded_choice_flags_the_pair_and_keeps_its_numbers():
+    ab, ba = [math.log(0.8), math.log(0.01)], [math.log(0.01), math.log(0.8)]
+    exact = aggregate([judgment(ab, ba)], low_mass=0.5)
+    bounded = aggregate([judgment(ab, ba, bounded=True)], low_mass=0.5)
+    assert "choice_outside_topk" not in exact.flags and bounded.flags == ("choice_outside_topk",)
+    assert (bounded.p_a, bounded.mass_ab, bounded.mass_ba) == (exact.p_a, exact.mass_ab, exact.mass_ba)
+    # a bounded judgment that does not decide p_a (a SALMON score kept with the pair) flags it too
+    salmon = aggregate([judgment(ab, ba)], low_mass=0.5, also_scored=[judgment(ab, ba, bounded=True)])
+    assert salmon.flags == ("choice_outside_topk",) and salmon.p_a == exact.p_a

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import datasets
 import pytest
+import yaml
 
 import labeler.store.atomic as atomic
 import labeler.store.run_store as run_store
@@ -28,6 +29,7 @@ from labeler.records import (
     PrincipleScore,
     RevisionRound,
     SFTRecord,
+    conversation_columns,
     record_id,
 )
 from labeler.stages.runner import merge_parts
@@ -57,12 +59,9 @@ def preference(i: int) -> PreferenceRecord:
     flags += [] if consistent else [FLAG_ORDER_FLIP]
     return PreferenceRecord(
         id=record_id(prompt, a, b),
-        prompt=prompt,
-        prompt_messages=(Message(role="user", content=prompt),),
+        **conversation_columns((Message(role="user", content=prompt),), *((a, b) if p_a >= 0.5 else (b, a))),
         response_a=a,
         response_b=b,
-        chosen=a if p_a >= 0.5 else b,
-        rejected=b if p_a >= 0.5 else a,
         p_a=p_a,
         p_a_ab=p_ab,
         p_a_ba=p_ba,
@@ -368,7 +367,7 @@ def test_shards_load_with_datasets(tmp_path: Path) -> None:
     records = [preference(i) for i in range(7)]
     write_run(run, records, per_shard=4)
     one = datasets.Dataset.from_file(str(shards_of(run)[0]))
-    assert one.num_rows == 4 and one[0]["prompt_messages"] == [{"role": "user", "content": "Question 0?"}]
+    assert one.num_rows == 4 and one[0]["prompt"] == [{"role": "user", "content": "Question 0?"}]
     loaded = datasets.load_dataset(
         "arrow", data_files=str(run / "preferences" / "*.arrow"), split="train", cache_dir=str(tmp_path / "cache")
     )
@@ -536,6 +535,25 @@ def test_card_marks_an_incomplete_run(tmp_path: Path) -> None:
     RunStore.open(run, "preferences", fingerprint()).write_shard([preference(i) for i in range(3)])
     card = write_card(run).read_text()
     assert "| preferences | 3 | 1 | running |" in card and "**Incomplete:** preferences" in card
+
+
+def test_card_front_matter_is_hub_metadata_and_the_card_names_no_local_path(tmp_path: Path) -> None:
+    run = tmp_path / "demo-run"
+    licensed = make_fingerprint(config={}, models={"judge": "judge"}, constitution_sha256="c" * 64,
+                                template_sha256s={}, seed=0,
+                                constitution={"name": "harmless", "version": "1", "license": "apache-2.0"})  # fmt: skip
+    store = RunStore.open(run, "preferences", licensed)
+    store.write_shard([preference(i) for i in range(3)])
+    store.mark_complete()
+    card = write_card(run).read_text()
+    front = yaml.safe_load(card.split("---")[1])
+    assert front["license"] == "apache-2.0" and front["language"] == ["en"] and front["pretty_name"] == "demo-run"
+    assert front["size_categories"] == ["n<1K"] and front["task_categories"] == ["text-generation"]
+    assert front["configs"] == [{"config_name": "preferences",
+                                 "data_files": [{"split": "train", "path": "preferences/*.arrow"}]}]  # fmt: skip
+    assert 'load_dataset("arrow", data_files="preferences/*.arrow", split="train")' in card
+    assert "constitution: `harmless` version `1`, license apache-2.0" in card
+    assert str(tmp_path) not in card
 
 
 # --- progress ---------------------------------------------------------------------------------

@@ -164,7 +164,7 @@ class ConfigCommand:
                 try:
                     value = opt.parse(value)
                 except ValueError as exc:
-                    raise InputError(f"{exc} (got {value!r})", where=opt.cli_flag) from None
+                    raise InputError(with_value(str(exc), value), where=opt.cli_flag) from None
             elif isinstance(value, list):
                 value = tuple(value)
             _nested_set(data, opt.path, value)
@@ -299,8 +299,19 @@ def _problem(error: Mapping[str, Any], opts: Sequence[Opt]) -> InputError:
         opt = max(matching, key=lambda o: len(o.path))
         rest = loc[len(opt.path) + 1 :]
         where = f"{opt.cli_flag}, key {rest}" if opt.merge_file and rest else opt.cli_flag
-    shown = repr(error.get("input"))
-    return InputError(f"{message} (got {shown[:80]})", where=where)
+    return InputError(with_value(message, error.get("input")), where=where)
+
+
+def with_value(message: str, value: Any) -> str:
+    """`message` followed by the value given, unless the message already quotes it.
+
+    >>> with_value("must be at most 1", 1.5)
+    'must be at most 1 (got 1.5)'
+    >>> with_value("'lots' is not a size", "lots")
+    "'lots' is not a size"
+    """
+    shown = repr(value)
+    return message if shown in message else f"{message} (got {shown[:80]})"
 
 
 # -- option groups several commands share ------------------------------------------------------------
@@ -311,9 +322,16 @@ def engine_options(prefix: str, *, model_flag: str = "--model") -> tuple[Opt, ..
     names = (
         "name", "model", "dtype", "max_model_len", "tensor_parallel_size", "data_parallel_size",
         "gpu_memory_utilization", "enforce_eager", "kv_block_size", "batch_size", "trust_remote_code",
+        "base_urls", "api_key_env", *(("choice_method",) if prefix == "judge" else ()),
     )
-    flags = {"name": "--engine", "model": model_flag}
-    opts = [Opt(f"{prefix}.{name}", flags.get(name), panel=ENGINE_PANEL) for name in names]
+    flags = {"name": "--engine", "model": model_flag, "base_urls": "--base-url"}
+    extra = {"base_urls": "Repeat it, or give a comma list."}
+    metavars = {"base_urls": "URL", "api_key_env": "NAME"}
+    opts = [
+        Opt(f"{prefix}.{name}", flags.get(name), panel=ENGINE_PANEL, extra_help=extra.get(name, ""),
+            metavar=metavars.get(name))
+        for name in names
+    ]
     return (*opts, Opt(prefix, "--engine-config", merge_file=True, panel=ENGINE_PANEL))
 
 
@@ -347,3 +365,12 @@ def parse_list(text: str) -> str | tuple[str, ...]:
     """
     parts = tuple(p.strip() for p in str(text).split(",") if p.strip())
     return parts[0] if len(parts) == 1 else parts
+
+
+def parse_names(text: str) -> tuple[str, ...]:
+    """A comma-separated list of names (spaces around them ignored).
+
+    >>> parse_names("low_mass, order_flip")
+    ('low_mass', 'order_flip')
+    """
+    return tuple(p.strip() for p in str(text).split(",") if p.strip())

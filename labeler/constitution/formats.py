@@ -24,7 +24,7 @@ FormatName = Literal[
 
 # One line per format, used in messages and in `labeler validate`'s output.
 FORMATS: dict[FormatName, str] = {
-    "labeler": "labeler's own format: a mapping with name, version, description, principles, few_shot",
+    "labeler": "labeler's own format: a mapping with name, version, description, license, principles, few_shot",
     "anthropic-critique-revision": (
         "Anthropic's CAI critique/revision requests: an object of "
         '{"prompt": [critique request], "edit_request": revision request} entries'
@@ -172,7 +172,7 @@ def detect_format(data: object) -> FormatName | None:
             and all(_is_salmon_item(item) for item in principles)
         ):
             return "salmon"
-        if {"name", "version", "description", "principles", "few_shot"} & set(data):
+        if {"name", "version", "description", "license", "principles", "few_shot"} & set(data):
             return "labeler"
         if "constitutions" in data or "system_chat" in data:
             return "hf-cai-recipe"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable
 from typing import Annotated, Literal
 
@@ -58,6 +59,24 @@ def _version_text(value: object) -> object:
 
 
 Text = Annotated[str, Strict(), AfterValidator(_clean_text)]
+
+_LICENSE_ID = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")
+
+
+def license_id(value: str) -> str:
+    """A license as the Hugging Face Hub spells it: lower case, letters, digits, `.`, `+` and `-`.
+
+    >>> license_id("Apache-2.0")
+    'apache-2.0'
+    >>> license_id("CC BY 4.0")
+    Traceback (most recent call last):
+    ...
+    ValueError: 'CC BY 4.0' is not a license id such as apache-2.0, cc-by-4.0 or mit
+    """
+    normalised = value.strip().lower()
+    if not _LICENSE_ID.match(normalised):
+        raise ValueError(f"{value!r} is not a license id such as apache-2.0, cc-by-4.0 or mit")
+    return normalised
 
 
 def pairing_problems(present: Iterable[str]) -> list[tuple[str | None, str]]:
@@ -162,6 +181,11 @@ class Constitution(BaseModel):
         default="1", description="Version of this constitution's text (recorded in run manifests)."
     )
     description: Annotated[str, Strict()] = Field(default="", description="One line saying what it is for.")
+    license: Annotated[str, Strict(), AfterValidator(license_id)] | None = Field(
+        default=None,
+        description="License of the data made with it, as a Hub license id (e.g. apache-2.0, cc-by-4.0, mit): "
+        "the dataset card states it.",
+    )
     principles: tuple[Principle, ...] = Field(min_length=1, description="The principles, in order.")
     few_shot: tuple[FewShotConversation, ...] = Field(
         default=(), description="Demonstration conversations shown before the real one (revise stage)."
@@ -205,10 +229,16 @@ class Constitution(BaseModel):
         raise KeyError(principle_id)
 
     def canonical_json(self) -> str:
-        """One fixed JSON text for this constitution: same content, same text, whatever the source file."""
-        return json.dumps(
-            self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False, separators=(",", ":")
-        )
+        """One fixed JSON text for this constitution: same content, same text, whatever the source file.
+
+        An unset `license` is left out, so constitutions written before the field existed keep their hash.
+        """
+        data = self.model_dump(mode="json", exclude={"license"} if self.license is None else set())
+        return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+    def summary(self) -> dict[str, str | None]:
+        """Name, version and license: what a run's fingerprint records of the constitution besides its hash."""
+        return {"name": self.name, "version": self.version, "license": self.license}
 
     def sha256(self) -> str:
         """Hex sha256 of `canonical_json()` (recorded in run manifests)."""

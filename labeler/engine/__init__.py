@@ -1,16 +1,20 @@
-"""Engines behind one narrow contract (`Engine`), chosen by name: "vllm" (default) or "hf".
+"""Engines behind one narrow contract (`Engine`), chosen by name: "vllm" (default), "hf", or "openai"
+(any OpenAI-compatible server: `vllm serve`, TGI, hosted APIs).
 
-Only this package imports vllm or transformers for inference, and only when an engine is opened.
+Only this package imports vllm, transformers or the openai client, and only when an engine is opened.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from labeler.engine.base import (
     ChoiceRequest,
@@ -23,7 +27,7 @@ from labeler.engine.base import (
 )
 from labeler.engine.dtype import resolve_dtype
 from labeler.errors import InputError
-from labeler.models import ModelRef, guard_model_load, resolve_model
+from labeler.models import ModelRef, guard_model_load, resolve_model, served_model
 
 __all__ = [
     "ChoiceRequest",
@@ -34,11 +38,15 @@ __all__ = [
     "Generation",
     "GenerationParams",
     "Message",
+    "api_key_from_env",
+    "choice_method_of",
+    "engine_model",
     "load_engine",
     "open_engine",
 ]
 
-EngineName = Literal["vllm", "hf"]
+EngineName = Literal["vllm", "hf", "openai"]
+ChoiceMethod = Literal["auto", "continue_prefix", "first_token_topk"]
 
 
 class EngineConfig(BaseModel):
@@ -46,12 +54,16 @@ class EngineConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: EngineName = Field("vllm", description="vllm (falls back to hf when vllm is not installed) or hf.")
+    name: EngineName = Field(
+        "vllm",
+        description="vllm (falls back to hf when vllm is not installed), hf, or openai (OpenAI-compatible servers).",
+    )
     model: str = Field(
         "default",
         description="A Hugging Face model folder, a Hub id org/name[@revision] (from the local Hugging Face cache), "
         "or 'default' (the embedded SmolLM2-135M-Instruct); where a policy samples, also a PEFT adapter folder or a "
-        "`labeler ppo` output or checkpoint folder.",
+        "`labeler ppo` output or checkpoint folder; with the openai engine, the name the servers serve the model "
+        "under.",
     )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto",
@@ -88,10 +100,166 @@ class EngineConfig(BaseModel):
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm on GPU: memory share to use.")
     trust_remote_code: bool = Field(False, description="Run model code shipped with the checkpoint (off by default).")
     seed: int = Field(0, description="Engine-level seed; requests carry their own seeds too.")
+    base_urls: tuple[str, ...] = Field(
+        (),
+        description="openai: base URLs of the servers, http(s) (a URL without a path gets /v1); "
+        "requests spread over all of them.",
+    )
+    api_key_env: str | None = Field(
+        None,
+        description="openai: NAME of the environment variable holding the API key (the key itself is never "
+        "taken from a config or the command line, nor written anywhere); none: no key is sent.",
+    )
+    choice_method: ChoiceMethod = Field(
+        "auto",
+        description="openai: how choice probabilities are read. continue_prefix: the server continues the "
+        "judge's answer prefix (vLLM); first_token_topk: the judge is asked for a one-letter reply and the "
+        "first token's top log-probabilities are read; auto: continue_prefix when every server is vLLM.",
+    )
+    concurrency: int = Field(
+        32,
+        ge=1,
+        description="openai: requests in flight per server (a vLLM server batches whatever is in flight; "
+        "lower it for rate-limited hosted APIs).",
+    )
+    request_timeout: float = Field(120.0, gt=0, description="openai: seconds before a request counts as failed.")
+    max_retries: int = Field(
+        6, ge=0, description="openai: retries of one request (on any server) before the command stops."
+    )
+    retry_backoff: float = Field(
+        0.5, gt=0, description="openai: seconds before the first retry; doubles with each retry (with jitter)."
+    )
+    retry_max_wait: float = Field(
+        30.0, gt=0, description="openai: longest wait before a retry, a server's Retry-After included."
+    )
+    eject_after: int = Field(
+        3,
+        ge=1,
+        description="openai: consecutive failures (errors, timeouts, dropped connections; not 429) after "
+        "which a server leaves the rotation, while another one is left.",
+    )
+
+    @field_validator("base_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: Any) -> Any:
+        """One string, or several, each possibly a comma list: "http://a:8000,http://b:8000"."""
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, (list, tuple)):
+            return tuple(u.strip() for item in value for u in str(item).split(",") if u.strip())
+        return value
+
+    # These validators raise `InputError` rather than ValueError: pydantic passes it through unchanged,
+    # so the message names the option and never echoes the value (a URL may hold a credential).
+    @field_validator("base_urls")
+    @classmethod
+    def _http_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        try:
+            return tuple(normalize_base_url(url) for url in value)
+        except ValueError as exc:
+            raise InputError(str(exc), where="--base-url (base_urls)") from None
+
+    @model_validator(mode="after")
+    def _options_fit_the_engine(self) -> EngineConfig:
+        """Options of one kind of engine are refused with the other kind, naming them."""
+        defaults = {key: field.default for key, field in EngineConfig.model_fields.items()}
+        if self.name == "openai":
+            if not self.base_urls:
+                raise InputError("the openai engine needs at least one server URL", where="--base-url (base_urls)")
+            local = [key for key in LOCAL_ONLY if getattr(self, key) != defaults[key]]
+            if local:
+                raise InputError(f"options of the local engines, which the server decides: {', '.join(local)}",
+                                 where="--engine openai")
+            if self.model == "default":
+                raise InputError(
+                    "the openai engine needs the name the servers serve the model under (--model, or --judge-model "
+                    "for label and eval-judge; model in a config file)",
+                    where="--engine openai",
+                )
+        else:
+            remote = [key for key in OPENAI_ONLY if getattr(self, key) != defaults[key]]
+            if remote:
+                options = ", ".join(OPTION_NAMES.get(key, key) for key in remote)
+                raise InputError(f"options of the openai engine only: {options}", where=f"--engine {self.name}")
+        return self
+
+
+# Options that only one kind of engine reads: giving them to the other kind is a mistake, not a no-op.
+OPENAI_ONLY = (
+    "base_urls", "api_key_env", "choice_method", "concurrency", "request_timeout", "max_retries",
+    "retry_backoff", "retry_max_wait", "eject_after",
+)
+# Fields with a command-line option, by their option names.
+OPTION_NAMES = {"base_urls": "--base-url", "api_key_env": "--api-key-env", "choice_method": "--choice-method"}
+LOCAL_ONLY = (
+    "dtype", "batch_size", "kv_cache_gib", "threads_bind", "enforce_eager", "enable_prefix_caching",
+    "kv_block_size", "tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "trust_remote_code",
+)
+
+
+def normalize_base_url(url: str) -> str:
+    """A server base URL as the openai client wants it: http(s), and /v1 when no path is given.
+
+    >>> normalize_base_url("http://10.0.0.5:8000")
+    'http://10.0.0.5:8000/v1'
+    >>> normalize_base_url("https://api.example.com/v1/")
+    'https://api.example.com/v1'
+    >>> normalize_base_url("localhost:8000")
+    Traceback (most recent call last):
+    ...
+    ValueError: an http:// or https:// URL with a host is needed, got 'localhost:8000'
+    """
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        # Never echo it: the URL holds a credential. Keys come from the variable --api-key-env names.
+        raise ValueError("a server URL must not hold credentials (user:password@); name a key with --api-key-env")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"an http:// or https:// URL with a host is needed, got {url!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"a server URL takes no query or fragment, got {url!r}")
+    path = parts.path.rstrip("/") or "/v1"
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+CONVENTIONAL_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+
+
+def api_key_from_env(config: EngineConfig) -> str | None:
+    """The API key from the variable `api_key_env` names; an `InputError` when it is unset or not a name.
+
+    The value given is echoed in a message only when it reads like a variable name (upper case):
+    someone who passed the key itself by mistake must not find it in a terminal log.
+    """
+    name = config.api_key_env
+    if name is None:
+        return None
+    if not ENV_NAME.fullmatch(name):
+        raise InputError(
+            "takes the NAME of an environment variable (such as OPENAI_API_KEY) that holds the key, "
+            "never the key itself",
+            where="--api-key-env",
+        )
+    key = os.environ.get(name)
+    if not key:
+        shown = name if CONVENTIONAL_ENV_NAME.fullmatch(name) else "the variable it names"
+        raise InputError(f"{shown} is not set (or is empty) in the environment; export the API key in it",
+                         where="--api-key-env")
+    return key
 
 
 def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
+
+
+def engine_model(config: EngineConfig, *, where: str = "model") -> ModelRef:
+    """The config's model argument checked without loading anything (`labeler.models.resolve_model`: a
+    model folder, a Hub id, or a policy's adapter or `labeler ppo` output); for the openai engine, the
+    name the servers serve it under, once the key's variable is checked."""
+    if config.name == "openai":
+        api_key_from_env(config)
+        return served_model(config.model)
+    return resolve_model(config.model, where=where, kind="policy")
 
 
 def open_engine(config: EngineConfig, model: ModelRef | None = None) -> Engine:
@@ -99,7 +267,11 @@ def open_engine(config: EngineConfig, model: ModelRef | None = None) -> Engine:
 
     `model`: the config's model argument already resolved (by a command's checks), else resolved here.
     """
-    model = model or resolve_model(config.model, where="model", kind="policy")
+    model = model or engine_model(config)
+    if config.name == "openai":
+        from labeler.engine.openai_engine import OpenAIEngine
+
+        return OpenAIEngine(config, api_key=api_key_from_env(config))
     guard_model_load(f"the {config.name} engine on {model.label}")
     # A PEFT adapter runs on its base model: vLLM applies it per request, transformers merges it.
     adapter = model.folder() if model.base is not None else None
@@ -145,6 +317,15 @@ def open_engine(config: EngineConfig, model: ModelRef | None = None) -> Engine:
         )
     except OSError as exc:  # unreadable or incomplete model files
         raise InputError(f"cannot load the model: {exc}", file=path, where="--model") from exc
+
+
+def choice_method_of(engine: Engine) -> str:
+    """How an engine reads choice probabilities: "exact" for the local engines, which read any token's
+    log-probability; the openai engine's resolved `choice_method` (auto settles on it when it opens)."""
+    method = getattr(engine, "choice_method", "exact")
+    if not isinstance(method, str):
+        raise TypeError(f"{type(engine).__name__}.choice_method must be a string, got {method!r}")
+    return method
 
 
 def load_engine(name: str, model: str | Path | None = None, **options: object) -> Engine:

@@ -2,9 +2,10 @@
 
 Two calls, both batched:
 - `generate`: chat generation through the model's chat template.
-- `choice_logprobs`: the exact log-probability of each candidate choice as the next token.
+- `choice_logprobs`: the log-probability of each candidate choice as the next token (exact with the
+  local engines; from a top-k list, with missing choices marked as bounded, through a server).
 
-Only modules under `labeler/engine/` import vllm or transformers.
+Only modules under `labeler/engine/` import vllm, transformers or an HTTP client.
 """
 
 from __future__ import annotations
@@ -83,9 +84,27 @@ class ChoiceRequest:
 
 @dataclass(frozen=True)
 class ChoiceScores:
-    """Log-probabilities of each candidate choice as the next token, in the order asked."""
+    """Log-probabilities of each candidate choice as the next token, in the order asked.
+
+    `bounded` (empty, or one flag per choice) marks a choice whose log-probability is only an upper
+    bound: an engine that sees a top-k list instead of the whole distribution, where the choice was
+    missing, reports the smallest log-probability of that list for it.
+
+    >>> ChoiceScores((-0.1, -3.0)).any_bounded, ChoiceScores((-0.1, -3.0), (False, True)).any_bounded
+    (False, True)
+    """
 
     logprobs: tuple[float, ...]
+    bounded: tuple[bool, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.bounded and len(self.bounded) != len(self.logprobs):
+            raise ValueError(f"{len(self.bounded)} bounded flags for {len(self.logprobs)} choices")
+
+    @property
+    def any_bounded(self) -> bool:
+        """Whether some choice's log-probability is an upper bound rather than exact."""
+        return any(self.bounded)
 
     @property
     def mass(self) -> float:
@@ -125,7 +144,7 @@ class Engine(Protocol):
     def choice_logprobs(
         self, requests: Sequence[ChoiceRequest], choices: Sequence[str]
     ) -> list[ChoiceScores]:
-        """For each request, log P(choice) as the next token for every choice (exact, not top-k)."""
+        """For each request, log P(choice) as the next token for every choice (see `ChoiceScores`)."""
         ...
 
     def close(self) -> None: ...

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from types import TracebackType
 
-from labeler.engine import EngineConfig, open_engine
+from labeler.engine import EngineConfig, engine_model, open_engine
 from labeler.engine.base import ChoiceRequest, ChoiceScores, Conversation, Engine, Generation, GenerationParams
-from labeler.models import ModelRef, resolve_model
+from labeler.models import ModelRef
 
 
 class LazyEngine:
@@ -17,8 +17,8 @@ class LazyEngine:
     def __init__(self, config: EngineConfig, model: ModelRef | None = None) -> None:
         self.config = config
         self.name = config.name
-        self.model = model or resolve_model(config.model, where="model", kind="policy")
-        self.model_id = self.model.label
+        self.model = model or engine_model(config)
+        self.model_id = self.model.label  # for the openai engine, the name the servers serve
         self._engine: Engine | None = None
 
     @property
@@ -33,6 +33,16 @@ class LazyEngine:
     @property
     def max_model_len(self) -> int:
         return self._get().max_model_len
+
+    @property
+    def choice_method(self) -> str:
+        """What the engine scores choices with (see `labeler.engine.choice_method_of`): a local engine stays
+        closed; an openai engine opens (it asks its servers, which loads nothing here)."""
+        from labeler.engine import choice_method_of
+
+        if self.config.name != "openai":
+            return "exact"
+        return choice_method_of(self._get())
 
     def prompt_lengths(self, conversations: Sequence[Conversation]) -> list[int]:
         return self._get().prompt_lengths(conversations)

@@ -25,7 +25,8 @@ import pyarrow as pa
 
 from labeler.calibration import ReliabilityBin, agreement, expected_calibration_error, reliability_table
 from labeler.errors import InputError
-from labeler.inputs import Row, iter_rows, prompt_text, row_messages
+from labeler.inputs import Row, iter_rows, row_messages
+from labeler.records import prompt_text
 
 
 @dataclass(frozen=True)
@@ -92,13 +93,13 @@ def _response_text(row: Row, field: str) -> str:
 def match_human_pairs(preferences: pa.Table, path: Path) -> HumanMatch:
     """The judge's probability for the human's choice, for each file row that is a pair of the split.
 
-    A row matches a preference row when the prompt texts are equal and (chosen, rejected) equals
-    (response_a, response_b) in either order.
+    A row matches a preference row when the prompt texts (the last user turns) are equal and
+    (chosen, rejected) equals (response_a, response_b) in either order.
     """
     p_a_by_pair: dict[tuple[str, str, str], float] = {}
-    columns = preferences.select(["prompt", "response_a", "response_b", "p_a"]).to_pydict()
+    columns = preferences.select(["prompt_text", "response_a", "response_b", "p_a"]).to_pydict()
     for prompt, response_a, response_b, p_a in zip(
-        columns["prompt"], columns["response_a"], columns["response_b"], columns["p_a"], strict=True
+        columns["prompt_text"], columns["response_a"], columns["response_b"], columns["p_a"], strict=True
     ):
         p_a_by_pair[(prompt, response_a, response_b)] = p_a
     file_pairs = 0

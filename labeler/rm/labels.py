@@ -42,8 +42,8 @@ class LabelKind(Protocol):
 
 
 def prompt_of(pair: PreferenceRecord) -> tuple[dict[str, str], ...]:
-    """The conversation a pair's responses answer, as plain messages."""
-    return tuple({"role": m.role, "content": m.content} for m in pair.prompt_messages)
+    """The conversation a pair's responses answer (the `prompt` column, every turn), as plain messages."""
+    return tuple({"role": m.role, "content": m.content} for m in pair.prompt)
 
 
 def _conversations(messages: Sequence[Message], pair: PreferenceRecord) -> tuple[tuple[Message, ...], ...]:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from labeler.engine import Engine, EngineConfig
+from labeler.engine import Engine, EngineConfig, choice_method_of, open_engine
 from labeler.engine.dtype import resolve_dtype
 from labeler.engine.lazy import LazyEngine
 from labeler.models import ModelRef
@@ -70,8 +70,12 @@ def model_label(engine: Engine | None, model: ModelRef) -> str:
     return engine.model_id if engine is not None else model.label
 
 
-def fingerprint_config(config: BaseModel) -> dict[str, Any]:
-    """The config as the fingerprint sees it (work-selection and engine-runtime keys left out)."""
+def fingerprint_config(config: BaseModel, choice_methods: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The config as the fingerprint sees it (work-selection and engine-runtime keys left out).
+
+    `choice_methods`, by config key ("judge"): how an openai judge reads choice probabilities, where its
+    setting is `auto` (what `settled_choice_method` found).
+    """
     data = config.model_dump(mode="json")
     for key in NOT_FINGERPRINTED:
         data.pop(key, None)
@@ -80,12 +84,43 @@ def fingerprint_config(config: BaseModel) -> dict[str, Any]:
         data.update({k: v for k, v in work.items() if k not in NOT_FINGERPRINTED})
     for key in ("engine", "judge", "policy"):
         engine = data.get(key)
-        if isinstance(engine, dict):
-            # Which model and how it computes change records; where its threads run does not.
-            kept = {k: engine[k] for k in ("name", "model", "dtype") if k in engine}
-            if kept.get("dtype") == "auto":
-                # What auto means depends on the machine (bfloat16 on a GPU, float32 on most CPUs): record
-                # what it resolves to where the stage runs, so parts computed in different dtypes never merge.
-                kept["dtype"] = resolve_dtype("auto")
+        if not isinstance(engine, dict):
+            continue
+        if engine.get("name") == "openai":
+            # The served model and, for a judge, how its choice probabilities were read change records;
+            # where the servers run, how many, and the key do not (nor is the key ever in a config).
+            kept = {"name": "openai", "model": engine["model"]}
+            if key == "judge":
+                settled = (choice_methods or {}).get(key)
+                kept["choice_method"] = _resolved_choice_method(engine["choice_method"], settled)
             data[key] = kept
+            continue
+        # Which model and how it computes change records; where its threads run does not.
+        kept = {k: engine[k] for k in ("name", "model", "dtype") if k in engine}
+        if kept.get("dtype") == "auto":
+            # What auto means depends on the machine (bfloat16 on a GPU, float32 on most CPUs): record
+            # what it resolves to where the stage runs, so parts computed in different dtypes never merge.
+            kept["dtype"] = resolve_dtype("auto")
+        data[key] = kept
     return data
+
+
+def _resolved_choice_method(setting: str, settled: str | None) -> str:
+    if setting != "auto":
+        return setting
+    if settled is None:
+        raise ValueError("choice_method 'auto' is known only once the servers are asked: pass `choice_methods`")
+    return settled
+
+
+def settled_choice_method(config: EngineConfig, engine: Engine | None) -> str | None:
+    """How an openai judge will read choice probabilities (None for the local engines, which read them
+    exactly): its setting, or for `auto` what the servers answer (a request to each, nothing loaded)."""
+    if config.name != "openai":
+        return None
+    if engine is not None:
+        return choice_method_of(engine)
+    if config.choice_method != "auto":
+        return config.choice_method
+    with open_engine(config) as probe:
+        return choice_method_of(probe)

@@ -17,8 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from labeler.constitution import Constitution, Principle
 from labeler.engine import ChoiceRequest, Engine, GenerationParams, Message
 from labeler.errors import InputError
-from labeler.inputs import prompt_text
-from labeler.records import PreferenceRecord, PrincipleScore
+from labeler.records import PreferenceRecord, PrincipleScore, conversation_columns
 from labeler.sampling import rng_for, weighted_sample
 from labeler.soft_label import OrderedJudgment, aggregate, judgment
 from labeler.stages.pairs import Pair
@@ -140,10 +139,12 @@ def judge_pairs(
         requests.append(ChoiceRequest((Message(role="user", content=turn),), prefix))
     scores = engine.choice_logprobs(requests, CHOICES)
 
-    raw: dict[tuple[int, int], tuple[float, ...]] = {}
-    for slot, score in zip(slots, scores):
-        raw[slot] = score.logprobs
-    judgments = [judgment(raw[(i, 0)], raw[(i, 1)]) for i in range(len(asks))]
+    raw = dict(zip(slots, scores))
+    judgments = [
+        judgment(raw[(i, 0)].logprobs, raw[(i, 1)].logprobs,
+                 bounded=raw[(i, 0)].any_bounded or raw[(i, 1)].any_bounded)
+        for i in range(len(asks))
+    ]
 
     records = []
     for index, pair in enumerate(pairs):
@@ -181,7 +182,8 @@ def _record(
     # p_a comes from the judge questions; a constitution of definitions only is judged by all of them.
     deciding = judge_part or [j for _, j in salmon_part]
     clamp_range = options.cot_clamp if options.cot and judge_part else None
-    label = aggregate(deciding, low_mass=options.low_mass, clamp_range=clamp_range)
+    label = aggregate(deciding, low_mass=options.low_mass, clamp_range=clamp_range,
+                      also_scored=[j for _, j in salmon_part])
     if options.salmon:
         scores = tuple(PrincipleScore(principle_id=a.principle.id, score=j.score) for a, j in salmon_part)
     else:
@@ -190,12 +192,10 @@ def _record(
     chosen, rejected = (pair.response_a, pair.response_b) if label.a_wins else (pair.response_b, pair.response_a)
     return PreferenceRecord(
         id=pair.id,
-        prompt=prompt_text(pair.messages),
-        prompt_messages=pair.messages,
+        source_id=pair.source_id,
+        **conversation_columns(pair.messages, chosen, rejected),
         response_a=pair.response_a,
         response_b=pair.response_b,
-        chosen=chosen,
-        rejected=rejected,
         p_a=label.p_a,
         p_a_ab=label.p_a_ab,
         p_a_ba=label.p_a_ba,

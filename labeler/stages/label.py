@@ -11,11 +11,11 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from labeler.constitution import load_constitution
-from labeler.engine import Engine, EngineConfig, GenerationParams
+from labeler.engine import Engine, EngineConfig, GenerationParams, engine_model
 from labeler.errors import InputError
-from labeler.models import ModelRef, resolve_model
+from labeler.models import ModelRef
 from labeler.progress import progress_bar
-from labeler.stages.common import WorkSelection, engine_for, fingerprint_config, model_label
+from labeler.stages.common import WorkSelection, engine_for, fingerprint_config, model_label, settled_choice_method
 from labeler.stages.judge import JudgeOptions, Panel, judge_pairs, panel_for
 from labeler.stages.pairs import Pair, PairCounts, pairs_from_file, pairs_from_prompts, pairs_from_revise_run
 from labeler.store import Fingerprint, RunStore, check_run, in_part, make_fingerprint
@@ -72,6 +72,7 @@ class LabelPlan:
     policy: ModelRef | None  # the model that samples pairs from prompts, when it is not the judge
     total: int | None  # pairs (or prompts) this run reads
     fingerprint: Fingerprint
+    judge_engine: EngineConfig  # the judge's config, an openai judge's choice method settled
 
 
 def check_label(
@@ -93,22 +94,28 @@ def check_label(
     panel = panel_for(constitution, config.options, str(config.constitution))
     templates = Templates.load(config.templates)
     total = _count_inputs(config) if inputs_ready else None
-    judge_model = resolve_model(config.judge.model, where="--judge-model")
+    judge_model = engine_model(config.judge, where="--judge-model")
     models = {"judge": model_label(judge, judge_model)}
     policy_ref = None
     if config.prompts is not None:
         if policy is None and config.policy is not None and config.policy != config.judge:
-            policy_ref = policy_model or resolve_model(config.policy.model, where="--policy-model", kind="policy")
+            policy_ref = policy_model or engine_model(config.policy, where="--policy-model")
         models["policy"] = model_label(policy, policy_ref) if policy_ref is not None else models["judge"]
+    # Last, after every local check: an openai judge set to `auto` asks its servers what they can do.
+    choice_method = settled_choice_method(config.judge, judge)
+    judge_engine = config.judge if choice_method is None else config.judge.model_copy(
+        update={"choice_method": choice_method}
+    )
     fingerprint = make_fingerprint(
-        config=fingerprint_config(config),
+        config=fingerprint_config(config, {"judge": choice_method} if choice_method else None),
         models=models,
         constitution_sha256=constitution.sha256(),
+        constitution=constitution.summary(),
         template_sha256s={k: v for k, v in templates.sha256().items() if k in JUDGE_TEMPLATES},
         seed=config.options.seed,
     )
     check_run(config.out, "preferences", fingerprint, overwrite=config.work.overwrite, part=config.work.part)
-    return LabelPlan(panel, templates, judge_model, policy_ref, total, fingerprint)
+    return LabelPlan(panel, templates, judge_model, policy_ref, total, fingerprint, judge_engine)
 
 
 def label(
@@ -127,7 +134,7 @@ def label(
     )
     done = store.done_ids()
     result.already_done = len(done)
-    with engine_for(config.judge, judge, plan.judge) as judge_engine, _policy_engine(
+    with engine_for(plan.judge_engine, judge, plan.judge) as judge_engine, _policy_engine(
         config, plan, judge_engine, policy
     ) as policy_engine:
         with progress_bar(plan.total, "judging", unit="pairs", quiet=config.work.quiet or None) as advance:

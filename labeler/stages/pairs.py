@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labeler.engine import Engine, GenerationParams, Message
-from labeler.inputs import iter_rows, read_prompts, row_messages, text_field
-from labeler.records import SFTRecord, record_id
+from labeler.inputs import iter_rows, read_prompts, row_messages, source_id, text_field
+from labeler.records import SFTRecord, record_id, source_file, source_label
 from labeler.sampling import seed_for
 from labeler.store import in_part, iter_records
 
+# `source` kinds; the column reads KIND:FILE, FILE the name of the input file the row came from
+# (`labeler.records.source_label`), and `source_id` is the row's own id in that file.
 SOURCE_FILE = "pairs_file"
 SOURCE_REVISION = "revision_vs_initial"
 SOURCE_POLICY = "policy_samples"
@@ -27,6 +29,7 @@ class Pair:
     response_a: str
     response_b: str
     source: str
+    source_id: str | None = None  # the input row's own id, when it has one
 
 
 def pair_id(messages: Sequence[Message], response_a: str, response_b: str) -> str:
@@ -35,18 +38,20 @@ def pair_id(messages: Sequence[Message], response_a: str, response_b: str) -> st
     return record_id(conversation, response_a, response_b)
 
 
-def make_pair(messages: Sequence[Message], a: str, b: str, source: str) -> Pair:
-    return Pair(pair_id(messages, a, b), tuple(messages), a, b, source)
+def make_pair(messages: Sequence[Message], a: str, b: str, source: str, source_id: str | None = None) -> Pair:
+    return Pair(pair_id(messages, a, b), tuple(messages), a, b, source, source_id)
 
 
 def pairs_from_file(path: Path) -> Iterator[Pair]:
-    """Rows with `prompt` (or `messages`), `response_a`, `response_b`; bad rows name file and line."""
+    """Rows with `prompt` (or `messages`), `response_a`, `response_b` and an optional `id`; bad rows name
+    file and line."""
+    source = source_label(SOURCE_FILE, path)
     for row in iter_rows(path):
         messages = row_messages(row)
         a = text_field(row, "response_a")
         b = text_field(row, "response_b")
         assert a is not None and b is not None  # required fields: text_field raised otherwise
-        yield make_pair(messages, a, b, SOURCE_FILE)
+        yield make_pair(messages, a, b, source, source_id(row))
 
 
 @dataclass
@@ -61,7 +66,8 @@ def pairs_from_revise_run(run_dir: Path, counts: PairCounts) -> Iterator[Pair]:
         if record.initial.strip() == record.revision.strip():
             counts.identical_dropped += 1
             continue
-        yield make_pair(record.prompt_messages, record.initial, record.revision, SOURCE_REVISION)
+        source = source_label(SOURCE_REVISION, source_file(record.source))
+        yield make_pair(record.prompt_messages, record.initial, record.revision, source, record.source_id)
 
 
 def pairs_from_prompts(
@@ -79,6 +85,7 @@ def pairs_from_prompts(
     With `part` (index, count), only the prompts of that part of a job array (by prompt id) are sampled.
     """
     params = sampling.model_copy(update={"n": 2})
+    source = source_label(SOURCE_POLICY, prompts_file)
     batch: list = []
 
     def flush() -> Iterator[Pair]:
@@ -88,7 +95,7 @@ def pairs_from_prompts(
             if not a or not b or a == b:
                 counts.identical_dropped += 1
                 continue
-            yield make_pair(prompt.messages, a, b, SOURCE_POLICY)
+            yield make_pair(prompt.messages, a, b, source, prompt.source_id)
         batch.clear()
 
     for index, prompt in enumerate(read_prompts(prompts_file)):

@@ -16,12 +16,12 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from labeler.constitution import Principle, load_constitution
-from labeler.engine import Engine, EngineConfig, GenerationParams, Message
+from labeler.engine import Engine, EngineConfig, GenerationParams, Message, engine_model
 from labeler.errors import InputError
-from labeler.inputs import Prompt, prompt_text, read_prompts
-from labeler.models import ModelRef, resolve_model
+from labeler.inputs import Prompt, read_prompts
+from labeler.models import ModelRef
 from labeler.progress import progress_bar
-from labeler.records import RevisionRound, SFTRecord
+from labeler.records import SOURCE_PROMPTS_FILE, RevisionRound, SFTRecord, prompt_text, source_label
 from labeler.sampling import rng_for, seed_for, weighted_sample
 from labeler.stages.common import WorkSelection, engine_for, fingerprint_config, model_label
 from labeler.store import Fingerprint, RunStore, check_run, in_part, make_fingerprint
@@ -93,11 +93,12 @@ def check_revise(config: ReviseConfig, engine: Engine | None = None) -> RevisePl
     if not any(True for _ in read_prompts(config.prompts)):
         raise InputError("no prompts in the file", file=config.prompts, where="--prompts")
     total = sum(1 for _ in _selected(config))  # reads every row once: a bad row fails here
-    model = resolve_model(config.engine.model, where="--model", kind="policy")
+    model = engine_model(config.engine, where="--model")
     fingerprint = make_fingerprint(
         config=fingerprint_config(config),
         models={"policy": model_label(engine, model)},
         constitution_sha256=constitution.sha256(),
+        constitution=constitution.summary(),
         template_sha256s={k: v for k, v in templates.sha256().items() if k in ("critique", "revision")},
         seed=config.seed,
     )
@@ -229,9 +230,11 @@ def _revise_batch(
             w.current = text
 
     model = engine.model_id
+    source = source_label(SOURCE_PROMPTS_FILE, config.prompts)
     return [
         SFTRecord(
             id=w.prompt.id,
+            source_id=w.prompt.source_id,
             prompt=prompt_text(w.prompt.messages),
             prompt_messages=w.prompt.messages,
             initial=w.initial,
@@ -239,6 +242,7 @@ def _revise_batch(
             rounds=tuple(w.rounds),
             messages=(*w.prompt.messages, Message(role="assistant", content=w.current)),
             model=model,
+            source=source,
         )
         for w in work
     ]

@@ -56,12 +56,14 @@ def make_fingerprint(
     seed: int | None,
     exclude: Collection[str] = (),
     labeler_version: str = __version__,
+    constitution: Mapping[str, Any] | None = None,
 ) -> Fingerprint:
     """The fingerprint of a stage run, normalised to what `json` gives back.
 
     `exclude` names top-level config keys that do not change the records (the output folder, the
     part of a job array, verbosity); leave them out so that the parts of a job array, or a rerun
-    into another folder, keep equal fingerprints.
+    into another folder, keep equal fingerprints. `constitution` is its name, version and license
+    (`Constitution.summary()`): the dataset card states them.
 
     >>> fp = make_fingerprint(config={"n": 2, "out": "x"}, models={"judge": "m"}, constitution_sha256="c",
     ...                       template_sha256s={"judge.jinja": "t"}, seed=0, exclude={"out"}, labeler_version="1")
@@ -69,16 +71,17 @@ def make_fingerprint(
     ({'n': 2}, 0)
     """
     config_dict = config.model_dump(mode="json") if isinstance(config, BaseModel) else dict(config)
-    return normalize_fingerprint(
-        {
-            "config": {key: value for key, value in config_dict.items() if key not in exclude},
-            "models": dict(models),
-            "constitution_sha256": constitution_sha256,
-            "template_sha256s": dict(template_sha256s),
-            "labeler_version": labeler_version,
-            "seed": seed,
-        }
-    )
+    fingerprint = {
+        "config": {key: value for key, value in config_dict.items() if key not in exclude},
+        "models": dict(models),
+        "constitution_sha256": constitution_sha256,
+        "template_sha256s": dict(template_sha256s),
+        "labeler_version": labeler_version,
+        "seed": seed,
+    }
+    if constitution is not None:
+        fingerprint["constitution"] = dict(constitution)
+    return normalize_fingerprint(fingerprint)
 
 
 def normalize_fingerprint(fingerprint: Mapping[str, Any]) -> Fingerprint:

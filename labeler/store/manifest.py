@@ -67,6 +67,37 @@ class SplitEntry(BaseModel):
         return sum(shard.rows for shard in self.shards)
 
 
+class FilterCount(BaseModel):
+    """How many rows one export filter removed (of those the filters before it left)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    filter: str = Field(description="The filter, as its option spells it (e.g. `--min-margin 0.2`).")
+    removed: int = Field(ge=0, description="Rows it removed.")
+
+
+class ExportedSplit(BaseModel):
+    """What an export did to one split."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rows_in: int = Field(ge=0, description="Rows of the split in the run exported.")
+    rows_out: int = Field(ge=0, description="Rows written.")
+    removed: tuple[FilterCount, ...] = Field(default=(), description="Each filter in the order applied.")
+    complete: bool = Field(description="Whether the run's split was complete (else exported with --allow-partial).")
+
+
+class ExportInfo(BaseModel):
+    """How a folder written by `labeler export` was made from a run."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: str = Field(description="Name of the run folder exported (its path stays on the machine).")
+    format: str = Field(description="trl (Arrow shards), parquet or jsonl.")
+    options: dict[str, Any] = Field(description="The export's options, as given.")
+    splits: dict[str, ExportedSplit] = Field(description="Each split exported.")
+
+
 class Manifest(BaseModel):
     """The whole manifest of a run directory."""
 
@@ -77,6 +108,9 @@ class Manifest(BaseModel):
     created: str = Field(description="When the run directory was created (UTC, ISO 8601).")
     updated: str = Field(description="When the manifest was last written (UTC, ISO 8601).")
     splits: dict[str, SplitEntry] = Field(default_factory=dict, description="Each split by name.")
+    export: ExportInfo | None = Field(
+        default=None, description="Set in a folder written by `labeler export`: what was exported and filtered."
+    )
 
     def with_split(self, name: str, entry: SplitEntry) -> Manifest:
         """A copy with split `name` set to `entry`."""

@@ -182,7 +182,7 @@ def _check_shards(split: str, entries: list[tuple[Path, SplitEntry]]) -> None:
             names[shard.file] += 1
             if names[shard.file] > 1:
                 raise InputError("another part has a shard of the same name", file=path)
-            for record_id in ids_of(read_verified_shard(part, shard, SPLITS[split])):
+            for record_id in ids_of(read_verified_shard(part, shard, SPLITS[split], upgrade=True)):
                 if record_id in owner:
                     raise InputError(f"record {record_id} is also in {owner[record_id]}", file=path)
                 owner[record_id] = path

@@ -1,7 +1,9 @@
 """Reading a split back, verified: every shard's sha256, schema and row count against the manifest.
 
 A split still being written (status "running") is refused unless the caller asks for partial data,
-so an interrupted run never passes for a finished dataset.
+so an interrupted run never passes for a finished dataset. Shards of any format a run can hold
+(Arrow, and Parquet or JSON Lines in an export) and shards an earlier labeler wrote in a split's
+previous layout all come back in the split's current Arrow schema.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def iter_shard_tables(run_dir: Path, split: str, *, require_complete: bool = Tru
     entry = committed_split(run_dir, split, require_complete=require_complete)
     seen: set[str] = set()
     for shard in entry.shards:
-        table = read_verified_shard(run_dir, shard, SPLITS[split])
+        table = read_verified_shard(run_dir, shard, SPLITS[split], upgrade=True)
         ids = ids_of(table)
         if len(set(ids)) != len(ids) or not seen.isdisjoint(ids):
             raise InputError("repeats record ids of the same split", file=run_dir / shard.file)
