@@ -13,6 +13,7 @@ from labeler.engine import GenerationParams
 from labeler.records import SFTRecord
 from labeler.stages.common import WorkSelection
 from labeler.stages.revise import ReviseConfig, revise
+from labeler.stages.runner import run_stage
 from labeler.store import load_manifest, read_split
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,7 +43,7 @@ def records(run: Path) -> list[SFTRecord]:
 @pytest.mark.parametrize("engine_fixture", ["hf_engine", "vllm_engine"])
 def test_two_rounds_over_eight_prompts(engine_fixture, request, tmp_path: Path):
     engine = request.getfixturevalue(engine_fixture)
-    revise(config(tmp_path / "a"), engine=engine)
+    run_stage(config(tmp_path / "a"), engine)  # as the commands run it: the stage, then the run's card
     rows = records(tmp_path / "a")
     assert len(rows) == 12  # two batches: 8, then 4 (one of them a three-turn conversation)
     revise_ids = {p.id for p in load_constitution(HARMLESS).for_stage("revise")}
