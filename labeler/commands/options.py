@@ -311,6 +311,7 @@ def engine_options(prefix: str, *, model_flag: str = "--model") -> tuple[Opt, ..
     names = (
         "name", "model", "dtype", "max_model_len", "tensor_parallel_size", "data_parallel_size",
         "gpu_memory_utilization", "enforce_eager", "kv_block_size", "batch_size", "trust_remote_code",
+        "choice_logits", "deterministic",
     )
     flags = {"name": "--engine", "model": model_flag}
     opts = [Opt(f"{prefix}.{name}", flags.get(name), panel=ENGINE_PANEL) for name in names]

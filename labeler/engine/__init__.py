@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from labeler.engine.base import (
     ChoiceRequest,
@@ -87,6 +87,29 @@ class EngineConfig(BaseModel):
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm on GPU: memory share to use.")
     trust_remote_code: bool = Field(False, description="Run model code shipped with the checkpoint (off by default).")
     seed: int = Field(0, description="Engine-level seed; requests carry their own seeds too.")
+    choice_logits: Literal["float32", "model"] = Field(
+        "float32",
+        description="Precision of the logits choices are scored from. float32: the output projection runs in "
+        "float32 on the final hidden state whatever the model's dtype (in bfloat16 this model's logits, 30-60 in "
+        "size, are otherwise rounded to steps of 0.25, so p_a ties at exactly 0.5 and SALMON scores fall on a "
+        "0.125 grid). model: the model's dtype.",
+    )
+    deterministic: bool = Field(
+        False,
+        description="Labels that do not depend on batch size or row order: the model computes in float32 "
+        "(see README, 'Reproducible labels', for the measured tolerance of each mode). Refuses a bfloat16 or "
+        "float16 dtype.",
+    )
+
+    @model_validator(mode="after")
+    def _deterministic_dtype(self) -> EngineConfig:
+        if self.deterministic and self.dtype not in ("auto", "float32"):
+            raise ValueError(f"deterministic needs dtype float32 (or auto), got dtype={self.dtype!r}")
+        return self
+
+    def compute_dtype(self) -> str:
+        """The dtype the model runs in here: float32 when deterministic, else what `dtype` resolves to."""
+        return "float32" if self.deterministic else resolve_dtype(self.dtype)
 
 
 def vllm_available() -> bool:
@@ -102,7 +125,7 @@ def open_engine(config: EngineConfig, model: ModelRef | None = None) -> Engine:
     guard_model_load(f"the {config.name} engine on {model.label}")
     path = model.folder()
     name = config.name
-    dtype = resolve_dtype(config.dtype)
+    dtype = config.compute_dtype()
     if name == "vllm" and not vllm_available():
         print(
             "warning: vllm is not installed (pip install 'labeler[cpu]' or 'labeler[gpu]'); using the hf engine",
@@ -127,6 +150,7 @@ def open_engine(config: EngineConfig, model: ModelRef | None = None) -> Engine:
                 trust_remote_code=config.trust_remote_code,
                 model_id=model.label,
                 seed=config.seed,
+                choice_logits=config.choice_logits,
             )
         from labeler.engine.hf import HFEngine
 
@@ -137,6 +161,7 @@ def open_engine(config: EngineConfig, model: ModelRef | None = None) -> Engine:
             trust_remote_code=config.trust_remote_code,
             model_id=model.label,
             max_model_len=config.max_model_len,
+            choice_logits=config.choice_logits,
         )
     except OSError as exc:  # unreadable or incomplete model files
         raise InputError(f"cannot load the model: {exc}", file=path, where="--model") from exc

@@ -25,6 +25,7 @@ from labeler.engine.base import (
     GenerationParams,
 )
 from labeler.engine.chat import chat_text, choice_inputs, derive_seed, encode_texts
+from labeler.engine.vllm_worker import WORKER_EXTENSION
 
 DEFAULT_CPU_KV_CACHE_GIB = 2
 DEFAULT_CPU_KV_BLOCK = 32  # vLLM's CPU backend wants multiples of 32; its default of 128 caches too coarsely
@@ -88,6 +89,7 @@ class VLLMEngine:
         trust_remote_code: bool = False,
         model_id: str | None = None,
         seed: int = 0,
+        choice_logits: str = "float32",
     ) -> None:
         import psutil
         import torch
@@ -120,6 +122,11 @@ class VLLMEngine:
         )
         if max_model_len is not None:
             options["max_model_len"] = max_model_len
+        # Choices are scored from float32 logits when the model runs in a narrower dtype (see
+        # vllm_worker.py); generation keeps the model's dtype.
+        self._float32_choices = choice_logits == "float32" and dtype != "float32"
+        if self._float32_choices:
+            options["worker_extension_cls"] = WORKER_EXTENSION
         if on_gpu:
             options["gpu_memory_utilization"] = gpu_memory_utilization
             if kv_block_size is not None:
@@ -197,9 +204,15 @@ class VLLMEngine:
             SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=choice_ids, detokenize=False)
             for _, choice_ids in inputs
         ]
-        outputs = self._llm.generate(
-            [TokensPrompt(prompt_token_ids=ids) for ids, _ in inputs], sampling, use_tqdm=False
-        )
+        prompts = [TokensPrompt(prompt_token_ids=ids) for ids, _ in inputs]
+        if self._float32_choices:
+            previous = self._llm.collective_rpc("labeler_set_head_dtype", args=("float32",))[0]
+            try:
+                outputs = self._llm.generate(prompts, sampling, use_tqdm=False)
+            finally:
+                self._llm.collective_rpc("labeler_set_head_dtype", args=(previous,))
+        else:
+            outputs = self._llm.generate(prompts, sampling, use_tqdm=False)
         scores = []
         for (_, choice_ids), out in zip(inputs, outputs):
             position = out.outputs[0].logprobs[0]
