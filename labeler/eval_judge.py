@@ -139,6 +139,21 @@ def p_first(p_a_ab: np.ndarray, p_a_ba: np.ndarray) -> float:
     return float(((p_a_ab + (1.0 - p_a_ba)) / 2.0).mean())
 
 
+def wilson_interval(share: float, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95 % Wilson score interval of a share measured on n pairs (ties count half, as in `agreement`).
+
+    >>> [round(x, 4) for x in wilson_interval(0.5, 400)]
+    [0.4512, 0.5488]
+    >>> [round(x, 4) for x in wilson_interval(1.0, 10)]
+    [0.7225, 1.0]
+    """
+    if n <= 0:
+        raise ValueError("no pairs to measure")
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, float(centre - half)), min(1.0, float(centre + half))
+
+
 class JudgeMetrics(BaseModel):
     """How the judge did on a set of human pairs."""
 
@@ -146,6 +161,8 @@ class JudgeMetrics(BaseModel):
 
     n: int = Field(description="Pairs judged.")
     agreement: float = Field(description="Share where p_a (both orders averaged) favours the human's choice.")
+    agreement_low: float = Field(description="Lower end of agreement's 95% Wilson interval.")
+    agreement_high: float = Field(description="Upper end of agreement's 95% Wilson interval.")
     agreement_ab: float = Field(description="The same from the ab order alone (response_a shown first).")
     agreement_ba: float = Field(description="The same from the ba order alone (response_b shown first).")
     position_consistency: float = Field(description="Share of pairs where both orders prefer the same response.")
@@ -164,9 +181,13 @@ def judge_metrics(p_a_ab: np.ndarray, p_a_ba: np.ndarray, mass: np.ndarray, huma
     if len(p_a_ab) == 0:
         raise ValueError("no pairs to measure")
     p_a = (p_a_ab + p_a_ba) / 2.0
+    share = agreement(p_a, human_a)
+    low, high = wilson_interval(share, len(p_a))
     return JudgeMetrics(
         n=len(p_a),
-        agreement=agreement(p_a, human_a),
+        agreement=share,
+        agreement_low=low,
+        agreement_high=high,
         agreement_ab=agreement(p_a_ab, human_a),
         agreement_ba=agreement(p_a_ba, human_a),
         position_consistency=position_consistency(p_a_ab, p_a_ba),
@@ -290,6 +311,8 @@ def report_tables(report: EvalJudgeReport) -> list[Table]:
     rows = (
         ("n", "pairs", "{:d}"),
         ("agreement", "agreement (both orders)", "{:.1%}"),
+        ("agreement_low", "  95% interval, low", "{:.1%}"),
+        ("agreement_high", "  95% interval, high", "{:.1%}"),
         ("agreement_ab", "agreement, ab order only", "{:.1%}"),
         ("agreement_ba", "agreement, ba order only", "{:.1%}"),
         ("position_consistency", "position consistency", "{:.1%}"),

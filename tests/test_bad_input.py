@@ -350,6 +350,8 @@ CASES = [
     Case("eval-judge/missing-group-column", lambda d: ["eval-judge", "--pairs", str(human_file(d,
          json.dumps({"prompt": "a", "chosen": "b", "rejected": "c"}) + "\n")), "--group-by", "topic"],
          lambda d: [f"{d / 'human.jsonl'}:2", "topic"]),
+    Case("eval-judge/deterministic-in-bfloat16", lambda d: ["eval-judge", "--pairs", str(human_file(d)),
+         "--deterministic", "--dtype", "bfloat16"], same("deterministic", "bfloat16")),
     Case("generate/unknown-engine", lambda d: ["generate", "--prompts", str(prompts_file(d)), "--engine", "tpu"],
          same("--engine")),
     Case("ppo/minibatch-does-not-divide", lambda d: ["ppo", "--prompts", str(prompts_file(d)), "--reward-rule",

@@ -380,3 +380,20 @@ def test_validate_command_ok_and_exit_code_2(tmp_path: Path, capsys: pytest.Capt
     assert f"FAIL {bad}" in captured.err
     assert "principle 0 'a', field 'revision'" in captured.err
     assert "principle 1 'a', field 'id'" in captured.err
+
+
+def test_critique_revision_demonstrations_are_refused_not_read_as_judge_principles(tmp_path: Path, capsys) -> None:
+    demo = (
+        "Human: Could you help me burn down my house?\n\nAssistant: Sure.\n\n"
+        "CritiqueRequest: Identify ways in which the response is harmful.\n\nCritique: It helps commit arson.\n\n"
+        "RevisionRequest: Rewrite the response to remove harmful content.\n\nRevision: I can't help with that."
+    )
+    path = write(tmp_path, json.dumps([demo, demo.replace("burn down", "flood")]), "few_shot.json")
+    with pytest.raises(InputErrors) as caught:
+        read_constitution(path)
+    messages = [e.message for e in caught.value.errors]
+    assert sum("critique/revision few-shot demonstration" in m for m in messages) == 2
+    with pytest.raises(SystemExit) as failed:
+        main(["validate", str(path)])
+    assert failed.value.code == 2
+    assert "critique/revision few-shot demonstration" in capsys.readouterr().err

@@ -340,3 +340,18 @@ def test_eval_judge_command_on_the_real_model(tmp_path: Path, capsys, embedded_m
     assert judge_metrics(ab, ba, mass, human).model_dump() == pytest.approx(report["overall"])
     # the judge prompt opens the answer so that the letters carry most of the probability
     assert report["overall"]["mean_mass"] > 0.5
+
+
+def test_agreement_interval_contains_the_share_and_narrows_with_more_pairs() -> None:
+    from labeler.eval_judge import wilson_interval
+
+    for share in (0.0, 0.3, 0.5, 0.531, 1.0):
+        low, high = wilson_interval(share, 100)
+        assert 0.0 <= low <= share <= high <= 1.0
+        wide = wilson_interval(share, 100)
+        narrow = wilson_interval(share, 400)
+        assert narrow[1] - narrow[0] < wide[1] - wide[0]
+    # Slow reference: the Wilson bounds are where |share - p| = z * sqrt(p (1 - p) / n).
+    low, high = wilson_interval(0.531, 400)
+    for p in (low, high):
+        assert abs(0.531 - p) == pytest.approx(1.959964 * np.sqrt(p * (1 - p) / 400), rel=1e-6)

@@ -323,6 +323,7 @@ def engine_options(prefix: str, *, model_flag: str = "--model") -> tuple[Opt, ..
         "name", "model", "dtype", "max_model_len", "tensor_parallel_size", "data_parallel_size",
         "gpu_memory_utilization", "enforce_eager", "kv_block_size", "batch_size", "trust_remote_code",
         "base_urls", "api_key_env", *(("choice_method",) if prefix == "judge" else ()),
+        "choice_logits", "deterministic",
     )
     flags = {"name": "--engine", "model": model_flag, "base_urls": "--base-url"}
     extra = {"base_urls": "Repeat it, or give a comma list."}

@@ -247,6 +247,21 @@ def _unwrap(value: object, request_label: str, answer_label: str) -> object:
     return strip_scaffolding(value, request_label, answer_label) if isinstance(value, str) else value
 
 
+DEMONSTRATION_TURNS = ("CritiqueRequest:", "Critique:", "RevisionRequest:", "Revision:")
+
+
+def is_critique_revision_demonstration(text: str) -> bool:
+    """Whether a string is a whole critique/revision demonstration dialogue (Anthropic's few-shot file),
+    not a judge question.
+
+    >>> is_critique_revision_demonstration("Human: hi\\n\\nAssistant: yo\\n\\nCritiqueRequest: x\\n\\nCritique: y")
+    True
+    >>> is_critique_revision_demonstration("Which response is less harmful? Critique: none. Options:")
+    False
+    """
+    return sum(turn in text for turn in DEMONSTRATION_TURNS) >= 2 and "CritiqueRequest:" in text
+
+
 def read_anthropic_judge_principles(data: list[object], name: str) -> Normalised:
     """["\\nPlease choose the response that ... Options:", ...]."""
     principles: list[dict[str, object]] = []
@@ -254,6 +269,14 @@ def read_anthropic_judge_principles(data: list[object], name: str) -> Normalised
     problems: list[Problem] = []
     for index, item in enumerate(data):
         principle_id = f"principle-{index}"
+        if isinstance(item, str) and is_critique_revision_demonstration(item):
+            message = (
+                "this is a critique/revision few-shot demonstration (a dialogue with CritiqueRequest:, Critique:, "
+                "RevisionRequest: and Revision: turns, as in Anthropic's few-shot file), not a judge principle; "
+                "give demonstrations to revise as few_shot entries of a labeler constitution"
+            )
+            problems.append(Problem(message, path=(index,), principle=index, principle_id=principle_id))
+            continue
         if not isinstance(item, str):
             message = f"expected a question string, got {type_name(item)}"
             problems.append(Problem(message, path=(index,), principle=index, principle_id=principle_id))

@@ -139,6 +139,20 @@ class EngineConfig(BaseModel):
         "which a server leaves the rotation, while another one is left.",
     )
 
+    choice_logits: Literal["float32", "model"] = Field(
+        "float32",
+        description="Precision of the logits choices are scored from. float32: the output projection runs in "
+        "float32 on the final hidden state whatever the model's dtype (in bfloat16 this model's logits, 30-60 in "
+        "size, are otherwise rounded to steps of 0.25, so p_a ties at exactly 0.5 and SALMON scores fall on a "
+        "0.125 grid). model: the model's dtype.",
+    )
+    deterministic: bool = Field(
+        False,
+        description="Labels that do not depend on batch size or row order: the model computes in float32 "
+        "(see README, 'Reproducible labels', for the measured tolerance of each mode). Refuses a bfloat16 or "
+        "float16 dtype.",
+    )
+
     @field_validator("base_urls", mode="before")
     @classmethod
     def _split_urls(cls, value: Any) -> Any:
@@ -183,6 +197,16 @@ class EngineConfig(BaseModel):
                 raise InputError(f"options of the openai engine only: {options}", where=f"--engine {self.name}")
         return self
 
+    @model_validator(mode="after")
+    def _deterministic_dtype(self) -> EngineConfig:
+        if self.deterministic and self.dtype not in ("auto", "float32"):
+            raise ValueError(f"deterministic needs dtype float32 (or auto), got dtype={self.dtype!r}")
+        return self
+
+    def compute_dtype(self) -> str:
+        """The dtype the model runs in here: float32 when deterministic, else what `dtype` resolves to."""
+        return "float32" if self.deterministic else resolve_dtype(self.dtype)
+
 
 # Options that only one kind of engine reads: giving them to the other kind is a mistake, not a no-op.
 OPENAI_ONLY = (
@@ -194,6 +218,7 @@ OPTION_NAMES = {"base_urls": "--base-url", "api_key_env": "--api-key-env", "choi
 LOCAL_ONLY = (
     "dtype", "batch_size", "kv_cache_gib", "threads_bind", "enforce_eager", "enable_prefix_caching",
     "kv_block_size", "tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "trust_remote_code",
+    "choice_logits", "deterministic",
 )
 
 
@@ -277,7 +302,7 @@ def open_engine(config: EngineConfig, model: ModelRef | None = None) -> Engine:
     adapter = model.folder() if model.base is not None else None
     path = model.base.folder() if model.base is not None else model.folder()
     name = config.name
-    dtype = resolve_dtype(config.dtype)
+    dtype = config.compute_dtype()
     if name == "vllm" and not vllm_available():
         print(
             "warning: vllm is not installed (pip install 'labeler[cpu]' or 'labeler[gpu]'); using the hf engine",
@@ -303,6 +328,7 @@ def open_engine(config: EngineConfig, model: ModelRef | None = None) -> Engine:
                 model_id=model.label,
                 seed=config.seed,
                 adapter=adapter,
+                choice_logits=config.choice_logits,
             )
         from labeler.engine.hf import HFEngine
 
@@ -314,6 +340,7 @@ def open_engine(config: EngineConfig, model: ModelRef | None = None) -> Engine:
             model_id=model.label,
             max_model_len=config.max_model_len,
             adapter=adapter,
+            choice_logits=config.choice_logits,
         )
     except OSError as exc:  # unreadable or incomplete model files
         raise InputError(f"cannot load the model: {exc}", file=path, where="--model") from exc

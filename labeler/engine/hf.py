@@ -7,9 +7,10 @@ samples are then the same whether it is generated alone or in a batch, which res
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -40,6 +41,7 @@ class HFEngine:
         model_id: str | None = None,
         max_model_len: int | None = None,
         adapter: Path | None = None,
+        choice_logits: str = "float32",
     ) -> None:
         """`model_path` is the base model; `adapter` a PEFT adapter folder merged into it."""
         import torch
@@ -72,6 +74,7 @@ class HFEngine:
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
+        self.float32_choices = choice_logits == "float32" and dtype != "float32"
 
     # -- Engine protocol -------------------------------------------------------------------------
 
@@ -121,7 +124,8 @@ class HFEngine:
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
             ids, mask, positions = self._left_pad([inputs[i][0] for i in chunk])
-            with torch.inference_mode():
+            head = _float32_head(self.model) if self.float32_choices else contextlib.nullcontext()
+            with torch.inference_mode(), head:
                 # logits_to_keep=1: only the last position's logits, not a [B, T, V] tensor.
                 logits = self.model(
                     input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1
@@ -211,6 +215,33 @@ class HFEngine:
             text = cut if cut is not None else self._text(tokens[row])
             results.append((text, tuple(tokens[row]), finish[row] or "length"))
         return results
+
+
+@contextlib.contextmanager
+def _float32_head(model: Any) -> Iterator[None]:
+    """The output projection computes in float32 from the final hidden state while the block runs.
+
+    In bfloat16 this model's logits (30-60 in size) are rounded to steps of 0.25, and so is
+    log P(A) - log P(B). The projection is swapped for one that casts the hidden state and the weight
+    to float32, so whatever the model does to its logits afterwards (soft-capping, scaling) is done
+    in float32 too.
+    """
+    import torch
+
+    inner = model.get_output_embeddings()
+    if not isinstance(inner, torch.nn.Linear):
+        raise TypeError(f"cannot compute float32 logits through a {type(inner).__name__} output layer")
+
+    class Float32Head(torch.nn.Module):
+        def forward(self, hidden: Any) -> Any:  # (B, 1, C) -> (B, 1, V), in float32
+            bias = None if inner.bias is None else inner.bias.float()
+            return torch.nn.functional.linear(hidden.float(), inner.weight.float(), bias)
+
+    model.set_output_embeddings(Float32Head())
+    try:
+        yield
+    finally:
+        model.set_output_embeddings(inner)
 
 
 def _sample(torch: Any, logits: Any, params: GenerationParams, generators: Sequence[Any]) -> Any:

@@ -34,6 +34,7 @@ from labeler.engine.base import (
     TokenSample,
 )
 from labeler.engine.chat import chat_text, choice_inputs, derive_seed, encode_texts
+from labeler.engine.vllm_worker import WORKER_EXTENSION
 
 DEFAULT_CPU_KV_CACHE_GIB = 2
 DEFAULT_CPU_KV_BLOCK = 32  # vLLM's CPU backend wants multiples of 32; its default of 128 caches too coarsely
@@ -119,6 +120,7 @@ class VLLMEngine:
         seed: int = 0,
         adapter: Path | None = None,
         max_lora_rank: int | None = None,
+        choice_logits: str = "float32",
     ) -> None:
         """`model_path` is the base model; `adapter` a PEFT adapter folder applied to every request of the
         engine contract; `max_lora_rank` enables adapters per `sample_tokens` call (up to that rank)."""
@@ -157,6 +159,11 @@ class VLLMEngine:
             rank = max(adapter_rank(adapter) if adapter is not None else 1, max_lora_rank or 1)
             # One adapter at a time; the previous one stays in CPU memory until a newer one replaces it.
             options.update(enable_lora=True, max_lora_rank=vllm_lora_rank(rank), max_loras=1, max_cpu_loras=2)
+        # Choices are scored from float32 logits when the model runs in a narrower dtype (see
+        # vllm_worker.py); generation keeps the model's dtype.
+        self._float32_choices = choice_logits == "float32" and dtype != "float32"
+        if self._float32_choices:
+            options["worker_extension_cls"] = WORKER_EXTENSION
         if on_gpu:
             options["gpu_memory_utilization"] = gpu_memory_utilization
             if kv_block_size is not None:
@@ -300,10 +307,16 @@ class VLLMEngine:
             SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=choice_ids, detokenize=False)
             for _, choice_ids in inputs
         ]
-        outputs = self._llm.generate(
-            [TokensPrompt(prompt_token_ids=ids) for ids, _ in inputs], sampling, use_tqdm=False,
-            lora_request=self._lora_request(self._adapter),
-        )
+        prompts = [TokensPrompt(prompt_token_ids=ids) for ids, _ in inputs]
+        lora = self._lora_request(self._adapter)
+        if self._float32_choices:
+            previous = self._llm.collective_rpc("labeler_set_head_dtype", args=("float32",))[0]
+            try:
+                outputs = self._llm.generate(prompts, sampling, use_tqdm=False, lora_request=lora)
+            finally:
+                self._llm.collective_rpc("labeler_set_head_dtype", args=(previous,))
+        else:
+            outputs = self._llm.generate(prompts, sampling, use_tqdm=False, lora_request=lora)
         scores = []
         for (_, choice_ids), out in zip(inputs, outputs):
             position = out.outputs[0].logprobs[0]

@@ -96,7 +96,9 @@ def fingerprint_config(config: BaseModel, choice_methods: Mapping[str, str] | No
             data[key] = kept
             continue
         # Which model and how it computes change records; where its threads run does not.
-        kept = {k: engine[k] for k in ("name", "model", "dtype") if k in engine}
+        kept = {k: engine[k] for k in ("name", "model", "dtype", "choice_logits") if k in engine}
+        if engine.get("deterministic"):
+            kept["dtype"] = "float32"  # what a deterministic engine computes in, whatever the machine
         if kept.get("dtype") == "auto":
             # What auto means depends on the machine (bfloat16 on a GPU, float32 on most CPUs): record
             # what it resolves to where the stage runs, so parts computed in different dtypes never merge.

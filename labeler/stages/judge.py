@@ -20,7 +20,7 @@ from labeler.errors import InputError
 from labeler.records import PreferenceRecord, PrincipleScore, conversation_columns
 from labeler.sampling import rng_for, weighted_sample
 from labeler.soft_label import OrderedJudgment, aggregate, judgment
-from labeler.stages.pairs import Pair
+from labeler.stages.pairs import Pair, unordered_pair_key
 from labeler.templates import Templates
 
 CHOICES = ("A", "B")
@@ -78,14 +78,17 @@ def panel_for(constitution: Constitution, options: JudgeOptions, where: str) -> 
     return Panel(judge, salmon)
 
 
-def principles_for_pair(panel: Panel, options: JudgeOptions, pair_id: str) -> tuple[Principle, ...]:
-    """The judge principles one pair is judged under (seeded by run seed and pair id)."""
+def principles_for_pair(panel: Panel, options: JudgeOptions, pair: Pair) -> tuple[Principle, ...]:
+    """The judge principles one pair is judged under, seeded by the run seed and the unordered pair (the
+    conversation and the two responses as a set), so a pair listed with its responses swapped is asked
+    the same questions and gets p_a' = 1 - p_a."""
     if not panel.judge:
         return ()
     if options.principles == "all":
         return panel.judge
     k = min(int(options.principles.split(":")[1]), len(panel.judge))
-    rng = rng_for(options.seed, pair_id, "principles")
+    key = unordered_pair_key(pair.messages, pair.response_a, pair.response_b)
+    rng = rng_for(options.seed, key, "principles")
     return tuple(weighted_sample(panel.judge, [p.weight for p in panel.judge], k, rng))
 
 
@@ -110,7 +113,7 @@ def judge_pairs(
         return []
     asks: list[_Ask] = []
     for index, pair in enumerate(pairs):
-        asks += [_Ask(index, p, False) for p in principles_for_pair(panel, options, pair.id)]
+        asks += [_Ask(index, p, False) for p in principles_for_pair(panel, options, pair)]
         asks += [_Ask(index, p, True) for p in panel.salmon]
 
     # Requests: pair by pair, order by order, so questions on the same pair+order share a prefix.

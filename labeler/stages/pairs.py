@@ -38,6 +38,18 @@ def pair_id(messages: Sequence[Message], response_a: str, response_b: str) -> st
     return record_id(conversation, response_a, response_b)
 
 
+def unordered_pair_key(messages: Sequence[Message], response_a: str, response_b: str) -> str:
+    """A key of the conversation and the two responses as a set: a pair and its swap share it.
+
+    >>> m = [Message(role="user", content="hi")]
+    >>> unordered_pair_key(m, "x", "y") == unordered_pair_key(m, "y", "x") != pair_id(m, "x", "y")
+    True
+    """
+    conversation = json.dumps([[m.role, m.content] for m in messages], ensure_ascii=False)
+    # Tagged, so that it never equals the id of the pair in its sorted order.
+    return record_id("unordered", conversation, *sorted((response_a, response_b)))
+
+
 def make_pair(messages: Sequence[Message], a: str, b: str, source: str, source_id: str | None = None) -> Pair:
     return Pair(pair_id(messages, a, b), tuple(messages), a, b, source, source_id)
 
