@@ -278,12 +278,7 @@ def check_export(config: ExportConfig) -> ExportPlan:
     OUT exists.
     """
     run = config.run
-    if not run.exists():
-        raise InputError("does not exist", file=run, where="RUN")
-    try:
-        manifest = load_manifest(run)
-    except InputError as exc:
-        raise InputError(exc.message, file=exc.file, line=exc.line, where=exc.where or "RUN") from exc
+    manifest = load_manifest(run, where="RUN")
     splits = config.split or tuple(name for name in SPLITS if name in manifest.splits)
     missing = [name for name in splits if name not in manifest.splits]
     if missing or not splits:

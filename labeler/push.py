@@ -102,12 +102,7 @@ def plan_push(config: PushConfig) -> PushPlan:
     from labeler.card import CARD_NAME, HubMetadata, render_card
 
     run = config.run
-    if not run.exists():
-        raise InputError("does not exist", file=run, where="RUN")
-    try:
-        manifest = load_manifest(run)
-    except InputError as exc:
-        raise InputError(exc.message, file=exc.file, line=exc.line, where=exc.where or "RUN") from exc
+    manifest = load_manifest(run, where="RUN")
     splits = tuple(name for name in SPLITS if name in manifest.splits and manifest.splits[name].status == "complete")
     if not splits:
         have = ", ".join(f"{name} ({entry.status})" for name, entry in manifest.splits.items()) or "no split"

@@ -152,13 +152,22 @@ def read_manifest(run_dir: Path) -> Manifest | None:
         raise InputError(f"not a labeler manifest: {first['msg']}", file=path, where=where) from exc
 
 
-def load_manifest(run_dir: Path) -> Manifest:
-    """The run's manifest; `InputError` if the folder is not a labeler run."""
-    manifest = read_manifest(run_dir)
+def load_manifest(run_dir: Path, *, where: str | None = None) -> Manifest:
+    """The run's manifest; `InputError` if the folder is not a labeler run, naming `where` (the argument
+    that gave the folder, e.g. "RUN") when given."""
+    if where is not None and not run_dir.exists():
+        raise InputError("does not exist", file=run_dir, where=where)
+    try:
+        manifest = read_manifest(run_dir)
+    except InputError as exc:
+        if where is None or exc.where is not None:
+            raise
+        raise InputError(exc.message, file=exc.file, line=exc.line, where=where) from exc
     if manifest is None:
         raise InputError(
             f"no {MANIFEST_NAME}: not a labeler run directory (or its first shard was never written)",
             file=run_dir,
+            where=where,
         )
     return manifest
 
