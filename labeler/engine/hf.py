@@ -12,12 +12,12 @@ import gc
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from labeler.engine.base import (
     ChoiceRequest,
     ChoiceScores,
+    ClosedOnExit,
     Conversation,
     Generation,
     GenerationParams,
@@ -25,7 +25,7 @@ from labeler.engine.base import (
 from labeler.engine.chat import chat_text, choice_inputs, derive_seed, encode_texts
 
 
-class HFEngine:
+class HFEngine(ClosedOnExit):
     """Batched chat generation and choice scoring with transformers."""
 
     name = "hf"
@@ -139,17 +139,6 @@ class HFEngine:
     def close(self) -> None:
         self.model = None
         gc.collect()
-
-    def __enter__(self) -> HFEngine:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- internals -------------------------------------------------------------------------------
 

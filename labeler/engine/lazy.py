@@ -4,14 +4,21 @@ for a model to load."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import TracebackType
 
 from labeler.engine import EngineConfig, engine_model, open_engine
-from labeler.engine.base import ChoiceRequest, ChoiceScores, Conversation, Engine, Generation, GenerationParams
+from labeler.engine.base import (
+    ChoiceRequest,
+    ChoiceScores,
+    ClosedOnExit,
+    Conversation,
+    Engine,
+    Generation,
+    GenerationParams,
+)
 from labeler.models import ModelRef
 
 
-class LazyEngine:
+class LazyEngine(ClosedOnExit):
     """Opens the engine its config names the first time it is asked to compute anything."""
 
     def __init__(self, config: EngineConfig, model: ModelRef | None = None) -> None:
@@ -59,14 +66,6 @@ class LazyEngine:
         if self._engine is not None:
             self._engine.close()
             self._engine = None
-
-    def __enter__(self) -> LazyEngine:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 __all__ = ["LazyEngine"]

@@ -26,13 +26,13 @@ import asyncio
 import sys
 from collections.abc import Coroutine, Sequence
 from functools import partial
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from labeler.engine.base import (
     ChoiceRequest,
     ChoiceScores,
+    ClosedOnExit,
     Conversation,
     Generation,
     GenerationParams,
@@ -166,7 +166,7 @@ def prompt_token_bound(conversation: Conversation) -> int:
     return TEMPLATE_OPENING_TOKENS + TURN_MARKUP_TOKENS * (len(conversation) + 1) + text_bytes
 
 
-class OpenAIEngine:
+class OpenAIEngine(ClosedOnExit):
     """Batched chat generation and choice scoring through OpenAI-compatible servers."""
 
     name = "openai"
@@ -258,17 +258,6 @@ class OpenAIEngine:
             self._loop.run_until_complete(self._close_clients())
         finally:
             self._loop.close()
-
-    def __enter__(self) -> OpenAIEngine:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- requests --------------------------------------------------------------------------------
 

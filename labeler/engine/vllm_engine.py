@@ -22,12 +22,12 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from labeler.engine.base import (
     ChoiceRequest,
     ChoiceScores,
+    ClosedOnExit,
     Conversation,
     Generation,
     GenerationParams,
@@ -97,7 +97,7 @@ def eager(enforce_eager: bool | None, *, on_gpu: bool) -> bool:
     return (not on_gpu) if enforce_eager is None else enforce_eager
 
 
-class VLLMEngine:
+class VLLMEngine(ClosedOnExit):
     """Batched chat generation and exact choice-token log-probabilities with vLLM."""
 
     name = "vllm"
@@ -341,14 +341,3 @@ class VLLMEngine:
             _, still = psutil.wait_procs(alive, timeout=10)
             for p in still:
                 p.kill()
-
-    def __enter__(self) -> VLLMEngine:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
