@@ -8,8 +8,10 @@ from typing import Any
 from labeler.errors import InputError
 
 
-def read_yaml_mapping(path: Path, *, where: str | None = None) -> dict[str, Any]:
-    """The top-level mapping of a YAML file; `InputError` naming the file (and line) otherwise."""
+def read_yaml_mapping(path: Path, *, where: str | None = None, empty_ok: bool = False) -> dict[str, Any]:
+    """The top-level mapping of a YAML file; `InputError` naming the file (and line) otherwise.
+
+    `empty_ok`: a file with no settings at all (empty, or comments only) is an empty mapping."""
     import yaml
 
     try:
@@ -25,6 +27,8 @@ def read_yaml_mapping(path: Path, *, where: str | None = None) -> dict[str, Any]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise InputError(f"invalid YAML: {exc}", file=path, line=mark.line + 1 if mark else None, where=where) from exc
+    if data is None and empty_ok:
+        return {}
     if not isinstance(data, dict):
         raise InputError("expected a YAML mapping of settings", file=path, where=where)
     return data

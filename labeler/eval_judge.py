@@ -21,13 +21,14 @@ An exact coin flip (p = 0.5) agrees with the human half the time: it scores 0.5,
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from labeler.calibration import (
     CALIBRATION_BINS,
@@ -37,17 +38,21 @@ from labeler.calibration import (
     expected_calibration_error,
     reliability_table,
 )
+from labeler.config_files import read_yaml_mapping
 from labeler.constitution import load_constitution
-from labeler.engine import Engine, EngineConfig, engine_model
+from labeler.engine import ChoiceRequest, ChoiceScores, Engine, EngineConfig, GenerationParams, engine_model
+from labeler.engine.base import Conversation, Generation
+from labeler.errors import InputError, InputErrors
 from labeler.human_pairs import read_human_labelled_pairs
 from labeler.inputs import stable_id
+from labeler.models import ModelRef
 from labeler.outputs import check_output_file
 from labeler.progress import progress_bar
 from labeler.records import PreferenceRecord
 from labeler.sampling import seed_for
 from labeler.shipped import shipped_folder
 from labeler.stages.common import engine_for
-from labeler.stages.judge import JudgeOptions, judge_pairs, panel_for
+from labeler.stages.judge import JudgeOptions, Panel, judge_pairs, panel_for, position_priors
 from labeler.stages.pairs import Pair, make_pair
 from labeler.store.atomic import atomic_write_text
 from labeler.templates import Templates
@@ -74,6 +79,11 @@ class EvalJudgeConfig(BaseModel):
     )
     templates: Path | None = Field(None, description="Folder of templates overriding the shipped ones.")
     batch_size: int = Field(64, ge=1, description="Pairs per engine call.")
+    compare: tuple[Path, ...] = Field(
+        (),
+        description="Judging configurations to compare on the same pairs: YAML files of name, constitution, "
+        "templates, judge (engine settings) and options (judging settings), each over the command's own.",
+    )
     out: Path | None = Field(None, description="Write the report as JSON here (default: print only).")
     quiet: bool = Field(False, description="Plain log lines instead of a progress bar.")
 
@@ -235,8 +245,8 @@ class EvalJudgeReport(BaseModel):
     pairs: list[PairResult]
 
 
-def build_report(config: EvalJudgeConfig, human: Sequence[HumanPair], records: Sequence[PreferenceRecord],
-                 judge_model: str) -> EvalJudgeReport:
+def build_report(config: EvalJudgeConfig, configuration: Configuration, human: Sequence[HumanPair],
+                 records: Sequence[PreferenceRecord], judge_model: str) -> EvalJudgeReport:
     """The metrics of judged human pairs, overall and per group (records in the order of `human`)."""
     p_a_ab = np.array([r.p_a_ab for r in records])
     p_a_ba = np.array([r.p_a_ba for r in records])
@@ -253,9 +263,9 @@ def build_report(config: EvalJudgeConfig, human: Sequence[HumanPair], records: S
     return EvalJudgeReport(
         pairs_file=str(config.pairs),
         judge_model=judge_model,
-        constitution=str(config.constitution),
-        principles=config.options.principles,
-        cot=config.options.cot,
+        constitution=str(configuration.constitution),
+        principles=configuration.options.principles,
+        cot=configuration.options.cot,
         group_by=config.group_by,
         chosen_as_a=int(human_a.sum()),
         overall=judge_metrics(p_a_ab, p_a_ba, mass, human_a),
@@ -270,29 +280,302 @@ def build_report(config: EvalJudgeConfig, human: Sequence[HumanPair], records: S
     )
 
 
-def eval_judge(config: EvalJudgeConfig, judge: Engine | None = None) -> EvalJudgeReport:
-    """Judge every human pair in both orders and measure the judge against the human labels."""
-    # Every check before the judge loads: constitution, templates, every row, the model, the output file.
-    constitution = load_constitution(config.constitution)
-    panel = panel_for(constitution, config.options, str(config.constitution))
-    templates = Templates.load(config.templates)
+@dataclass(frozen=True)
+class Configuration:
+    """One judging configuration of a run: the command's own, or a --compare file over it."""
+
+    name: str
+    file: Path | None
+    constitution: Path
+    templates: Path | None
+    judge: EngineConfig
+    options: JudgeOptions
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A configuration with everything its checks loaded."""
+
+    configuration: Configuration
+    panel: Panel
+    templates: Templates
+    model: ModelRef
+
+
+def eval_judge(config: EvalJudgeConfig, judge: Engine | None = None) -> EvalJudgeReport | CompareReport:
+    """Judge every human pair in both orders and measure the judge against the human labels; with
+    `config.compare`, do so under each configuration and compare them pair by pair."""
+    # Every check before a judge loads: constitutions, templates, every row, the models, the output file.
+    configurations = [_prepare(c) for c in configurations_of(config)]
     human = read_human_pairs(config.pairs, config.group_by, config.options.seed)
-    model = engine_model(config.judge, where="--judge-model")
     if config.out is not None:
         check_output_file(config.out, where="--out")
-    records: list[PreferenceRecord] = []
-    with engine_for(config.judge, judge, model) as engine:
-        with progress_bar(len(human), "judging", unit="pairs", quiet=config.quiet or None) as advance:
-            for start in range(0, len(human), config.batch_size):
-                batch = human[start : start + config.batch_size]
-                records += judge_pairs(engine, templates, panel, [h.pair for h in batch], config.options)
-                advance(len(batch))
-        judge_model = engine.model_id
-    report = build_report(config, human, records, judge_model)
+    results = _judge_all(config, configurations, human, judge)
+    reports = [build_report(config, p.configuration, human, records, model_id)
+               for p, (records, model_id, _, _) in zip(configurations, results)]
+    report: EvalJudgeReport | CompareReport
+    if not config.compare:
+        report = reports[0]
+    else:
+        credits = [np.array([pair.agrees for pair in r.pairs]) for r in reports]
+        entries = []
+        for index, (p, r, (_, _, prompts, seconds)) in enumerate(zip(configurations, reports, results)):
+            diff = None if index == 0 else paired_bootstrap(credits[0], credits[index], seed=config.options.seed)
+            entries.append(ComparedConfiguration(
+                name=p.configuration.name, file=None if p.configuration.file is None else str(p.configuration.file),
+                prompts=prompts, seconds=round(seconds, 2), difference=diff, report=r,
+            ))
+        report = CompareReport(pairs_file=str(config.pairs), n=len(human), configurations=entries)
     if config.out is not None:
         config.out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(config.out, report.model_dump_json(indent=2) + "\n")
     return report
+
+
+def _prepare(configuration: Configuration) -> _Prepared:
+    where = str(configuration.file) if configuration.file is not None else "--judge-model"
+    constitution = load_constitution(configuration.constitution)
+    panel = panel_for(constitution, configuration.options, str(configuration.constitution))
+    templates = Templates.load(configuration.templates)
+    model = engine_model(configuration.judge, where=where if configuration.file is None else f"{where}: judge.model")
+    return _Prepared(configuration, panel, templates, model)
+
+
+def _judge_all(
+    config: EvalJudgeConfig, prepared: Sequence[_Prepared], human: Sequence[HumanPair], judge: Engine | None
+) -> list[tuple[list[PreferenceRecord], str, int, float]]:
+    """Each configuration's records, judge model id, prompts scored and seconds, in the order given.
+
+    Configurations on the same engine settings share one engine and take turns batch by batch, so a
+    prefix cache computes each pair's shared text once for all of them (later configurations' seconds
+    are the cheaper for it; the prompt counts are not).
+    """
+    results: dict[int, tuple[list[PreferenceRecord], str, int, float]] = {}
+    groups: dict[EngineConfig, list[int]] = {}
+    for index, p in enumerate(prepared):
+        groups.setdefault(p.configuration.judge, []).append(index)
+    with progress_bar(len(human) * len(prepared), "judging", unit="pairs", quiet=config.quiet or None) as advance:
+        for engine_config, members in groups.items():
+            given = judge if engine_config == config.judge else None
+            with engine_for(engine_config, given, prepared[members[0]].model) as engine:
+                _ = engine.max_model_len  # starts a lazy engine here, so no configuration's seconds include it
+                counted = {i: _CountingEngine(engine) for i in members}
+                records: dict[int, list[PreferenceRecord]] = {i: [] for i in members}
+                seconds = dict.fromkeys(members, 0.0)
+                priors = {}
+                for i in members:
+                    options = prepared[i].configuration.options
+                    if options.calibrate:
+                        started = time.perf_counter()
+                        priors[i] = position_priors(counted[i], prepared[i].templates, prepared[i].panel, options)
+                        seconds[i] += time.perf_counter() - started
+                for start in range(0, len(human), config.batch_size):
+                    batch = [h.pair for h in human[start : start + config.batch_size]]
+                    for i in members:
+                        p = prepared[i]
+                        started = time.perf_counter()
+                        records[i] += judge_pairs(counted[i], p.templates, p.panel, batch, p.configuration.options,
+                                                  priors.get(i))
+                        seconds[i] += time.perf_counter() - started
+                        advance(len(batch))
+                for i in members:
+                    results[i] = (records[i], engine.model_id, counted[i].prompts, seconds[i])
+    return [results[i] for i in range(len(prepared))]
+
+
+class _CountingEngine:
+    """An engine that counts the prompts it is asked to score or continue (the cost of a configuration)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.prompts = 0
+
+    @property
+    def name(self) -> str:
+        return self.engine.name
+
+    @property
+    def model_id(self) -> str:
+        return self.engine.model_id
+
+    @property
+    def max_model_len(self) -> int:
+        return self.engine.max_model_len
+
+    def prompt_lengths(self, conversations: Sequence[Conversation]) -> list[int]:
+        return self.engine.prompt_lengths(conversations)
+
+    def generate(
+        self, conversations: Sequence[Conversation], params: GenerationParams, seeds: Sequence[int] | None = None
+    ) -> list[Generation]:
+        self.prompts += len(conversations)
+        return self.engine.generate(conversations, params, seeds)
+
+    def choice_logprobs(self, requests: Sequence[ChoiceRequest], choices: Sequence[str]) -> list[ChoiceScores]:
+        self.prompts += len(requests)
+        return self.engine.choice_logprobs(requests, choices)
+
+    def close(self) -> None:  # the engine is its owner's to close
+        pass
+
+    def __enter__(self) -> _CountingEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+# -- comparing configurations ---------------------------------------------------------------------
+
+
+class CompareFile(BaseModel):
+    """One --compare file: a judging configuration, each part over the command's own."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str | None = Field(None, description="Name in the comparison (default: the file's stem).")
+    constitution: Path | None = Field(None, description="Constitution (relative paths: from the file's folder).")
+    templates: Path | None = Field(None, description="Templates folder (relative paths: from the file's folder).")
+    judge: dict[str, Any] = Field(default_factory=dict, description="Engine settings over the command's.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Judging settings over the command's.")
+
+
+def configurations_of(config: EvalJudgeConfig) -> list[Configuration]:
+    """The configurations a run judges under: the command's own, or each --compare file over it."""
+    if not config.compare:
+        return [Configuration("command line", None, config.constitution, config.templates, config.judge,
+                              config.options)]
+    configurations, problems = [], []
+    for path in config.compare:  # every file's problems at once
+        try:
+            configurations.append(_from_file(config, path))
+        except InputErrors as exc:
+            problems += exc.errors
+        except InputError as exc:
+            problems.append(exc)
+    if problems:
+        raise InputErrors(problems)
+    names = [c.name for c in configurations]
+    for name in names:
+        if names.count(name) > 1:
+            raise InputError(f"two configurations are named '{name}': give each a distinct `name:`",
+                             where="--compare")
+    return configurations
+
+
+def _from_file(config: EvalJudgeConfig, path: Path) -> Configuration:
+    data = read_yaml_mapping(path, where="--compare", empty_ok=True)  # empty: the command's own settings
+    try:
+        entry = CompareFile.model_validate(data)
+    except ValidationError as exc:
+        raise _file_errors(exc, path, "") from None
+    folder = path.parent
+
+    def resolved(value: Path | None, default: Path | None) -> Path | None:
+        return default if value is None else value if value.is_absolute() else folder / value
+
+    options = {**entry.options}
+    if isinstance(options.get("few_shot_file"), str) and not Path(options["few_shot_file"]).is_absolute():
+        options["few_shot_file"] = str(folder / options["few_shot_file"])
+    try:
+        judge = EngineConfig.model_validate({**config.judge.model_dump(), **entry.judge})
+    except ValidationError as exc:
+        raise _file_errors(exc, path, "judge.") from None
+    try:
+        judge_options = JudgeOptions.model_validate({**config.options.model_dump(), **options})
+    except ValidationError as exc:
+        raise _file_errors(exc, path, "options.") from None
+    constitution = resolved(entry.constitution, config.constitution)
+    assert constitution is not None
+    return Configuration(entry.name or path.stem, path, constitution, resolved(entry.templates, config.templates),
+                         judge, judge_options)
+
+
+def _file_errors(exc: ValidationError, path: Path, prefix: str) -> InputErrors:
+    errors = []
+    for error in exc.errors(include_url=False):
+        key = prefix + ".".join(str(part) for part in error["loc"])
+        message = f"unknown key '{key}'" if error["type"] == "extra_forbidden" else error["msg"]
+        errors.append(InputError(message, file=path, where=f"--compare, field '{key}'"))
+    return InputErrors(errors)
+
+
+def paired_bootstrap(
+    reference: np.ndarray, other: np.ndarray, *, seed: int = 0, resamples: int = 2000
+) -> PairedDifference:
+    """The mean of `other − reference` over the same pairs and its 95 % paired-bootstrap interval: pairs
+    are resampled with replacement, both configurations' scores moving together.
+
+    >>> d = paired_bootstrap(np.array([0.0, 1.0, 0.0, 1.0] * 50), np.array([1.0, 1.0, 0.0, 1.0] * 50))
+    >>> d.mean, d.low > 0.15, d.high < 0.35
+    (0.25, True, True)
+    """
+    if len(reference) != len(other) or len(reference) == 0:
+        raise ValueError("a paired difference needs the same, non-zero number of pairs on both sides")
+    diffs = np.asarray(other, dtype=float) - np.asarray(reference, dtype=float)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(diffs), size=(resamples, len(diffs)))
+    means = diffs[picks].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return PairedDifference(mean=float(diffs.mean()), low=float(low), high=float(high))
+
+
+class PairedDifference(BaseModel):
+    """Agreement of a configuration minus the reference's, on the same pairs, with its 95 % interval."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mean: float
+    low: float
+    high: float
+
+
+class ComparedConfiguration(BaseModel):
+    """One configuration of a comparison: its report, its cost and its difference to the first."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    file: str | None
+    prompts: int = Field(description="Prompts the engine scored or continued for this configuration.")
+    seconds: float = Field(description="Seconds its engine calls took in this run.")
+    difference: PairedDifference | None = Field(description="Agreement minus the first configuration's.")
+    report: EvalJudgeReport
+
+
+class CompareReport(BaseModel):
+    """What `labeler eval-judge --compare` prints and writes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pairs_file: str
+    n: int
+    configurations: list[ComparedConfiguration]
+
+
+def compare_table(report: CompareReport) -> Table:
+    """One row per configuration: agreement with its interval, the paired difference to the first
+    configuration with its interval, position consistency, ECE and cost."""
+    from rich.table import Table
+
+    table = Table(title=f"judging configurations on {report.pairs_file} ({report.n} pairs; differences are "
+                        f"to '{report.configurations[0].name}', 95% paired bootstrap)")
+    for header in ("configuration", "agreement [95% CI]", "difference [95% CI]", "position consistency", "ECE",
+                   "prompts", "seconds"):
+        table.add_column(header, justify="left" if header == "configuration" else "right")
+    for entry in report.configurations:
+        m = entry.report.overall
+        d = entry.difference
+        table.add_row(
+            entry.name,
+            f"{m.agreement:.1%} [{m.agreement_low:.1%}, {m.agreement_high:.1%}]",
+            "-" if d is None else f"{d.mean:+.1%} [{d.low:+.1%}, {d.high:+.1%}]",
+            f"{m.position_consistency:.1%}",
+            f"{m.ece:.3f}",
+            str(entry.prompts),
+            f"{entry.seconds:.1f}",
+        )
+    return table
 
 
 def report_tables(report: EvalJudgeReport) -> list[Table]:

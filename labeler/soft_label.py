@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from labeler.records import FLAG_CHOICE_OUTSIDE_TOPK, FLAG_LOW_MASS, FLAG_ORDER_FLIP, FLAG_TIE
 
@@ -49,14 +50,27 @@ class OrderedJudgment:
     logprobs_ab: tuple[float, float]  # [log P(resp_a), log P(resp_b)], response_a shown first
     logprobs_ba: tuple[float, float]  # the same, response_b shown first, already mapped back
     bounded: bool = False  # some choice was outside a top-k list: its log-probability is an upper bound
+    # The judge's log-odds for the first position on content-free input (contextual calibration):
+    # removed from each order's log-odds before the orders are combined. 0 leaves them as they are.
+    position_prior: float = 0.0
+
+    @property
+    def log_odds_ab(self) -> float:
+        """log P(resp_a) − log P(resp_b) in the ab order, the position prior removed (response_a is first)."""
+        return self.logprobs_ab[0] - self.logprobs_ab[1] - self.position_prior
+
+    @property
+    def log_odds_ba(self) -> float:
+        """The same in the ba order, where response_b is first: the prior counts against response_b."""
+        return self.logprobs_ba[0] - self.logprobs_ba[1] + self.position_prior
 
     @property
     def p_a_ab(self) -> float:
-        return p_first(*self.logprobs_ab)
+        return p_first(self.log_odds_ab, 0.0)
 
     @property
     def p_a_ba(self) -> float:
-        return p_first(*self.logprobs_ba)
+        return p_first(self.log_odds_ba, 0.0)
 
     @property
     def mass_ab(self) -> float:
@@ -73,19 +87,28 @@ class OrderedJudgment:
 
 
 def judgment(
-    logprobs_ab: Sequence[float], logprobs_ba_raw: Sequence[float], *, bounded: bool = False
+    logprobs_ab: Sequence[float],
+    logprobs_ba_raw: Sequence[float],
+    *,
+    bounded: bool = False,
+    position_prior: float = 0.0,
 ) -> OrderedJudgment:
     """Both orders' raw choice log-probabilities → one judgment about response_a.
 
     `logprobs_ba_raw` is what the engine returned for the `ba` order ([log P("A"), log P("B")]);
-    `bounded` says that some of the four numbers is only an upper bound (a choice outside a top-k list).
+    `bounded` says that some of the four numbers is only an upper bound (a choice outside a top-k list);
+    `position_prior` is the judge's log-odds for the first position on content-free input (see `OrderedJudgment`).
 
     >>> j = judgment([math.log(0.6), math.log(0.2)], [math.log(0.3), math.log(0.5)])
     >>> round(j.p_a_ab, 3), round(j.p_a_ba, 3)
     (0.75, 0.625)
+    >>> prior = math.log(3)  # the judge gives the first position 3:1 odds on content-free input
+    >>> calibrated = judgment([math.log(0.6), math.log(0.2)], [math.log(0.3), math.log(0.5)], position_prior=prior)
+    >>> round(calibrated.p_a_ab, 3), round(calibrated.p_a_ba, 3), round(calibrated.score, 6) == round(j.score, 6)
+    (0.5, 0.833, True)
     """
     ab = (float(logprobs_ab[0]), float(logprobs_ab[1]))
-    return OrderedJudgment(ab, unswap([float(x) for x in logprobs_ba_raw]), bounded)
+    return OrderedJudgment(ab, unswap([float(x) for x in logprobs_ba_raw]), bounded, position_prior)
 
 
 def principle_score(logprobs_ab: Sequence[float], logprobs_ba: Sequence[float]) -> float:
@@ -133,17 +156,50 @@ class SoftLabel:
         return abs(self.p_a - 0.5) * 2.0
 
 
+Aggregation = Literal["prob", "logodds"]
+AGGREGATIONS: tuple[Aggregation, ...] = ("prob", "logodds")
+
+
+def combine_orders(
+    judgments: Sequence[OrderedJudgment], how: Aggregation, weights: Sequence[float] | None = None
+) -> tuple[float, float]:
+    """Each order's P(response_a) over several principles' judgments of one pair: (p_a_ab, p_a_ba).
+
+    `prob` averages the probabilities (CAI's ensemble); `logodds` averages the log-odds and maps the
+    mean back (a product of experts: a confident principle outweighs several unsure ones). `weights`
+    (default: equal) weight each judgment in either mean.
+
+    >>> sure, unsure = judgment([0.0, -4.0], [-4.0, 0.0]), judgment([-1.0, -0.9], [-0.9, -1.0])
+    >>> [round(p, 3) for p in combine_orders([sure, unsure], "prob")]
+    [0.729, 0.729]
+    >>> [round(p, 3) for p in combine_orders([sure, unsure], "logodds")]
+    [0.875, 0.875]
+    >>> [round(p, 3) for p in combine_orders([sure, unsure], "logodds", [3.0, 1.0])]
+    [0.951, 0.951]
+    """
+    w = [1.0] * len(judgments) if weights is None else [float(x) for x in weights]
+    total = sum(w)
+    if how == "logodds":
+        ab = sum(x * j.log_odds_ab for x, j in zip(w, judgments)) / total
+        ba = sum(x * j.log_odds_ba for x, j in zip(w, judgments)) / total
+        return p_first(ab, 0.0), p_first(ba, 0.0)
+    return (sum(x * j.p_a_ab for x, j in zip(w, judgments)) / total,
+            sum(x * j.p_a_ba for x, j in zip(w, judgments)) / total)
+
+
 def aggregate(
     judgments: Sequence[OrderedJudgment],
     *,
     low_mass: float,
     clamp_range: tuple[float, float] | None = None,
     also_scored: Sequence[OrderedJudgment] = (),
+    how: Aggregation = "prob",
+    weights: Sequence[float] | None = None,
 ) -> SoftLabel:
-    """Average several principles' judgments of one pair into its soft label.
+    """Combine several principles' judgments of one pair into its soft label.
 
-    Per order the probabilities are averaged over principles (an ensemble, as in CAI); `p_a` is the
-    mean of the two orders. `low_mass` flags a pair when either order's mean mass falls below it;
+    Per order the judgments are combined by `combine_orders` (`how`, `weights`); `p_a` is the mean of
+    the two orders. `low_mass` flags a pair when either order's mean mass falls below it;
     `order_flip` when the two orders prefer different responses; `tie` when p_a is exactly 0.5;
     `choice_outside_topk` when any judgment, or any of `also_scored` (judgments recorded with the pair
     that do not decide p_a, such as SALMON scores), rests on a bounded log-probability. A bounded
@@ -160,8 +216,7 @@ def aggregate(
     if not judgments:
         raise ValueError("a pair needs at least one judgment")
     n = len(judgments)
-    p_ab = sum(j.p_a_ab for j in judgments) / n
-    p_ba = sum(j.p_a_ba for j in judgments) / n
+    p_ab, p_ba = combine_orders(judgments, how, weights)
     if clamp_range is not None:
         p_ab, p_ba = clamp(p_ab, *clamp_range), clamp(p_ba, *clamp_range)
     mass_ab = sum(j.mass_ab for j in judgments) / n

@@ -12,13 +12,18 @@ from labeler.report.config import ReportConfig
 
 
 def run_eval_judge(config: EvalJudgeConfig) -> None:
-    """Judge human-labelled pairs in both orders; print agreement, position bias and calibration."""
+    """Judge human-labelled pairs in both orders; print agreement, position bias and calibration. With
+    --compare, judge them under each configuration and print agreement, the paired difference to the first,
+    position consistency, ECE and cost side by side."""
     from rich.console import Console
 
-    from labeler.eval_judge import eval_judge, report_tables
+    from labeler.eval_judge import CompareReport, compare_table, eval_judge, report_tables
 
     report = eval_judge(config)
-    Console().print(*report_tables(report))
+    if isinstance(report, CompareReport):
+        Console().print(compare_table(report))
+    else:
+        Console().print(*report_tables(report))
     if config.out is not None:
         typer.echo(f"wrote the report to {config.out}")
 
@@ -58,9 +63,16 @@ COMMANDS = (
             Opt("options.principles"),
             Opt("options.cot"),
             Opt("options.cot_max_tokens"),
+            Opt("options.aggregate"),
+            Opt("options.calibrate"),
+            Opt("options.few_shot"),
+            Opt("options.few_shot_file"),
+            Opt("options.decide"),
+            Opt("options.salmon"),
             Opt("options.seed", "--seed"),
             Opt("templates"),
             Opt("batch_size"),
+            Opt("compare", metavar="FILE", extra_help="Repeat for several; the first is the reference."),
             Opt("out"),
             Opt("quiet"),
             *engine_options("judge", model_flag="--judge-model"),

@@ -20,6 +20,8 @@ def check_constitution(path: Path) -> str:
     constitution = loaded.constitution
     counts = ", ".join(f"{stage} {len(constitution.for_stage(stage))}" for stage in STAGES)
     few_shot = f", {len(constitution.few_shot)} few-shot conversations" if constitution.few_shot else ""
+    if constitution.judge_few_shot:
+        few_shot += f", {len(constitution.judge_few_shot)} judging demonstrations"
     return (
         f"constitution '{constitution.name}' version {constitution.version}, format {loaded.format}, "
         f"{len(constitution.principles)} principles (per stage: {counts}){few_shot}"
@@ -30,11 +32,34 @@ def checker_for(path: Path) -> Callable[[Path], str]:
     """The check that applies to `path`: the one place that decides what kind of file it is.
 
     A run configuration (a YAML file with a top-level `stages:` key) is checked as one, together
-    with the constitution and prompts it names; every other file is checked as a constitution.
+    with the constitution and prompts it names; a JSON list of {"prompt", "corrects", "incorrects"}
+    objects as judging demonstrations; every other file as a constitution.
     """
     if path.suffix.lower() in (".yaml", ".yml") and _is_run_config(path):
         return check_run_config
+    if path.suffix.lower() == ".json" and _is_judge_demos(path):
+        return check_judge_demos
     return check_constitution
+
+
+def _is_judge_demos(path: Path) -> bool:
+    import json
+
+    from labeler.constitution.formats import is_feedback_few_shot
+
+    try:
+        return is_feedback_few_shot(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False  # the constitution check reports the problem with its line
+
+
+def check_judge_demos(path: Path) -> str:
+    """One line about a file of judging demonstrations (the CAI feedback few-shot format)."""
+    from labeler.constitution.judge_demos import read_judge_demos
+
+    demos = read_judge_demos(path)
+    return (f"judging demonstrations in the CAI feedback few-shot format: {len(demos)} (better, worse) pairs; "
+            "use with label or eval-judge --few-shot N --few-shot-file FILE")
 
 
 def _is_run_config(path: Path) -> bool:

@@ -24,7 +24,10 @@ FormatName = Literal[
 
 # One line per format, used in messages and in `labeler validate`'s output.
 FORMATS: dict[FormatName, str] = {
-    "labeler": "labeler's own format: a mapping with name, version, description, license, principles, few_shot",
+    "labeler": (
+        "labeler's own format: a mapping with name, version, description, license, principles, few_shot, "
+        "judge_few_shot"
+    ),
     "anthropic-critique-revision": (
         "Anthropic's CAI critique/revision requests: an object of "
         '{"prompt": [critique request], "edit_request": revision request} entries'
@@ -172,7 +175,7 @@ def detect_format(data: object) -> FormatName | None:
             and all(_is_salmon_item(item) for item in principles)
         ):
             return "salmon"
-        if {"name", "version", "description", "license", "principles", "few_shot"} & set(data):
+        if {"name", "version", "description", "license", "principles", "few_shot", "judge_few_shot"} & set(data):
             return "labeler"
         if "constitutions" in data or "system_chat" in data:
             return "hf-cai-recipe"
@@ -390,10 +393,31 @@ def _published_document(
     }
 
 
+def is_feedback_few_shot(data: object) -> bool:
+    """Whether a parsed file is in the CAI feedback few-shot format.
+
+    >>> is_feedback_few_shot([{"prompt": "\\n\\nHuman: hi\\n\\nAssistant:", "corrects": ["a"], "incorrects": ["b"]}])
+    True
+    >>> is_feedback_few_shot([{"prompt": "x"}]), is_feedback_few_shot(["Which is kinder?"])
+    (False, False)
+    """
+    return (
+        isinstance(data, list)
+        and bool(data)
+        and all(isinstance(item, dict) for item in data)
+        and any("corrects" in item or "incorrects" in item for item in data)
+    )
+
+
 def unknown_format_message(data: object) -> str:
     """Why a parsed file is in none of the formats, and which formats labeler reads."""
     if data is None:
         opening = "the file is empty"
+    elif is_feedback_few_shot(data):
+        return (
+            'this is a file of judging demonstrations (CAI feedback few-shot format: {"prompt", "corrects", '
+            '"incorrects"} objects), not a constitution: give it to label or eval-judge with --few-shot-file'
+        )
     elif isinstance(data, list) and not data:
         opening = "the file holds an empty list: no principles"
     else:

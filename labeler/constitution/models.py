@@ -171,6 +171,16 @@ def _check_conversation(conversation: tuple[Message, ...]) -> tuple[Message, ...
 FewShotConversation = Annotated[tuple[Message, ...], AfterValidator(_check_conversation)]
 
 
+class JudgeDemo(BaseModel):
+    """A judging demonstration: a conversation and two replies to its last turn, the better one known."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    conversation: FewShotConversation = Field(description="The conversation the two replies answer.")
+    better: Text = Field(description="The reply a judge should prefer.")
+    worse: Text = Field(description="The reply a judge should not prefer.")
+
+
 class Constitution(BaseModel):
     """A named, versioned list of principles, plus optional few-shot demonstrations."""
 
@@ -189,6 +199,11 @@ class Constitution(BaseModel):
     principles: tuple[Principle, ...] = Field(min_length=1, description="The principles, in order.")
     few_shot: tuple[FewShotConversation, ...] = Field(
         default=(), description="Demonstration conversations shown before the real one (revise stage)."
+    )
+    judge_few_shot: tuple[JudgeDemo, ...] = Field(
+        default=(),
+        description="Judging demonstrations ({conversation, better, worse}) shown before the question with "
+        "--few-shot N (judge stage).",
     )
 
     @model_validator(mode="after")
@@ -231,9 +246,12 @@ class Constitution(BaseModel):
     def canonical_json(self) -> str:
         """One fixed JSON text for this constitution: same content, same text, whatever the source file.
 
-        An unset `license` is left out, so constitutions written before the field existed keep their hash.
+        An unset `license` and empty `judge_few_shot` are left out, so constitutions written before those
+        fields existed keep their hash.
         """
-        data = self.model_dump(mode="json", exclude={"license"} if self.license is None else set())
+        unset = {"license"} if self.license is None else set()
+        unset |= set() if self.judge_few_shot else {"judge_few_shot"}
+        data = self.model_dump(mode="json", exclude=unset)
         return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
     def summary(self) -> dict[str, str | None]:

@@ -9,22 +9,28 @@ conversation and responses as a prefix (vLLM's prefix cache computes that part o
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from labeler.constitution import Constitution, Principle
+from labeler.constitution.models import JudgeDemo
 from labeler.engine import ChoiceRequest, Engine, GenerationParams, Message
 from labeler.errors import InputError
 from labeler.records import PreferenceRecord, PrincipleScore, conversation_columns
 from labeler.sampling import rng_for, weighted_sample
-from labeler.soft_label import OrderedJudgment, aggregate, judgment
+from labeler.soft_label import Aggregation, OrderedJudgment, aggregate, judgment
 from labeler.stages.pairs import Pair, unordered_pair_key
 from labeler.templates import Templates
 
 CHOICES = ("A", "B")
 COT_STOP = "Therefore, the better response is"
+# Content-free stand-ins for the conversation and both replies (Zhao et al. 2021, "Calibrate Before Use"):
+# what the judge answers to them is its prior for each position, whatever the content.
+CONTENT_FREE = ("N/A", "[MASK]", "None")
 
 
 class JudgeOptions(BaseModel):
@@ -43,6 +49,29 @@ class JudgeOptions(BaseModel):
     )
     salmon: bool = Field(False, description="Score every principle with a definition: SALMON principle_scores.")
     low_mass: float = Field(0.5, ge=0.0, le=1.0, description="Flag a pair when the choice tokens get less mass.")
+    aggregate: Aggregation = Field(
+        "prob",
+        description="How the principles a pair is judged under combine, per order: prob (mean probability, "
+        "as in CAI) or logodds (mean log-odds: a confident principle outweighs unsure ones).",
+    )
+    calibrate: bool = Field(
+        False,
+        description="Contextual calibration: remove the judge's prior for each position, measured on "
+        "content-free pairs once per principle, from each order's log-odds before the orders combine.",
+    )
+    few_shot: int = Field(
+        0, ge=0, description="Show this many judging demonstrations before each question (positions alternate)."
+    )
+    few_shot_file: Path | None = Field(
+        None,
+        description="Demonstrations for --few-shot: {conversation, better, worse} entries or the CAI feedback "
+        'few-shot format ({"prompt", "corrects", "incorrects"}); default: the constitution\'s judge_few_shot.',
+    )
+    decide: Literal["judge", "salmon"] = Field(
+        "judge",
+        description="What sets p_a: the judge questions, or SALMON (every principle's definition scored; p_a "
+        "is the logistic of the weight-averaged per-principle scores).",
+    )
     seed: int = Field(0, description="Seed for principle sampling.")
 
     @field_validator("cot_clamp")
@@ -59,23 +88,52 @@ class JudgeOptions(BaseModel):
             raise ValueError(f"expected 'all' or 'sample:K' with K >= 1, got {value!r}")
         return value
 
+    @model_validator(mode="after")
+    def _compatible(self) -> JudgeOptions:
+        if self.cot and self.few_shot:
+            raise ValueError("few-shot demonstrations carry no rationale: use few_shot or cot, not both")
+        if self.cot and self.calibrate:
+            raise ValueError("calibrate measures the prior of a plain answer: use calibrate or cot, not both")
+        if self.cot and self.decide == "salmon":
+            raise ValueError("decide: salmon scores definitions without a rationale: leave cot off")
+        if self.few_shot_file is not None and self.few_shot == 0:
+            raise ValueError("few_shot_file is given but few_shot is 0: say how many demonstrations to show")
+        return self
+
 
 @dataclass(frozen=True)
 class Panel:
-    """The principles a judge run uses: questions for p_a and definitions for SALMON scores."""
+    """The principles a judge run uses: questions for p_a and definitions for SALMON scores, and the
+    judging demonstrations shown before each question."""
 
     judge: tuple[Principle, ...]
     salmon: tuple[Principle, ...]
+    demos: tuple[JudgeDemo, ...] = ()
 
 
 def panel_for(constitution: Constitution, options: JudgeOptions, where: str) -> Panel:
-    judge = constitution.for_stage("judge")
-    salmon = constitution.for_stage("salmon") if options.salmon or not judge else ()
+    """The principles and demonstrations `options` ask for; `InputError` (naming `where`) when the
+    constitution (or the demonstrations file) cannot give them."""
+    from labeler.constitution.judge_demos import read_judge_demos
+
+    definitions = constitution.for_stage("salmon")
+    judge = constitution.for_stage("judge") if options.decide == "judge" else ()
+    salmon = definitions if options.salmon or options.decide == "salmon" or not judge else ()
+    if (options.salmon or options.decide == "salmon") and not definitions:
+        flag = "--salmon" if options.salmon else "--decide salmon"
+        raise InputError(f"{flag} needs principles with a definition; this constitution has none", file=where)
     if not judge and not salmon:
         raise InputError("no principle has a judge question or a definition, so nothing can judge pairs", file=where)
-    if options.salmon and not constitution.for_stage("salmon"):
-        raise InputError("--salmon needs principles with a definition; this constitution has none", file=where)
-    return Panel(judge, salmon)
+    demos: tuple[JudgeDemo, ...] = ()
+    if options.few_shot:
+        source = options.few_shot_file
+        demos = read_judge_demos(source) if source is not None else constitution.judge_few_shot
+        if len(demos) < options.few_shot:
+            holder = f"{source} holds" if source is not None else "the constitution's judge_few_shot holds"
+            raise InputError(f"--few-shot {options.few_shot} asks for more demonstrations than {holder} "
+                             f"({len(demos)})", file=source or where)
+        demos = demos[: options.few_shot]
+    return Panel(judge, salmon, demos)
 
 
 def principles_for_pair(panel: Panel, options: JudgeOptions, pair: Pair) -> tuple[Principle, ...]:
@@ -107,10 +165,17 @@ def judge_pairs(
     panel: Panel,
     pairs: Sequence[Pair],
     options: JudgeOptions,
+    priors: Mapping[str, float] | None = None,
 ) -> list[PreferenceRecord]:
-    """Judge a batch of pairs in both orders; one preference record per pair."""
+    """Judge a batch of pairs in both orders; one preference record per pair.
+
+    `priors`: what `position_priors` measured, for `options.calibrate` (measured here when not given;
+    a caller judging many batches measures them once).
+    """
     if not pairs:
         return []
+    if options.calibrate and priors is None:
+        priors = position_priors(engine, templates, panel, options)
     asks: list[_Ask] = []
     for index, pair in enumerate(pairs):
         asks += [_Ask(index, p, False) for p in principles_for_pair(panel, options, pair)]
@@ -124,29 +189,28 @@ def judge_pairs(
         for ask_index, ask in enumerate(asks):
             pair = pairs[ask.pair]
             first, second = (pair.response_a, pair.response_b) if order == 0 else (pair.response_b, pair.response_a)
-            if ask.salmon:
-                text = templates.salmon(pair.messages, first, second, ask.principle.dimension or ask.principle.id,
-                                        ask.principle.definition or "")
-            elif options.cot:
-                text = templates.judge_cot(pair.messages, first, second, ask.principle.judge or "")
-            else:
-                text = templates.judge(pair.messages, first, second, ask.principle.judge or "")
-            user_turns.append(text)
+            user_turns.append(_question(templates, options, ask.principle, ask.salmon, pair.messages, first, second))
             slots.append((ask_index, order))
     order_key = sorted(range(len(slots)), key=lambda i: (asks[slots[i][0]].pair, slots[i][1], slots[i][0]))
     slots = [slots[i] for i in order_key]
     user_turns = [user_turns[i] for i in order_key]
 
     prefixes = _answer_prefixes(engine, templates, options, asks, slots, user_turns)
-    for turn, prefix in zip(user_turns, prefixes):
-        requests.append(ChoiceRequest((Message(role="user", content=turn),), prefix))
+    demo_turns: dict[str, tuple[Message, ...]] = {}
+    for (ask_index, _), turn, prefix in zip(slots, user_turns, prefixes):
+        ask = asks[ask_index]
+        shown = () if ask.salmon else demo_turns.setdefault(
+            ask.principle.id, demonstration_turns(templates, panel.demos, ask.principle.judge or "")
+        )
+        requests.append(ChoiceRequest((*shown, Message(role="user", content=turn)), prefix))
     scores = engine.choice_logprobs(requests, CHOICES)
 
     raw = dict(zip(slots, scores))
     judgments = [
         judgment(raw[(i, 0)].logprobs, raw[(i, 1)].logprobs,
-                 bounded=raw[(i, 0)].any_bounded or raw[(i, 1)].any_bounded)
-        for i in range(len(asks))
+                 bounded=raw[(i, 0)].any_bounded or raw[(i, 1)].any_bounded,
+                 position_prior=(priors or {}).get(prior_key(ask.principle, ask.salmon), 0.0))
+        for i, ask in enumerate(asks)
     ]
 
     records = []
@@ -154,6 +218,63 @@ def judge_pairs(
         mine = [(ask, j) for ask, j in zip(asks, judgments) if ask.pair == index]
         records.append(_record(pair, mine, options, engine))
     return records
+
+
+def _question(
+    templates: Templates,
+    options: JudgeOptions,
+    principle: Principle,
+    salmon: bool,
+    conversation: Sequence[Message],
+    first: str,
+    second: str,
+) -> str:
+    """The user turn asking one principle's question about two replies, in the order given."""
+    if salmon:
+        return templates.salmon(conversation, first, second, principle.dimension or principle.id,
+                                principle.definition or "")
+    if options.cot:
+        return templates.judge_cot(conversation, first, second, principle.judge or "")
+    return templates.judge(conversation, first, second, principle.judge or "")
+
+
+def demonstration_turns(templates: Templates, demos: Sequence[JudgeDemo], question: str) -> tuple[Message, ...]:
+    """The judging demonstrations as earlier turns: each asks `question` about its pair and answers it.
+
+    The better reply is option A in even-numbered demonstrations and option B in odd ones, so the
+    demonstrations themselves teach no position.
+    """
+    turns: list[Message] = []
+    for index, demo in enumerate(demos):
+        first, second, letter = (demo.better, demo.worse, "A") if index % 2 == 0 else (demo.worse, demo.better, "B")
+        turns.append(Message(role="user", content=templates.judge(demo.conversation, first, second, question)))
+        turns.append(Message(role="assistant", content=f"{templates.judge_answer()}{letter})"))
+    return tuple(turns)
+
+
+def prior_key(principle: Principle, salmon: bool) -> str:
+    """Which position prior a question uses: one per principle and kind of question."""
+    return f"{'salmon' if salmon else 'judge'}:{principle.id}"
+
+
+def position_priors(engine: Engine, templates: Templates, panel: Panel, options: JudgeOptions) -> dict[str, float]:
+    """The judge's log-odds for the first position on content-free pairs, per principle and kind of question
+    (contextual calibration): the mean over `CONTENT_FREE` stand-ins of log P(A) − log P(B), the
+    conversation and both replies being the stand-in, after the same demonstrations as real questions."""
+    questions = [(p, False) for p in panel.judge] + [(p, True) for p in panel.salmon]
+    requests = []
+    for principle, salmon in questions:
+        shown = () if salmon else demonstration_turns(templates, panel.demos, principle.judge or "")
+        for text in CONTENT_FREE:
+            turn = _question(templates, options, principle, salmon, [Message(role="user", content=text)], text, text)
+            requests.append(ChoiceRequest((*shown, Message(role="user", content=turn)), templates.judge_answer()))
+    scores = engine.choice_logprobs(requests, CHOICES)
+    n = len(CONTENT_FREE)
+    priors = {}
+    for index, (principle, salmon) in enumerate(questions):
+        mine = scores[index * n : (index + 1) * n]
+        priors[prior_key(principle, salmon)] = sum(s.logprobs[0] - s.logprobs[1] for s in mine) / n
+    return priors
 
 
 def _answer_prefixes(
@@ -182,11 +303,16 @@ def _record(
 ) -> PreferenceRecord:
     judge_part = [j for ask, j in asked if not ask.salmon]
     salmon_part = [(ask, j) for ask, j in asked if ask.salmon]
-    # p_a comes from the judge questions; a constitution of definitions only is judged by all of them.
-    deciding = judge_part or [j for _, j in salmon_part]
-    clamp_range = options.cot_clamp if options.cot and judge_part else None
-    label = aggregate(deciding, low_mass=options.low_mass, clamp_range=clamp_range,
-                      also_scored=[j for _, j in salmon_part])
+    # p_a comes from the judge questions (a constitution of definitions only is judged by all of them);
+    # with `decide: salmon`, from every definition's score, weighted as the constitution says (SALMON).
+    if options.decide == "salmon":
+        label = aggregate([j for _, j in salmon_part], low_mass=options.low_mass, how="logodds",
+                          weights=[a.principle.weight for a, _ in salmon_part])
+    else:
+        deciding = judge_part or [j for _, j in salmon_part]
+        clamp_range = options.cot_clamp if options.cot and judge_part else None
+        label = aggregate(deciding, low_mass=options.low_mass, clamp_range=clamp_range,
+                          also_scored=[j for _, j in salmon_part], how=options.aggregate)
     if options.salmon:
         scores = tuple(PrincipleScore(principle_id=a.principle.id, score=j.score) for a, j in salmon_part)
     else:

@@ -16,7 +16,7 @@ from labeler.errors import InputError
 from labeler.models import ModelRef
 from labeler.progress import progress_bar
 from labeler.stages.common import WorkSelection, engine_for, fingerprint_config, model_label, settled_choice_method
-from labeler.stages.judge import JudgeOptions, Panel, judge_pairs, panel_for
+from labeler.stages.judge import JudgeOptions, Panel, judge_pairs, panel_for, position_priors
 from labeler.stages.pairs import Pair, PairCounts, pairs_from_file, pairs_from_prompts, pairs_from_revise_run
 from labeler.store import Fingerprint, RunStore, check_run, in_part, make_fingerprint
 from labeler.templates import Templates
@@ -111,11 +111,21 @@ def check_label(
         models=models,
         constitution_sha256=constitution.sha256(),
         constitution=constitution.summary(),
-        template_sha256s={k: v for k, v in templates.sha256().items() if k in JUDGE_TEMPLATES},
+        template_sha256s=_judge_text_sha256s(templates, panel),
         seed=config.options.seed,
     )
     check_run(config.out, "preferences", fingerprint, overwrite=config.work.overwrite, part=config.work.part)
     return LabelPlan(panel, templates, judge_model, policy_ref, total, fingerprint, judge_engine)
+
+
+def _judge_text_sha256s(templates: Templates, panel: Panel) -> dict[str, str]:
+    """The texts a judge run renders besides the constitution: its templates and any demonstrations."""
+    from labeler.constitution.judge_demos import demos_sha256
+
+    texts = {k: v for k, v in templates.sha256().items() if k in JUDGE_TEMPLATES}
+    if panel.demos:
+        texts["judge_demonstrations"] = demos_sha256(panel.demos)
+    return texts
 
 
 def label(
@@ -137,10 +147,12 @@ def label(
     with engine_for(plan.judge_engine, judge, plan.judge) as judge_engine, _policy_engine(
         config, plan, judge_engine, policy
     ) as policy_engine:
+        priors = position_priors(judge_engine, plan.templates, plan.panel, config.options) if (
+            config.options.calibrate) else None
         with progress_bar(plan.total, "judging", unit="pairs", quiet=config.work.quiet or None) as advance:
             for batch in _batches(_pairs(config, policy_engine, result.counts), config.work.batch_size):
                 todo = [p for p in batch if p.id not in done]
-                records = judge_pairs(judge_engine, plan.templates, plan.panel, todo, config.options)
+                records = judge_pairs(judge_engine, plan.templates, plan.panel, todo, config.options, priors)
                 store.write_shard(records)
                 result.written += len(records)
                 advance(len(batch))
