@@ -9,6 +9,10 @@ figure is generated tokens per second of rollout time, the step figure seconds p
 
 The first step is left out of both figures: vLLM starts its engine there (reported as start-up).
 
+Then, to show what the adapter costs vLLM, one vLLM engine with LoRA enabled samples the same rollout-sized
+batch (every completion run to the token limit) with a fresh random adapter of the PPO shape and without
+any, taking turns twice: generated tokens/s each way.
+
     .venv/bin/python bench/ppo.py            # 4 steps of 16 rollouts of up to 64 tokens
     .venv/bin/python bench/ppo.py --smoke    # about a minute: 2 steps of 4 rollouts of up to 16 tokens
 
@@ -74,6 +78,48 @@ def run(engine: str, args: argparse.Namespace, root: Path) -> dict[str, float]:
     return figures
 
 
+def lora_cost(args: argparse.Namespace, root: Path) -> dict[str, float]:
+    """vLLM's generation tokens/s on one rollout-sized batch with a LoRA adapter of the PPO shape and without."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from labeler.engine.vllm_engine import VLLMEngine
+    from labeler.model_prep import prepare_default_model
+    from labeler.ppo.config import PPOConfig
+    model = prepare_default_model()
+    rank = PPOConfig.model_fields["lora_rank"].default
+    targets = PPOConfig.model_fields["lora_target_modules"].default
+    adapter = root / "adapter"
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+    # init_lora_weights=False: both matrices random, so the adapter changes what is sampled
+    lora = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets, init_lora_weights=False)
+    get_peft_model(base, lora).save_pretrained(adapter)
+    del base
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    prompts = [
+        list(tokenizer.apply_chat_template([{"role": "user", "content": f"Tell me something about the number {i}."}],
+                                           add_generation_prompt=True, tokenize=True)["input_ids"])
+        for i in range(args.rollout_batch)
+    ]
+    rates: dict[str, list[float]] = {"adapter": [], "none": []}
+    with VLLMEngine(model, dtype="float32", max_lora_rank=rank, kv_cache_gib=1,
+                    max_model_len=512 + args.max_tokens) as engine:
+        for turn in ("warm-up", "adapter", "none", "adapter", "none"):
+            started = time.perf_counter()
+            samples = engine.sample_tokens(prompts, max_tokens=args.max_tokens, seeds=list(range(len(prompts))),
+                                           stop_token_ids=[], adapter=None if turn == "none" else adapter)
+            seconds = time.perf_counter() - started
+            if turn != "warm-up":
+                rates[turn].append(sum(len(s.token_ids) for s in samples) / seconds)
+    figures = {name: statistics.fmean(values) for name, values in rates.items()}
+    print(f"vllm generation on one engine with LoRA enabled: {figures['adapter']:6.1f} tok/s with a rank-{rank} "
+          f"adapter on {targets}, {figures['none']:6.1f} tok/s without: the adapter costs "
+          f"{figures['none'] / figures['adapter']:.2f}x", flush=True)
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="A quick run of the same code (about a minute).")
@@ -92,8 +138,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-ppo-") as folder:
         hf = run("hf", args, Path(folder))
         vllm = run("vllm", args, Path(folder))
-    print(f"ratio vLLM / transformers: rollout tokens/s {vllm['rollout_tok_per_s'] / hf['rollout_tok_per_s']:.2f}x, "
-          f"seconds per PPO step {hf['step_s'] / vllm['step_s']:.2f}x faster", flush=True)
+        rollout_ratio = vllm["rollout_tok_per_s"] / hf["rollout_tok_per_s"]
+        print(f"ratio vLLM / transformers: rollout tokens/s {rollout_ratio:.2f}x, "
+              f"seconds per PPO step {hf['step_s'] / vllm['step_s']:.2f}x faster", flush=True)
+        lora_cost(args, Path(folder))
 
 
 def _cpu_model() -> str:

@@ -333,12 +333,12 @@ def eval_judge(config: EvalJudgeConfig, judge: Engine | None = None) -> EvalJudg
 
 
 def _prepare(configuration: Configuration) -> _Prepared:
-    where = str(configuration.file) if configuration.file is not None else "--judge-model"
+    """Every check of one configuration that needs no model: constitution, demonstrations, templates, model."""
     constitution = load_constitution(configuration.constitution)
     panel = panel_for(constitution, configuration.options, str(configuration.constitution))
     templates = Templates.load(configuration.templates)
-    model = engine_model(configuration.judge, where=where if configuration.file is None else f"{where}: judge.model")
-    return _Prepared(configuration, panel, templates, model)
+    where = "--judge-model" if configuration.file is None else f"{configuration.file}: judge.model"
+    return _Prepared(configuration, panel, templates, engine_model(configuration.judge, where=where))
 
 
 def _judge_all(
