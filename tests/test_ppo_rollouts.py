@@ -153,8 +153,15 @@ def test_a_ppo_step_gives_the_same_loss_on_either_paths_rollout(
     assert results[0]["policy_loss"] != 0.0 and results[0]["kl"] > 0.0  # the adapter is not the reference
 
 
-def test_auto_picks_vllm_for_lora_and_transformers_for_full_fine_tuning(ppo_config: PPOConfig) -> None:
+def test_auto_picks_vllm_for_lora_on_a_gpu_and_transformers_elsewhere(
+    ppo_config: PPOConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
     auto = ppo_config.model_copy(update={"rollout_engine": "auto"})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    engine, reason = rollout_engine_for(auto)
+    assert engine == "hf" and "no GPU" in reason
+    assert rollout_engine_for(ppo_config)[0] == "vllm"  # asked for by name, vLLM samples on CPU too
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert rollout_engine_for(auto)[0] == "vllm"
     engine, reason = rollout_engine_for(auto.model_copy(update={"lora": False}))
     assert engine == "hf" and "full fine-tuning" in reason

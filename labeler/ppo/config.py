@@ -62,8 +62,9 @@ class PPOConfig(TrainingConfig):
     rollout_engine: Literal["hf", "vllm", "auto"] = Field(
         "auto",
         description="What samples the rollouts: hf (the training model's own generate), vllm (vLLM on the "
-        "base model with the current LoRA adapter loaded each step), or auto (vllm when it is installed and "
-        "the policy trains a LoRA adapter, else hf). Log-probabilities for the loss always come from the "
+        "base model with the current LoRA adapter loaded each step), or auto (vllm on a GPU when it is "
+        "installed and the policy trains a LoRA adapter, else hf: on CPU vLLM's LoRA rollouts measured no "
+        "faster). Log-probabilities for the loss always come from the "
         "training model.",
     )
     rollout_kv_cache_gib: float = Field(

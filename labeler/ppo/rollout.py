@@ -218,8 +218,12 @@ def rollout_engine_for(config: PPOConfig) -> tuple[RolloutEngineName, str]:
         blocker = "full fine-tuning (--no-lora): vLLM can load the policy's changes only as a LoRA adapter"
     elif not vllm_available():
         blocker = "vLLM is not installed (pip install 'labeler[cpu]' or 'labeler[gpu]')"
+    if blocker is not None and config.rollout_engine == "vllm":
+        raise InputError(f"vLLM cannot sample these rollouts: {blocker}", where="--rollout-engine")
+    if blocker is None and config.rollout_engine == "auto" and not torch.cuda.is_available():
+        # bench/ppo.py on a CPU: vLLM's rollouts were no faster than transformers' (0.98x at 16 rollouts of
+        # 64 tokens), its LoRA path alone costing 1.76x, and it adds an engine start and memory.
+        blocker = "no GPU: on CPU, vLLM's LoRA rollouts measured no faster than transformers (bench/ppo.py)"
     if blocker is None:
         return "vllm", f"--rollout-engine {config.rollout_engine}"
-    if config.rollout_engine == "vllm":
-        raise InputError(f"vLLM cannot sample these rollouts: {blocker}", where="--rollout-engine")
     return "hf", blocker
