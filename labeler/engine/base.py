@@ -10,6 +10,7 @@ Only modules under `labeler/engine/` import vllm, transformers or an HTTP client
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -114,11 +115,12 @@ class ChoiceScores:
         return sum(math.exp(lp) for lp in self.logprobs)
 
 
-class ClosedOnExit:
+class ClosedOnExit(ABC):
     """An engine's `with` block: the engine itself, closed (its memory freed) when the block ends."""
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Free what the engine holds (its model, processes, connections); safe to call twice."""
 
     def __enter__(self) -> Self:
         return self
