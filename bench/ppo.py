@@ -1,13 +1,16 @@
 """PPO with rollouts from transformers and from vLLM, in one run: rollout tokens/s and seconds per step.
 
-The same PPO run twice on the embedded model (float32, LoRA on every linear layer, the PPO defaults),
-once with `--rollout-engine hf` (the training model's `generate`) and once with `--rollout-engine vllm`
-(vLLM on the base model, the adapter saved and loaded each step). Prompts: the shipped sample prompts;
-reward: the `word:the` rule (any reward would do: only speed is measured here). Both runs are seeded
-alike, but their samples differ (different samplers), so their response lengths differ too: the rollout
-figure is generated tokens per second of rollout time, the step figure seconds per whole PPO step.
+The same PPO run three times on the embedded model (float32, LoRA on every linear layer, the PPO
+defaults): with `--rollout-engine hf` (the training model's `generate`), with `--rollout-engine vllm
+--rollout-weights merged` (the policy's merged weights written and loaded in place into vLLM each step)
+and with `--rollout-weights adapter` (the adapter saved and loaded by vLLM's LoRA support each step).
+Prompts: the shipped sample prompts; reward: the `word:the` rule (any reward would do: only speed is
+measured here). The runs are seeded alike, but their samples differ (different samplers), so their
+response lengths differ too: the rollout figure is generated tokens per second of rollout time (sending
+the policy to vLLM included), the step figure seconds per whole PPO step. For the merged run the time
+spent writing and loading the weights is also given.
 
-The first step is left out of both figures: vLLM starts its engine there (reported as start-up).
+The first step is left out of every figure: vLLM starts its engine there (reported as start-up).
 
 Then, to show what the adapter costs vLLM, one vLLM engine with LoRA enabled samples the same rollout-sized
 batch (every completion run to the token limit) with a fresh random adapter of the PPO shape and without
@@ -33,12 +36,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run(engine: str, args: argparse.Namespace, root: Path) -> dict[str, float]:
+def run(engine: str, weights: str, args: argparse.Namespace, root: Path) -> dict[str, float]:
     from labeler.model_prep import prepare_default_model
     from labeler.ppo.config import PPOConfig
+    from labeler.ppo.rollout import VLLMRollouts
     from labeler.ppo.train import train_ppo
 
-    out = root / engine
+    name = engine if engine == "hf" else f"{engine} {weights}"
+    out = root / name.replace(" ", "-")
     config = PPOConfig.model_validate(
         {
             "policy": str(prepare_default_model()),
@@ -46,6 +51,7 @@ def run(engine: str, args: argparse.Namespace, root: Path) -> dict[str, float]:
             "out": out,
             "reward_rule": "word:the",
             "rollout_engine": engine,
+            "rollout_weights": weights,
             "steps": args.steps,
             "rollout_batch": args.rollout_batch,
             "minibatch": args.rollout_batch // 2,
@@ -56,8 +62,22 @@ def run(engine: str, args: argparse.Namespace, root: Path) -> dict[str, float]:
             "quiet": True,
         }
     )
+    sends: list[float] = []  # seconds to give vLLM the policy, per step
+    send = VLLMRollouts._send
+
+    def timed_send(self: VLLMRollouts, *a: object, **k: object) -> object:
+        began = time.perf_counter()
+        try:
+            return send(self, *a, **k)  # type: ignore[arg-type]
+        finally:
+            sends.append(time.perf_counter() - began)
+
+    VLLMRollouts._send = timed_send  # type: ignore[method-assign]
     started = time.perf_counter()
-    train_ppo(config)
+    try:
+        train_ppo(config)
+    finally:
+        VLLMRollouts._send = send  # type: ignore[method-assign]
     total = time.perf_counter() - started
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     timed = rows[1:]  # step 1 starts vLLM's engine: left out of both figures
@@ -68,11 +88,13 @@ def run(engine: str, args: argparse.Namespace, root: Path) -> dict[str, float]:
         "step_s": statistics.fmean(r["seconds"] for r in timed),
         "rollout_share": sum(r["rollout_seconds"] for r in timed) / sum(r["seconds"] for r in timed),
         "total_s": total,
+        "send_s": statistics.fmean(sends[1:]) if len(sends) > 1 else 0.0,
     }
+    sending = f" (of it {figures['send_s']:.1f} s a step sending the policy)" if sends else ""
     print(
-        f"{engine:5s} first step {figures['first_step_s']:6.1f} s | rollouts {figures['rollout_tokens']} tokens "
+        f"{name:14s} first step {figures['first_step_s']:6.1f} s | rollouts {figures['rollout_tokens']} tokens "
         f"at {figures['rollout_tok_per_s']:6.1f} tok/s | {figures['step_s']:6.1f} s per PPO step "
-        f"({figures['rollout_share']:.0%} of it sampling) | whole run {total:6.1f} s",
+        f"({figures['rollout_share']:.0%} of it sampling){sending} | whole run {total:6.1f} s",
         flush=True,
     )
     return figures
@@ -136,11 +158,12 @@ def main() -> None:
     print(f"cpu: {_cpu_model()}; {len(os.sched_getaffinity(0))} cores; torch threads {torch.get_num_threads()}; "
           f"{args.steps} steps x {args.rollout_batch} rollouts x up to {args.max_tokens} tokens", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-ppo-") as folder:
-        hf = run("hf", args, Path(folder))
-        vllm = run("vllm", args, Path(folder))
-        rollout_ratio = vllm["rollout_tok_per_s"] / hf["rollout_tok_per_s"]
-        print(f"ratio vLLM / transformers: rollout tokens/s {rollout_ratio:.2f}x, "
-              f"seconds per PPO step {hf['step_s'] / vllm['step_s']:.2f}x faster", flush=True)
+        hf = run("hf", "auto", args, Path(folder))
+        for weights in ("merged", "adapter"):
+            vllm = run("vllm", weights, args, Path(folder))
+            rollout_ratio = vllm["rollout_tok_per_s"] / hf["rollout_tok_per_s"]
+            print(f"ratio vLLM ({weights}) / transformers: rollout tokens/s {rollout_ratio:.2f}x, "
+                  f"seconds per PPO step {hf['step_s'] / vllm['step_s']:.2f}x faster", flush=True)
         lora_cost(args, Path(folder))
 
 

@@ -200,7 +200,8 @@ CONFIG_KEYS = {
     "--prompts": "prompts", "--constitution": "constitution", "--templates": "templates", "--out": "out",
     "--judge-model": "engine.model", "--policy-model": "policy.model",
     "--pairs": "stages.label.pairs", "--base-model": "stages.train_rm.base_model", "--policy": "stages.ppo.policy",
-    "--rollout-engine": "stages.ppo.rollout_engine", "--baseline": "stages.ppo.policy",
+    "--rollout-engine": "stages.ppo.rollout_engine",
+    "--rollout-weights": "stages.ppo.rollout_weights", "--baseline": "stages.ppo.policy",
     "--principle": "stages.eval.principles",
     "--api-key-env": "engine.api_key_env",
 }
@@ -242,7 +243,7 @@ def check_pipeline(config: RunConfig) -> None:
     """Every check of every stage that needs no model, before any stage runs: bad input in a late stage
     (or a late iteration) is found before an early one has spent hours. Problems name the config key."""
     from labeler.models import resolve_model
-    from labeler.ppo.rollout import rollout_engine_for
+    from labeler.ppo.rollout import rollout_plan
     from labeler.ppo.train import load_prompts
     from labeler.rm.train import label_kind_for
     from labeler.stages.label import check_label
@@ -270,11 +271,12 @@ def check_pipeline(config: RunConfig) -> None:
                 resume_point(rm)
             if s.ppo is not None and s.train_rm is not None:
                 ppo = ppo_config(config, s.ppo, k)
+                start = None
                 if k == 1:
-                    resolve_model(ppo.policy, where="--policy", kind="policy")
+                    start = resolve_model(ppo.policy, where="--policy", kind="policy")
                     load_prompts(config.prompts)
                 resume_point(ppo)
-                rollout_engine_for(ppo)
+                rollout_plan(ppo, start)
             if s.iterations is not None:
                 _check_evaluation(config, k)
     except InputErrors as exc:

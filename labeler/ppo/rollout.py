@@ -4,15 +4,15 @@ Both paths return the same `Rollout` tensors, so everything after sampling (scor
 from the training model, advantages, the update) is the same code whichever sampled:
 
 - `hf`: the training model's own `generate` (plain softmax sampling, every logits processor neutral);
-- `vllm`: the vLLM engine on the base model, with the LoRA adapter being trained saved to a new
-  folder each step and loaded per request (`LoRARequest`). vLLM can only take the policy's changes as
-  an adapter, so full fine-tuning always samples with transformers.
+- `vllm`: a vLLM engine given the policy as it is now at each step: its weights merged and loaded in
+  place (LoRA or full fine-tuning), or its LoRA adapter loaded per request (`LoRARequest`).
 
 Shapes: B = rollout batch, P = padded prompt length, R = padded response length.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import time
@@ -25,14 +25,17 @@ import torch
 from torch import Tensor
 
 from labeler.errors import InputError
+from labeler.models import ModelRef
 from labeler.padding import pad_rows
 from labeler.ppo import math as ppo
 from labeler.ppo.config import PPOConfig
 from labeler.ppo.model import POLICY_ADAPTER, PolicyWithValueHead
+from labeler.ppo.weights import adapter_config_blocker, save_merged
 from labeler.sampling import seed_for
 
 RolloutEngineName = Literal["hf", "vllm"]
-ROLLOUT_ADAPTERS = ".rollout-adapters"  # inside the run's output folder: the adapter vLLM samples with
+RolloutWeights = Literal["merged", "adapter"]  # how vLLM is given the policy each step
+ROLLOUT_WEIGHTS = ".rollout-weights"  # inside the run's output folder: what vLLM loads each step
 
 # PPO's log-probabilities are those of the distribution the tokens were sampled from: plain softmax
 # sampling, so every logits processor a model's generation_config might switch on is set to neutral.
@@ -140,23 +143,29 @@ class HFRollouts:
 
 
 class VLLMRollouts:
-    """Rollouts from vLLM on the base model, with the current LoRA adapter loaded for each step.
+    """Rollouts from a vLLM engine that is given the policy as it is now at each step, in one of two ways:
 
-    The engine starts on the first rollout (a finished run that resumes never waits for it). Each step
-    saves the trained adapter to `OUT/.rollout-adapters/step-<k>/` and samples with it; the previous
-    step's folder is deleted. Per-prompt seeds come from (run seed, step, row), so a resumed run samples
-    what the uninterrupted one would have.
+    - `merged`: the policy's weights (the adapter merged in, or the whole model) are written to
+      `OUT/.rollout-weights/step-<k>.safetensors` and loaded in place into the engine's model, which runs
+      without LoRA (`weights.py`, `VLLMEngine.replace_weights`);
+    - `adapter`: the LoRA adapter is saved to `OUT/.rollout-weights/step-<k>/` and loaded per request
+      (vLLM's LoRA support) on an engine of the base model.
+
+    The engine starts on the first rollout (a finished run that resumes never waits for it), and the
+    step's file or folder is deleted once loaded. Per-prompt seeds come from (run seed, step, row), so a
+    resumed run samples what the uninterrupted one would have.
     """
 
     name: RolloutEngineName = "vllm"
 
-    def __init__(self, config: PPOConfig, base: Path, lora_rank: int, pad_id: int, eos_ids: Sequence[int],
-                 device: torch.device, engine: Any = None) -> None:
-        """`engine`: an open `VLLMEngine` on `base` with LoRA enabled to use (and leave open), else one is
-        started on the first rollout and closed by `close`."""
-        self.config, self.base, self.lora_rank = config, base, lora_rank
+    def __init__(self, config: PPOConfig, base: Path, weights: RolloutWeights, lora_rank: int, pad_id: int,
+                 eos_ids: Sequence[int], device: torch.device, engine: Any = None) -> None:
+        """`base`: the model the engine starts on (the starting policy's base); `lora_rank`: the most an
+        `adapter` engine must hold. `engine`: an open `VLLMEngine` on `base` to use (and leave open), with
+        LoRA enabled for `adapter`; else one is started on the first rollout and closed by `close`."""
+        self.config, self.base, self.weights, self.lora_rank = config, base, weights, lora_rank
         self.pad_id, self.eos_ids, self.device = pad_id, list(eos_ids), device
-        self.folder = config.out / ROLLOUT_ADAPTERS
+        self.folder = config.out / ROLLOUT_WEIGHTS
         self._engine: Any = engine
         self._owns_engine = engine is None
 
@@ -173,19 +182,32 @@ class VLLMRollouts:
             kv_cache_gib=self.config.rollout_kv_cache_gib,
             gpu_memory_utilization=self.config.rollout_gpu_memory_utilization,
             seed=self.config.seed,
-            max_lora_rank=self.lora_rank,
+            max_lora_rank=self.lora_rank if self.weights == "adapter" else None,
         )
         print(f"vllm rollout engine started in {time.monotonic() - started:.0f} s", file=sys.stderr)
         return engine
+
+    def _send(self, policy: PolicyWithValueHead, step: int) -> Path | None:
+        """Give the engine the policy as it is now; returns the adapter folder to sample with, if any."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if self.weights == "adapter":
+            adapter = self.folder / f"step-{step}"
+            if adapter.exists():  # left by a run that crashed while sampling this step
+                shutil.rmtree(adapter)
+            policy.lm.save_pretrained(adapter, selected_adapters=[POLICY_ADAPTER], safe_serialization=True)
+            return adapter  # loaded by the first request that names it; deleted after sampling
+        merged = save_merged(policy.lm, self.folder / f"step-{step}.safetensors")
+        try:
+            self._engine.replace_weights(merged)
+        finally:
+            merged.unlink(missing_ok=True)
+        return None
 
     def sample(self, policy: PolicyWithValueHead, prompts: Sequence[Sequence[int]], step: int, *,
                greedy: bool = False) -> Rollout:
         if self._engine is None:
             self._engine = self._start()
-        adapter = self.folder / f"step-{step}"
-        if adapter.exists():  # left by a run that crashed while sampling this step
-            shutil.rmtree(adapter)
-        policy.lm.save_pretrained(adapter, selected_adapters=[POLICY_ADAPTER], safe_serialization=True)
+        adapter = self._send(policy, step)
         try:
             seeds = [seed_for(self.config.seed, "rollout", step, row) for row in range(len(prompts))]
             samples = self._engine.sample_tokens(
@@ -193,7 +215,8 @@ class VLLMRollouts:
                 greedy=greedy, adapter=adapter,
             )
         finally:
-            shutil.rmtree(adapter, ignore_errors=True)  # vLLM holds the weights in memory once loaded
+            if adapter is not None:
+                shutil.rmtree(adapter, ignore_errors=True)  # vLLM holds the weights in memory once loaded
         prompt_tokens, prompt_mask = pad_rows(prompts, self.pad_id, side="left")  # (B, P)
         return rollout_from_tokens(
             prompt_tokens.to(self.device), prompt_mask.to(self.device), [s.token_ids for s in samples],
@@ -207,23 +230,43 @@ class VLLMRollouts:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def rollout_engine_for(config: PPOConfig) -> tuple[RolloutEngineName, str]:
-    """Which engine samples the rollouts, and why: `InputError` when `vllm` is asked for but cannot be."""
+@dataclass(frozen=True)
+class RolloutPlan:
+    """Which engine samples the rollouts, how vLLM is given the policy, and why."""
+
+    engine: RolloutEngineName
+    weights: RolloutWeights | None  # None for hf
+    reason: str  # the options that chose it, or what kept `auto` from vLLM
+
+
+def rollout_plan(config: PPOConfig, start: ModelRef | None = None) -> RolloutPlan:
+    """How the rollouts of a run are sampled; `InputError` when vLLM is asked for but cannot be.
+
+    `start`: the starting policy, whose adapter (if any) must be plain LoRA for vLLM to take it.
+    """
     from labeler.engine import vllm_available
 
     if config.rollout_engine == "hf":
-        return "hf", "--rollout-engine hf"
-    blocker = None
-    if not config.lora:
-        blocker = "full fine-tuning (--no-lora): vLLM can load the policy's changes only as a LoRA adapter"
-    elif not vllm_available():
+        return RolloutPlan("hf", None, "--rollout-engine hf")
+    weights: RolloutWeights
+    if config.rollout_weights != "auto":
+        weights = config.rollout_weights
+    else:
+        # On a GPU vLLM's LoRA kernels are its own fast path and nothing the size of the model moves each
+        # step; on CPU its LoRA generation measured 1.88x slower than the plain model (bench/ppo.py).
+        weights = "adapter" if config.lora and torch.cuda.is_available() else "merged"
+    blocker, where = None, "--rollout-engine"
+    if not vllm_available():
         blocker = "vLLM is not installed (pip install 'labeler[cpu]' or 'labeler[gpu]')"
+    elif weights == "adapter" and not config.lora:
+        blocker = "full fine-tuning (--no-lora) has no adapter to load: use --rollout-weights merged"
+        where = "--rollout-weights"
+    elif config.lora and start is not None and start.is_adapter:  # (full fine-tuning merges it at load)
+        adapter_config = json.loads((start.folder() / "adapter_config.json").read_text(encoding="utf-8"))
+        blocker = adapter_config_blocker(adapter_config)
+        where = "--policy"
     if blocker is not None and config.rollout_engine == "vllm":
-        raise InputError(f"vLLM cannot sample these rollouts: {blocker}", where="--rollout-engine")
-    if blocker is None and config.rollout_engine == "auto" and not torch.cuda.is_available():
-        # bench/ppo.py on a CPU: vLLM's rollouts were no faster than transformers' (0.98x at 16 rollouts of
-        # 64 tokens), its LoRA path alone costing 1.76x, and it adds an engine start and memory.
-        blocker = "no GPU: on CPU, vLLM's LoRA rollouts measured no faster than transformers (bench/ppo.py)"
-    if blocker is None:
-        return "vllm", f"--rollout-engine {config.rollout_engine}"
-    return "hf", blocker
+        raise InputError(f"vLLM cannot sample these rollouts: {blocker}", where=where)
+    if blocker is not None:
+        return RolloutPlan("hf", None, blocker)
+    return RolloutPlan("vllm", weights, f"--rollout-engine {config.rollout_engine} --rollout-weights {weights}")

@@ -40,10 +40,10 @@ from labeler.ppo.rollout import (
     SAMPLING,
     HFRollouts,
     Rollout,
-    RolloutEngineName,
+    RolloutPlan,
     RolloutSampler,
     VLLMRollouts,
-    rollout_engine_for,
+    rollout_plan,
 )
 from labeler.progress import progress_bar
 from labeler.training.checkpoint import load_checkpoint, save_checkpoint
@@ -61,8 +61,7 @@ class CheckedPPO:
     policy: ModelRef
     reward_model: ModelRef | None
     resume_from: Path | None
-    rollout_engine: RolloutEngineName
-    rollout_reason: str  # why that engine (an explicit choice, or what kept `auto` from vLLM)
+    rollout: RolloutPlan
 
 
 def check_ppo(config: PPOConfig, *, custom_reward: bool = False) -> CheckedPPO:
@@ -74,8 +73,8 @@ def check_ppo(config: PPOConfig, *, custom_reward: bool = False) -> CheckedPPO:
     prompts = load_prompts(config.prompts)
     policy = resolve_model(config.policy, where="--policy", kind="policy")
     reward_model = None if custom_reward else check_reward(config.reward_model, config.reward_rule)
-    engine, reason = rollout_engine_for(config)
-    return CheckedPPO(prompts, policy, reward_model, resume_point(config), engine, reason)
+    rollout = rollout_plan(config, policy)
+    return CheckedPPO(prompts, policy, reward_model, resume_point(config), rollout)
 
 
 def train_ppo(config: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
@@ -112,8 +111,8 @@ def train_ppo(config: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     metrics.truncate_after(start_step)  # the steps after the checkpoint run again
     checkpoint = resume_from
     sampler = rollout_sampler(config, checked, pad_id, eos_ids, device)
-    if checked.rollout_engine != config.rollout_engine:
-        print(f"rollouts: {checked.rollout_engine} ({checked.rollout_reason})", file=sys.stderr)
+    if checked.rollout.engine != config.rollout_engine or config.rollout_weights == "auto":
+        print(f"rollouts: {checked.rollout.engine} ({checked.rollout.reason})", file=sys.stderr)
 
     def export(folder: Path) -> None:
         # A checkpoint's usable policy: the adapter (or the whole model) as a Hugging Face folder.
@@ -247,14 +246,15 @@ def ppo_update(
 def rollout_sampler(
     config: PPOConfig, checked: CheckedPPO, pad_id: int, eos_ids: list[int], device: torch.device
 ) -> RolloutSampler:
-    """The sampler `check_ppo` chose: the training model's `generate`, or vLLM with the LoRA adapter."""
-    if checked.rollout_engine == "hf":
+    """The sampler `check_ppo` chose: the training model's `generate`, or vLLM."""
+    plan = checked.rollout
+    if plan.engine == "hf" or plan.weights is None:
         return HFRollouts(pad_id, eos_ids, config.max_new_tokens, device)
     from labeler.engine.vllm_engine import adapter_rank
 
     start = checked.policy
     rank = adapter_rank(start.folder()) if start.is_adapter else config.lora_rank
-    return VLLMRollouts(config, base_folder(start), rank, pad_id, eos_ids, device)
+    return VLLMRollouts(config, base_folder(start), plan.weights, rank, pad_id, eos_ids, device)
 
 
 # ---------------------------------------------------------------------------------------------------
