@@ -17,7 +17,9 @@ batch (every completion run to the token limit) with a fresh random adapter of t
 any, taking turns twice: generated tokens/s each way.
 
     .venv/bin/python bench/ppo.py            # 4 steps of 16 rollouts of up to 64 tokens
-    .venv/bin/python bench/ppo.py --smoke    # about a minute: 2 steps of 4 rollouts of up to 16 tokens
+    .venv/bin/python bench/ppo.py --smoke    # a few minutes: 2 steps of 4 rollouts of up to 16 tokens
+
+On a GPU machine PPO trains on the GPU (`--device auto`); `--dtype bfloat16` halves its memory.
 
 The machine is shared and noisy: compare the ratio from one run, never absolute numbers across runs.
 """
@@ -58,7 +60,8 @@ def run(engine: str, weights: str, args: argparse.Namespace, root: Path) -> dict
             "ppo_epochs": 1,
             "max_new_tokens": args.max_tokens,
             "checkpoint_every": 0,
-            "device": "cpu",
+            "device": args.device,
+            "dtype": args.dtype,
             "quiet": True,
         }
     )
@@ -126,7 +129,7 @@ def lora_cost(args: argparse.Namespace, root: Path) -> dict[str, float]:
         for i in range(args.rollout_batch)
     ]
     rates: dict[str, list[float]] = {"adapter": [], "none": []}
-    with VLLMEngine(model, dtype="float32", max_lora_rank=rank, kv_cache_gib=1,
+    with VLLMEngine(model, dtype=args.dtype, max_lora_rank=rank, kv_cache_gib=1,
                     max_model_len=512 + args.max_tokens) as engine:
         for turn in ("warm-up", "adapter", "none", "adapter", "none"):
             started = time.perf_counter()
@@ -144,10 +147,13 @@ def lora_cost(args: argparse.Namespace, root: Path) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="A quick run of the same code (about a minute).")
+    parser.add_argument("--smoke", action="store_true", help="A quick run of the same code (a few minutes).")
     parser.add_argument("--steps", type=int, default=4, help="PPO steps per run (the first is not timed).")
     parser.add_argument("--rollout-batch", type=int, default=16, help="Rollouts per step.")
     parser.add_argument("--max-tokens", type=int, default=64, help="Most new tokens per rollout.")
+    parser.add_argument("--device", default="auto", help="Where PPO trains: auto (cuda when there is one), cpu, ...")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="Weights' dtype.")
+    parser.add_argument("--out", type=Path, help="Also write every figure to this JSON file.")
     args = parser.parse_args()
     if args.smoke:
         args.steps, args.rollout_batch, args.max_tokens = 2, 4, 16
@@ -155,16 +161,26 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     print(f"cpu: {_cpu_model()}; {len(os.sched_getaffinity(0))} cores; torch threads {torch.get_num_threads()}; "
-          f"{args.steps} steps x {args.rollout_batch} rollouts x up to {args.max_tokens} tokens", flush=True)
+          f"gpu: {gpu}; {args.dtype}; {args.steps} steps x {args.rollout_batch} rollouts x up to {args.max_tokens} "
+          "tokens", flush=True)
+    figures: dict[str, object] = {"cpu": _cpu_model(), "gpu": gpu, "dtype": args.dtype}
     with tempfile.TemporaryDirectory(prefix="bench-ppo-") as folder:
         hf = run("hf", "auto", args, Path(folder))
+        figures["hf"] = hf
         for weights in ("merged", "adapter"):
             vllm = run("vllm", weights, args, Path(folder))
             rollout_ratio = vllm["rollout_tok_per_s"] / hf["rollout_tok_per_s"]
+            step_ratio = hf["step_s"] / vllm["step_s"]
             print(f"ratio vLLM ({weights}) / transformers: rollout tokens/s {rollout_ratio:.2f}x, "
-                  f"seconds per PPO step {hf['step_s'] / vllm['step_s']:.2f}x faster", flush=True)
-        lora_cost(args, Path(folder))
+                  f"seconds per PPO step {step_ratio:.2f}x faster", flush=True)
+            figures[f"vllm_{weights}"] = vllm
+            figures[f"vllm_{weights}_rollout_ratio"] = rollout_ratio
+            figures[f"vllm_{weights}_step_ratio"] = step_ratio
+        figures["lora_cost"] = lora_cost(args, Path(folder))
+    if args.out is not None:
+        args.out.write_text(json.dumps(figures, indent=2) + "\n")
 
 
 def _cpu_model() -> str:

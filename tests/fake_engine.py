@@ -134,3 +134,31 @@ class FakeEngine:
             return text[: min(hits)], len(text[: min(hits)].split()), "stop"
         count = len(text.split())
         return text, count, "length" if count >= params.max_tokens else "stop"
+
+
+class RuleJudge:
+    """A judge whose choice scores follow a rule of the subclass's (`choice_logprobs`), for judging tests
+    that need a known answer; it generates one fixed sentence and counts words as tokens."""
+
+    name = "scripted"
+    model_id = "rule-judge"
+    max_model_len = 4096
+
+    def prompt_lengths(self, conversations: Sequence[Conversation]) -> list[int]:
+        return [sum(len(m.content.split()) for m in c) for c in conversations]
+
+    def generate(self, conversations: Sequence[Conversation], params: GenerationParams,
+                 seeds: Sequence[int] | None = None) -> list[Generation]:
+        return [Generation(("I compare them.",), (3,), ("stop",)) for _ in conversations]
+
+    def choice_logprobs(self, requests: Sequence[ChoiceRequest], choices: Sequence[str]) -> list[ChoiceScores]:
+        raise NotImplementedError  # each judge's rule
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> RuleJudge:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass

@@ -1,4 +1,4 @@
-"""The GPU benchmark keeps working where there is no GPU: `bench/gpu.py --smoke` runs every path once."""
+"""The benchmarks meant for a GPU keep working where there is none: `--smoke` runs every path once."""
 
 from __future__ import annotations
 
@@ -7,22 +7,40 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
 
+def smoke(script: str, out: Path) -> tuple[dict[str, Any], str]:
+    """Run `bench/<script> --smoke --out OUT`; its figures and what it printed."""
+    result = subprocess.run([sys.executable, f"bench/{script}", "--smoke", "--out", str(out)], cwd=REPO,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(out.read_text()), result.stdout
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_gpu_benchmark_smoke_runs_every_measurement(tmp_path: Path) -> None:
-    out = tmp_path / "gpu.json"
-    result = subprocess.run([sys.executable, "bench/gpu.py", "--smoke", "--out", str(out)], cwd=REPO,
-                            capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    figures = json.loads(out.read_text())
+    figures, stdout = smoke("gpu.py", tmp_path / "gpu.json")
     for name in ("label_over_raw_vllm", "label_over_transformers_loop", "salmon_12_over_1",
                  "revise_over_raw_generation", "train_rm_over_trl"):
         assert math.isfinite(figures[name]) and figures[name] > 0, name
-        assert name in result.stdout
-    assert "not measured (no GPU)" in result.stdout or "cuda_graphs_over_eager_generation" in figures
+        assert name in stdout
+    assert "not measured (no GPU)" in stdout or "cuda_graphs_over_eager_generation" in figures
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+@pytest.mark.timeout(900)
+def test_ppo_benchmark_smoke_times_every_rollout_path(tmp_path: Path) -> None:
+    """`bench/ppo.py --smoke`: PPO with transformers', vLLM's merged and vLLM's adapter rollouts, and the LoRA cost."""
+    figures, stdout = smoke("ppo.py", tmp_path / "ppo.json")
+    for name in ("vllm_merged_rollout_ratio", "vllm_adapter_rollout_ratio", "vllm_merged_step_ratio"):
+        assert math.isfinite(figures[name]) and figures[name] > 0, name
+    assert figures["vllm_merged"]["send_s"] > 0 and figures["hf"]["send_s"] == 0  # only vLLM is sent weights
+    assert figures["lora_cost"]["adapter"] > 0 and figures["lora_cost"]["none"] > 0
+    assert "ratio vLLM (merged) / transformers" in stdout

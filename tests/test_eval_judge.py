@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_engine import RuleJudge
 
 from labeler.cli import main
-from labeler.engine import ChoiceRequest, ChoiceScores, Conversation, Generation, GenerationParams
+from labeler.engine import ChoiceRequest, ChoiceScores
 from labeler.eval_judge import (
     CALIBRATION_BINS,
     EvalJudgeConfig,
@@ -227,22 +228,13 @@ def test_missing_and_empty_pair_files_exit_2(tmp_path: Path, capsys):
 # -- a scripted judge -----------------------------------------------------------------------------
 
 
-class ScriptedJudge:
+class ScriptedJudge(RuleJudge):
     """A judge that reads the two replies out of the rendered prompt and scores them with a rule."""
 
-    name = "scripted"
     model_id = "scripted-judge"
-    max_model_len = 4096
 
     def __init__(self, rule: str) -> None:
         self.rule = rule
-
-    def prompt_lengths(self, conversations: Sequence[Conversation]) -> list[int]:
-        return [sum(len(m.content.split()) for m in c) for c in conversations]
-
-    def generate(self, conversations: Sequence[Conversation], params: GenerationParams,
-                 seeds: Sequence[int] | None = None) -> list[Generation]:
-        return [Generation(("I compare them.",), (3,), ("stop",)) for _ in conversations]
 
     def choice_logprobs(self, requests: Sequence[ChoiceRequest], choices: Sequence[str]) -> list[ChoiceScores]:
         scores = []
@@ -255,15 +247,6 @@ class ScriptedJudge:
                 p = 0.8 if "right" in first else 0.2
             scores.append(ChoiceScores((math.log(p * 0.9), math.log((1 - p) * 0.9))))
         return scores
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> ScriptedJudge:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
 
 
 def write_pairs(path: Path, n: int) -> Path:

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_engine import RuleJudge
 
 from labeler.cli import main
 from labeler.constitution import Constitution, Principle, load_constitution
 from labeler.constitution.judge_demos import read_judge_demos, split_transcript
-from labeler.engine import ChoiceRequest, ChoiceScores, Conversation, Generation, GenerationParams, Message
+from labeler.engine import ChoiceRequest, ChoiceScores, Message
 from labeler.errors import InputError, InputErrors
 from labeler.eval_judge import CompareReport, EvalJudgeConfig, eval_judge, paired_bootstrap
 from labeler.soft_label import combine_orders, judgment
@@ -41,16 +42,14 @@ SALMON = REPO / "constitutions" / "salmon.yaml"
 TEMPLATES = Templates.load(None)
 
 
-class BiasedJudge:
+class BiasedJudge(RuleJudge):
     """A judge with a known position bias and content signal, read from the rendered prompt.
 
     log P(A) − log P(B) = `bias` (+ the question's own bias) + `signal` when the first reply holds "right"
     and − `signal` when the second does. Counts the prompts it scores and keeps the last requests.
     """
 
-    name = "scripted"
     model_id = "biased-judge"
-    max_model_len = 4096
 
     def __init__(self, bias: float = 2.0, signal: float = 0.5) -> None:
         self.bias, self.signal = bias, signal
@@ -67,13 +66,6 @@ class BiasedJudge:
         content = self.signal * (("right" in first) - ("right" in second))
         return self.bias + own + content
 
-    def prompt_lengths(self, conversations: Sequence[Conversation]) -> list[int]:
-        return [sum(len(m.content.split()) for m in c) for c in conversations]
-
-    def generate(self, conversations: Sequence[Conversation], params: GenerationParams,
-                 seeds: Sequence[int] | None = None) -> list[Generation]:
-        return [Generation(("I compare them.",), (3,), ("stop",)) for _ in conversations]
-
     def choice_logprobs(self, requests: Sequence[ChoiceRequest], choices: Sequence[str]) -> list[ChoiceScores]:
         self.prompts += len(requests)
         self.requests = list(requests)
@@ -82,15 +74,6 @@ class BiasedJudge:
             d = self.log_odds(request)
             scores.append(ChoiceScores((-math.log1p(math.exp(-d)) - 0.1, -math.log1p(math.exp(d)) - 0.1)))
         return scores
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> BiasedJudge:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
 
 
 def human_pairs(path: Path, n: int) -> Path:
