@@ -89,3 +89,15 @@ def test_variants_of_lora_are_named_as_what_cannot_be_merged() -> None:
     with pytest.warns(UserWarning, match="no bias"):
         no_bias = with_adapter(tiny_llama(), lora_bias=True)  # a trained bias for layers without one
     assert "has no bias" in (merge_blocker(no_bias) or "")
+
+
+def test_what_rollouts_send_leaves_out_only_frozen_embeddings_and_head() -> None:
+    policy = with_adapter(tiny_llama(tied=False))
+    complete, sent = merged_weights(policy), merged_weights(policy, complete=False)
+    assert set(complete) - set(sent) == {"model.embed_tokens.weight", "lm_head.weight"}
+    assert all(torch.equal(sent[k], complete[k]) for k in sent)
+    # An adapter on the embeddings changes them: then they are sent.
+    on_embeddings = with_adapter(tiny_llama(), target_modules=["embed_tokens", "q_proj"])
+    assert "model.embed_tokens.weight" in merged_weights(on_embeddings, complete=False)
+    full = tiny_llama()  # full fine-tuning: every weight may have changed
+    assert set(merged_weights(full, complete=False)) == set(merged_weights(full))

@@ -196,7 +196,8 @@ class VLLMRollouts:
                 shutil.rmtree(adapter)
             policy.lm.save_pretrained(adapter, selected_adapters=[POLICY_ADAPTER], safe_serialization=True)
             return adapter  # loaded by the first request that names it; deleted after sampling
-        merged = save_merged(policy.lm, self.folder / f"step-{step}.safetensors")
+        # The engine runs the base model's frozen embeddings and head already: they are not sent again.
+        merged = save_merged(policy.lm, self.folder / f"step-{step}.safetensors", complete=False)
         try:
             self._engine.replace_weights(merged)
         finally:

@@ -4,7 +4,9 @@ A LoRA policy's checkpoint is its base model with the trained adapter's change `
 each adapted weight (and to its bias, for adapters that train one); the base layers themselves are left
 untouched, so training goes on as before. A full fine-tuning policy's checkpoint is its state dict.
 Names are the base model's own (`model.layers.0.self_attn.q_proj.weight`), which is what vLLM's loader
-reads; a tensor shared by two names (tied input and output embeddings) is written once.
+reads; a tensor shared by two names (tied input and output embeddings) is written once. What rollouts
+send each step may leave out the frozen embeddings and head (`complete=False`): vLLM's reload keeps a
+layer it is given nothing for as it was.
 """
 
 from __future__ import annotations
@@ -54,11 +56,13 @@ def merge_blocker(lm: Any, adapter: str = POLICY_ADAPTER) -> str | None:
 
 
 @torch.no_grad()
-def merged_weights(lm: Any, adapter: str = POLICY_ADAPTER) -> dict[str, Tensor]:
+def merged_weights(lm: Any, adapter: str = POLICY_ADAPTER, *, complete: bool = True) -> dict[str, Tensor]:
     """Every weight of the policy with `adapter` merged in, under the base model's names.
 
     `lm` is a transformers model or a PEFT wrapper of one; other adapters it holds (the frozen reference)
-    are left out. Raises ValueError where `merge_blocker` names a reason.
+    are left out. `complete=False` also leaves out a LoRA policy's input embeddings and output head where
+    the adapter does not change them: the largest frozen tensors, which an engine started on the base
+    model already holds. Raises ValueError where `merge_blocker` names a reason.
     """
     from peft import PeftModel
     from peft.tuners.lora import LoraLayer
@@ -77,6 +81,10 @@ def merged_weights(lm: Any, adapter: str = POLICY_ADAPTER) -> dict[str, Tensor]:
                 changes[f"{name}.bias"] = module.lora_B[adapter].bias * module.scaling[adapter]
     weights: dict[str, Tensor] = {}
     seen: set[int] = set()
+    frozen: set[int] = set()  # left out unless adapted: the engine has them from the base model
+    if not complete and isinstance(lm, PeftModel):
+        modules = [model.get_input_embeddings(), model.get_output_embeddings()]
+        frozen = {m.weight.data_ptr() for m in modules if m is not None and hasattr(m, "weight")}
     for name, tensor in model.state_dict().items():
         if ".lora_" in name:  # lora_A / lora_B / lora_embedding_* / lora_magnitude_vector of any adapter
             continue
@@ -86,15 +94,17 @@ def merged_weights(lm: Any, adapter: str = POLICY_ADAPTER) -> dict[str, Tensor]:
         name = name.replace(".base_layer.", ".")
         if name in changes:
             tensor = tensor + changes.pop(name).to(tensor.dtype)
+        elif tensor.data_ptr() in frozen:
+            continue
         weights[name] = tensor.detach().contiguous()
     if changes:
         raise ValueError(f"adapted weights missing from the model's state dict: {sorted(changes)}")
     return weights
 
 
-def save_merged(lm: Any, path: Path, adapter: str = POLICY_ADAPTER) -> Path:
+def save_merged(lm: Any, path: Path, adapter: str = POLICY_ADAPTER, *, complete: bool = True) -> Path:
     """Write `merged_weights` to a safetensors file at `path` (its folder must exist)."""
     from safetensors.torch import save_file
 
-    save_file(merged_weights(lm, adapter), str(path))
+    save_file(merged_weights(lm, adapter, complete=complete), str(path))
     return path
