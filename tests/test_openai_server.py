@@ -80,6 +80,24 @@ def rows_of(run: Path) -> list[dict[str, Any]]:
     return sorted((r.to_row() for r in iter_records(run, "preferences")), key=lambda row: row["id"])
 
 
+def assert_same_rows(rows: Any, reference: Any, path: str = "rows") -> None:
+    """The same records, every text and id exact, every number within float32 noise: a request the server
+    batched with another, or answered from its prefix cache, can come back some 1e-6 apart from one it
+    did not (float32 sums in another order)."""
+    if isinstance(reference, float):
+        assert rows == pytest.approx(reference, rel=1e-5, abs=1e-5), path
+    elif isinstance(reference, dict):
+        assert isinstance(rows, dict) and rows.keys() == reference.keys(), path
+        for key in reference:
+            assert_same_rows(rows[key], reference[key], f"{path}.{key}")
+    elif isinstance(reference, (list, tuple)):
+        assert type(rows) is type(reference) and len(rows) == len(reference), path
+        for i, (a, b) in enumerate(zip(rows, reference)):
+            assert_same_rows(a, b, f"{path}[{i}]")
+    else:
+        assert rows == reference, path
+
+
 def assert_key_in_no_file(run: Path) -> None:
     files = [p for p in run.rglob("*") if p.is_file()]
     assert files
@@ -160,7 +178,7 @@ def test_two_servers_share_the_work_and_change_nothing(vllm_server: Any, pairs_f
     with Proxy(vllm_server.url) as second:
         rows = label_run(judge_config(vllm_server.url, second.url, concurrency=2), pairs_file, tmp_path / "run")
         assert second.forwarded >= 3  # 12 judge requests, two in flight on each server
-    assert rows == reference
+    assert_same_rows(rows, reference)
 
 
 def test_faults_on_every_server_change_nothing(vllm_server: Any, pairs_file: Path, reference: list, tmp_path):
@@ -168,7 +186,7 @@ def test_faults_on_every_server_change_nothing(vllm_server: Any, pairs_file: Pat
     with Proxy(vllm_server.url, plans[0]) as one, Proxy(vllm_server.url, plans[1]) as two:
         rows = label_run(judge_config(one.url, two.url, eject_after=50), pairs_file, tmp_path / "run")
         faults = one.faults + two.faults
-    assert rows == reference
+    assert_same_rows(rows, reference)
     assert set(faults) == {"drop", "429", "500", "slow"} and sum(faults.values()) >= 6, faults
     assert_key_in_no_file(tmp_path / "run")
 
@@ -193,7 +211,7 @@ def test_kill_9_mid_run_then_rerun_gives_the_same_dataset(vllm_server: Any, pair
     assert rerun.returncode == 0, rerun.stderr
     wrote, done = map(int, re.search(r"wrote (\d+) pairs \((\d+) already done", rerun.stdout).groups())
     assert wrote + done == N_PAIRS and wrote > 0 and done > 0  # killed mid-run, resumed after what it wrote
-    assert rows_of(out) == reference
+    assert_same_rows(rows_of(out), reference)
     assert TEST_API_KEY not in rerun.stdout + rerun.stderr
     assert_key_in_no_file(out)
 
