@@ -480,6 +480,46 @@ CASES = [
          "--dry-run", "--with-report"], lambda d: ["--with-report", str(d / "pref-run" / "report")]),
 ]
 
+# --- data integrity and safety: one list per area, each part of the table ---------------------------
+
+
+# one writer per run, inputs fingerprinted by content, overwrite, manifests confined
+CASES_RUN_WRITER: list[Case] = [
+]
+
+
+
+# export and push: no symlink followed out of the run, no local path published
+CASES_PUBLISHING: list[Case] = [
+]
+
+
+
+# inputs read from regular files only, bounded; YAML aliases, huge integers, deep nesting
+CASES_READING: list[Case] = [
+]
+
+
+
+# template operations bounded in memory and time
+CASES_TEMPLATES: list[Case] = [
+]
+
+
+
+# outputs never over inputs; numbers and paths the CLI takes
+CASES_OUTPUTS: list[Case] = [
+]
+
+
+
+# models, engines and inputs checked before anything loads; nothing accepted silently
+CASES_CHECKS: list[Case] = [
+]
+
+
+CASES += CASES_RUN_WRITER + CASES_PUBLISHING + CASES_READING + CASES_TEMPLATES + CASES_OUTPUTS + CASES_CHECKS
+
 
 def _first_shard(run: Path, split: str) -> Path:
     return sorted((run / split).glob("*.arrow"))[0]
