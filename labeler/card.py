@@ -4,7 +4,7 @@ Every number in the card is computed from the verified shards (not copied from w
 so the card cannot disagree with the data it describes. Its front matter is Hugging Face Hub metadata
 (license, language, size and task categories, one config per split), and its usage snippets load the
 data from the folder it sits in, or from the Hub id when the card is published (`labeler push`): the
-card never names a path on the machine that made it.
+card never names a path on the machine that made it (paths in fingerprints and commands become file names).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from labeler.published import published_manifest, text_without_local_paths
 from labeler.records import FLAG_CHOICE_OUTSIDE_TOPK, FLAG_LOW_MASS, FLAG_ORDER_FLIP, SPLITS, column_descriptions
 from labeler.store.atomic import atomic_write_text
 from labeler.store.manifest import ExportInfo, Manifest, SplitEntry, load_manifest
@@ -204,7 +205,9 @@ def render_card(
     """
     run_dir = Path(run_dir)
     hub = hub or HubMetadata()
-    manifest = load_manifest(run_dir)
+    # Fingerprints hold the paths a run was given (constitution, pairs, models): the card says names only.
+    manifest = published_manifest(load_manifest(run_dir))
+    command = text_without_local_paths(command) if command else command
     wanted = set(manifest.splits) if splits is None else set(splits)
     splits = [name for name in SPLITS if name in manifest.splits and name in wanted]
     # Statistics stream over the verified shards: a card never holds more than one shard in memory.

@@ -19,6 +19,9 @@ ones before it kept: `drop_flags` (one step per flag), `min_margin`, `min_consis
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import math
 import os
 import re
@@ -34,12 +37,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from labeler.card import CARD_NAME, HubMetadata, render_card
 from labeler.errors import InputError
 from labeler.outputs import check_output_folder
+from labeler.published import check_inside_run, published_manifest
 from labeler.records import FLAGS, SPLITS, PreferenceRecord
-from labeler.store.atomic import TEMP_SUFFIX, fsync_dir
+from labeler.store.atomic import TEMP_SUFFIX, atomic_write_text, fsync_dir
 from labeler.store.fingerprint import sha256_bytes
 from labeler.store.manifest import (
+    MANIFEST_NAME,
     ExportedSplit,
     ExportInfo,
     FilterCount,
@@ -278,6 +284,7 @@ def check_export(config: ExportConfig) -> ExportPlan:
     OUT exists.
     """
     run = config.run
+    check_inside_run(run, MANIFEST_NAME)
     manifest = load_manifest(run, where="RUN")
     splits = config.split or tuple(name for name in SPLITS if name in manifest.splits)
     missing = [name for name in splits if name not in manifest.splits]
@@ -301,6 +308,9 @@ def check_export(config: ExportConfig) -> ExportPlan:
         raise InputError("is not empty; export into a new or empty folder", file=config.out, where="--out")
     if config.out.resolve() == run.resolve():
         raise InputError("is the run itself; export into a new folder", file=config.out, where="--out")
+    for name in splits:
+        for shard in manifest.splits[name].shards:
+            check_inside_run(run, shard.file)  # never read what a link out of the run points to
     return ExportPlan(manifest, splits)
 
 
@@ -308,20 +318,110 @@ def check_export(config: ExportConfig) -> ExportPlan:
 class ExportResult:
     out: Path
     splits: dict[str, ExportedSplit]
+    removed: tuple[Path, ...] = ()  # temporary folders of killed exports into the same OUT, removed
+
+
+class ExportWriteError(Exception):
+    """Writing the export failed (a full disk, a quota): nothing was exported, OUT is as it was. Exit 1."""
+
+    def __init__(self, out: Path, name: str, error: OSError) -> None:
+        self.out = out
+        self.name = name
+        self.error = error
+        reason = error.strerror or str(error)
+        full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+        hint = " (free some space and run the same command again)" if full else ""
+        super().__init__(f"{out}: cannot write {name} of the export: {reason}; nothing was exported and {out} "
+                         f"is as it was{hint}")  # fmt: skip
+
+
+@contextlib.contextmanager
+def _writing(out: Path, name: str) -> Iterator[None]:
+    """Turn a failure to write `name` (a file of the export) into an `ExportWriteError` naming it."""
+    try:
+        yield
+    except OSError as exc:
+        raise ExportWriteError(out, name, exc) from exc
+
+
+def _temp_name(out: Path) -> re.Pattern[str]:
+    """The names of the temporary folders exports into `out` write in (the pid of the process that made it,
+    then a random tag).
+
+    >>> bool(_temp_name(Path("x/out")).fullmatch(".out.123-0a1b2c3d.partial"))
+    True
+    """
+    return re.compile(rf"\.{re.escape(out.name)}\.(\d+)-[0-9a-f]{{8}}{re.escape(TEMP_SUFFIX)}")
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process of this id runs on this machine (one of another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_exports(out: Path) -> list[Path]:
+    """Remove the temporary folders that exports into `out` left when they were killed; returns them.
+
+    Only labeler's own: a folder (not a link) next to OUT whose name is that of an export into OUT, whose
+    process is gone, and whose lock no other process holds (a live export, even on another machine of a
+    shared file system, holds the lock of its folder until it is renamed to OUT).
+    """
+    pattern = _temp_name(out)
+    removed = []
+    for entry in sorted(out.parent.iterdir()) if out.parent.is_dir() else []:
+        match = pattern.fullmatch(entry.name)
+        if match is None or entry.is_symlink() or not entry.is_dir() or _alive(int(match[1])):
+            continue
+        try:
+            fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            continue  # gone meanwhile, or not ours to open: it stays as it is
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shutil.rmtree(entry)
+        except OSError:
+            continue  # locked (an export still writes it) or not ours to remove: it stays as it is
+        else:
+            removed.append(entry)
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _locked_folder(path: Path) -> int:
+    """Create the folder `path` and hold an exclusive lock on it (released when the fd is closed)."""
+    path.mkdir()
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        pass  # a file system without locks: the process id in the name still protects the folder
+    return fd
 
 
 def export_run(config: ExportConfig) -> ExportResult:
-    """Export the run's splits into `config.out`: filtered, compacted, with a manifest and a card."""
-    from labeler.card import HubMetadata, write_card
+    """Export the run's splits into `config.out`: filtered, compacted, with a manifest and a card.
 
+    Temporary folders of earlier exports into the same OUT that were killed are removed first. A failure
+    to write (a full disk) raises `ExportWriteError` and leaves OUT as it was.
+    """
     plan = check_export(config)
     out = config.out
     shard_format = SHARD_FORMATS[config.format]
     rows = config.shard_rows
     size = None if rows is not None else parse_size(config.shard_size or DEFAULT_SHARD_SIZE)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    with _writing(out, "its folder"):
+        out.parent.mkdir(parents=True, exist_ok=True)
+    removed = remove_stale_exports(out)
     temp = out.parent / f".{out.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}"
-    temp.mkdir()
+    with _writing(out, "its folder"):
+        lock = _locked_folder(temp)
     try:
         manifest = new_manifest()
         exported: dict[str, ExportedSplit] = {}
@@ -330,14 +430,17 @@ def export_run(config: ExportConfig) -> ExportResult:
             counts = _Counts()
             steps = preference_filters(config) if split == PreferenceRecord.split else []
             tables = iter_shard_tables(config.run, split, require_complete=not config.allow_partial)
-            (temp / split).mkdir()
+            with _writing(out, f"{split}/"):
+                (temp / split).mkdir()
             shards: list[ShardInfo] = []
             for seq, table in enumerate(packed(filtered(tables, steps, counts), rows=rows, size=size)):
                 name = f"{split}/{shard_name(seq, source.part, shard_format)}"
                 data = encode_table(table, shard_format)
-                _write_file(temp / name, data)
+                with _writing(out, name):
+                    _write_file(temp / name, data)
                 shards.append(ShardInfo(file=name, rows=table.num_rows, sha256=sha256_bytes(data)))
-            fsync_dir(temp / split)
+            with _writing(out, f"{split}/"):
+                fsync_dir(temp / split)
             entry = SplitEntry(fingerprint=source.fingerprint, status=source.status, shards=tuple(shards),
                                part=source.part, stats=source.stats)  # fmt: skip
             manifest = manifest.with_split(split, entry)
@@ -349,17 +452,21 @@ def export_run(config: ExportConfig) -> ExportResult:
             )
         options = config.model_dump(mode="json", exclude={"run", "out"})
         info = ExportInfo(source=config.run.resolve().name, format=config.format, options=options, splits=exported)
-        write_manifest(temp, manifest.model_copy(update={"export": info}))
-        write_card(temp, hub=HubMetadata(pretty_name=out.name))
-        fsync_dir(temp)
-        os.replace(temp, out)  # an empty OUT is replaced; from here on OUT is the whole export
+        # What an export writes is published as it is: its manifest names files, never local paths.
+        with _writing(out, MANIFEST_NAME):
+            write_manifest(temp, published_manifest(manifest.model_copy(update={"export": info})))
+        card = render_card(temp, hub=HubMetadata(pretty_name=out.name))
+        with _writing(out, CARD_NAME):
+            atomic_write_text(temp / CARD_NAME, card)
+            fsync_dir(temp)
+            os.replace(temp, out)  # an empty OUT is replaced; from here on OUT is the whole export
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
+    finally:
+        os.close(lock)
     fsync_dir(out.parent)
-    return ExportResult(out, exported)
-
-
+    return ExportResult(out, exported, tuple(removed))
 def _write_file(path: Path, data: bytes) -> None:
     with open(path, "wb") as handle:
         handle.write(data)

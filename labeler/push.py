@@ -24,17 +24,45 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from labeler.constitution.models import license_id
 from labeler.errors import InputError
+from labeler.published import (
+    TEXT_SUFFIXES,
+    check_inside_run,
+    files_inside_run,
+    published_bytes,
+    published_manifest,
+)
 from labeler.records import SPLITS
-from labeler.store.fingerprint import sha256_file
 from labeler.store.manifest import MANIFEST_NAME, load_manifest, manifest_path
 
 TOKEN_ENV = "HF_TOKEN"
 REPORT_FOLDER = "report"
-_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
+REPO_NAME_MAX = 96
+_REPO_PART = re.compile(r"[A-Za-z0-9._-]+")
+# ISO 639 codes (two or three letters), optionally with subtags (zh-Hans, pt-BR), or the Hub's own words.
+_LANGUAGE = re.compile(r"[a-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*|code|multilingual")
+
+
+def repo_problem(part: str) -> str | None:
+    """What the Hub's naming rules refuse in one part (ORG or NAME) of a repository id, or None.
+
+    >>> repo_problem("kind-prefs"), repo_problem("x.git"), repo_problem("x--y"), repo_problem("-x")
+    (None, 'ends in .git', "holds '--' or '..'", "starts or ends with '-' or '.'")
+    """
+    if not _REPO_PART.fullmatch(part):
+        return "holds a character other than letters, digits, '.', '_' and '-'"
+    if len(part) > REPO_NAME_MAX:
+        return f"is {len(part)} characters long, more than the Hub's {REPO_NAME_MAX}"
+    if part[0] in "-." or part[-1] in "-.":
+        return "starts or ends with '-' or '.'"
+    if "--" in part or ".." in part:
+        return "holds '--' or '..'"
+    if part.endswith(".git"):
+        return "ends in .git"
+    return None
 
 
 def repo_id(value: str) -> str:
-    """A Hub repository id, ORG/NAME.
+    """A Hub repository id, ORG/NAME, checked against the Hub's naming rules before anything is sent.
 
     >>> repo_id("acme/kind-prefs")
     'acme/kind-prefs'
@@ -42,10 +70,36 @@ def repo_id(value: str) -> str:
     Traceback (most recent call last):
     ...
     ValueError: expected ORG/NAME: two names of letters, digits, '.', '_' or '-' joined by one '/'
+    >>> repo_id("acme/x--y")
+    Traceback (most recent call last):
+    ...
+    ValueError: the name 'x--y' holds '--' or '..', which the Hub refuses
     """
-    if not _REPO_ID.fullmatch(value):
+    parts = value.split("/")
+    if len(parts) != 2 or not all(parts):
         raise ValueError("expected ORG/NAME: two names of letters, digits, '.', '_' or '-' joined by one '/'")
+    for role, part in zip(("organisation", "name"), parts):
+        problem = repo_problem(part)
+        if problem is not None:
+            raise ValueError(f"the {role} {part!r} {problem}, which the Hub refuses")
     return value
+
+
+def language_codes(codes: tuple[str, ...]) -> tuple[str, ...]:
+    """The language codes of the card, each once; `ValueError` for anything that is not one code.
+
+    >>> language_codes(("en", "fr", "en", "zh-Hans"))
+    ('en', 'fr', 'zh-Hans')
+    >>> language_codes(("en, fr",))
+    Traceback (most recent call last):
+    ...
+    ValueError: 'en, fr' is not a language code: give one ISO 639 code per --language, such as en, fr or zh-Hans
+    """
+    for code in codes:
+        if not _LANGUAGE.fullmatch(code):
+            raise ValueError(f"{code!r} is not a language code: give one ISO 639 code per --language, "
+                             "such as en, fr or zh-Hans")  # fmt: skip
+    return tuple(dict.fromkeys(codes))
 
 
 class PushConfig(BaseModel):
@@ -63,7 +117,9 @@ class PushConfig(BaseModel):
     license: Annotated[str, AfterValidator(license_id)] | None = Field(
         None, description="License id for the card (e.g. apache-2.0); default: the constitutions' licenses."
     )
-    language: tuple[str, ...] = Field(("en",), min_length=1, description="Language codes of the data (repeat).")
+    language: Annotated[tuple[str, ...], AfterValidator(language_codes)] = Field(
+        ("en",), min_length=1, description="Language codes of the data, ISO 639 (repeat: --language en --language fr)."
+    )
     pretty_name: str | None = Field(None, description="Title of the dataset on the Hub (default: NAME).")
 
 
@@ -98,32 +154,32 @@ class PushPlan:
 
 
 def plan_push(config: PushConfig) -> PushPlan:
-    """What a push sends; `InputError` (naming the option, or the shard) before anything is sent."""
+    """What a push sends; `InputError` (naming the option, the shard or the link) before anything is sent.
+
+    Every file sent is reached without leaving the run (a symbolic link out of it is refused), and what
+    labeler writes for the Hub (card, manifest, report text) names no path of this machine.
+    """
     from labeler.card import CARD_NAME, HubMetadata, render_card
 
     run = config.run
+    check_inside_run(run, MANIFEST_NAME)
     manifest = load_manifest(run, where="RUN")
     splits = tuple(name for name in SPLITS if name in manifest.splits and manifest.splits[name].status == "complete")
     if not splits:
         have = ", ".join(f"{name} ({entry.status})" for name, entry in manifest.splits.items()) or "no split"
         raise InputError(f"no complete split to push (the run has {have})", file=manifest_path(run), where="RUN")
+    shard_paths = [(shard.file, check_inside_run(run, shard.file)) for name in splits
+                   for shard in manifest.splits[name].shards]  # fmt: skip
 
-    shards: list[Upload] = []
-    for name in splits:
-        for shard in manifest.splits[name].shards:
-            path = run / shard.file
-            if not path.is_file():
-                raise InputError("shard listed in manifest.json is missing", file=path)
-            if sha256_file(path) != shard.sha256:
-                raise InputError("sha256 does not match manifest.json: the shard was altered after it was written",
-                                 file=path)  # fmt: skip
-            shards.append(Upload(shard.file, path.stat().st_size, local=path))
-
-    published = manifest.model_copy(update={"splits": {name: manifest.splits[name] for name in splits}})
-    manifest_bytes = (published.model_dump_json(indent=2) + "\n").encode("utf-8")
     hub = HubMetadata(repo_id=config.repo, license=config.license, language=config.language,
                       pretty_name=config.pretty_name)  # fmt: skip
+    # The card reads every shard sent through the store's verified reader (sha256, schema, rows, ids):
+    # a missing, truncated or altered shard stops the push here, before anything is sent.
     card = render_card(run, hub=hub, splits=splits).encode("utf-8")
+    shards = [Upload(file, path.stat().st_size, local=path) for file, path in shard_paths]
+    published = published_manifest(manifest)
+    published = published.model_copy(update={"splits": {name: published.splits[name] for name in splits}})
+    manifest_bytes = (published.model_dump_json(indent=2) + "\n").encode("utf-8")
     uploads = [
         Upload(CARD_NAME, len(card), data=card),
         Upload(MANIFEST_NAME, len(manifest_bytes), data=manifest_bytes),
@@ -135,12 +191,21 @@ def plan_push(config: PushConfig) -> PushPlan:
 
 
 def _report_files(run: Path) -> list[Upload]:
+    """RUN/report/ as published: its text without local paths, its plots as they are."""
     folder = run / REPORT_FOLDER
-    files = sorted(path for path in folder.rglob("*") if path.is_file()) if folder.is_dir() else []
+    files = files_inside_run(run, REPORT_FOLDER) if folder.is_dir() or folder.is_symlink() else []
     if not files:
         raise InputError("has no report to send; write it with `labeler report RUN` first", file=folder,
                          where="--with-report")  # fmt: skip
-    return [Upload(path.relative_to(run).as_posix(), path.stat().st_size, local=path) for path in files]
+    uploads = []
+    for path in files:
+        name = path.relative_to(run).as_posix()
+        if path.suffix.lower() in TEXT_SUFFIXES:
+            data = published_bytes(path, path.read_bytes())
+            uploads.append(Upload(name, len(data), data=data))
+        else:
+            uploads.append(Upload(name, path.stat().st_size, local=path))
+    return uploads
 
 
 def describe(plan: PushPlan, *, private: bool) -> str:
@@ -179,12 +244,28 @@ class PushResult:
     url: str | None  # the commit's address; None for a dry run
 
 
+def hub_token(value: str | None) -> str | None:
+    """The token `HF_TOKEN` holds, without surrounding blanks; None when unset; `InputError` when it is set
+    to nothing but blanks (a mistake the Hub would only answer with an unclear refusal).
+
+    >>> hub_token(None), hub_token(" hf_abc\\n")
+    (None, 'hf_abc')
+    """
+    if value is None:
+        return None
+    token = value.strip()
+    if not token:
+        raise InputError("is set but empty (only blanks); set it to a Hugging Face token with write access, "
+                         "or leave it unset for a --dry-run", where=TOKEN_ENV)  # fmt: skip
+    return token
+
+
 def push(config: PushConfig, api: Any = None) -> PushResult:
     """Push the run's complete splits, manifest and card to `config.repo` (or only plan it: `dry_run`).
 
     `api` is an `huggingface_hub.HfApi` (made here with the token from `HF_TOKEN` when not given).
     """
-    token = os.environ.get(TOKEN_ENV) or None
+    token = hub_token(os.environ.get(TOKEN_ENV)) if not config.dry_run and api is None else None
     if not config.dry_run and api is None and token is None:
         raise InputError(f"set the {TOKEN_ENV} environment variable to a Hugging Face token with write access "
                          "(labeler reads it from the environment only)", where=TOKEN_ENV)  # fmt: skip

@@ -12,9 +12,15 @@ from labeler.push import PushConfig
 def run_export(config: ExportConfig) -> None:
     """Export a run's splits (filtered, compacted into shards of a target size) as TRL-ready Arrow, Parquet
     or JSON Lines, with a manifest and a card saying what each filter removed."""
-    from labeler.export import export_run
+    from labeler.export import ExportWriteError, export_run
 
-    result = export_run(config)
+    try:
+        result = export_run(config)
+    except ExportWriteError as exc:  # a full disk: a message naming the file, exit 1, no export left
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    for folder in result.removed:
+        typer.echo(f"removed {folder.name}, left next to {result.out.name} by an export that was interrupted")
     for split, counts in result.splits.items():
         removed = ", ".join(f"{step.filter}: {step.removed}" for step in counts.removed if step.removed)
         typer.echo(f"{split}: kept {counts.rows_out} of {counts.rows_in} rows" + (f" ({removed})" if removed else ""))
