@@ -135,6 +135,7 @@ class Case:
     build: Callable[[Path], list[str]]  # folder -> CLI arguments after `labeler`
     names: Callable[[Path], list[str]]  # folder -> texts the error message must contain
     read_only: str | None = None  # a folder (relative to the case's) mounted read-only for the command
+    env: dict[str, str] = field(default_factory=dict)  # environment variables set for the command
 
 
 def same(*texts: str) -> Callable[[Path], list[str]]:
@@ -491,7 +492,100 @@ CASES_RUN_WRITER: list[Case] = [
 
 # export and push: no symlink followed out of the run, no local path published
 CASES_PUBLISHING: list[Case] = [
+    Case("push/report-file-links-out", lambda d: ["push", str(_report_linking(d, "token.txt")), "--repo",
+         "acme/prefs", "--dry-run", "--with-report"],
+         lambda d: [str(d / "pref-run" / "report" / "token.txt"), "symbolic link", "outside the run"]),
+    Case("push/report-folder-links-out", lambda d: ["push", str(_report_folder_linking(d)), "--repo", "acme/prefs",
+         "--dry-run", "--with-report"], lambda d: [str(d / "pref-run" / "report"), "symbolic link"]),
+    Case("push/report-link-to-nothing", lambda d: ["push", str(_report_linking(d, "gone.txt", dangling=True)),
+         "--repo", "acme/prefs", "--dry-run", "--with-report"],
+         lambda d: [str(d / "pref-run" / "report" / "gone.txt"), "leads to nothing"]),
+    Case("push/shard-links-out", lambda d: ["push", str(_shard_linking(d)), "--repo", "acme/prefs", "--dry-run"],
+         lambda d: [str(_first_shard(d / "pref-run", "preferences")), "symbolic link"]),
+    Case("push/manifest-links-out", lambda d: ["push", str(_manifest_linking(d)), "--repo", "acme/prefs",
+         "--dry-run"], lambda d: [str(d / "pref-run" / "manifest.json"), "symbolic link"]),
+    Case("export/shard-links-out", lambda d: ["export", str(_shard_linking(d)), "--out", str(d / "out")],
+         lambda d: [str(_first_shard(d / "pref-run", "preferences")), "symbolic link"]),
+    Case("export/split-folder-links-out", lambda d: ["export", str(_split_folder_linking(d)), "--out",
+         str(d / "out")], lambda d: [str(d / "pref-run" / "preferences"), "symbolic link"]),
+    Case("export/manifest-links-out", lambda d: ["export", str(_manifest_linking(d)), "--out", str(d / "out")],
+         lambda d: [str(d / "pref-run" / "manifest.json"), "symbolic link"]),
+    Case("push/language-empty", lambda d: ["push", str(preference_run(d)), "--repo", "acme/prefs", "--dry-run",
+         "--language", ""], same("--language", "''", "not a language code")),
+    Case("push/language-two-lines", lambda d: ["push", str(preference_run(d)), "--repo", "acme/prefs", "--dry-run",
+         "--language", "en\n- fr"], same("--language", "not a language code")),
+    Case("push/repo-name-ends-in-git", lambda d: ["push", str(preference_run(d)), "--repo", "acme/x.git",
+         "--dry-run"], same("--repo", "'x.git'", ".git")),
+    Case("push/repo-name-double-dash", lambda d: ["push", str(preference_run(d)), "--repo", "acme/x--y",
+         "--dry-run"], same("--repo", "'x--y'", "'--'")),
+    Case("push/repo-name-double-dot", lambda d: ["push", str(preference_run(d)), "--repo", "acme/x..y",
+         "--dry-run"], same("--repo", "'x..y'")),
+    Case("push/repo-name-too-long", lambda d: ["push", str(preference_run(d)), "--repo", "acme/" + "n" * 200,
+         "--dry-run"], same("--repo", "200 characters", "96")),
+    Case("push/repo-name-97-characters", lambda d: ["push", str(preference_run(d)), "--repo", "acme/" + "n" * 97,
+         "--dry-run"], same("--repo", "97 characters")),
+    Case("push/repo-name-starts-with-dot", lambda d: ["push", str(preference_run(d)), "--repo", "acme/.prefs",
+         "--dry-run"], same("--repo", "'.prefs'", "starts or ends")),
+    Case("push/repo-org-ends-with-dash", lambda d: ["push", str(preference_run(d)), "--repo", "acme-/prefs",
+         "--dry-run"], same("--repo", "organisation 'acme-'")),
+    Case("push/repo-name-not-ascii", lambda d: ["push", str(preference_run(d)), "--repo", "acme/préfs",
+         "--dry-run"], same("--repo", "préfs")),
+    Case("push/blank-token", lambda d: ["push", str(preference_run(d)), "--repo", "acme/prefs"],
+         same("HF_TOKEN", "empty"), env={"HF_TOKEN": "   "}),
+    Case("push/blank-token-with-a-newline", lambda d: ["push", str(preference_run(d)), "--repo", "acme/prefs"],
+         same("HF_TOKEN", "empty"), env={"HF_TOKEN": " \n\t"}),
 ]
+
+
+def _secret(folder: Path) -> Path:
+    """A private file outside the run."""
+    return _file(folder / "secret.txt", "hf_not_for_anyone\n")
+
+
+def _report_linking(folder: Path, name: str, *, dangling: bool = False) -> Path:
+    """A run whose report holds a real page and `name`, a link to a file outside the run (or to nothing)."""
+    run = preference_run(folder)
+    _file(_mkdir(run / "report") / "index.html", "<p>report</p>\n")
+    (run / "report" / name).symlink_to(folder / "nowhere.txt" if dangling else _secret(folder))
+    return run
+
+
+def _report_folder_linking(folder: Path) -> Path:
+    """A run whose `report` is a link to a private folder outside it."""
+    run = preference_run(folder)
+    private = _mkdir(folder / "private")
+    _file(private / "index.html", "<p>private</p>\n")
+    (run / "report").symlink_to(private)
+    return run
+
+
+def _shard_linking(folder: Path) -> Path:
+    """A run whose first shard is a link to a copy outside the run (same bytes, so the sha256 matches)."""
+    run = preference_run(folder)
+    shard = _first_shard(run, "preferences")
+    outside = folder / "elsewhere.arrow"
+    outside.write_bytes(shard.read_bytes())
+    shard.unlink()
+    shard.symlink_to(outside)
+    return run
+
+
+def _split_folder_linking(folder: Path) -> Path:
+    """A run whose `preferences/` is a link to a folder outside the run holding the same shards."""
+    run = preference_run(folder)
+    outside = folder / "moved-preferences"
+    shutil.move(run / "preferences", outside)
+    (run / "preferences").symlink_to(outside)
+    return run
+
+
+def _manifest_linking(folder: Path) -> Path:
+    """A run whose manifest.json is a link to a copy outside the run."""
+    run = preference_run(folder)
+    outside = folder / "manifest-copy.json"
+    shutil.move(run / "manifest.json", outside)
+    (run / "manifest.json").symlink_to(outside)
+    return run
 
 
 
@@ -589,6 +683,7 @@ def run_case(case: Case, folder: Path, read_only_ok: bool) -> Outcome | None:
         command = ["unshare", "-rm", "sh", "-c", script, "sh", str(target), *command]
     env = {**os.environ, FORBID_LOAD_ENV: "1", "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
     env.pop("HF_TOKEN", None)  # no case may reach the Hub
+    env.update(case.env)
     before = snapshot(folder)
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     after = snapshot(folder)
