@@ -201,7 +201,8 @@ def render_card(
 ) -> str:
     """The dataset card's Markdown (splits still running are included and marked incomplete).
 
-    `splits` limits the card to some of the run's splits (what `labeler push` uploads).
+    `splits` limits the card to some of the run's splits (what `labeler push` uploads). Every shard of
+    those splits is read through the store's verified reader: a damaged one raises `InputError`.
     """
     run_dir = Path(run_dir)
     hub = hub or HubMetadata()
@@ -218,6 +219,11 @@ def render_card(
     )
     sft_stats = sft_statistics(iter_shard_tables(run_dir, "sft", require_complete=False)) if "sft" in splits else None
     rows = {"preferences": pref_stats.rows if pref_stats else 0, "sft": sft_stats.rows if sft_stats else 0}
+    # Every split the card describes is read verified, those without statistics of their own too:
+    # `labeler push` relies on it to check each shard it sends.
+    for name in splits:
+        if name not in ("preferences", "sft"):
+            rows[name] = sum(table.num_rows for table in iter_shard_tables(run_dir, name, require_complete=False))
 
     title = hub.pretty_name or (hub.repo_id.split("/")[-1] if hub.repo_id else run_dir.resolve().name)
     formats = {name: _split_format(manifest.splits[name]) for name in splits}

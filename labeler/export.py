@@ -331,8 +331,9 @@ class ExportWriteError(Exception):
         reason = error.strerror or str(error)
         full = error.errno in (errno.ENOSPC, errno.EDQUOT)
         hint = " (free some space and run the same command again)" if full else ""
-        super().__init__(f"{out}: cannot write {name} of the export: {reason}; nothing was exported and {out} "
-                         f"is as it was{hint}")  # fmt: skip
+        left = "is left empty, as it was" if out.is_dir() else "was not created"
+        super().__init__(f"{out}: writing the export failed at {name}: {reason}; nothing was exported ({out.name} "
+                         f"{left}){hint}")  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -416,11 +417,11 @@ def export_run(config: ExportConfig) -> ExportResult:
     shard_format = SHARD_FORMATS[config.format]
     rows = config.shard_rows
     size = None if rows is not None else parse_size(config.shard_size or DEFAULT_SHARD_SIZE)
-    with _writing(out, "its folder"):
+    with _writing(out, f"the folder {out.parent}"):
         out.parent.mkdir(parents=True, exist_ok=True)
     removed = remove_stale_exports(out)
     temp = out.parent / f".{out.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}"
-    with _writing(out, "its folder"):
+    with _writing(out, f"the temporary folder {temp.name}"):
         lock = _locked_folder(temp)
     try:
         manifest = new_manifest()
@@ -458,6 +459,7 @@ def export_run(config: ExportConfig) -> ExportResult:
         card = render_card(temp, hub=HubMetadata(pretty_name=out.name))
         with _writing(out, CARD_NAME):
             atomic_write_text(temp / CARD_NAME, card)
+        with _writing(out, f"the rename of the finished export to {out.name}"):
             fsync_dir(temp)
             os.replace(temp, out)  # an empty OUT is replaced; from here on OUT is the whole export
     except BaseException:

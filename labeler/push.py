@@ -46,7 +46,7 @@ def repo_problem(part: str) -> str | None:
     """What the Hub's naming rules refuse in one part (ORG or NAME) of a repository id, or None.
 
     >>> repo_problem("kind-prefs"), repo_problem("x.git"), repo_problem("x--y"), repo_problem("-x")
-    (None, 'ends in .git', "holds '--' or '..'", "starts or ends with '-' or '.'")
+    (None, 'ends in .git', "holds '--'", "starts or ends with '-' or '.'")
     """
     if not _REPO_PART.fullmatch(part):
         return "holds a character other than letters, digits, '.', '_' and '-'"
@@ -54,8 +54,9 @@ def repo_problem(part: str) -> str | None:
         return f"is {len(part)} characters long, more than the Hub's {REPO_NAME_MAX}"
     if part[0] in "-." or part[-1] in "-.":
         return "starts or ends with '-' or '.'"
-    if "--" in part or ".." in part:
-        return "holds '--' or '..'"
+    for twice in ("--", ".."):
+        if twice in part:
+            return f"holds {twice!r}"
     if part.endswith(".git"):
         return "ends in .git"
     return None
@@ -73,7 +74,7 @@ def repo_id(value: str) -> str:
     >>> repo_id("acme/x--y")
     Traceback (most recent call last):
     ...
-    ValueError: the name 'x--y' holds '--' or '..', which the Hub refuses
+    ValueError: the name 'x--y' holds '--', which the Hub refuses
     """
     parts = value.split("/")
     if len(parts) != 2 or not all(parts):

@@ -528,8 +528,6 @@ CASES_PUBLISHING: list[Case] = [
          "--dry-run"], same("--repo", "'.prefs'", "starts or ends")),
     Case("push/repo-org-ends-with-dash", lambda d: ["push", str(preference_run(d)), "--repo", "acme-/prefs",
          "--dry-run"], same("--repo", "organisation 'acme-'")),
-    Case("push/repo-name-not-ascii", lambda d: ["push", str(preference_run(d)), "--repo", "acme/préfs",
-         "--dry-run"], same("--repo", "préfs")),
     Case("push/blank-token", lambda d: ["push", str(preference_run(d)), "--repo", "acme/prefs"],
          same("HF_TOKEN", "empty"), env={"HF_TOKEN": "   "}),
     Case("push/blank-token-with-a-newline", lambda d: ["push", str(preference_run(d)), "--repo", "acme/prefs"],
