@@ -11,7 +11,11 @@ OUT/
 An export is itself a run folder: `labeler train-rm`, `report`, `push` and `export` read it, verified.
 Only shards the run's manifest lists are read (each checked against its sha256), and a split still being
 written is refused unless `allow_partial`. Everything is written into a temporary folder next to OUT,
-which is renamed to OUT at the end: OUT is either absent or the whole export.
+which is renamed to OUT at the end: OUT is either absent or the whole export. The temporary folder of an
+export that was killed is removed by the next export into the same OUT; a write that fails (a full disk)
+is one `ExportWriteError` naming the file, and leaves OUT as it was. What a link out of the run points to
+is never read (the run is refused, naming the link), and the manifest and card name files, never paths
+of the machine (see `labeler.published`).
 
 Filters apply to the preference split, in this order, each counting the rows it removed of those the
 ones before it kept: `drop_flags` (one step per flag), `min_margin`, `min_consistency`.
@@ -358,10 +362,10 @@ def _temp_name(out: Path) -> re.Pattern[str]:
 def _alive(pid: int) -> bool:
     """Whether a process of this id runs on this machine (one of another user counts)."""
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: no signal sent, only the check that the process exists
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # it exists, and belongs to another user
         return True
     return True
 
@@ -387,7 +391,7 @@ def remove_stale_exports(out: Path) -> list[Path]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             shutil.rmtree(entry)
         except OSError:
-            continue  # locked (an export still writes it) or not ours to remove: it stays as it is
+            continue  # locked (an export still writes it), or not ours to remove: what is left stays
         else:
             removed.append(entry)
         finally:

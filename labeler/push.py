@@ -5,7 +5,10 @@ against its sha256 first), `manifest.json` listing only those splits, and the da
 the Hub (its front matter with license, language, size and task categories; its usage snippets loading
 the Hub id). Never `.parts/`, `rm/`, `ppo/`, temporary files, or the report (unless `with_report`).
 Files in the repository's split folders that this push does not send are deleted in the same commit,
-so the repository holds exactly the dataset its manifest describes.
+so the repository holds exactly the dataset its manifest describes. Nothing is sent through a symbolic
+link out of the run (such a run is refused, naming the link), and the card, the manifest and the report's
+text name files, never paths of this machine (see `labeler.published`). The repository id and the
+language codes are checked against the Hub's rules before anything is read.
 
 The token comes from the `HF_TOKEN` environment variable only; labeler never stores or prints it.
 `dry_run` prints the files and bytes a push would send, and touches no network.

@@ -92,7 +92,8 @@ def test_a_push_sends_no_local_path_in_card_manifest_or_report(tmp_path: Path) -
     assert {"README.md", "manifest.json", "report/statistics.json", "report/index.md",
             "report/index.html"} <= set(sent)  # fmt: skip
     for name, upload in sent.items():
-        data = upload.data if upload.data is not None else Path(upload.content).read_bytes()  # type: ignore[arg-type]
+        data = upload.data if upload.local is None else upload.local.read_bytes()
+        assert data is not None
         if name.endswith((".json", ".md", ".html")):
             assert_no_local_path(data.decode(), tmp_path, name)
             assert upload.size == len(data)
