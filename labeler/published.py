@@ -21,8 +21,12 @@ from typing import Any
 from labeler.errors import InputError
 from labeler.store.manifest import Manifest
 
-# A whole value that is an absolute path: `/x`, `/x/y/`, `~/x`, `~`.
-_WHOLE_PATH = re.compile(r"~?/[^\n\r\t\0]*|~")
+# A whole value that is an absolute path (`/x`, `/x/y/`, `~/x`, `~`), or a relative one that says so (`./x`,
+# `../x/y`) or names an input file in a folder (`data/pairs.jsonl`; not `org/model`, a Hub id).
+_WHOLE_PATH = re.compile(
+    r"~?/[^\n\r\t\0]*|~|\.\.?/[^\n\r\t\0]*"
+    r"|[^\s:]+/[^\n\r\t\0]*\.(?:ya?ml|json|jsonl|ndjson|parquet|arrow|feather|ipc|jinja|j2|txt|csv|tsv)"
+)
 # An absolute path of at least two names inside longer text. Not one that continues a word, a number, a
 # URL or base64 (`org/name`, `3/4`, `https://host/a/b`, `ab+/cd/ef`), nor one inside a data: URI.
 _PATH_CHAR = r"[^\s/\"'`<>|()\[\]{},;]"
@@ -45,8 +49,10 @@ def file_name(path: str) -> str:
 def text_without_local_paths(text: str) -> str:
     """`text` with each absolute path in it replaced by its file name.
 
-    >>> text_without_local_paths("/srv/in/c.yaml")
-    'c.yaml'
+    >>> text_without_local_paths("/srv/in/c.yaml"), text_without_local_paths("../in/c.yaml")
+    ('c.yaml', 'c.yaml')
+    >>> text_without_local_paths("constitutions/harmless.yaml"), text_without_local_paths("HuggingFaceTB/SmolLM2")
+    ('harmless.yaml', 'HuggingFaceTB/SmolLM2')
     >>> text_without_local_paths("labeler label --pairs /home/me/p.jsonl --out runs/x")
     'labeler label --pairs p.jsonl --out runs/x'
     >>> text_without_local_paths("HuggingFaceTB/SmolLM2 at https://huggingface.co/a/b, 3/4, </s>")

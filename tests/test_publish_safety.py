@@ -40,7 +40,9 @@ def made_from_local_files(folder: Path, rows: int = 9) -> Path:
     inputs.mkdir(parents=True)
     constitution, pairs, judge = inputs / "c.yaml", inputs / "p.jsonl", inputs / "models" / "my-judge"
     fingerprint = {
-        "config": {"constitution": str(constitution), "pairs": str(pairs), "command": f"label --pairs {pairs}"},
+        "config": {"constitution": str(constitution), "pairs": str(pairs), "command": f"label --pairs {pairs}",
+                   "few_shot_file": "../private/demos.json", "templates": "my-templates/judge.jinja",
+                   "policy": "HuggingFaceTB/SmolLM2-135M-Instruct"},
         "models": {"judge": str(judge)},
         "constitution_sha256": "0" * 64,
         "constitution": {"name": "kind", "version": 1, "license": "cc-by-4.0"},
@@ -73,6 +75,8 @@ def test_an_export_publishes_file_names_never_local_paths(tmp_path: Path) -> Non
     config = manifest.splits["preferences"].fingerprint["config"]
     assert config["constitution"] == "c.yaml" and config["pairs"] == "p.jsonl"
     assert config["command"] == "label --pairs p.jsonl"
+    assert (config["few_shot_file"], config["templates"]) == ("demos.json", "judge.jinja")  # relative paths too
+    assert config["policy"] == "HuggingFaceTB/SmolLM2-135M-Instruct"  # a Hub id is no path
     assert manifest.splits["preferences"].fingerprint["models"] == {"judge": "my-judge"}
     assert manifest.splits["preferences"].stats == {"skipped": {"p.jsonl": 0}, "read_from": "p.jsonl"}
     assert '"pairs": "p.jsonl"' in card and "judge model: `my-judge`" in card
