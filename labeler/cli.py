@@ -6,11 +6,13 @@ option), 1 on other failures (an engine whose servers keep failing says so in on
 
 from __future__ import annotations
 
+import errno
 import sys
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from labeler.commands import datasets, judge, stages, training
 from labeler.commands.merge import merge
@@ -54,6 +56,15 @@ def main(argv: list[str] | None = None) -> None:
     except EngineError as exc:  # servers failing past the retry budget: records written so far are kept
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         err.print("The records written so far are kept: run the same command again to resume.", highlight=False)
+        sys.exit(1)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # A full disk: every write is atomic, so nothing committed is lost; say which file and what to do.
+        where = escape(str(exc.filename or "a file"))
+        err.print(f"[bold red]error:[/] {where}: no space left on the device. The records written so far are "
+                  "kept: free some space and run the same command again to resume.",
+                  highlight=False, soft_wrap=True, markup=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err.print("interrupted")

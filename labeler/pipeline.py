@@ -345,10 +345,19 @@ def device_plan(config: RunConfig) -> list[str]:
 
 def run_pipeline(config: RunConfig) -> RunResult:
     """Run every configured stage in order; each resumes where a previous attempt stopped."""
+    from labeler.store.lock import writer_lock
+
+    check_pipeline(config)
+    # One writer per run, from the first write (every check is done) to the end of the last stage.
+    with writer_lock(config.out):
+        return _run_stages(config)
+
+
+def _run_stages(config: RunConfig) -> RunResult:
+    """The stages of `run_pipeline`, after its checks."""
     from labeler.engine.lazy import LazyEngine
     from labeler.stages.runner import run_stage
 
-    check_pipeline(config)
     result = RunResult(config.out)
     s = config.stages
     if s.iterations is not None:

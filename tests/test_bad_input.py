@@ -486,7 +486,83 @@ CASES = [
 
 # one writer per run, inputs fingerprinted by content, overwrite, manifests confined
 CASES_RUN_WRITER: list[Case] = [
+    Case("export/manifest-absolute-shard-path", lambda d: ["export", str(_shard_moved(d, "abs")), "--out",
+         str(d / "out")], lambda d: ["manifest.json", "is absolute", str(d / "outside")]),
+    Case("export/manifest-dotdot-shard-path", lambda d: ["export", str(_shard_moved(d, "up")), "--out",
+         str(d / "out")], same("manifest.json", "splits.preferences.shards.0.file", "'..'")),
+    Case("label/pairs-from-manifest-dotdot-shard-path", lambda d: ["label", "--constitution", str(HARMLESS),
+         "--pairs-from", str(_shard_moved(d, "up", split="sft")), "--out", str(d / "out")],
+         same("manifest.json", "splits.sft.shards.0.file", "'..'")),
+    Case("export/manifest-shard-linked-out-of-the-run", lambda d: ["export", str(_shard_moved(d, "link")),
+         "--out", str(d / "out")], same("manifest.json", "leads out of the run folder")),
+    Case("export/manifest-shard-path-is-a-folder", lambda d: ["export", str(_shard_moved(d, "folder")),
+         "--out", str(d / "out")], same("manifest.json", "is a folder")),
+    Case("label/manifest-lock-is-a-symlink", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(_linked_lock(d, ".manifest.lock"))], same(".manifest.lock", "symbolic link")),
+    Case("label/run-lock-is-a-symlink", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(_linked_lock(d, ".lock"))], lambda d: [str(d / "pref-run" / ".lock"),
+         "symbolic link"]),
+    Case("label/split-folder-is-a-symlink", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(_linked_split(d))], same("preferences", "symbolic link", "--overwrite")),
+    Case("export/manifest-huge-integer", lambda d: ["export", str(_manifest_text(d, '{"format": 1' + "1" * 5000
+         + "}")), "--out", str(d / "out")], same("manifest.json", "not a labeler manifest")),
+    Case("label/pairs-from-manifest-deep-nesting", lambda d: ["label", "--constitution", str(HARMLESS),
+         "--pairs-from", str(_manifest_text(d, "[" * 100_000 + "]" * 100_000)), "--out", str(d / "out")],
+         same("manifest.json", "nested too deeply")),
+    Case("export/run-written-by-two-processes", lambda d: ["export", str(_written_twice(d)), "--out", str(d / "out")],
+         same("shard-00001.arrow", "two processes wrote it at once", "rerun the command")),
 ]
+
+
+def _shard_moved(folder: Path, how: str, split: str = "preferences") -> Path:
+    """A run whose manifest's first shard is out of the run: listed by an absolute path or by `..`, linked
+    out of the run (each with the right sha256), or a folder in its place."""
+    run = preference_run(folder) if split == "preferences" else sft_run(folder)
+    manifest = json.loads((run / "manifest.json").read_text())
+    shard = manifest["splits"][split]["shards"][0]
+    outside = _mkdir(folder / "outside") / "shard-00000.arrow"
+    shutil.move(run / shard["file"], outside)
+    if how == "abs":
+        shard["file"] = str(outside)
+    elif how == "up":
+        shard["file"] = "../outside/shard-00000.arrow"
+    elif how == "link":
+        (run / shard["file"]).symlink_to(outside)
+    else:
+        (run / shard["file"]).mkdir()
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    return run
+
+
+def _linked_lock(folder: Path, name: str) -> Path:
+    run = preference_run(folder)
+    (run / name).unlink(missing_ok=True)
+    (run / name).symlink_to(folder / "created-through-the-link")
+    return run
+
+
+def _linked_split(folder: Path) -> Path:
+    run = preference_run(folder)
+    shutil.move(run / "preferences", folder / "elsewhere")
+    (run / "preferences").symlink_to(folder / "elsewhere")
+    return run
+
+
+def _manifest_text(folder: Path, text: str) -> Path:
+    run = _mkdir(folder / "run")
+    (run / "manifest.json").write_text(text)
+    return run
+
+
+def _written_twice(folder: Path) -> Path:
+    """What two writers of one split leave: the same records committed in two shards."""
+    run = preference_run(folder)
+    manifest = json.loads((run / "manifest.json").read_text())
+    shards = manifest["splits"]["preferences"]["shards"]
+    shutil.copy(run / shards[0]["file"], run / "preferences" / "shard-00001.arrow")
+    shards.append({**shards[0], "file": "preferences/shard-00001.arrow"})
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    return run
 
 
 

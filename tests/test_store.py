@@ -236,9 +236,13 @@ def test_overwrite_discards_the_old_split_only(tmp_path: Path) -> None:
     write_run(run, [preference(i) for i in range(6)])
     write_run(run, [sft(i) for i in range(2)], "sft")
     store = RunStore.open(run, "preferences", fingerprint(n=4), overwrite=True)
-    assert store.done_ids() == set() and shards_of(run) == []
+    assert store.done_ids() == set() and not store.is_complete
+    # Nothing is deleted before the new split's first write: a run that fails before it keeps the old one.
+    assert len(shards_of(run)) == 2 and read_split(run, "preferences").num_rows == 6
+    store.write_shard([preference(9)])
     entry = load_manifest(run).splits["preferences"]
-    assert entry.fingerprint["config"]["n"] == 4 and entry.status == "running" and entry.shards == ()
+    assert entry.fingerprint["config"]["n"] == 4 and entry.status == "running" and entry.rows == 1
+    assert len(shards_of(run)) == 1 and read_split(run, "preferences", require_complete=False).num_rows == 1
     assert read_split(run, "sft").num_rows == 2
 
 
@@ -355,7 +359,9 @@ def test_a_foreign_arrow_file_in_a_split_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="does not list") as info:
         RunStore.open(unlisted, "sft", fingerprint())
     assert str(stray) in info.value.render()
-    assert RunStore.open(unlisted, "sft", fingerprint(), overwrite=True).done_ids() == set()
+    store = RunStore.open(unlisted, "sft", fingerprint(), overwrite=True)
+    assert store.done_ids() == set()
+    store.mark_complete()  # the new split's first write deletes what it replaces
     assert not stray.exists()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -12,6 +13,7 @@ from labeler.engine import Engine, EngineConfig, choice_method_of, open_engine
 from labeler.engine.dtype import resolve_dtype
 from labeler.engine.lazy import LazyEngine
 from labeler.models import ModelRef
+from labeler.store.fingerprint import input_fingerprint
 
 # Config keys that never change the records a stage writes: where they go, how they are batched,
 # how chatty the run is, and which slice of a job array this process takes (the store records that).
@@ -79,6 +81,7 @@ def fingerprint_config(config: BaseModel, choice_methods: Mapping[str, str] | No
     data = config.model_dump(mode="json")
     for key in NOT_FINGERPRINTED:
         data.pop(key, None)
+    _fingerprint_inputs(config, data)
     work = data.pop("work", None)
     if isinstance(work, dict):
         data.update({k: v for k, v in work.items() if k not in NOT_FINGERPRINTED})
@@ -105,6 +108,23 @@ def fingerprint_config(config: BaseModel, choice_methods: Mapping[str, str] | No
             kept["dtype"] = resolve_dtype("auto")
         data[key] = kept
     return data
+
+
+# Inputs that are run folders, and the split a stage reads from each (`input_fingerprint`).
+RUN_INPUTS = {"pairs_from": "sft"}
+
+
+def _fingerprint_inputs(config: BaseModel, data: dict[str, Any]) -> None:
+    """Replace, in `data` (the config as JSON), the path of every input file or folder by what it holds
+    (`input_fingerprint`), at any depth: the same file by another path, or through a link, resumes a run;
+    the file edited is refused as differing. No path of the machine is kept in the fingerprint."""
+    for name, value in config:
+        if name not in data:
+            continue
+        if isinstance(value, Path):
+            data[name] = input_fingerprint(value, split=RUN_INPUTS.get(name))
+        elif isinstance(value, BaseModel) and isinstance(data[name], dict):
+            _fingerprint_inputs(value, data[name])
 
 
 def _resolved_choice_method(setting: str, settled: str | None) -> str:

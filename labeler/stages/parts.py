@@ -25,6 +25,7 @@ from typing import Any, Protocol, TypeVar
 from labeler.errors import InputError
 from labeler.stages.runner import StageConfig, StageResult, stage_spec
 from labeler.store import load_manifest, merge_runs
+from labeler.store.lock import writer_lock
 from labeler.store.manifest import read_manifest
 
 R = TypeVar("R")
@@ -53,14 +54,16 @@ def run_in_parts(config: StageConfig, executor: PartExecutor, *, how: str) -> St
         raise InputError(f"{how} splits the input itself; leave out --shard-index and --num-shards", where=how)
     out = Path(config.out).resolve()
     root = out / PARTS_DIR / split
-    if work.overwrite:
-        discard_previous_run(out, split, root)
-    check_out_folder(out, split, root, how=how)
-    num = existing_part_count(root) or executor.default_parts(config)
-    results = executor.run([part_config(config, root, index, num) for index in range(num)])
-    parts = [root / part_name(index, num) for index in range(num)]
-    if not already_merged(out, split, parts):
-        merge_runs(parts, out)
+    # One writer per run: the parts write their own folders under OUT/.parts, this process OUT itself.
+    with writer_lock(out):
+        if work.overwrite:
+            discard_previous_run(out, split, root)
+        check_out_folder(out, split, root, how=how)
+        num = existing_part_count(root) or executor.default_parts(config)
+        results = executor.run([part_config(config, root, index, num) for index in range(num)])
+        parts = [root / part_name(index, num) for index in range(num)]
+        if not already_merged(out, split, parts):
+            merge_runs(parts, out)
     return combine_results(results, out)
 
 

@@ -17,6 +17,7 @@ from labeler.errors import InputError
 from labeler.stages.label import LabelConfig, LabelResult, label
 from labeler.stages.revise import ReviseConfig, ReviseResult, revise
 from labeler.store import merge_runs
+from labeler.store.lock import command_lock
 
 StageConfig = ReviseConfig | LabelConfig
 StageResult = ReviseResult | LabelResult
@@ -63,26 +64,29 @@ def run_stage(config: StageConfig, engine: Engine | None = None) -> StageResult:
     """Run a stage on Ray when `config.work.ray` names a cluster, in one process per model replica when
     its engine has `data_parallel_size` > 1, else in this process (with `engine` when given: the stage's
     model, already open); then write the run's dataset card."""
-    replicas = stage_spec(config).engine(config).data_parallel_size
-    if config.work.ray is not None:
-        from labeler.ray_runner import run_on_ray
+    # One writer per run: the lock a stage takes before its first write stays held through the card.
+    with command_lock(config.out):
+        replicas = stage_spec(config).engine(config).data_parallel_size
+        if config.work.ray is not None:
+            from labeler.ray_runner import run_on_ray
 
-        if replicas > 1:
-            raise InputError("--ray places one engine per worker; leave out --data-parallel-size", where="--ray")
-        result: StageResult = run_on_ray(config)
-    elif replicas > 1:
-        from labeler.stages.parts import run_in_parts
-        from labeler.stages.replicas import ReplicaExecutor
+            if replicas > 1:
+                raise InputError("--ray places one engine per worker; leave out --data-parallel-size", where="--ray")
+            result: StageResult = run_on_ray(config)
+        elif replicas > 1:
+            from labeler.stages.parts import run_in_parts
+            from labeler.stages.replicas import ReplicaExecutor
 
-        result = run_in_parts(config, ReplicaExecutor(), how="--data-parallel-size")
-    else:
-        result = stage_spec(config).run(config, engine)
-    write_card(config.out)
+            result = run_in_parts(config, ReplicaExecutor(), how="--data-parallel-size")
+        else:
+            result = stage_spec(config).run(config, engine)
+        write_card(config.out)
     return result
 
 
 def merge_parts(parts: Sequence[Path], out: Path, *, command: str | None = None) -> Path:
     """Merge the run folders of a job array's parts into one run at `out` and write its card."""
-    merge_runs(parts, out)
-    write_card(out, command=command)
+    with command_lock(out):
+        merge_runs(parts, out)
+        write_card(out, command=command)
     return out

@@ -2,6 +2,7 @@
 
 ```
 RUN/
+  .lock                          # held by the one process writing the run (labeler.store.lock)
   manifest.json                  # per split: fingerprint, status, shards with rows and sha256
   README.md                      # dataset card (labeler.card)
   sft/shard-00000.arrow          # Arrow IPC stream format, one schema per split (labeler.records)

@@ -43,6 +43,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, path)
+    except OSError as exc:
+        # A full disk fails on the hidden temporary name (or names none): say which file was being written.
+        if exc.errno is None:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     finally:
         # After a successful replace the temporary name no longer exists; after a failure, remove it.
         temp.unlink(missing_ok=True)
@@ -60,9 +65,11 @@ def exclusive_lock(path: Path) -> Iterator[None]:
 
     Serialises read-modify-write cycles of a run's manifest between processes writing different
     splits of the same run. The kernel drops the lock when the process dies, so a crash never
-    leaves a run locked.
+    leaves a run locked. A lock file that is a symbolic link is refused, never followed.
     """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    from labeler.store.lock import open_no_follow
+
+    fd = open_no_follow(path, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

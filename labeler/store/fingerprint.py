@@ -47,6 +47,39 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def input_fingerprint(path: Path, *, split: str | None = None) -> dict[str, Any]:
+    """What an input holds, for a fingerprint, whatever its path's spelling (relative, absolute, through a
+    symbolic link): `{"name": ..., "sha256": ...}`, the name that of the file the path leads to.
+
+    A file: the sha256 of its bytes. A run folder read for its `split`: the sha256 of that split's
+    shard checksums, in order (what the run holds, not when it was written). Another folder (of
+    templates): the sha256 of its `*.jinja` files, names and bytes. `sha256` is None for an input that
+    is not there (yet: a pipeline's own run before its first stage).
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "pairs.jsonl").write_text("{}\\n")
+    >>> (folder / "link.jsonl").symlink_to(folder / "pairs.jsonl")
+    >>> input_fingerprint(folder / "link.jsonl") == input_fingerprint(folder / ".." / folder.name / "pairs.jsonl")
+    True
+    """
+    real = Path(path).resolve()
+    digest: str | None = None
+    if real.is_file():
+        digest = sha256_file(real)
+    elif real.is_dir() and split is not None:
+        from labeler.store.manifest import read_manifest
+
+        manifest = read_manifest(real)
+        entry = manifest.splits.get(split) if manifest is not None else None
+        if entry is not None:
+            digest = sha256_text(json.dumps([shard.sha256 for shard in entry.shards]))
+    elif real.is_dir():
+        files = sorted(p for p in real.glob("*.jinja") if p.is_file())
+        digest = sha256_text(json.dumps([[p.name, sha256_file(p)] for p in files]))
+    return {"name": real.name, "sha256": digest}
+
+
 def make_fingerprint(
     *,
     config: BaseModel | Mapping[str, Any],

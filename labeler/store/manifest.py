@@ -41,6 +41,14 @@ class ShardInfo(BaseModel):
     rows: int = Field(ge=0, description="Number of records in the shard.")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the shard file's bytes.")
 
+    @field_validator("file")
+    @classmethod
+    def _inside_the_run(cls, file: str) -> str:
+        problem = confinement_problem(file)
+        if problem is not None:
+            raise ValueError(f"shard path {file!r} {problem}: the manifest was altered")
+        return file
+
 
 class SplitEntry(BaseModel):
     """The state of one split of a run."""
@@ -117,6 +125,25 @@ class Manifest(BaseModel):
         return self.model_copy(update={"splits": {**self.splits, name: entry}})
 
 
+def confinement_problem(file: str) -> str | None:
+    """Why a shard path of a manifest could lead outside its run folder, or None when it cannot: a
+    manifest lists shards by paths relative to the run, each part a plain name.
+
+    >>> confinement_problem("preferences/shard-00000.arrow") is None
+    True
+    >>> confinement_problem("../other/shard-00000.arrow"), confinement_problem("/tmp/x.arrow")
+    ("goes up out of the run folder ('..')", 'is absolute, not relative to the run folder')
+    """
+    if file.startswith("/") or "\\" in file or (len(file) > 1 and file[1] == ":"):
+        return "is absolute, not relative to the run folder"
+    parts = file.split("/")
+    if ".." in parts:
+        return "goes up out of the run folder ('..')"
+    if any(part in ("", ".") for part in parts) or "\0" in file:
+        return "is not a plain relative path (empty, '.' or NUL parts)"
+    return None
+
+
 def utc_now() -> str:
     """The current time as `2026-11-21T12:34:56Z`."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -150,6 +177,10 @@ def read_manifest(run_dir: Path) -> Manifest | None:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
         raise InputError(f"not a labeler manifest: {first['msg']}", file=path, where=where) from exc
+    except ValueError as exc:  # an integer of more digits than Python converts (4300)
+        raise InputError(f"not a labeler manifest: {exc}", file=path) from exc
+    except RecursionError:
+        raise InputError("not a labeler manifest: nested too deeply to read", file=path) from None
 
 
 def load_manifest(run_dir: Path, *, where: str | None = None) -> Manifest:

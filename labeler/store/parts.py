@@ -19,6 +19,7 @@ from labeler.outputs import check_output_folder
 from labeler.records import SPLITS
 from labeler.store.atomic import fsync_dir, temp_path_for
 from labeler.store.fingerprint import fingerprint_diff
+from labeler.store.lock import refuse_linked_lock_files, writer_lock
 from labeler.store.manifest import (
     Manifest,
     ShardInfo,
@@ -77,6 +78,7 @@ def merge_runs(parts: Sequence[Path], out: Path) -> Path:
     if not parts:
         raise InputError("no part folders given", where="parts")
     check_output_folder(out, where="--out")
+    refuse_linked_lock_files(out)
     existing = read_manifest(out)
     manifests = {part: load_manifest(part) for part in parts}
     splits = _common_splits(manifests)
@@ -101,19 +103,19 @@ def merge_runs(parts: Sequence[Path], out: Path) -> Path:
             SplitEntry(fingerprint=entries[0][1].fingerprint, status="complete", shards=shards, stats=stats),
         )
 
-    for src, dest in copies:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        _link_or_copy(src, dest)
-    for split in splits:
-        fsync_dir(out / split)
-    # The manifest goes last: until it lists the splits, they are not part of the run, and merging
-    # again starts over. Its other splits (a run that already held one) stay as they are.
-    out.mkdir(parents=True, exist_ok=True)
-    with manifest_lock(out):
-        current = read_manifest(out) or new_manifest()
+    with writer_lock(out):  # one writer per run, after every check
+        for src, dest in copies:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            _link_or_copy(src, dest)
         for split in splits:
-            current = current.with_split(split, merged.splits[split])
-        write_manifest(out, current)
+            fsync_dir(out / split)
+        # The manifest goes last: until it lists the splits, they are not part of the run, and merging
+        # again starts over. Its other splits (a run that already held one) stay as they are.
+        with manifest_lock(out):
+            current = read_manifest(out) or new_manifest()
+            for split in splits:
+                current = current.with_split(split, merged.splits[split])
+            write_manifest(out, current)
     return out
 
 

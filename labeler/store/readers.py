@@ -42,8 +42,16 @@ def iter_shard_tables(run_dir: Path, split: str, *, require_complete: bool = Tru
     for shard in entry.shards:
         table = read_verified_shard(run_dir, shard, SPLITS[split], upgrade=True)
         ids = ids_of(table)
-        if len(set(ids)) != len(ids) or not seen.isdisjoint(ids):
-            raise InputError("repeats record ids of the same split", file=run_dir / shard.file)
+        if len(set(ids)) != len(ids):
+            raise InputError("repeats record ids within the shard", file=run_dir / shard.file)
+        if not seen.isdisjoint(ids):
+            raise InputError(
+                f"repeats {len(seen.intersection(ids))} record id(s) of earlier shards of the {split!r} split: "
+                "two processes wrote it at once. To repair the run, rerun the command that wrote the split, "
+                "with the same settings: it drops the shards that repeat records and makes their other records "
+                "again (or pass --overwrite to start the split again)",
+                file=run_dir / shard.file,
+            )
         seen.update(ids)
         yield table
 

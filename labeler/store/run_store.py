@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import weakref
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ from labeler.outputs import check_output_folder
 from labeler.records import SPLITS, Record
 from labeler.store.atomic import TEMP_SUFFIX, atomic_write_bytes
 from labeler.store.fingerprint import fingerprint_diff, normalize_fingerprint, sha256_bytes
+from labeler.store.lock import acquire, refuse_linked_lock_files, release
 from labeler.store.manifest import (
     MANIFEST_NAME,
     Manifest,
@@ -63,6 +65,7 @@ class RunStore:
         self.fingerprint = fingerprint
         self.part = part
         self._done = done
+        self._replaces_old = False  # --overwrite: the old split is deleted at the first write
 
     @classmethod
     def open(
@@ -77,8 +80,13 @@ class RunStore:
         """Open `run_dir/split` for writing, creating the run if needed, resuming it if it exists.
 
         An existing split with another fingerprint (or another part) is refused with an `InputError`
-        naming the differing keys, unless `overwrite`, which deletes its shards first. Committed shards
-        are verified (checksum, schema, rows); orphan shards from a crash are adopted or deleted.
+        naming the differing keys, unless `overwrite`, which deletes its shards at the first write (so a
+        run that fails before it keeps the old split). Committed shards are verified (checksum, schema,
+        rows); orphan shards from a crash are adopted or deleted; shards that repeat the records of
+        earlier ones (two processes that wrote at once) are dropped, their other records redone.
+
+        The store holds the run's writer lock (`labeler.store.lock`) until it is garbage collected: a
+        second process opening the run meanwhile gets an `InputError` naming this one's pid.
         """
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; known: {', '.join(sorted(SPLITS))}")
@@ -86,37 +94,66 @@ class RunStore:
             _check_part(part)
         fingerprint = normalize_fingerprint(fingerprint)
         run_dir = Path(run_dir)
-        split_dir = run_dir / split
         # Every check comes before the first write: a run refused as bad input leaves nothing behind.
         check_output_folder(run_dir, where="--out")
-        if not run_dir.exists():
-            run_dir.mkdir(parents=True)
+        refuse_linked_lock_files(run_dir)
+        if not overwrite:
+            _refuse_linked_split(run_dir, split)
+        # One writer per run, from here to the end of the command (see labeler.store.lock).
+        key = acquire(run_dir)
+        try:
+            store = cls._open_locked(run_dir, split, fingerprint, overwrite=overwrite, part=part)
+        except BaseException:
+            release(key)
+            raise
+        weakref.finalize(store, release, key)
+        return store
+
+    @classmethod
+    def _open_locked(
+        cls, run_dir: Path, split: str, fingerprint: dict[str, Any], *, overwrite: bool, part: tuple[int, int] | None
+    ) -> RunStore:
+        split_dir = run_dir / split
         with manifest_lock(run_dir):
             existing = read_manifest(run_dir)
             manifest = existing or new_manifest()
             entry = manifest.splits.get(split)
             if overwrite:
-                if split_dir.is_dir():
-                    _delete_split_files(split_dir)
-                entry = None
+                # The old split stays until the new one writes its first shard (`_replace_old_split`):
+                # a run that fails before that (a server down, a bad first batch) loses nothing.
+                store = cls(run_dir, split, fingerprint, part, set())
+                store._replaces_old = True
+                return store
             if entry is None:
                 _refuse_unlisted_shards(run_dir, split)
                 entry = SplitEntry(fingerprint=fingerprint, status="running", part=part)
             else:
                 _refuse_other_run(run_dir, split, entry, fingerprint, part)
-            done = _verified_ids(run_dir, split, entry)
+            done, entry = _verified_ids(run_dir, split, entry)
             split_dir.mkdir(exist_ok=True)
             for temp in split_dir.glob(f"*{TEMP_SUFFIX}"):
                 # A write that never reached its rename: the records in it were never committed.
                 temp.unlink()
-            for temp in run_dir.glob(f".{MANIFEST_NAME}.*{TEMP_SUFFIX}"):
-                # A manifest write killed before its rename. Every manifest write holds this lock,
-                # so none is in flight now: the file is a leftover, and the manifest is the old one.
-                temp.unlink()
+            _remove_manifest_leftovers(run_dir)
             entry = _recover_orphans(run_dir, split, entry, done)
             if existing is None or existing.splits.get(split) != entry:
                 write_manifest(run_dir, manifest.with_split(split, entry))
         return cls(run_dir, split, fingerprint, part, done)
+
+    def _replace_old_split(self) -> None:
+        """--overwrite, at the first write: delete the old split's files (a split folder that is a
+        symbolic link: the link itself, never the files it points to) and start the new entry."""
+        with manifest_lock(self.run_dir):
+            manifest = read_manifest(self.run_dir) or new_manifest()
+            if self.split_dir.is_symlink():
+                self.split_dir.unlink()
+            elif self.split_dir.is_dir():
+                _delete_split_files(self.split_dir)
+            self.split_dir.mkdir(exist_ok=True)
+            _remove_manifest_leftovers(self.run_dir)
+            entry = SplitEntry(fingerprint=self.fingerprint, status="running", part=self.part)
+            write_manifest(self.run_dir, manifest.with_split(self.split, entry))
+        self._replaces_old = False
 
     @property
     def split_dir(self) -> Path:
@@ -128,8 +165,8 @@ class RunStore:
 
     @property
     def is_complete(self) -> bool:
-        """Whether the manifest marks this split complete."""
-        return load_manifest(self.run_dir).splits[self.split].status == "complete"
+        """Whether the manifest marks this split complete (never before an overwrite's first write)."""
+        return not self._replaces_old and load_manifest(self.run_dir).splits[self.split].status == "complete"
 
     def write_shard(self, records: Sequence[Record]) -> ShardInfo | None:
         """Commit `records` as one new shard; returns its manifest entry (None if `records` is empty).
@@ -151,6 +188,8 @@ class RunStore:
                 f"(first: {repeated[0]}); skip the ids in done_ids() and deduplicate inputs"
             )
         data = encode_shard(self.record_type.to_table(records))
+        if self._replaces_old:
+            self._replace_old_split()
         with manifest_lock(self.run_dir):
             manifest, entry = self._own_entry()
             path = self.split_dir / shard_name(self._next_seq(entry), self.part)
@@ -164,6 +203,8 @@ class RunStore:
     def mark_complete(self, stats: dict[str, Any] | None = None) -> None:
         """Mark the split complete (every record written), with optional JSON-able statistics."""
         stats = json.loads(json.dumps(stats, allow_nan=False)) if stats is not None else None
+        if self._replaces_old:
+            self._replace_old_split()
         with manifest_lock(self.run_dir):
             manifest, entry = self._own_entry()
             entry = entry.model_copy(update={"status": "complete", "stats": stats})
@@ -195,10 +236,12 @@ def check_run(
     """The checks `RunStore.open` makes of an output folder, without writing anything (shards are
     verified when the store opens): writable, and any run there of the same settings and part."""
     check_output_folder(run_dir, where="--out")
+    refuse_linked_lock_files(run_dir)
     manifest = read_manifest(run_dir)
     entry = manifest.splits.get(split) if manifest is not None else None
     if overwrite:
         return
+    _refuse_linked_split(run_dir, split)
     if entry is None:
         _refuse_unlisted_shards(run_dir, split)
     else:
@@ -261,9 +304,15 @@ def _describe_part(part: tuple[int, int] | None) -> str:
     return "a whole run" if part is None else f"part {part[0]} of {part[1]}"
 
 
-def _verified_ids(run_dir: Path, split: str, entry: SplitEntry) -> set[str]:
-    """Ids in the committed shards, after verifying each; `InputError` names a damaged shard."""
+def _verified_ids(run_dir: Path, split: str, entry: SplitEntry) -> tuple[set[str], SplitEntry]:
+    """Ids in the committed shards, after verifying each; `InputError` names a damaged shard.
+
+    A shard that repeats ids of earlier shards is what two processes writing the split at once leave
+    (each committed the same batches): it is dropped from the entry returned, and its file, now an
+    orphan that repeats records, is deleted by `_recover_orphans`; records only it held are redone.
+    """
     done: set[str] = set()
+    kept: list[ShardInfo] = []
     for shard in entry.shards:
         try:
             table = read_verified_shard(run_dir, shard, SPLITS[split])
@@ -272,13 +321,42 @@ def _verified_ids(run_dir: Path, split: str, entry: SplitEntry) -> set[str]:
                 f"{exc.message}. Delete its entry from manifest.json to redo its records, "
                 "or pass --overwrite to start the split again",
                 file=exc.file,
+                where=exc.where,
             ) from exc
         ids = ids_of(table)
-        repeated = done.intersection(ids) | _duplicates(ids)
+        inside = _duplicates(ids)
+        if inside:
+            raise InputError(f"repeats {len(inside)} record id(s) within the shard", file=run_dir / shard.file)
+        repeated = done.intersection(ids)
         if repeated:
-            raise InputError(f"repeats {len(repeated)} record id(s) of earlier shards", file=run_dir / shard.file)
+            logger.warning(
+                "dropping shard %s: it repeats %d record(s) of earlier shards (two processes wrote this split "
+                "at once); its other records are made again", shard.file, len(repeated),
+            )
+            continue
+        kept.append(shard)
         done.update(ids)
-    return done
+    if len(kept) < len(entry.shards):
+        entry = entry.model_copy(update={"shards": tuple(kept), "status": "running"})
+    return done, entry
+
+
+def _refuse_linked_split(run_dir: Path, split: str) -> None:
+    """A split folder that is a symbolic link would put the run's shards outside it."""
+    split_dir = Path(run_dir) / split
+    if split_dir.is_symlink():
+        raise InputError(
+            "is a symbolic link: a run's split folder must be inside the run; pass --overwrite to replace "
+            "the link with a new folder (the files it points to are left alone), or give another --out",
+            file=split_dir,
+        )
+
+
+def _remove_manifest_leftovers(run_dir: Path) -> None:
+    for temp in run_dir.glob(f".{MANIFEST_NAME}.*{TEMP_SUFFIX}"):
+        # A manifest write killed before its rename. Every manifest write holds the manifest lock,
+        # so none is in flight now: the file is a leftover, and the manifest is the old one.
+        temp.unlink()
 
 
 def _recover_orphans(run_dir: Path, split: str, entry: SplitEntry, done: set[str]) -> SplitEntry:

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from labeler.errors import InputError
 from labeler.records import Record
 from labeler.store.fingerprint import sha256_bytes
-from labeler.store.manifest import ShardInfo
+from labeler.store.manifest import ShardInfo, manifest_path
 
 ShardFormat = Literal["arrow", "parquet", "jsonl"]
 SUFFIXES: dict[ShardFormat, str] = {"arrow": ".arrow", "parquet": ".parquet", "jsonl": ".jsonl"}
@@ -158,11 +158,13 @@ def read_verified_shard(
     Every failure is an `InputError` naming the shard file: missing, truncated, altered. `upgrade` reads
     a shard written in an earlier layout of the split (see `decode_shard`).
     """
-    path = Path(run_dir) / shard.file
+    path = confined_shard_path(run_dir, shard)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise InputError("shard listed in manifest.json is missing", file=path) from None
+    except IsADirectoryError:
+        raise InputError("is a folder, not a shard file (listed in manifest.json)", file=path) from None
     if sha256_bytes(data) != shard.sha256:
         raise InputError(
             "sha256 does not match manifest.json: the shard was truncated or altered after it was written",
@@ -172,6 +174,30 @@ def read_verified_shard(
     if table.num_rows != shard.rows:
         raise InputError(f"has {table.num_rows} rows, manifest.json says {shard.rows}", file=path)
     return table
+
+
+def confined_shard_path(run_dir: Path, shard: ShardInfo) -> Path:
+    """Where a committed shard is: inside the run folder, its links followed. `InputError` naming
+    manifest.json and the entry when it leads out of the run (a link out of the run, or a split folder
+    that is one), or is not a regular file (a folder, a device, a FIFO)."""
+    run = Path(run_dir)
+    path = run / shard.file
+    real = path.resolve()
+    if not real.is_relative_to(run.resolve()):
+        raise InputError(
+            f"shard {shard.file!r} leads out of the run folder (a symbolic link to {real}); a run's shards "
+            "must be inside it: the run was altered",
+            file=manifest_path(run),
+            where=f"shard {shard.file}",
+        )
+    if real.exists() and not real.is_file():
+        what = "a folder" if real.is_dir() else "not a regular file"
+        raise InputError(
+            f"shard {shard.file!r} is {what}, not a shard file: the run was altered",
+            file=manifest_path(run),
+            where=f"shard {shard.file}",
+        )
+    return path
 
 
 def ids_of(table: pa.Table) -> list[str]:

@@ -1,0 +1,169 @@
+"""One writer per run folder: an exclusive lock on `RUN/.lock`, held from a command's first write to its end.
+
+Two processes writing one run would each commit shards of the same records, and the split would hold
+every record twice. The first process to write takes `flock` on `RUN/.lock` (its pid written inside,
+for the message a second one prints); a second process is refused at once with an `InputError`. The
+kernel drops the lock when its holder dies, so the lock of a killed run is simply taken again: the
+pid left in the file only says who held it last.
+
+Within one process the lock is reentrant: the stages of a pipeline, a stage and the card written after
+it, share one hold. `command_lock` keeps a lock taken inside its block held until the block ends.
+The processes of a run in parts each write their own part folder, so each holds that folder's lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from labeler.errors import InputError
+
+LOCK_FILE = ".lock"
+
+
+@dataclass
+class _Hold:
+    fd: int
+    count: int  # holds in this process: stores open, command blocks running
+    scoped: int  # of `count`, those owed to `command_lock` blocks
+
+
+_held: dict[Path, _Hold] = {}
+_scopes: Counter[Path] = Counter()
+
+
+def _key(run_dir: Path) -> Path:
+    return Path(os.path.abspath(run_dir))
+
+
+def open_no_follow(path: Path, flags: int) -> int:
+    """`os.open` of a file that may not be a symbolic link (O_NOFOLLOW): a link planted in a run must
+    never make labeler create or write its target. `InputError` naming the link."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError(
+                "is a symbolic link, which labeler never follows for its own files; delete the link", file=path
+            ) from None
+        raise
+
+
+def refuse_linked_lock_files(run_dir: Path) -> None:
+    """`InputError` if a lock file of the run is a symbolic link (checked before anything is written)."""
+    from labeler.store.manifest import LOCK_NAME
+
+    for name in (LOCK_FILE, LOCK_NAME):
+        path = Path(run_dir) / name
+        if path.is_symlink():
+            raise InputError(
+                "is a symbolic link, which labeler never follows for its own files; delete the link", file=path
+            )
+
+
+def holder_pid(run_dir: Path) -> int | None:
+    """The pid written in `RUN/.lock` by the process that took it last (None if none can be read)."""
+    try:
+        fd = open_no_follow(Path(run_dir) / LOCK_FILE, os.O_RDONLY)
+    except (OSError, InputError):
+        return None
+    try:
+        text = os.read(fd, 32).decode("ascii", "replace").strip()
+    finally:
+        os.close(fd)
+    return int(text) if text.isdigit() else None
+
+
+def _take(run_dir: Path) -> int:
+    """The fd of `RUN/.lock`, locked by this process; `InputError` if another process holds it."""
+    path = run_dir / LOCK_FILE
+    fd = open_no_follow(path, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        pid = holder_pid(run_dir)
+        who = f"pid {pid}" if pid is not None else "a process whose pid is not recorded"
+        raise InputError(
+            f"another labeler process ({who}) is writing this run; one process writes a run at a time: "
+            "wait for it to end, or give another --out",
+            file=run_dir,
+            where="--out",
+        ) from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    except OSError as exc:
+        os.close(fd)
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
+    return fd
+
+
+def acquire(run_dir: Path) -> Path:
+    """Take (or, in this process, take once more) the writer lock of `run_dir`, creating the folder if
+    needed; returns the key to `release` it with."""
+    key = _key(run_dir)
+    hold = _held.get(key)
+    if hold is None:
+        key.mkdir(parents=True, exist_ok=True)
+        hold = _held[key] = _Hold(_take(key), count=_scopes[key], scoped=_scopes[key])
+    hold.count += 1
+    return key
+
+
+def release(key: Path) -> None:
+    """Give back one hold; the lock is released when the last one goes."""
+    hold = _held.get(key)
+    if hold is None:
+        return
+    hold.count -= 1
+    if hold.count <= 0:
+        del _held[key]
+        os.close(hold.fd)  # closing the only fd of the lock file releases the flock
+
+
+def is_held(run_dir: Path) -> bool:
+    """Whether this process holds the writer lock of `run_dir`."""
+    return _key(run_dir) in _held
+
+
+@contextlib.contextmanager
+def writer_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the writer lock of `run_dir` for the block (taken at once)."""
+    key = acquire(run_dir)
+    try:
+        yield
+    finally:
+        release(key)
+
+
+@contextlib.contextmanager
+def command_lock(run_dir: Path) -> Iterator[None]:
+    """Keep the writer lock of `run_dir`, if anything in the block takes it, until the block ends.
+
+    Nothing is taken up front: a command refused on bad input creates no lock file. A stage's store
+    takes the lock before its first write; the block keeps it held for what the command writes after
+    the stage (the dataset card, the next stage of a pipeline).
+    """
+    key = _key(run_dir)
+    _scopes[key] += 1
+    hold = _held.get(key)
+    if hold is not None:
+        hold.count += 1
+        hold.scoped += 1
+    try:
+        yield
+    finally:
+        _scopes[key] -= 1
+        if _scopes[key] <= 0:
+            del _scopes[key]
+        hold = _held.get(key)
+        if hold is not None and hold.scoped > 0:
+            hold.scoped -= 1
+            release(key)
