@@ -151,7 +151,7 @@ class RunConfig(BaseModel):
 
 def load_run_config(path: Path) -> RunConfig:
     """Read and validate a run config; relative paths are taken from the config file's folder."""
-    data = read_yaml_mapping(path)
+    data = read_yaml_mapping(path, what="a run config")
     try:
         config = RunConfig.model_validate(data)
     except InputError as exc:  # a validator that names the option itself (engine server settings)
