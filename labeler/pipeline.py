@@ -161,7 +161,7 @@ def load_run_config(path: Path) -> RunConfig:
         for problem in exc.errors():
             key = ".".join(str(part) for part in problem["loc"])
             message = str(problem["msg"]).removeprefix("Value error, ")
-            if key:
+            if key and not isinstance(problem.get("input"), dict):  # a section's check names its values
                 message += f" (got {problem.get('input')!r:.80})"
             problems.append(InputError(message, file=path, where=f"key {key}" if key else None))
         raise InputErrors(problems) from None

@@ -83,15 +83,15 @@ def dump_constitution(constitution: Constitution) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
 
 
-def read_document(path: Path) -> Document:
-    """The parsed contents of `path`: JSON for `.json` files, YAML otherwise.
+def read_document(path: Path, what: str = "a constitution") -> Document:
+    """The parsed contents of `path`: JSON for `.json` files, YAML otherwise (`what` names the kind of file).
 
     Raises `InputErrors` for a missing or unreadable file, one that is not a regular file, one over
     `MAX_BYTES`, bytes that are not UTF-8, a syntax error (with its line), for duplicate keys, YAML aliases,
     integers too long to read, nesting too deep and text with a lone surrogate (see `labeler.input_files`).
     """
     try:
-        return input_files.read_document(path, what="a constitution", limit=MAX_BYTES)
+        return input_files.read_document(path, what=what, limit=MAX_BYTES)
     except InputErrors:
         raise
     except InputError as exc:
