@@ -65,14 +65,14 @@ def _kind(mode: int) -> str:
         return "a named pipe (FIFO)"
     if stat.S_ISSOCK(mode):
         return "a socket"
-    return "not a regular file"
+    return "a special file"
 
 
 def _refuse_mode(mode: int, path: Path, where: str | None) -> None:
     if stat.S_ISDIR(mode):
         raise InputError("is a folder, not a file", file=path, where=where)
     if not stat.S_ISREG(mode):
-        raise InputError(f"is not a regular file ({_kind(mode)}); inputs are read from regular files only",
+        raise InputError(f"is {_kind(mode)}, not a regular file; inputs are read from regular files only",
                          file=path, where=where)
 
 
@@ -400,7 +400,7 @@ def check_tree(
         if not isinstance(value, dict | list):
             continue
         if len(place) >= MAX_DEPTH:
-            raise fail(f"nested more than {MAX_DEPTH} levels deep", place)
+            raise fail(f"nested more than {MAX_DEPTH} levels deep", place[:1])  # the field it starts in
         if isinstance(value, list):
             stack.extend((item, (*place, index)) for index, item in enumerate(value))
             continue
