@@ -17,6 +17,7 @@ Each problem is an `InputError`; duplicate keys are all reported at once as `Inp
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import re
@@ -131,11 +132,13 @@ def read_input_text(path: str | Path, *, limit: int, what: str, where: str | Non
     """The UTF-8 text of `path` (a leading byte-order mark dropped), read as `read_input_bytes` does."""
     path = Path(path)
     raw = read_input_bytes(path, limit=limit, what=what, where=where)
+    skip = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
     try:
-        return raw.decode("utf-8-sig")
+        return raw[skip:].decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        message = f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at offset {exc.start}"
+        offset = skip + exc.start  # in the file, byte-order mark included
+        line = raw[:offset].count(b"\n") + 1
+        message = f"not UTF-8 text: byte 0x{raw[offset]:02x} at offset {offset}"
         raise InputError(message, file=path, line=line, where=where) from None
 
 
