@@ -23,7 +23,7 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -183,6 +183,9 @@ def _json_int(text: str) -> int:
     return int(text)
 
 
+_DECODER = json.JSONDecoder(parse_int=_json_int)  # made once: `json.loads` with options makes one per call
+
+
 def _huge_int_message(digits: int) -> str:
     return f"an integer of {digits} digits; at most {MAX_INT_DIGITS} are read"
 
@@ -206,8 +209,9 @@ def parse_json(
         return dict(pairs)
 
     first = line or 1
+    decoder = json.JSONDecoder(parse_int=_json_int, object_pairs_hook=pairs_hook) if refuse_duplicates else _DECODER
     try:
-        data = json.loads(text, parse_int=_json_int, object_pairs_hook=pairs_hook if refuse_duplicates else None)
+        data = decoder.decode(text)
     except json.JSONDecodeError as exc:
         message = f"{invalid}: {exc.msg} (column {exc.colno})"
         raise InputError(message, file=file, line=first + exc.lineno - 1, where=where) from None
@@ -373,6 +377,37 @@ def _encodable(text: str) -> bool:
     return True
 
 
+def _clean(data: object) -> bool:
+    """True when `data` nests at most `MAX_DEPTH` levels and holds no text with a lone surrogate.
+
+    >>> _clean({"a": ["b", {"c": 1}]}), _clean({"a": ["\ud800"]}), _clean([[[]]] )
+    (True, False, True)
+    """
+    if isinstance(data, str):
+        return _encodable(data)
+    level: list[dict[Any, Any] | list[Any]] = [data] if isinstance(data, dict | list) else []
+    depth = 0
+    while level:
+        if depth >= MAX_DEPTH:
+            return False
+        below: list[dict[Any, Any] | list[Any]] = []
+        for container in level:
+            items: Iterable[object] = container
+            if isinstance(container, dict):
+                if not all(_encodable(key) for key in container if isinstance(key, str)):
+                    return False
+                items = container.values()
+            for item in items:
+                if isinstance(item, str):
+                    if not _encodable(item):
+                        return False
+                elif isinstance(item, dict | list):
+                    below.append(item)
+        level = below
+        depth += 1
+    return True
+
+
 def check_tree(
     data: object,
     *,
@@ -384,7 +419,10 @@ def check_tree(
     """`InputError` when parsed data nests deeper than `MAX_DEPTH` or holds text with a lone surrogate,
     naming the field and the line (`line` for the whole of a JSONL row, `lines` for a YAML document).
 
-    An explicit walk, not a recursive one, so that no depth makes it fail in its own way."""
+    Explicit walks, not recursive ones, so that no depth makes them fail in their own way: a quick one
+    level by level, then, only when it finds a problem, one that keeps the place of each value."""
+    if _clean(data):
+        return
 
     def fail(message: str, place: Place) -> InputError:
         found = line_of(place, lines) if lines else line
