@@ -380,7 +380,7 @@ def _encodable(text: str) -> bool:
 def _clean(data: object) -> bool:
     """True when `data` nests at most `MAX_DEPTH` levels and holds no text with a lone surrogate.
 
-    >>> _clean({"a": ["b", {"c": 1}]}), _clean({"a": ["\ud800"]}), _clean([[[]]] )
+    >>> _clean({"a": ["b", {"c": 1}]}), _clean({"a": [chr(0xD800)]}), _clean([[[]]])
     (True, False, True)
     """
     if isinstance(data, str):
