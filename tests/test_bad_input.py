@@ -620,6 +620,10 @@ CASES_READING: list[Case] = [
     Case("eval-judge/input-engine-config-bad-value", lambda d: ["eval-judge", "--pairs", str(human_file(d)),
          "--engine-config", str(_file(d / "engine.yaml", "gpu_memory_utilization: 7\n"))],
          lambda d: [f"{d / 'engine.yaml'}:1", "key gpu_memory_utilization", "(got 7)"]),
+    Case("label/input-engine-config-bad-url", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(d / "out"), "--engine-config", str(_file(d / "engine.yaml",
+         "name: openai\nbase_urls: [localhost:8000]\nmodel: judge\n"))],
+         lambda d: [f"{d / 'engine.yaml'}:2", "--engine-config, key base_urls", "http://"]),
     # a shard index outside the job array, said in one sentence
     Case("label/input-shard-index-past-num-shards", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
          str(pairs_file(d)), "--out", str(d / "out"), "--shard-index", "5", "--num-shards", "2"],

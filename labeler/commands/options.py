@@ -303,6 +303,23 @@ def validate(
         return model.model_validate(data)
     except ValidationError as exc:
         raise InputErrors([_problem(error, opts, files) for error in exc.errors()]) from None
+    except InputErrors:
+        raise
+    except InputError as exc:  # a validator that names the option itself (engine server settings)
+        raise _from_file(exc, opts, files) from None
+
+
+def _from_file(error: InputError, opts: Sequence[Opt], files: Sequence[FileSection]) -> InputError:
+    """A validator's `InputError` naming an option, moved onto the file and key when the file gave that value."""
+    flag = (error.where or "").split(" ")[0]
+    for section in files:
+        prefix = section.opt.path + "."
+        for opt in opts:
+            key = opt.path.removeprefix(prefix)
+            if opt.cli_flag == flag and opt.path.startswith(prefix) and key in section.keys:
+                return InputError(error.message, file=section.file, line=section.lines.get((key,)),
+                                  where=f"{section.opt.cli_flag}, key {key}")
+    return error
 
 
 def _problem(error: Mapping[str, Any], opts: Sequence[Opt], files: Sequence[FileSection] = ()) -> InputError:
