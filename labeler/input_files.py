@@ -186,8 +186,13 @@ def _json_int(text: str) -> int:
 _DECODER = json.JSONDecoder(parse_int=_json_int)  # made once: `json.loads` with options makes one per call
 
 
-def _huge_int_message(digits: int) -> str:
-    return f"an integer of {digits} digits; at most {MAX_INT_DIGITS} are read"
+def _huge_int_message(digits: int | None) -> str:
+    """
+    >>> _huge_int_message(5000)
+    'an integer of 5000 digits; at most 4300 are read'
+    """
+    size = f"{digits} digits" if digits is not None else f"more than {MAX_INT_DIGITS} decimal digits"
+    return f"an integer of {size}; at most {MAX_INT_DIGITS} are read"
 
 
 def parse_json(
@@ -216,9 +221,8 @@ def parse_json(
         message = f"{invalid}: {exc.msg} (column {exc.colno})"
         raise InputError(message, file=file, line=first + exc.lineno - 1, where=where) from None
     except _HugeInteger as exc:
-        at = text.find(exc.digits)
-        line_of = first + text.count("\n", 0, max(at, 0))
-        raise InputError(_huge_int_message(len(exc.digits.lstrip("-"))), file=file, line=line_of, where=where) from None
+        found = first + text.count("\n", 0, max(text.find(exc.digits), 0))
+        raise InputError(_huge_int_message(len(exc.digits.lstrip("-"))), file=file, line=found, where=where) from None
     except RecursionError:
         raise InputError(f"{invalid}: nested too deeply", file=file, line=line, where=where) from None
     if duplicates:
@@ -242,14 +246,14 @@ class SafeYamlLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
     def construct_checked_int(self, node: yaml.ScalarNode) -> int:
-        digits = sum(ch.isdigit() for ch in str(node.value))
         try:
             value = self.construct_yaml_int(node)
-        except ValueError:
-            value = None
+        except ValueError:  # a decimal literal too long to convert
+            digits = sum(ch.isdigit() for ch in str(node.value))
+            raise yaml.constructor.ConstructorError(None, None, _huge_int_message(digits), node.start_mark) from None
         # a hexadecimal or binary literal converts at any length, but its value cannot be printed either
-        if value is None or abs(value) >= _INT_CEILING:
-            raise yaml.constructor.ConstructorError(None, None, _huge_int_message(digits), node.start_mark)
+        if abs(value) >= _INT_CEILING:
+            raise yaml.constructor.ConstructorError(None, None, _huge_int_message(None), node.start_mark)
         return value
 
 
