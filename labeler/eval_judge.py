@@ -464,7 +464,8 @@ def configurations_of(config: EvalJudgeConfig) -> list[Configuration]:
 
 
 def _from_file(config: EvalJudgeConfig, path: Path) -> Configuration:
-    data = read_yaml_mapping(path, where="--compare", empty_ok=True)  # empty: the command's own settings
+    # empty: the command's own settings
+    data = read_yaml_mapping(path, what="a judging configuration", where="--compare", empty_ok=True)
     try:
         entry = CompareFile.model_validate(data)
     except ValidationError as exc:

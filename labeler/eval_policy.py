@@ -529,10 +529,11 @@ def read_eval_policy(path: Path) -> EvalPolicyReport:
     """An eval-policy JSON file; `InputError` naming it when it is not one."""
     from pydantic import ValidationError
 
+    from labeler.input_files import MAX_REPORT_BYTES, read_input_bytes
+
+    data = read_input_bytes(path, limit=MAX_REPORT_BYTES, what="an eval-policy report")
     try:
-        return EvalPolicyReport.model_validate_json(Path(path).read_bytes())
-    except FileNotFoundError:
-        raise InputError("file not found", file=path) from None
+        return EvalPolicyReport.model_validate_json(data)
     except ValidationError as exc:
         raise InputError(f"not an eval-policy report: {exc.errors()[0]['msg']}", file=path) from None
 

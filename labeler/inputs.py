@@ -2,6 +2,8 @@
 
 JSONL (one JSON object per line), Parquet and Arrow (IPC file or stream) are read as streams of
 rows, each with its 1-based line (JSONL) or row number, so every bad row can be named exactly.
+Only regular files are read, and each JSONL row is checked as `labeler.input_files` checks every
+parsed document (integer lengths, nesting, lone surrogates).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 from labeler.engine.base import Message
 from labeler.errors import InputError
+from labeler.input_files import check_regular_file, iter_input_lines, parse_json
 
 PROMPT_FIELDS = ("prompt", "messages", "prompt_messages")
 VALID_ROLES = ("system", "user", "assistant")
@@ -46,37 +49,22 @@ def iter_rows(path: str | Path) -> Iterator[Row]:
 
 
 def check_input_file(path: Path, where: str | None = None) -> None:
-    """`InputError` unless `path` is a readable file, saying what it is instead."""
-    try:
-        path.stat()
-    except FileNotFoundError:
-        if path.is_symlink():
-            raise InputError("is a broken symbolic link", file=path, where=where) from None
-        raise InputError("file not found", file=path, where=where) from None
-    except OSError as exc:  # a symbolic link loop, a name too long, no permission
-        raise InputError(f"cannot be read: {exc.strerror}", file=path, where=where) from None
-    if path.is_dir():
-        raise InputError("is a folder, not a file", file=path, where=where)
-    if not path.is_file():
-        raise InputError("is not a regular file", file=path, where=where)
+    """`InputError` unless `path` is (or links to) a readable regular file, saying what it is instead."""
+    check_regular_file(path, where=where)
 
 
 def _iter_jsonl(path: Path) -> Iterator[Row]:
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise InputError(f"not UTF-8 ({exc.reason} at byte {exc.start})", file=path, line=number) from exc
-            if not text.strip():
-                continue
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"invalid JSON: {exc.msg} (column {exc.colno})", file=path, line=number) from exc
-            if not isinstance(data, dict):
-                raise InputError(f"expected a JSON object, got {type(data).__name__}", file=path, line=number)
-            yield Row(path, number, data)
+    for number, raw in iter_input_lines(path):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"not UTF-8 ({exc.reason} at byte {exc.start})", file=path, line=number) from exc
+        if not text.strip():
+            continue
+        data = parse_json(text, file=path, line=number)
+        if not isinstance(data, dict):
+            raise InputError(f"expected a JSON object, got {type(data).__name__}", file=path, line=number)
+        yield Row(path, number, data)
 
 
 def _iter_arrow(path: Path, suffix: str) -> Iterator[Row]:

@@ -14,7 +14,6 @@ bad-input tests use it to prove that input is checked before anything is loaded.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from labeler.errors import InputError
+from labeler.input_files import read_json
 
 FORBID_LOAD_ENV = "LABELER_FORBID_MODEL_LOAD"
 DEFAULT = "default"
@@ -33,6 +33,7 @@ Kind = Literal["causal", "reward", "policy", "backbone"]
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+MAX_MODEL_JSON_BYTES = 16 * 1024 * 1024  # config.json, adapter_config.json: a few kB in practice
 # What `labeler ppo` exports into each checkpoint: a LoRA adapter, or the whole model (full fine-tuning).
 CHECKPOINT_EXPORTS = ("adapter", "model")
 
@@ -118,10 +119,7 @@ def is_adapter_folder(path: Path) -> bool:
 def adapter_base_spec(adapter: Path) -> str:
     """The base model an adapter folder names (`base_model_name_or_path`), as a model argument."""
     config_file = adapter / ADAPTER_CONFIG
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"not valid JSON: {exc}", file=config_file) from None
+    config = read_json(config_file, what="an adapter config", limit=MAX_MODEL_JSON_BYTES, invalid="not valid JSON")
     base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
     if not base:
         raise InputError("adapter_config.json names no base_model_name_or_path", file=config_file)
@@ -213,11 +211,8 @@ def check_model_folder(path: Path, *, where: str, kind: Kind = "causal") -> None
     if not config_file.is_file():
         hint = " (it is a labeler run folder)" if (path / "manifest.json").is_file() else ""
         raise InputError(f"not a Hugging Face model folder: no config.json{hint}", file=path, where=where)
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        line = getattr(exc, "lineno", None)
-        raise InputError(f"config.json is not valid JSON: {exc}", file=config_file, line=line, where=where) from None
+    config = read_json(config_file, what="a model config", limit=MAX_MODEL_JSON_BYTES, where=where,
+                       invalid="config.json is not valid JSON")
     if not isinstance(config, dict):
         raise InputError("config.json is not a JSON object", file=config_file, where=where)
     if not any(path.glob("*.safetensors")):

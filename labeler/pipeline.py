@@ -151,7 +151,7 @@ class RunConfig(BaseModel):
 
 def load_run_config(path: Path) -> RunConfig:
     """Read and validate a run config; relative paths are taken from the config file's folder."""
-    data = read_yaml_mapping(path)
+    data = read_yaml_mapping(path, what="a run config")
     try:
         config = RunConfig.model_validate(data)
     except InputError as exc:  # a validator that names the option itself (engine server settings)
@@ -161,7 +161,7 @@ def load_run_config(path: Path) -> RunConfig:
         for problem in exc.errors():
             key = ".".join(str(part) for part in problem["loc"])
             message = str(problem["msg"]).removeprefix("Value error, ")
-            if key:
+            if key and not isinstance(problem.get("input"), dict):  # a section's check names its values
                 message += f" (got {problem.get('input')!r:.80})"
             problems.append(InputError(message, file=path, where=f"key {key}" if key else None))
         raise InputErrors(problems) from None

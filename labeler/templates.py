@@ -35,6 +35,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from labeler.constitution import Principle
 from labeler.engine.base import Message
 from labeler.errors import InputError
+from labeler.input_files import MAX_DOCUMENT_BYTES, read_input_text
 from labeler.shipped import shipped_folder
 
 # The shipped templates: inside an installed wheel, else the repository's prompts/ folder.
@@ -341,12 +342,8 @@ class Templates:
 
 
 def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8-sig")  # an editor's byte-order mark is not template text
-    except UnicodeDecodeError as exc:
-        raise InputError(f"template is not UTF-8 text (byte offset {exc.start})", file=path) from exc
-    except OSError as exc:
-        raise InputError(f"cannot read the template: {exc.strerror}", file=path) from exc
+    """A template's text: a regular file of UTF-8 (an editor's byte-order mark is not template text)."""
+    return read_input_text(path, limit=MAX_DOCUMENT_BYTES, what="a template")
 
 
 def _compile(env: BoundedSandbox, name: str, source: str, path: Path) -> jinja2.Template:

@@ -665,7 +665,188 @@ def _manifest_linking(folder: Path) -> Path:
 
 # inputs read from regular files only, bounded; YAML aliases, huge integers, deep nesting
 CASES_READING: list[Case] = [
+    # a device (/dev/zero, directly or through a link) as each kind of input: refused before reading
+    Case("label/input-constitution-dev-zero", lambda d: ["label", "--constitution", "/dev/zero", "--pairs",
+         str(pairs_file(d)), "--out", str(d / "out")], same("/dev/zero", "character device, not a regular file")),
+    Case("label/input-pairs-dev-zero", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(_dev_zero(d / "pairs.jsonl")), "--out", str(d / "out")],
+         lambda d: [str(d / "pairs.jsonl"), "character device"]),
+    Case("revise/input-prompts-dev-zero", lambda d: ["revise", "--constitution", str(HARMLESS), "--prompts",
+         str(_dev_zero(d / "prompts.jsonl")), "--out", str(d / "out")],
+         lambda d: [str(d / "prompts.jsonl"), "character device"]),
+    Case("eval-judge/input-human-pairs-dev-zero", lambda d: ["eval-judge", "--pairs",
+         str(_dev_zero(d / "human.jsonl"))], lambda d: [str(d / "human.jsonl"), "character device"]),
+    Case("label/input-engine-config-dev-zero", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(d / "out"), "--engine-config", "/dev/zero"],
+         same("/dev/zero", "--engine-config", "character device")),
+    Case("eval-judge/input-compare-dev-zero", lambda d: ["eval-judge", "--pairs", str(human_file(d)), "--compare",
+         "/dev/zero"], same("/dev/zero", "--compare", "character device")),
+    Case("label/input-few-shot-file-dev-zero", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(d / "out"), "--few-shot", "1", "--few-shot-file", "/dev/zero"],
+         same("/dev/zero", "character device")),
+    Case("label/input-template-dev-zero", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(d / "out"), "--templates", str(_template_as(d, _dev_zero))],
+         lambda d: [str(d / "templates" / "judge.jinja"), "character device"]),
+    Case("run/input-run-config-dev-zero", lambda d: ["run", "/dev/zero"], same("/dev/zero", "character device")),
+    Case("validate/input-run-config-dev-zero", lambda d: ["validate", str(_dev_zero(d / "run.yaml"))],
+         lambda d: [str(d / "run.yaml"), "character device"]),
+    Case("label/input-shard-dev-zero", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs-from",
+         str(_zero_shard(sft_run(d), "sft")), "--out", str(d / "out")],
+         lambda d: [str(_first_shard(d / "sft-run", "sft")), "not a regular file"]),
+    Case("export/input-shard-dev-zero", lambda d: ["export", str(_zero_shard(preference_run(d), "preferences")),
+         "--out", str(d / "out")], lambda d: [str(_first_shard(d / "pref-run", "preferences")), "not a regular file"]),
+    Case("report/input-eval-judge-dev-zero", lambda d: ["report", str(preference_run(d)), "--eval-judge",
+         "/dev/zero"], same("/dev/zero", "character device")),
+    Case("report/input-eval-policy-dev-zero", lambda d: ["report", str(preference_run(d)), "--eval-policy",
+         "/dev/zero"], same("/dev/zero", "character device")),
+    # a named pipe: refused, never opened for a blocking read (the case would hang until its timeout)
+    Case("label/input-constitution-fifo", lambda d: ["label", "--constitution", str(_fifo(d / "c.yaml")), "--pairs",
+         str(pairs_file(d)), "--out", str(d / "out")], lambda d: [str(d / "c.yaml"), "named pipe (FIFO)"]),
+    Case("label/input-engine-config-fifo", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(d / "out"), "--engine-config", str(_fifo(d / "engine.yaml"))],
+         lambda d: [str(d / "engine.yaml"), "--engine-config", "named pipe"]),
+    Case("run/input-run-config-fifo", lambda d: ["run", str(_fifo(d / "run.yaml"))],
+         lambda d: [str(d / "run.yaml"), "named pipe"]),
+    Case("label/input-template-fifo", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(d / "out"), "--templates", str(_template_as(d, _fifo))],
+         lambda d: [str(d / "templates" / "judge.jinja"), "named pipe"]),
+    Case("label/input-pairs-fifo", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(_fifo(d / "pairs.jsonl")), "--out", str(d / "out")], lambda d: [str(d / "pairs.jsonl"), "named pipe"]),
+    Case("eval-judge/input-compare-fifo", lambda d: ["eval-judge", "--pairs", str(human_file(d)), "--compare",
+         str(_fifo(d / "a.yaml"))], lambda d: [str(d / "a.yaml"), "--compare", "named pipe"]),
+    # YAML aliases refused before they expand, the line named (a bomb like these took minutes and GBs)
+    Case("run/input-alias-bomb-run-config", lambda d: ["run", str(_yaml_run_config(d, f"bomb: {ALIAS_BOMB}\n"))],
+         lambda d: [f"{d / 'run.yaml'}:4", "YAML aliases", "run configs"]),
+    Case("run/input-alias-bomb-in-stop", lambda d: ["run", str(_yaml_run_config(d, stages="  revise:\n"
+         f"    rounds: 1\n    sampling:\n      stop: {ALIAS_BOMB}\n"))], lambda d: [f"{d / 'run.yaml'}:8", "aliases"]),
+    Case("validate/input-alias-bomb-run-config", lambda d: ["validate", str(_yaml_run_config(d,
+         f"bomb: {ALIAS_BOMB}\n"))], lambda d: [f"{d / 'run.yaml'}:4", "YAML aliases", "run configs"]),
+    Case("label/input-alias-bomb-engine-config", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(d / "out"), "--engine-config", str(_file(d / "engine.yaml",
+         f"batch_size: 8\nbomb: {ALIAS_BOMB}\n"))], lambda d: [f"{d / 'engine.yaml'}:2", "--engine-config", "aliases"]),
+    Case("eval-judge/input-alias-bomb-compare", lambda d: ["eval-judge", "--pairs", str(human_file(d)), "--compare",
+         str(_file(d / "a.yaml", f"name: a\noptions: {{seed: 1}}\nbomb: {ALIAS_BOMB}\n"))],
+         lambda d: [f"{d / 'a.yaml'}:3", "--compare", "aliases"]),
+    # integers longer than Python converts (4,300 digits), in each kind of JSON or YAML input
+    Case("label/input-huge-int-pairs-row", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d, f'{{"prompt": "Hi?", "response_a": "a", "response_b": "b", "n": {HUGE}}}\n')),
+         "--out", str(d / "out")], lambda d: [f"{d / 'pairs.jsonl'}:2", "5000 digits"]),
+    Case("eval-judge/input-huge-int-human-pairs", lambda d: ["eval-judge", "--pairs", str(human_file(d,
+         f'{{"prompt": "Hi?", "chosen": "a", "rejected": "b", "topic": {HUGE}}}\n'))],
+         lambda d: [f"{d / 'human.jsonl'}:2", "5000 digits"]),
+    Case("label/input-huge-int-constitution-yaml", lambda d: ["label", "--constitution", str(_file(d / "c.yaml",
+         f"name: c\nprinciples:\n  - id: kind\n    judge: Which is kinder?\n    weight: {HUGE}\n")), "--pairs",
+         str(pairs_file(d)), "--out", str(d / "out")], lambda d: [f"{d / 'c.yaml'}:5", "5000 digits"]),
+    Case("label/input-huge-int-constitution-json", lambda d: ["label", "--constitution", str(_file(d / "c.json",
+         f'{{"name": "c",\n "principles": [{{"id": "kind", "judge": "Which is kinder?", "weight": {HUGE}}}]}}')),
+         "--pairs", str(pairs_file(d)), "--out", str(d / "out")], lambda d: [f"{d / 'c.json'}:2", "5000 digits"]),
+    Case("run/input-huge-int-run-config", lambda d: ["run", str(_yaml_run_config(d, f"seed: {HUGE}\n"))],
+         lambda d: [f"{d / 'run.yaml'}:4", "5000 digits"]),
+    Case("label/input-huge-int-engine-config", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(d / "out"), "--engine-config", str(_file(d / "engine.yaml",
+         f"dtype: auto\nbatch_size: {HUGE}\n"))], lambda d: [f"{d / 'engine.yaml'}:2", "5000 digits"]),
+    Case("eval-judge/input-huge-int-compare", lambda d: ["eval-judge", "--pairs", str(human_file(d)), "--compare",
+         str(_file(d / "a.yaml", f"name: a\noptions: {{seed: {HUGE}}}\n"))],
+         lambda d: [f"{d / 'a.yaml'}:2", "--compare", "5000 digits"]),
+    Case("label/input-huge-int-few-shot-file", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(d / "out"), "--few-shot", "1", "--few-shot-file", str(_file(
+         d / "demos.json", f'[{{"prompt": "\\n\\nHuman: hi\\n\\nAssistant:", "corrects": [{HUGE}]}}]'))],
+         lambda d: [str(d / "demos.json"), "5000 digits"]),
+    Case("score-rm/input-huge-int-model-config", lambda d: ["score-rm", "--model", str(_model_folder(d / "m",
+         f'{{"architectures": ["LlamaForSequenceClassification"],\n "hidden_size": {HUGE}}}')), "--pairs",
+         str(human_file(d))], lambda d: [f"{d / 'm' / 'config.json'}:2", "5000 digits", "--model"]),
+    Case("generate/input-huge-int-adapter-config", lambda d: ["generate", "--prompts", str(prompts_file(d)),
+         "--model", str(_huge_adapter(d))], lambda d: [str(d / "adapter" / "adapter_config.json"), "5000 digits"]),
+    Case("report/input-huge-int-eval-judge-report", lambda d: ["report", str(preference_run(d)), "--eval-judge",
+         str(_file(d / "judge.json", f'{{"pairs": [{{"p_chosen": {HUGE}}}]}}'))],
+         lambda d: [str(d / "judge.json"), "5000 digits"]),
+    # nesting too deep to parse or to walk: bad input, not a RecursionError
+    Case("label/input-deep-pairs-row", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d, _deep_row(100_000))), "--out", str(d / "out")],
+         lambda d: [f"{d / 'pairs.jsonl'}:2", "nested too deeply"]),
+    Case("label/input-nested-pairs-row", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d, _deep_row(500))), "--out", str(d / "out")],
+         lambda d: [f"{d / 'pairs.jsonl'}:2", "field 'meta'", "more than 100 levels"]),
+    Case("run/input-deep-run-config", lambda d: ["run", str(_yaml_run_config(d, "meta: " + "[" * 5000 +
+         "]" * 5000 + "\n"))], lambda d: [str(d / "run.yaml"), "nested too deeply"]),
+    Case("label/input-deep-engine-config", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(d / "out"), "--engine-config", str(_file(d / "engine.json",
+         '{"batch_size": ' + "[" * 5000 + "]" * 5000 + "}"))], lambda d: [str(d / "engine.json"), "too deeply"]),
+    # text no UTF-8 writer can encode: a lone surrogate from a JSON escape
+    Case("revise/input-lone-surrogate-prompt", lambda d: ["revise", "--constitution", str(HARMLESS), "--prompts",
+         str(_file(d / "prompts.jsonl", '{"prompt": "Hi?"}\n{"prompt": "Hi \\ud800 there"}\n')), "--out",
+         str(d / "out")], lambda d: [f"{d / 'prompts.jsonl'}:2", "field 'prompt'", "lone surrogate"]),
+    Case("label/input-lone-surrogate-message", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d, '{"messages": [{"role": "user", "content": "\\udfff"}], "response_a": "a", '
+         '"response_b": "b"}\n')), "--out", str(d / "out")],
+         lambda d: [f"{d / 'pairs.jsonl'}:2", "field 'messages[0].content'", "lone surrogate"]),
+    # a value from --engine-config is the file's, not that of an option never typed
+    Case("label/input-engine-config-bad-value", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(d / "out"), "--engine-config", str(_file(d / "engine.yaml",
+         "dtype: auto\nbatch_size: 0\n"))], lambda d: [f"{d / 'engine.yaml'}:2", "--engine-config, key batch_size",
+         "(got 0)"]),
+    Case("eval-judge/input-engine-config-bad-value", lambda d: ["eval-judge", "--pairs", str(human_file(d)),
+         "--engine-config", str(_file(d / "engine.yaml", "gpu_memory_utilization: 7\n"))],
+         lambda d: [f"{d / 'engine.yaml'}:1", "key gpu_memory_utilization", "(got 7)"]),
+    Case("label/input-engine-config-bad-url", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(d / "out"), "--engine-config", str(_file(d / "engine.yaml",
+         "name: openai\nbase_urls: [localhost:8000]\nmodel: judge\n"))],
+         lambda d: [f"{d / 'engine.yaml'}:2", "--engine-config, key base_urls", "http://"]),
+    # a shard index outside the job array, said in one sentence
+    Case("label/input-shard-index-past-num-shards", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(d / "out"), "--shard-index", "5", "--num-shards", "2"],
+         same("--shard-index 5 must be below --num-shards 2", "numbered 0 to 1")),
+    Case("revise/input-shard-index-negative", lambda d: ["revise", "--constitution", str(HARMLESS), "--prompts",
+         str(prompts_file(d)), "--out", str(d / "out"), "--shard-index", "-1", "--num-shards", "2"],
+         same("--shard-index", "greater than or equal to 0", "(got -1)")),
+    Case("run/input-shard-index-past-num-shards", lambda d: ["run", str(run_config(d, work={"shard_index": 2,
+         "num_shards": 2}))], lambda d: [str(d / "run.yaml"), "key work", "shard-index 2 must be below"]),
 ]
+
+ALIAS_BOMB = "[&a [x, x, x, x, x, x, x, x, x], &b [*a, *a, *a, *a, *a, *a, *a, *a, *a], [*b, *b, *b, *b, *b, *b]]"
+HUGE = "1" * 5000  # an integer over Python's 4,300-digit conversion limit
+
+
+def _dev_zero(path: Path) -> Path:
+    path.symlink_to("/dev/zero")
+    return path
+
+
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+def _template_as(folder: Path, make: Callable[[Path], Path]) -> Path:
+    """A templates folder whose judge.jinja is what `make` puts there (a link to a device, a FIFO)."""
+    templates = _mkdir(folder / "templates")
+    make(templates / "judge.jinja")
+    return templates
+
+
+def _zero_shard(run: Path, split: str) -> Path:
+    """`run` with its first shard replaced by a link to /dev/zero."""
+    shard = _first_shard(run, split)
+    shard.unlink()
+    shard.symlink_to("/dev/zero")
+    return run
+
+
+def _yaml_run_config(folder: Path, extra: str = "", stages: str = "  revise:\n    rounds: 1\n") -> Path:
+    """A run config written as YAML text (line 4 is the first line of `extra`)."""
+    text = f"out: {folder / 'run'}\nconstitution: {HARMLESS}\nprompts: {prompts_file(folder)}\n{extra}stages:\n"
+    return _file(folder / "run.yaml", text + stages)
+
+
+def _huge_adapter(folder: Path) -> Path:
+    adapter = _mkdir(folder / "adapter")
+    _file(adapter / "adapter_config.json", f'{{"peft_type": "LORA", "r": {HUGE}, "base_model_name_or_path": "x"}}')
+    (adapter / "adapter_model.safetensors").write_bytes(b"")
+    return adapter
+
+
+def _deep_row(depth: int) -> str:
+    return '{"prompt": "Hi?", "response_a": "a", "response_b": "b", "meta": ' + "[" * depth + "]" * depth + "}\n"
 
 
 

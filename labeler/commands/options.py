@@ -168,16 +168,21 @@ class ConfigCommand:
             elif isinstance(value, list):
                 value = tuple(value)
             _nested_set(data, opt.path, value)
+        files: list[FileSection] = []
         for opt in self.opts:
             if opt.merge_file and opt.name in given:
-                from labeler.config_files import read_yaml_mapping
+                from labeler.config_files import read_yaml_document
 
-                values = read_yaml_mapping(Path(given[opt.name]), where=opt.cli_flag)
+                file = Path(given[opt.name])
+                document = read_yaml_document(file, what=f"a {opt.cli_flag} file", where=opt.cli_flag)
+                assert isinstance(document.data, dict)
                 section = data.setdefault(opt.path, {})
-                data[opt.path] = {**values, **section}  # options given on the command line win
+                data[opt.path] = {**document.data, **section}  # options given on the command line win
+                keys = frozenset(str(key) for key in document.data) - frozenset(section)
+                files.append(FileSection(opt, file, keys, document.lines))
         if self.prepare is not None:
             data = self.prepare(data)
-        return validate(self.model, over_defaults(self.model, data), self.opts)
+        return validate(self.model, over_defaults(self.model, data), self.opts, files)
 
     def register(self, app: typer.Typer) -> None:
         """Add the command to `app`, its signature built from the config fields."""
@@ -279,27 +284,69 @@ def _has_model(annotation: Any) -> bool:
     )
 
 
-def validate(model: type[BaseModel], data: Mapping[str, Any], opts: Sequence[Opt] = ()) -> BaseModel:
-    """`model` validated from `data`; every problem an `InputError` naming the option (or key) and value."""
+@dataclass(frozen=True)
+class FileSection:
+    """The values a `merge_file` option's file gave (those no option on the command line overrode)."""
+
+    opt: Opt
+    file: Path
+    keys: frozenset[str]
+    lines: Mapping[tuple[str | int, ...], int]
+
+
+def validate(
+    model: type[BaseModel], data: Mapping[str, Any], opts: Sequence[Opt] = (), files: Sequence[FileSection] = ()
+) -> BaseModel:
+    """`model` validated from `data`; every problem an `InputError` naming the option (or the file and key)
+    and the value."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise InputErrors([_problem(error, opts) for error in exc.errors()]) from None
+        raise InputErrors([_problem(error, opts, files) for error in exc.errors()]) from None
+    except InputErrors:
+        raise
+    except InputError as exc:  # a validator that names the option itself (engine server settings)
+        raise _from_file(exc, opts, files) from None
 
 
-def _problem(error: Mapping[str, Any], opts: Sequence[Opt]) -> InputError:
+def _from_file(error: InputError, opts: Sequence[Opt], files: Sequence[FileSection]) -> InputError:
+    """A validator's `InputError` naming an option, moved onto the file and key when the file gave that value."""
+    flag = (error.where or "").split(" ")[0]
+    for section in files:
+        prefix = section.opt.path + "."
+        for opt in opts:
+            key = opt.path.removeprefix(prefix)
+            if opt.cli_flag == flag and opt.path.startswith(prefix) and key in section.keys:
+                return InputError(error.message, file=section.file, line=section.lines.get((key,)),
+                                  where=f"{section.opt.cli_flag}, key {key}")
+    return error
+
+
+def _problem(error: Mapping[str, Any], opts: Sequence[Opt], files: Sequence[FileSection] = ()) -> InputError:
     message = str(error["msg"]).removeprefix("Value error, ")
     loc = ".".join(str(part) for part in error["loc"])
     if not loc:
         return InputError(message)
+    for section in files:  # a value the file gave is the file's, not that of an option never typed
+        parts = tuple(str(part) for part in error["loc"])
+        head = tuple(section.opt.path.split("."))
+        if parts[: len(head)] == head and len(parts) > len(head) and parts[len(head)] in section.keys:
+            inner = parts[len(head) :]
+            return InputError(with_value(message, error.get("input")), file=section.file,
+                              line=section.lines.get(inner[:1]), where=f"{section.opt.cli_flag}, key {'.'.join(inner)}")
     matching = [opt for opt in opts if loc == opt.path or loc.startswith(opt.path + ".")]
+    where: str | None
     if not matching:
-        where = loc
+        # a section the command line gives only as options (`work`) is no name to the user: its check's
+        # message names the options
+        where = None if any(opt.path.startswith(loc + ".") for opt in opts) else loc
     else:
         opt = max(matching, key=lambda o: len(o.path))
         rest = loc[len(opt.path) + 1 :]
         where = f"{opt.cli_flag}, key {rest}" if opt.merge_file and rest else opt.cli_flag
-    return InputError(with_value(message, error.get("input")), where=where)
+    value = error.get("input")
+    # A check of a whole section (its input the section's dict) names its values in the message itself.
+    return InputError(message if isinstance(value, Mapping) else with_value(message, value), where=where)
 
 
 def with_value(message: str, value: Any) -> str:

@@ -43,13 +43,12 @@ def checker_for(path: Path) -> Callable[[Path], str]:
 
 
 def _is_judge_demos(path: Path) -> bool:
-    import json
-
     from labeler.constitution.formats import is_feedback_few_shot
+    from labeler.input_files import read_document
 
     try:
-        return is_feedback_few_shot(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, UnicodeDecodeError, ValueError):
+        return is_feedback_few_shot(read_document(path, what="a constitution").data)
+    except InputError:
         return False  # the constitution check reports the problem with its line
 
 
@@ -63,12 +62,20 @@ def check_judge_demos(path: Path) -> str:
 
 
 def _is_run_config(path: Path) -> bool:
-    import yaml
+    import re
+
+    from labeler.input_files import MAX_DOCUMENT_BYTES, parse_yaml, read_input_text
 
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return False  # the constitution check reports the problem with its line
+        text = read_input_text(path, limit=MAX_DOCUMENT_BYTES, what="a run config")
+    except InputError:
+        return False  # the constitution check reports the problem
+    try:
+        data = parse_yaml(text, file=path, what="a run config").data
+    except InputError:
+        # Unparsable (an alias, a syntax error): a top-level `stages:` line still tells a run config, whose
+        # check then reports the problem in the terms of a run config.
+        return re.search(r"^stages\s*:", text, re.MULTILINE) is not None
     return isinstance(data, dict) and "stages" in data
 
 

@@ -57,7 +57,7 @@ def read_judge_demos(path: Path) -> tuple[JudgeDemo, ...]:
     """The judging demonstrations in `path` (JSON or YAML): a list of `{conversation, better, worse}`
     entries (or a mapping holding one under `judge_few_shot`), or a CAI feedback few-shot list, each of
     whose `corrects` x `incorrects` gives one demonstration. Raises `InputErrors` listing every problem."""
-    document = read_document(path)
+    document = read_document(path, what="a judging demonstrations file")
     data: object = document.data
     prefix: FilePath = ()
     if isinstance(data, dict) and "judge_few_shot" in data:

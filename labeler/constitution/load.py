@@ -7,7 +7,6 @@ it finds, naming the file, the line when known, the principle (position and id) 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from labeler import input_files
 from labeler.constitution.formats import (
     FilePath,
     FormatName,
@@ -35,27 +35,9 @@ from labeler.constitution.models import (
 )
 from labeler.engine.base import Message
 from labeler.errors import InputError, InputErrors
+from labeler.input_files import MAX_DOCUMENT_BYTES, Document
 
-MAX_BYTES = 2 * 1024 * 1024  # constitutions are short texts; anything larger is the wrong file
-
-
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing aliases: a few of them can expand into an exponentially large
-    document. (The pure-Python loader, because the C one composes nodes where this cannot see.)"""
-
-    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
-        if self.check_event(yaml.AliasEvent):
-            message = "YAML aliases (*name) are not supported in constitutions"
-            raise yaml.composer.ComposerError(None, None, message, self.peek_event().start_mark)
-        return super().compose_node(parent, index)
-
-
-@dataclass(frozen=True)
-class Document:
-    """A parsed file and the line of each place in it (YAML only; JSON files have none)."""
-
-    data: object
-    lines: Mapping[FilePath, int]
+MAX_BYTES = MAX_DOCUMENT_BYTES  # constitutions are short texts; anything larger is the wrong file
 
 
 @dataclass(frozen=True)
@@ -101,97 +83,19 @@ def dump_constitution(constitution: Constitution) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
 
 
-def read_document(path: Path) -> Document:
-    """The parsed contents of `path`: JSON for `.json` files, YAML otherwise.
+def read_document(path: Path, what: str = "a constitution") -> Document:
+    """The parsed contents of `path`: JSON for `.json` files, YAML otherwise (`what` names the kind of file).
 
-    Raises `InputErrors` for a missing or unreadable file, one over `MAX_BYTES`, bytes that are not
-    UTF-8, a syntax error (with its line), and for YAML duplicate keys and aliases.
+    Raises `InputErrors` for a missing or unreadable file, one that is not a regular file, one over
+    `MAX_BYTES`, bytes that are not UTF-8, a syntax error (with its line), for duplicate keys, YAML aliases,
+    integers too long to read, nesting too deep and text with a lone surrogate (see `labeler.input_files`).
     """
     try:
-        size = path.stat().st_size
-        if size > MAX_BYTES:
-            message = f"file is {size} bytes; the limit for a constitution is {MAX_BYTES} bytes (2 MiB)"
-            raise InputErrors([InputError(message, file=path)])
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise InputErrors([InputError(f"cannot read the file: {exc.strerror}", file=path)]) from exc
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        message = f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at offset {exc.start}"
-        raise InputErrors([InputError(message, file=path, line=line)]) from exc
-    if path.suffix.lower() == ".json":
-        return _parse_json(text, path)
-    return _parse_yaml(text, path)
-
-
-def _parse_json(text: str, path: Path) -> Document:
-    duplicates: list[str] = []
-
-    def reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        keys = [key for key, _ in pairs]
-        duplicates.extend(sorted({key for key in keys if keys.count(key) > 1}))
-        return dict(pairs)
-
-    try:
-        data = json.loads(text, object_pairs_hook=reject_duplicates)
-    except json.JSONDecodeError as exc:
-        raise InputErrors(
-            [InputError(f"invalid JSON: {exc.msg} (column {exc.colno})", file=path, line=exc.lineno)]
-        ) from exc
-    except RecursionError as exc:
-        raise InputErrors([InputError("invalid JSON: nested too deeply", file=path)]) from exc
-    if duplicates:
-        raise InputErrors([InputError(f"duplicate key '{k}' in one object", file=path) for k in duplicates])
-    return Document(data=data, lines={})
-
-
-def _parse_yaml(text: str, path: Path) -> Document:
-    loader = _Loader(text)
-    try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        detail = "; ".join(part for part in (exc.context, exc.problem) if part)
-        column = f" (column {mark.column + 1})" if mark is not None else ""
-        raise InputErrors([InputError(f"invalid YAML: {detail}{column}", file=path, line=line)]) from exc
-    except yaml.YAMLError as exc:
-        raise InputErrors([InputError(f"invalid YAML: {exc}", file=path)]) from exc
-    except RecursionError as exc:
-        raise InputErrors([InputError("invalid YAML: nested too deeply", file=path)]) from exc
-    finally:
-        loader.dispose()
-    if node is None:
-        return Document(data=None, lines={})
-    lines, problems = _node_lines(node)
-    if problems:
-        raise InputErrors([_to_input_error(problem, path, lines) for problem in problems])
-    return Document(data=data, lines=lines)
-
-
-def _node_lines(root: yaml.Node) -> tuple[dict[FilePath, int], list[Problem]]:
-    """The line of every place in a YAML node tree, plus the duplicate keys found on the way."""
-    lines: dict[FilePath, int] = {}
-    problems: list[Problem] = []
-    stack: list[tuple[FilePath, yaml.Node]] = [((), root)]
-    while stack:
-        path, node = stack.pop()
-        lines.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            keys_seen: set[str] = set()
-            for key_node, value_node in node.value:
-                key = str(key_node.value)
-                lines[(*path, key)] = key_node.start_mark.line + 1
-                if key in keys_seen:
-                    problems.append(Problem(f"duplicate key '{key}'", path=(*path, key)))
-                keys_seen.add(key)
-                stack.append(((*path, key), value_node))
-        elif isinstance(node, yaml.SequenceNode):
-            stack.extend(((*path, index), item) for index, item in enumerate(node.value))
-    return lines, problems
+        return input_files.read_document(path, what=what, limit=MAX_BYTES)
+    except InputErrors:
+        raise
+    except InputError as exc:
+        raise InputErrors([exc]) from None
 
 
 def _document_principles(normalised: Normalised) -> list[object]:

@@ -15,7 +15,6 @@ Two sources give `p_chosen`:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import pyarrow as pa
 
 from labeler.calibration import ReliabilityBin, agreement, expected_calibration_error, reliability_table
 from labeler.errors import InputError
+from labeler.input_files import MAX_REPORT_BYTES, read_json
 from labeler.inputs import Row, iter_rows, row_messages
 from labeler.records import prompt_text
 
@@ -145,14 +145,7 @@ def scalar_summary(data: dict[str, Any], prefix: str = "") -> list[tuple[str, in
 
 def read_eval_judge(path: Path) -> EvalJudgeResult:
     """An `eval-judge` JSON; `InputError` naming the file and the entry when it is malformed."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("file not found", file=path) from None
-    except UnicodeDecodeError as exc:
-        raise InputError(f"not UTF-8 text ({exc.reason})", file=path) from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON: {exc.msg}", file=path, line=exc.lineno) from None
+    data = read_json(path, what="an eval-judge report", limit=MAX_REPORT_BYTES, invalid="not valid JSON")
     if not isinstance(data, dict):
         raise InputError(f"expected a JSON object, got {type(data).__name__}", file=path)
     # Only entries that carry `p_chosen` are used: a file with another layout (say, `pairs` as a count)

@@ -8,11 +8,13 @@ and counted, so the report can say how many it skipped.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from labeler.errors import InputError
+from labeler.input_files import iter_input_lines, parse_json
 
 METRICS_FILE = "metrics.jsonl"
 PLOTTED_METRICS = ("loss", "accuracy", "margin")
@@ -94,17 +96,16 @@ def read_training_log(path: Path, name: str) -> TrainingLog:
     """Every readable point of a `metrics.jsonl`; unreadable lines are counted, not fatal."""
     points: list[Point] = []
     skipped: list[int] = []
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                skipped.append(number)
-                continue
-            found = row_points(row) if isinstance(row, dict) else []
-            if not found:
-                skipped.append(number)
-            points += found
+    for number, raw in iter_input_lines(path):  # a regular file only: a device or FIFO is bad input
+        if not raw.strip():
+            continue
+        try:
+            row = parse_json(raw.decode("utf-8"), file=path, line=number)
+        except (InputError, UnicodeDecodeError):
+            skipped.append(number)
+            continue
+        found = row_points(row) if isinstance(row, dict) else []
+        if not found:
+            skipped.append(number)
+        points += found
     return TrainingLog(name=name, file=path, points=tuple(points), skipped_lines=tuple(skipped))

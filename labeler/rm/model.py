@@ -13,7 +13,6 @@ reward never comes from padding.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -190,10 +189,11 @@ def read_reward_card(path: Path | str) -> dict[str, Any]:
     card = Path(path) / REWARD_CARD
     if not card.is_file():
         return {}
-    try:
-        data: dict[str, Any] = json.loads(card.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON: {exc.msg}", file=card, line=exc.lineno) from exc
+    from labeler.input_files import read_json
+
+    data = read_json(card, what="a reward-model card", invalid="not valid JSON")
+    if not isinstance(data, dict):
+        raise InputError("expected a JSON object", file=card)
     return data
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 from pathlib import Path
 from typing import Literal
 
@@ -160,6 +161,8 @@ def read_verified_shard(
     """
     path = confined_shard_path(run_dir, shard)
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a device (/dev/zero) or FIFO would be read forever
+            raise InputError("shard listed in manifest.json is not a regular file", file=path)
         data = path.read_bytes()
     except FileNotFoundError:
         raise InputError("shard listed in manifest.json is missing", file=path) from None
