@@ -17,18 +17,28 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from fake_engine import FakeEngine
 from sample_runs import make_run, revised
 from servers import ScriptedServer, chat_reply
 
+from labeler.engine import GenerationParams
 from labeler.errors import InputError
-from labeler.store import RunStore, load_manifest, read_split
+from labeler.models import FORBID_LOAD_ENV
+from labeler.stages.common import WorkSelection
+from labeler.stages.parts import PARTS_DIR, run_in_parts
+from labeler.stages.revise import ReviseConfig, revise
+from labeler.stages.runner import StageConfig, StageResult, stage_spec
+from labeler.store import RunStore, iter_records, load_manifest, read_split
 from labeler.store.lock import LOCK_FILE, holder_pid, writer_lock
 
 REPO = Path(__file__).resolve().parent.parent
 CONSTITUTION = REPO / "constitutions" / "helpful-honest.yaml"
+HARMLESS = REPO / "constitutions" / "harmless.yaml"
+PROMPTS = REPO / "data" / "sample_prompts.jsonl"
 GOOD = (200, chat_reply([("A", -0.1), ("B", -2.0)]), {})
 TIMEOUT = 120
 
@@ -270,6 +280,148 @@ def test_overwrite_of_a_split_folder_that_is_a_link_replaces_the_link_not_the_fi
     assert replaced.returncode == 0, replaced.stderr[-2000:]
     assert {path.name: path.read_bytes() for path in elsewhere.iterdir()} == kept
     assert not (out / "preferences").is_symlink() and len(ids(out)) == 3
+
+
+# --- --overwrite of a run in parts (--data-parallel-size, --ray) ---------------------------------
+
+
+def revise_config(out: Path, *, seed: int, overwrite: bool = False) -> ReviseConfig:
+    return ReviseConfig(constitution=HARMLESS, prompts=PROMPTS, out=out, rounds=1, seed=seed,
+                        sampling=GenerationParams(max_tokens=12),
+                        work=WorkSelection(batch_size=3, quiet=True, overwrite=overwrite))  # fmt: skip
+
+
+class FailingEngine(FakeEngine):
+    """The scripted engine, failing at its `calls`-th generation (after writing what came before)."""
+
+    def __init__(self, calls: int) -> None:
+        super().__init__()
+        self.calls_left = calls
+
+    def generate(self, conversations, params, seeds=None):  # type: ignore[no-untyped-def]
+        self.calls_left -= 1
+        if self.calls_left <= 0:
+            raise RuntimeError("the engine died")
+        return super().generate(conversations, params, seeds)
+
+
+class InProcessParts:
+    """A `PartExecutor` running each part here on the scripted engine; the parts in `failing` fail after
+    their first batches, and the first failure is raised once every part has ended (as replicas do)."""
+
+    def __init__(self, num: int = 2, failing: tuple[int, ...] = ()) -> None:
+        self.num = num
+        self.failing = failing
+
+    def default_parts(self, config: StageConfig) -> int:
+        return self.num
+
+    def run(self, configs: Sequence[StageConfig]) -> list[StageResult]:
+        results, errors = [], []
+        for index, config in enumerate(configs):
+            engine = FailingEngine(calls=4) if index in self.failing else FakeEngine()
+            try:
+                results.append(stage_spec(config).run(config, engine))
+            except RuntimeError as exc:
+                errors.append(str(exc))  # the message only, as a replica sends it: the part's store is let go
+        if errors:
+            raise RuntimeError(f"a part failed: {errors[0]}")
+        return results
+
+
+def sft_rows(out: Path) -> dict[str, dict]:
+    return {record.id: record.model_dump() for record in iter_records(out, "sft")}
+
+
+def test_overwrite_in_parts_whose_parts_fail_keeps_every_old_row_and_a_rerun_replaces_them(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run_in_parts(revise_config(out, seed=1), InProcessParts(), how="--data-parallel-size")
+    old_rows, old_entry = sft_rows(out), load_manifest(out).splits["sft"]
+    old_parts = {p: p.read_bytes() for p in sorted((out / PARTS_DIR).rglob("*.arrow"))}
+    assert len(old_rows) == 12 and len(old_parts) >= 2
+
+    with pytest.raises(RuntimeError, match="the engine died"):
+        run_in_parts(revise_config(out, seed=2, overwrite=True), InProcessParts(failing=(1,)), how="--ray")
+    assert sft_rows(out) == old_rows and load_manifest(out).splits["sft"] == old_entry  # the old split, whole
+    assert {p: p.read_bytes() for p in sorted((out / PARTS_DIR / "sft").rglob("*.arrow"))} == old_parts
+    assert list((out / PARTS_DIR / "sft.new").rglob("*.arrow"))  # the new parts were really under way
+
+    # Settings differ from the old run: without --overwrite the parts refuse, and nothing changes.
+    with pytest.raises(InputError, match="different settings"):
+        run_in_parts(revise_config(out, seed=2), InProcessParts(), how="--ray")
+    assert sft_rows(out) == old_rows
+
+    run_in_parts(revise_config(out, seed=2, overwrite=True), InProcessParts(), how="--ray")
+    single = revise(revise_config(tmp_path / "single", seed=2), engine=FakeEngine())
+    assert single.written == 12 and sft_rows(out) == sft_rows(tmp_path / "single") != old_rows
+    assert sorted(p.name for p in (out / PARTS_DIR).iterdir()) == ["sft"]  # no staging or old parts left
+    assert sorted(p.name for p in (out / "sft").iterdir()) == sorted(
+        Path(shard.file).name for shard in load_manifest(out).splits["sft"].shards
+    )  # no file of the old split left beside the new one
+    again = run_in_parts(revise_config(out, seed=2), InProcessParts(), how="--ray")  # a rerun: found done
+    assert (again.written, again.already_done) == (0, 12) and sft_rows(out) == sft_rows(tmp_path / "single")
+
+
+def test_overwrite_in_parts_replaces_a_single_process_split_only_at_the_merge(tmp_path: Path) -> None:
+    out = make_run(tmp_path)  # preferences and sft, written by one process
+    before = read_split(out, "sft")
+    with pytest.raises(RuntimeError):
+        run_in_parts(revise_config(out, seed=2, overwrite=True), InProcessParts(failing=(0, 1)), how="--ray")
+    assert read_split(out, "sft").equals(before)
+    run_in_parts(revise_config(out, seed=2, overwrite=True), InProcessParts(), how="--ray")
+    assert len(sft_rows(out)) == 12 and len(ids(out)) == 24  # the other split stays as it was
+
+
+@pytest.mark.parametrize("link", ["sft", f"{PARTS_DIR}/sft"])
+def test_overwrite_in_parts_of_a_linked_folder_replaces_the_link_not_the_files_it_points_to(
+    tmp_path: Path, link: str
+) -> None:
+    out = tmp_path / "run"
+    run_in_parts(revise_config(out, seed=1), InProcessParts(), how="--ray")
+    elsewhere = tmp_path / "precious"
+    shutil.move(out / link, elsewhere)
+    (out / link).symlink_to(elsewhere)
+    kept = {p: p.read_bytes() for p in sorted(elsewhere.rglob("*")) if p.is_file()}
+    with pytest.raises(InputError, match="symbolic link") as refused:
+        run_in_parts(revise_config(out, seed=1), InProcessParts(), how="--ray")
+    assert refused.value.file == str(out / link)
+    with pytest.raises(RuntimeError):
+        run_in_parts(revise_config(out, seed=2, overwrite=True), InProcessParts(failing=(1,)), how="--ray")
+    assert (out / link).is_symlink()  # a failed overwrite changes nothing
+    run_in_parts(revise_config(out, seed=2, overwrite=True), InProcessParts(), how="--ray")
+    assert {p: p.read_bytes() for p in sorted(elsewhere.rglob("*")) if p.is_file()} == kept
+    assert not (out / link).is_symlink() and len(sft_rows(out)) == 12
+
+
+def test_a_parts_folder_that_is_a_link_is_refused_even_with_overwrite(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run_in_parts(revise_config(out, seed=1), InProcessParts(), how="--ray")
+    elsewhere = tmp_path / "precious"
+    shutil.move(out / PARTS_DIR, elsewhere)
+    (out / PARTS_DIR).symlink_to(elsewhere)
+    kept = {p: p.read_bytes() for p in sorted(elsewhere.rglob("*")) if p.is_file()}
+    for overwrite in (False, True):
+        with pytest.raises(InputError, match="symbolic link") as refused:
+            run_in_parts(revise_config(out, seed=2, overwrite=overwrite), InProcessParts(), how="--ray")
+        assert refused.value.file == str(out / PARTS_DIR)
+    assert {p: p.read_bytes() for p in sorted(elsewhere.rglob("*")) if p.is_file()} == kept
+    assert len(sft_rows(out)) == 12
+
+
+def test_overwrite_with_replicas_whose_engines_fail_keeps_the_old_rows(tmp_path: Path, embedded_model: Path) -> None:
+    """Real replica processes (`--data-parallel-size 2`), each failing as it loads its model."""
+    out = make_run(tmp_path)
+    before = read_split(out, "sft")
+    failed = subprocess.run(
+        [sys.executable, "-m", "labeler", "revise", "--constitution", str(HARMLESS), "--prompts", str(PROMPTS),
+         "--out", str(out), "--engine", "hf", "--model", str(embedded_model), "--dtype", "float32", "--limit", "4",
+         "--rounds", "1", "--max-tokens", "8", "--data-parallel-size", "2", "--overwrite", "--quiet"],
+        capture_output=True, text=True, env={**env(), FORBID_LOAD_ENV: "1"}, cwd=REPO, timeout=TIMEOUT,
+    )  # fmt: skip
+    assert failed.returncode == 1, failed.stderr[-2000:]
+    assert "a replica failed" in failed.stderr and FORBID_LOAD_ENV in failed.stderr  # it failed in the replicas
+    assert read_split(out, "sft").equals(before) and load_manifest(out).splits["sft"].status == "complete"
+    assert len(ids(out)) == 24
 
 
 # --- a full disk ----------------------------------------------------------------------------------

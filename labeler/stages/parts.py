@@ -4,6 +4,7 @@ process per model replica on this node (`data_parallel_size`).
 ```
 OUT/.parts/sft/part-00000-of-00004/   # one run folder per part, each written by one worker
 OUT/manifest.json, OUT/sft/...         # the parts merged (hard links) once every part is complete
+OUT/.parts/sft.new/part-00000-of-00004/  # --overwrite: the new parts, until all are complete
 ```
 
 Part `i` of `N` is exactly what `--shard-index i --num-shards N` selects, and `merge_runs` checks that
@@ -30,6 +31,7 @@ from labeler.store.manifest import read_manifest
 
 R = TypeVar("R")
 PARTS_DIR = ".parts"
+STAGING_SUFFIX = ".new"  # OUT/.parts/SPLIT.new: the parts of an --overwrite, until they replace the old ones
 _PART_NAME = re.compile(r"^part-(?P<index>\d{5})-of-(?P<num>\d{5})$")
 
 
@@ -47,7 +49,12 @@ class PartExecutor(Protocol):
 
 def run_in_parts(config: StageConfig, executor: PartExecutor, *, how: str) -> StageResult:
     """Run a stage as parts with `executor`, then merge them into `config.out`; `how` names the option
-    that asked for parts, for messages. Returns the stage's result summed over the parts."""
+    that asked for parts, for messages. Returns the stage's result summed over the parts.
+
+    --overwrite builds the new parts beside the old ones (`OUT/.parts/SPLIT.new`) and replaces the old
+    parts and the old merged split only once every new part is complete: a run whose engine fails, or
+    whose parts fail, keeps the old split as it was.
+    """
     split = stage_spec(config).split
     work = config.work
     if work.part is not None:
@@ -56,15 +63,76 @@ def run_in_parts(config: StageConfig, executor: PartExecutor, *, how: str) -> St
     root = out / PARTS_DIR / split
     # One writer per run: the parts write their own folders under OUT/.parts, this process OUT itself.
     with writer_lock(out):
+        refuse_linked_parts(out, split, overwrite=work.overwrite)
         if work.overwrite:
-            discard_previous_run(out, split, root)
-        check_out_folder(out, split, root, how=how)
-        num = existing_part_count(root) or executor.default_parts(config)
-        results = executor.run([part_config(config, root, index, num) for index in range(num)])
+            folder = staging_folder(root)
+            remove_folder(folder)  # the parts of an earlier --overwrite that failed: --overwrite starts again
+        else:
+            check_out_folder(out, split, root, how=how)
+            folder = root
+        num = existing_part_count(folder) or executor.default_parts(config)
+        results = executor.run([part_config(config, folder, index, num) for index in range(num)])
         parts = [root / part_name(index, num) for index in range(num)]
-        if not already_merged(out, split, parts):
+        if work.overwrite:
+            # Every new part is complete: only now do the old parts, then the old merged split, go.
+            replace_parts(root, folder)
+            merge_runs(parts, out, replace=True)
+        elif not already_merged(out, split, parts):
             merge_runs(parts, out)
     return combine_results(results, out)
+
+
+def staging_folder(root: Path) -> Path:
+    """Where --overwrite builds the new parts of `root` (OUT/.parts/SPLIT) while the old ones stay.
+
+    >>> staging_folder(Path("run/.parts/sft"))
+    PosixPath('run/.parts/sft.new')
+    """
+    return root.with_name(root.name + STAGING_SUFFIX)
+
+
+def remove_folder(folder: Path) -> None:
+    """Delete a folder of labeler's own (one that is a symbolic link: the link only)."""
+    if folder.is_symlink():
+        folder.unlink()
+    elif folder.exists():
+        shutil.rmtree(folder)  # links inside are removed, never followed
+
+
+def replace_parts(root: Path, staging: Path) -> None:
+    """Put the complete new parts in `staging` where the old parts in `root` were.
+
+    The old folder is renamed aside before it is deleted, so `root` always holds one run's parts."""
+    old = root.with_name(root.name + ".old")
+    remove_folder(old)
+    if root.is_symlink():
+        root.unlink()
+    elif root.exists():
+        root.rename(old)
+    staging.rename(root)
+    remove_folder(old)
+
+
+def refuse_linked_parts(out: Path, split: str, *, overwrite: bool) -> None:
+    """Part folders reached through a symbolic link would be written (and, replaced, deleted) outside the
+    run. OUT/.parts as a link is refused; OUT/.parts/SPLIT and OUT/SPLIT as links are refused unless
+    --overwrite, which replaces the link itself, never the files it points to."""
+    parts_dir = out / PARTS_DIR
+    if parts_dir.is_symlink():
+        raise InputError(
+            "is a symbolic link: a run's part folders must be inside the run; delete the link "
+            "(the files it points to are left alone), or give another --out",
+            file=parts_dir,
+        )
+    if overwrite:
+        return
+    for folder in (parts_dir / split, out / split):
+        if folder.is_symlink():
+            raise InputError(
+                "is a symbolic link: a run's folders must be inside the run; pass --overwrite to replace "
+                "the link with a new folder (the files it points to are left alone), or give another --out",
+                file=folder,
+            )
 
 
 def part_name(index: int, num: int) -> str:
@@ -80,8 +148,8 @@ def part_config(config: StageConfig, root: Path, index: int, num: int) -> StageC
     """The config of one part: the same stage and settings, writing part (index, num) to its own folder,
     with one model replica.
 
-    Never `overwrite`: the driver discards an old run before starting the parts, and a part retried
-    after its worker died must resume, not start again.
+    Never `overwrite`: the parts of an --overwrite start in a fresh folder, and a part retried after its
+    worker died must resume, not start again.
     """
     update = {"shard_index": index, "num_shards": num, "ray": None, "overwrite": False}
     changes: dict[str, Any] = {"out": root / part_name(index, num), "work": config.work.model_copy(update=update)}
@@ -122,6 +190,8 @@ def existing_part_count(root: Path) -> int | None:
     """The number of parts an earlier attempt used (its folders), or None if there are none."""
     counts = set()
     for folder in root.glob("part-*"):
+        if folder.is_symlink():
+            raise InputError("is a symbolic link: a part folder must be inside the run; delete the link", file=folder)
         match = _PART_NAME.match(folder.name)
         if match is None:
             raise InputError("not a part folder of a run in parts; move it away or pass --overwrite", file=folder)
@@ -140,21 +210,6 @@ def check_out_folder(out: Path, split: str, root: Path, *, how: str) -> None:
             "folder: use another --out, or pass --overwrite to replace the split",
             file=out / "manifest.json",
         )
-
-
-def discard_previous_run(out: Path, split: str, root: Path) -> None:
-    """--overwrite: delete the parts and the merged split (the run's other splits stay)."""
-    from labeler.store.manifest import manifest_lock, write_manifest
-
-    manifest = read_manifest(out)
-    if manifest is not None and split in manifest.splits:
-        with manifest_lock(out):
-            for shard in (out / split).glob("*.arrow"):
-                shard.unlink()
-            splits = {name: entry for name, entry in manifest.splits.items() if name != split}
-            write_manifest(out, manifest.model_copy(update={"splits": splits}))
-    if root.is_dir():
-        shutil.rmtree(root)
 
 
 def already_merged(out: Path, split: str, parts: Sequence[Path]) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 from labeler.errors import InputError
 from labeler.outputs import check_output_folder
 from labeler.records import SPLITS
-from labeler.store.atomic import fsync_dir, temp_path_for
+from labeler.store.atomic import TEMP_SUFFIX, fsync_dir, temp_path_for
 from labeler.store.fingerprint import fingerprint_diff
 from labeler.store.lock import refuse_linked_lock_files, writer_lock
 from labeler.store.manifest import (
@@ -63,9 +63,10 @@ def in_part(record_id: str, index: int, num: int) -> bool:
     return part_of(record_id, num) == index
 
 
-def merge_runs(parts: Sequence[Path], out: Path) -> Path:
+def merge_runs(parts: Sequence[Path], out: Path, *, replace: bool = False) -> Path:
     """Combine the run folders of every part of a job array into one complete run at `out` (a new folder,
-    or a run that does not hold these splits yet).
+    or a run that does not hold these splits yet; with `replace`, a run whose splits of the same names
+    the merge replaces, once every check has passed: --overwrite of a run in parts).
 
     Checks, each failure an `InputError` naming the part: every part has the same splits, each split
     complete, with equal fingerprints (the part info aside); the parts are 0..n-1 of the same n, each
@@ -82,9 +83,11 @@ def merge_runs(parts: Sequence[Path], out: Path) -> Path:
     existing = read_manifest(out)
     manifests = {part: load_manifest(part) for part in parts}
     splits = _common_splits(manifests)
-    if existing is not None and set(splits) & set(existing.splits):
+    if existing is not None and set(splits) & set(existing.splits) and not replace:
         taken = sorted(set(splits) & set(existing.splits))
         raise InputError(f"already holds the split(s) {taken}; merge into a new folder", file=manifest_path(out))
+    if not replace:
+        _refuse_linked_splits(out, splits)
 
     merged = existing or new_manifest()
     copies: list[tuple[Path, Path]] = []
@@ -93,7 +96,8 @@ def merge_runs(parts: Sequence[Path], out: Path) -> Path:
         entries = _check_parts_belong_together(split, entries)
         _check_shards(split, entries)
         shards = tuple(shard for _, entry in entries for shard in entry.shards)
-        _refuse_foreign_files(out, split, shards)
+        if not replace:
+            _refuse_foreign_files(out, split, shards)
         copies += [(part / shard.file, out / shard.file) for part, entry in entries for shard in entry.shards]
         stats = {
             "parts": [{"run": str(part), "part": entry.part, "stats": entry.stats} for part, entry in entries]
@@ -104,6 +108,8 @@ def merge_runs(parts: Sequence[Path], out: Path) -> Path:
         )
 
     with writer_lock(out):  # one writer per run, after every check
+        if replace:
+            _drop_splits(out, splits)
         for src, dest in copies:
             dest.parent.mkdir(parents=True, exist_ok=True)
             _link_or_copy(src, dest)
@@ -196,6 +202,34 @@ def _refuse_foreign_files(out: Path, split: str, shards: tuple[ShardInfo, ...]) 
     foreign = sorted(p for p in (out / split).glob("*.arrow") if p.name not in expected)
     if foreign:
         raise InputError("is not part of this merge; merge into an empty folder", file=foreign[0])
+
+
+def _refuse_linked_splits(out: Path, splits: Sequence[str]) -> None:
+    """A split folder that is a symbolic link would put the merged shards outside the run."""
+    for split in splits:
+        if (out / split).is_symlink():
+            raise InputError(
+                "is a symbolic link: a run's split folder must be inside the run; merge into another folder",
+                file=out / split,
+            )
+
+
+def _drop_splits(out: Path, splits: Sequence[str]) -> None:
+    """`replace`: take the old `splits` out of `out`'s manifest first (no manifest ever lists a file
+    that is being replaced), then delete their files; a split folder that is a symbolic link loses
+    the link only, never the files it points to."""
+    with manifest_lock(out):
+        current = read_manifest(out)
+        if current is not None and set(splits) & set(current.splits):
+            kept = {name: entry for name, entry in current.splits.items() if name not in splits}
+            write_manifest(out, current.model_copy(update={"splits": kept}))
+    for split in splits:
+        folder = out / split
+        if folder.is_symlink():
+            folder.unlink()
+        elif folder.is_dir():
+            for path in [*folder.glob("*.arrow"), *folder.glob(f"*{TEMP_SUFFIX}")]:
+                path.unlink()
 
 
 def _link_or_copy(src: Path, dest: Path) -> None:
