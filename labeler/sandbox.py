@@ -42,6 +42,7 @@ MAX_CALLS = 100_000
 MAX_OUTPUT_CHARS = 2_000_000
 MAX_WRITTEN_CHARS = 2 * MAX_OUTPUT_CHARS  # macros and {% set %} blocks write text that is written again
 MAX_VALUE_CHARS = MAX_OUTPUT_CHARS
+MAX_BUILT_CHARS = 50 * MAX_VALUE_CHARS  # all the text one rendering's operations build or scan
 MAX_ITEMS = 100_000  # jinja2's own cap on range()
 MAX_INT_BITS = 14_000  # about 4200 digits: below the 4300 Python converts to text
 MAX_DEPTH = 32
@@ -49,11 +50,13 @@ MAX_WIDTH = 10_000
 MAX_RENDER_SECONDS = 10.0
 
 _WIDE_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
-_TEXT = str | bytes | bytearray
+_TEXT = (str, bytes, bytearray)
+_CONTAINERS: tuple[type, ...] = (list, tuple, set, frozenset, type({}.keys()), type({}.values()), type({}.items()))
 
 # %-format conversions: an optional (key), flags, width, precision, length modifier, conversion type.
 _PERCENT_SPEC = re.compile(r"%(?:\(([^)]*)\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?(.)", re.DOTALL)
 _DIGITS = re.compile(r"\d+")
+_WORD = re.compile(r"\S+")
 # Characters str.split() and str.splitlines() split at (the second set is a subset of the first).
 _WHITESPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace())
 _LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
@@ -71,6 +74,7 @@ class Budget:
     iterations: int = MAX_LOOP_ITERATIONS
     calls: int = MAX_CALLS
     written: int = MAX_WRITTEN_CHARS
+    built: int = MAX_BUILT_CHARS
 
 
 _BUDGET: contextvars.ContextVar[Budget] = contextvars.ContextVar("template_budget")
@@ -103,6 +107,13 @@ def _spend_call() -> None:
     _check_deadline(budget)
 
 
+def _spend_built(size: int) -> None:
+    budget = _budget()
+    budget.built -= size
+    if budget.built < 0:
+        raise TemplateBudgetError(f"more than {MAX_BUILT_CHARS} characters of text built in one rendering")
+
+
 # --- sizes ----------------------------------------------------------------------------------------
 
 
@@ -122,6 +133,8 @@ def text_size(value: Any, limit: int = MAX_VALUE_CHARS) -> int:
 def _text_size(value: Any, limit: int, depth: int, seen: dict[int, int]) -> int:
     if isinstance(value, str):
         return len(value) + 2  # quotes, as repr() writes it inside a container
+    if type(value) is int:
+        return value.bit_length() * 3 // 10 + 2  # log10(2) ~ 0.301 digits per bit
     if isinstance(value, bytes | bytearray):
         return 4 * len(value) + 3  # at worst \xNN per byte
     if isinstance(value, bool) or value is None:
@@ -133,12 +146,12 @@ def _text_size(value: Any, limit: int, depth: int, seen: dict[int, int]) -> int:
     if isinstance(value, Undefined):
         return 0
     items: Iterable[Any]
-    if isinstance(value, Namespace):
-        return 13 + _text_size(value._Namespace__attrs, limit, depth + 1, seen)  # <Namespace {...}>
-    elif isinstance(value, Mapping):
-        items = itertools.chain.from_iterable(value.items())
-    elif isinstance(value, list | tuple | set | frozenset | type({}.keys()) | type({}.values()) | type({}.items())):
+    if isinstance(value, _CONTAINERS):
         items = value
+    elif isinstance(value, dict | Mapping):
+        items = itertools.chain.from_iterable(value.items())
+    elif isinstance(value, Namespace):
+        return 13 + _text_size(value._Namespace__attrs, limit, depth + 1, seen)  # <Namespace {...}>
     else:
         return 100  # an object's repr: a macro, a cycler, a range, a generator
     if id(value) in seen:
@@ -156,31 +169,53 @@ def _text_size(value: Any, limit: int, depth: int, seen: dict[int, int]) -> int:
 
 
 def bounded(value: Any) -> Any:
-    """`value` if it is within the bounds on values (an iterator comes back counting its items)."""
+    """`value` if it is within the bounds on values (an iterator comes back counting its items).
+
+    Its size is spent from the rendering's budget of text built: an operation repeated in a loop on
+    long texts stops there, long before the deadline."""
     if isinstance(value, _TEXT):
         if len(value) > MAX_VALUE_CHARS:
             raise TemplateBudgetError(f"a text of more than {MAX_VALUE_CHARS} characters")
+        _spend_built(len(value))
     elif isinstance(value, int):
         if value.bit_length() > MAX_INT_BITS:
             raise TemplateBudgetError(f"an integer of more than {MAX_INT_BITS} bits")
     elif isinstance(value, Iterator) and not isinstance(value, Undefined):
         return _counted(value)
-    elif isinstance(value, Namespace | Mapping | list | tuple | set | frozenset):
+    elif isinstance(value, (Namespace, dict, *_CONTAINERS)) or isinstance(value, Mapping):
         if not isinstance(value, Namespace) and len(value) > MAX_ITEMS:
             raise TemplateBudgetError(f"a list or mapping of more than {MAX_ITEMS} items")
-        if text_size(value) > MAX_VALUE_CHARS:
+        size = text_size(value)
+        if size > MAX_VALUE_CHARS:
             raise TemplateBudgetError(f"a value whose text is longer than {MAX_VALUE_CHARS} characters")
+        _spend_built(size)
     return value
 
 
 def _counted(items: Iterator[Any]) -> Iterator[Any]:
-    """The items of a lazy sequence (a filter's generator), each bounded, at most MAX_ITEMS of them."""
-    budget = _budget()
+    """The items of a lazy sequence (a filter's generator), each bounded: at most MAX_ITEMS of them,
+    of at most MAX_VALUE_CHARS of text together (so reading them all into a list is bounded too)."""
+    budget, size = _budget(), 0
     for count, item in enumerate(items):
-        if count >= MAX_ITEMS:
-            raise TemplateBudgetError(f"a sequence of more than {MAX_ITEMS} items")
+        size += _sizes([item])
+        if count >= MAX_ITEMS or size > MAX_VALUE_CHARS:
+            raise TemplateBudgetError(f"a sequence of more than {MAX_ITEMS} items or {MAX_VALUE_CHARS} characters")
         _check_deadline(budget)
         yield bounded(item)
+
+
+def _collect(items: Iterable[Any], separator: int = 0) -> list[Any]:
+    """`items` read into a list to be joined with a separator of `separator` characters, refused as soon
+    as the joined text would pass MAX_VALUE_CHARS (before reading the rest)."""
+    collected: list[Any] = []
+    size = 0
+    for item in items:
+        size += _sizes([item]) + (separator if collected else 0)
+        if len(collected) >= MAX_ITEMS:
+            raise TemplateBudgetError(f"a join of more than {MAX_ITEMS} items")
+        _refuse_above(size, "a joined text")
+        collected.append(item)
+    return collected
 
 
 def _sizes(items: Iterable[Any]) -> int:
@@ -206,7 +241,7 @@ def _number(digits: str) -> int:
 
 
 def _check_repeat(sequence: Any, count: Any) -> None:
-    if not isinstance(sequence, _TEXT | list | tuple) or not isinstance(count, int) or count < 2:
+    if not isinstance(sequence, (*_TEXT, list, tuple)) or not isinstance(count, int) or count < 2:
         return
     if isinstance(sequence, _TEXT):
         too_long = len(sequence) * count > MAX_VALUE_CHARS
@@ -234,6 +269,9 @@ def check_binop(operator: str, left: Any, right: Any) -> None:
         _check_power(left, right)
     elif operator == "+" and isinstance(left, _TEXT) and isinstance(right, _TEXT):
         _refuse_above(len(left) + len(right), "a joined text")
+    elif operator == "+" and isinstance(left, list | tuple) and isinstance(right, list | tuple):
+        if len(left) + len(right) > MAX_ITEMS:  # the text size is checked on the result, as for any value
+            raise TemplateBudgetError(f"a list or mapping of more than {MAX_ITEMS} items")
     elif operator == "%" and isinstance(left, _TEXT):
         check_percent(left.decode("latin-1") if isinstance(left, bytes | bytearray) else left, right)
 
@@ -307,13 +345,8 @@ def check_text_method(
     elif name == "replace" and args:
         old, new = _first(args, kwargs, 0, "old", ""), _first(args, kwargs, 1, "new", "")
         _refuse_above(_replaced_size(text, old, new, _first(args, kwargs, 2, "count", -1)), "a replaced text")
-    elif name == "join" and len(args) == 1 and not kwargs:
-        items = list(itertools.islice(args[0], MAX_ITEMS + 1)) if isinstance(args[0], Iterable) else args[0]
-        if isinstance(items, list):
-            if len(items) > MAX_ITEMS:
-                raise TemplateBudgetError(f"a join of more than {MAX_ITEMS} items")
-            _refuse_above(_sizes(items) + len(text) * max(len(items) - 1, 0), "a joined text")
-            args = (items,)
+    elif name == "join" and len(args) == 1 and not kwargs and isinstance(args[0], Iterable):
+        args = (_collect(args[0], len(text)),)
     elif name == "translate" and args and isinstance(args[0], Mapping | Sequence):
         table = args[0].values() if isinstance(args[0], Mapping) else args[0]
         widest = max((len(v) if isinstance(v, _TEXT) else 1 for v in table), default=1)
@@ -381,6 +414,17 @@ def _wordwrap_check(value: Any, width: Any = 79, break_long_words: bool = True, 
     text = _text(value)
     wrap = len(wrapstring) if isinstance(wrapstring, str) else 1
     _refuse_above(len(text) + (len(text) + 1) * wrap, "a wrapped text")  # at worst a break after each character
+    # textwrap cuts a word longer than the width in time quadratic in the word's length.
+    longest = 500 * width if isinstance(width, int) else MAX_VALUE_CHARS
+    if len(text) > longest and any(len(word.group()) > longest for word in _WORD.finditer(text)):
+        raise TemplateBudgetError(f"a word over {longest} characters to wrap at width {width}")
+    return text
+
+
+def _urlize_check(value: Any, *args: Any, **kwargs: Any) -> Any:
+    text = _text(value)
+    if len(text) > MAX_VALUE_CHARS // 20:  # urlize looks at each word in Python, ~10 us a word
+        raise TemplateBudgetError(f"urlize of a text longer than {MAX_VALUE_CHARS // 20} characters")
     return text
 
 
@@ -397,12 +441,8 @@ def _format_check(value: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def _join_check(value: Any, d: Any = "", attribute: Any = None) -> Any:
-    items = list(itertools.islice(value, MAX_ITEMS + 1))
-    if len(items) > MAX_ITEMS:
-        raise TemplateBudgetError(f"a join of more than {MAX_ITEMS} items")
     # An attribute of an item is part of the item: the item's size bounds it.
-    _refuse_above(_sizes(items) + len(_text(d)) * max(len(items) - 1, 0), "a joined text")
-    return items
+    return _collect(value, len(_text(d)))
 
 
 def _count_check(value: Any, count: Any, fill_with: Any = None) -> Any:
@@ -425,6 +465,7 @@ _FILTER_CHECKS: dict[str, Callable[..., Any]] = {
     "replace": _replace_check,
     "format": _format_check,
     "join": _join_check,
+    "urlize": _urlize_check,
     "batch": _count_check,
     "slice": _count_check,
     "list": _items_check,
@@ -465,7 +506,7 @@ def _sum(environment: jinja2.Environment, iterable: Iterable[Any], attribute: An
     same = list(itertools.takewhile(lambda item: type(item) is kind, items))
     if sum(map(len, same)) + len(start) > MAX_ITEMS:
         raise TemplateBudgetError(f"a sum of more than {MAX_ITEMS} items")
-    _refuse_above(_sizes(same) + text_size(start), "a sum")
+    _refuse_above(text_size(same) + text_size(start), "a sum")
     total = first + kind(itertools.chain.from_iterable(same))
     for item in items[len(same) :]:
         total = total + item  # another kind of value: raises TypeError as sum() does
@@ -570,6 +611,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         _spend_call()
         owner = getattr(__obj, "__self__", None)
         if isinstance(owner, _TEXT) and callable(__obj):
+            _spend_built(len(owner))  # a method scans its text (count, find, strip): each call costs that
             args = check_text_method(owner, getattr(__obj, "__name__", ""), args, kwargs)
         return bounded(super().call(__context, __obj, *args, **kwargs))
 
@@ -602,6 +644,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
 
 __all__ = [
+    "MAX_BUILT_CHARS",
     "MAX_CALLS",
     "MAX_DEPTH",
     "MAX_INT_BITS",
