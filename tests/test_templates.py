@@ -378,9 +378,12 @@ ORDINARY = [
     "{{ 'hello world' | wordcount }} {{ range(100000) | list | length }} {{ 'visit http://x.org' | urlize }}",
     "{{ conversation | map(attribute='content') | join(' / ') }} {{ conversation | tojson }} {{ dict(a=1) }}",
     "{% set n = namespace(t='') %}{% for m in conversation %}{% set n.t = n.t ~ m.role %}{% endfor %}{{ n.t }}",
-    "{% macro turn(m) %}[{{ m.role }}] {{ m.content }}{% endmacro %}{% for m in conversation %}{{ turn(m) }}{% endfor %}",
+    "{% macro turn(m) %}[{{ m.role }}] {{ m.content }}{% endmacro %}"
+    "{% for m in conversation %}{{ turn(m) }}{% endfor %}"
+    "{% for m in conversation recursive %}{{ m.role }}{% endfor %}",
     "{% set x %}{% for i in range(3) %}{{ i }},{% endfor %}{% endset %}{{ x }} {% filter upper %}up{% endfilter %}",
-    "{{ [3, 1, 2] | sort }} {{ 'cab' | list | sort | join }} {{ {'b': 1, 'a': 2} | dictsort }} {{ [1, 1] | unique | list }}",
+    "{{ [3, 1, 2] | sort }} {{ 'cab' | list | sort | join }} {{ {'b': 1, 'a': 2} | dictsort }}",
+    "{{ [1, 1] | unique | list }} {{ conversation | groupby('role') }} {{ 'ab' | reverse }} {{ [1, 2] | max }}",
 ]
 
 
