@@ -26,7 +26,7 @@ import itertools
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +51,8 @@ MAX_RENDER_SECONDS = 10.0
 
 _WIDE_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
 _TEXT = (str, bytes, bytearray)
-_CONTAINERS: tuple[type, ...] = (list, tuple, set, frozenset, type({}.keys()), type({}.values()), type({}.items()))
+_DICT_VIEWS = (type({}.keys()), type({}.values()), type({}.items()))
+_CONTAINERS: tuple[type[Collection[Any]], ...] = (list, tuple, set, frozenset, *_DICT_VIEWS)
 
 # %-format conversions: an optional (key), flags, width, precision, length modifier, conversion type.
 _PERCENT_SPEC = re.compile(r"%(?:\(([^)]*)\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?(.)", re.DOTALL)
@@ -182,8 +183,8 @@ def bounded(value: Any) -> Any:
             raise TemplateBudgetError(f"an integer of more than {MAX_INT_BITS} bits")
     elif isinstance(value, Iterator) and not isinstance(value, Undefined):
         return _counted(value)
-    elif isinstance(value, (Namespace, dict, *_CONTAINERS)) or isinstance(value, Mapping):
-        if not isinstance(value, Namespace) and len(value) > MAX_ITEMS:
+    elif isinstance(value, _CONTAINERS) or isinstance(value, Mapping | Namespace):
+        if isinstance(value, Sized) and len(value) > MAX_ITEMS:
             raise TemplateBudgetError(f"a list or mapping of more than {MAX_ITEMS} items")
         size = text_size(value)
         if size > MAX_VALUE_CHARS:
