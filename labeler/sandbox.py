@@ -51,7 +51,7 @@ MAX_RENDER_SECONDS = 10.0
 
 _WIDE_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
 _TEXT = (str, bytes, bytearray)
-_DICT_VIEWS = (type({}.keys()), type({}.values()), type({}.items()))
+_DICT_VIEWS: tuple[type[Collection[Any]], ...] = (type({}.keys()), type({}.values()), type({}.items()))
 _CONTAINERS: tuple[type[Collection[Any]], ...] = (list, tuple, set, frozenset, *_DICT_VIEWS)
 
 # %-format conversions: an optional (key), flags, width, precision, length modifier, conversion type.
