@@ -28,7 +28,7 @@ import re
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import jinja2
 from jinja2 import nodes
@@ -446,6 +446,32 @@ def _join_check(value: Any, d: Any = "", attribute: Any = None) -> Any:
     return _collect(value, len(_text(d)))
 
 
+def _tojson_check(value: Any, indent: Any = None) -> Any:
+    if isinstance(indent, int | str):
+        width = indent if isinstance(indent, int) else len(indent)
+        _check_width(width)
+        _refuse_above(_indented_size(value, max(width, 0), 0), "an indented JSON text")
+    return value
+
+
+def _indented_size(value: Any, width: int, depth: int) -> int:
+    """About how long json.dumps(value, indent=width) is: each item on a line of its own, indented."""
+    if depth > MAX_DEPTH:
+        raise TemplateBudgetError(f"a value nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, Mapping):
+        items = list(itertools.chain.from_iterable(value.items()))
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        return text_size(value)
+    total = 2 + width * depth
+    for item in items:
+        total += width * (depth + 1) + 2 + _indented_size(item, width, depth + 1)
+        if total > MAX_VALUE_CHARS:
+            break
+    return total
+
+
 def _count_check(value: Any, count: Any, fill_with: Any = None) -> Any:
     if isinstance(count, int) and count > MAX_ITEMS:
         raise TemplateBudgetError(f"more than {MAX_ITEMS} items in a batch or slice")
@@ -467,6 +493,7 @@ _FILTER_CHECKS: dict[str, Callable[..., Any]] = {
     "format": _format_check,
     "join": _join_check,
     "urlize": _urlize_check,
+    "tojson": _tojson_check,
     "batch": _count_check,
     "slice": _count_check,
     "list": _items_check,
@@ -477,16 +504,28 @@ _FILTER_CHECKS: dict[str, Callable[..., Any]] = {
 }
 
 
-def _bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
-    """`function` with its input checked by the filter's own check (if any) and its result bounded."""
-    check = _FILTER_CHECKS.get(name)
+def _check_input(value: Any) -> None:
+    """Refuse a filter's or test's input whose text is over the bound: most of them convert it to text,
+    and a namespace can have grown since it was measured (`{% set ns.x = ... %}` changes it in place)."""
+    if not isinstance(value, str | int | float) and text_size(value) > MAX_VALUE_CHARS:
+        raise TemplateBudgetError(f"a value whose text is longer than {MAX_VALUE_CHARS} characters")
+
+
+def _bounded_filter(
+    name: str, function: Callable[..., Any], checks: Mapping[str, Callable[..., Any]]
+) -> Callable[..., Any]:
+    """`function` (a filter or a test) with its input checked, by its own check in `checks` if it has
+    one, and its result bounded."""
+    check = checks.get(name)
     skip = 0 if getattr(function, "jinja_pass_arg", None) is None else 1  # a context or environment first
 
     @functools.wraps(function)  # keeps jinja_pass_arg, so jinja2 passes what the filter asks for
     def run(*args: Any, **kwargs: Any) -> Any:
-        if check is not None and len(args) > skip:
-            value = check(*args[skip:], **kwargs)
-            args = (*args[:skip], value, *args[skip + 1 :])
+        if len(args) > skip:
+            _check_input(args[skip])
+            if check is not None:
+                value = check(*args[skip:], **kwargs)
+                args = (*args[:skip], value, *args[skip + 1 :])
         return bounded(function(*args, **kwargs))
 
     return run
@@ -537,6 +576,8 @@ def budgeted(items: Iterable[Any]) -> Iterator[Any]:
 def _emit(context: Context, value: Any) -> Any:
     """A value about to be written (output, a macro's text, a captured block), spent from the budget."""
     budget = _budget()
+    if not isinstance(value, str):
+        _check_input(value)  # a namespace may have grown since it was built
     budget.written -= len(value) if isinstance(value, str) else text_size(value)
     if budget.written < 0:
         raise TemplateBudgetError(f"more than {MAX_WRITTEN_CHARS} characters written in one rendering")
@@ -592,10 +633,11 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.filters.update(sum=_sum, wordcount=_wordcount)
         for name, function in list(self.filters.items()):
-            self.filters[name] = _bounded_filter(name, function)
-        self.filters["sum"] = _bounded_filter("sum", _sum)
-        self.filters["wordcount"] = _bounded_filter("wordcount", _wordcount)
+            self.filters[name] = _bounded_filter(name, function, _FILTER_CHECKS)
+        for name, test in list(self.tests.items()):
+            self.tests[name] = _bounded_filter(name, cast(Callable[..., Any], test), {})
         self.filters.update(_budgeted=budgeted, _emit=_emit, _concat=_concat, _bounded=bounded)
         del self.globals["lipsum"]  # generates text of any length
 

@@ -248,6 +248,9 @@ def test_a_template_over_the_rendering_bounds_is_refused_at_load(tmp_path: Path,
 
 # Each would take minutes or gigabytes if run; every one is refused before the work is done.
 MILLION = "{% set s = 'x' * 1000000 %}"
+GROWN = "{% set n0 = namespace(x='x') %}" + "".join(
+    f"{{% set n{i} = namespace(a=n{i - 1}, b=n{i - 1}) %}}" for i in range(1, 10)
+) + "{% set n0.x = 'x' * 1000000 %}"
 BOMBS = [
     ("{{ '{:{}}'.format(1, 300000000) }}", "format width"),  # the width is itself a field
     ("{{ '{0:{1}}'.format(1, 10**9) }}", "format width"),
@@ -301,6 +304,14 @@ BOMBS = [
     ("{% filter upper %}{% for i in range(100000) %}" + "y" * 100 + "{% endfor %}{% endfilter %}", "written"),
     ("{% for i in range(100000) %}{% set x = ('x' * 1000000).replace('x', 'y') %}{% endfor %}", "text built"),
     ("{% for i in range(100000) %}{% set x = ('x' * 1000000).count('y') %}{% endfor %}", "text built"),
+    ("{{ (range(100000) | list) | tojson(indent=10000) | length }}", "indented JSON text"),
+    # Namespaces change in place: ten of them sharing one leaf, which then grows, print 2^10 copies of it.
+    (GROWN + "{{ n9 | string | length }}", "text is longer"),
+    (GROWN + "{{ n9 is lower }}", "text is longer"),
+    (GROWN + "{{ n9 }}", "text is longer"),
+    (GROWN + "{{ '%s' % n9 }}", "formatted text"),
+    (GROWN + "{{ '{}'.format(n9) }}", "formatted text"),
+    (GROWN + "{{ n9 ~ '' }}", "joined text"),
 ]
 
 
@@ -384,6 +395,8 @@ ORDINARY = [
     "{% set x %}{% for i in range(3) %}{{ i }},{% endfor %}{% endset %}{{ x }} {% filter upper %}up{% endfilter %}",
     "{{ [3, 1, 2] | sort }} {{ 'cab' | list | sort | join }} {{ {'b': 1, 'a': 2} | dictsort }}",
     "{{ [1, 1] | unique | list }} {{ conversation | groupby('role') }} {{ 'ab' | reverse }} {{ [1, 2] | max }}",
+    "{{ conversation | tojson(indent=2) }} {{ 'ab' is lower }}",
+    "{{ conversation | selectattr('role', 'eq', 'user') | list }}",
 ]
 
 
