@@ -12,10 +12,14 @@ for minutes inside one C call where no deadline can interrupt it:
   sizes of its operands (a repetition, a power, a `replace`, a `join`, a format width) before it runs;
 - a rendering runs at most `MAX_LOOP_ITERATIONS` loop iterations and `MAX_CALLS` calls (macros,
   methods, includes), writes at most `MAX_WRITTEN_CHARS` of text (counting what macros and captured
-  blocks write), and stops at its deadline (checked at every iteration and call).
+  blocks write), builds or scans at most `MAX_BUILT_CHARS` (an operation on a long text repeated in
+  a loop), and stops at its deadline (checked at every iteration and call).
 
-Since values are bounded, every other operation (a comparison, a sort, a conversion to text) costs
-at most a constant factor of `MAX_VALUE_CHARS`.
+Since values are bounded, every other operation (a comparison, a sort, a conversion to text, `upper`
+or `tojson`, whose results are at most a few times longer than their input and are checked once
+built) costs at most a constant factor of `MAX_VALUE_CHARS`. Checking before computing keeps the
+cost of a rendering at a few microseconds; a subprocess with resource limits would cost more per
+rendering than the rendering itself, thousands of times a batch.
 """
 
 from __future__ import annotations
