@@ -588,6 +588,14 @@ def _emit(context: Context, value: Any) -> Any:
     return value
 
 
+def _scanned(value: Any) -> Any:
+    """An operand of a comparison (`==`, `<`, `in`), whose length it costs from the budget of text built
+    and scanned (comparing long texts in a loop stops there)."""
+    if isinstance(value, (*_TEXT, list, tuple, dict)):
+        _spend_built(len(value))
+    return value
+
+
 def _concat(items: Sequence[Any]) -> str:
     """The `~` operator: the texts of `items` joined, refused before joining when too long."""
     _refuse_above(sum(len(item) if isinstance(item, str) else text_size(item) for item in items), "a joined text")
@@ -595,7 +603,8 @@ def _concat(items: Sequence[Any]) -> str:
 
 
 class _Bounds(NodeTransformer):
-    """Rewrites a parsed template so each loop, text written, `~` and literal goes through a check."""
+    """Rewrites a parsed template so each loop, text written, `~`, comparison, slice and literal goes
+    through a check."""
 
     @staticmethod
     def _filter(node: nodes.Node, name: str) -> nodes.Filter:
@@ -618,6 +627,19 @@ class _Bounds(NodeTransformer):
         self.generic_visit(node)
         node.nodes = [self._filter(self._as_expression(child), "_emit") for child in node.nodes]
         return node
+
+    def visit_Compare(self, node: nodes.Compare) -> nodes.Compare:
+        self.generic_visit(node)
+        node.expr = self._filter(node.expr, "_scanned")
+        for operand in node.ops:
+            operand.expr = self._filter(operand.expr, "_scanned")
+        return node
+
+    def visit_Getitem(self, node: nodes.Getitem) -> nodes.Expr:
+        self.generic_visit(node)
+        # A slice (jinja2 compiles it to plain Python, past the sandbox) is a new value, spent from the
+        # budget of text built as any other.
+        return self._filter(node, "_bounded") if isinstance(node.arg, nodes.Slice) and node.ctx == "load" else node
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Filter:
         self.generic_visit(node)
@@ -642,7 +664,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             self.filters[name] = _bounded_filter(name, function, _FILTER_CHECKS)
         for name, test in list(self.tests.items()):
             self.tests[name] = _bounded_filter(name, cast(Callable[..., Any], test), {})
-        self.filters.update(_budgeted=budgeted, _emit=_emit, _concat=_concat, _bounded=bounded)
+        self.filters.update(_budgeted=budgeted, _emit=_emit, _concat=_concat, _bounded=bounded, _scanned=_scanned)
         del self.globals["lipsum"]  # generates text of any length
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:

@@ -304,6 +304,10 @@ BOMBS = [
     ("{% filter upper %}{% for i in range(100000) %}" + "y" * 100 + "{% endfor %}{% endfilter %}", "written"),
     ("{% for i in range(100000) %}{% set x = ('x' * 1000000).replace('x', 'y') %}{% endfor %}", "text built"),
     ("{% for i in range(100000) %}{% set x = ('x' * 1000000).count('y') %}{% endfor %}", "text built"),
+    (MILLION + "{% set t = 'x' * 999999 ~ 'x' %}{% for i in range(99999) %}{% if s == t %}{% endif %}{% endfor %}",
+     "text built"),
+    (MILLION + "{% for i in range(99999) %}{% if 'y' in s %}{% endif %}{% endfor %}", "text built"),
+    (MILLION + "{% for i in range(99999) %}{% set x = s[::-1] %}{% endfor %}", "text built"),
     ("{{ (range(100000) | list) | tojson(indent=10000) | length }}", "indented JSON text"),
     # Namespaces change in place: ten of them sharing one leaf, which then grows, print 2^10 copies of it.
     (GROWN + "{{ n9 | string | length }}", "text is longer"),
@@ -396,7 +400,8 @@ ORDINARY = [
     "{{ [3, 1, 2] | sort }} {{ 'cab' | list | sort | join }} {{ {'b': 1, 'a': 2} | dictsort }}",
     "{{ [1, 1] | unique | list }} {{ conversation | groupby('role') }} {{ 'ab' | reverse }} {{ [1, 2] | max }}",
     "{{ conversation | tojson(indent=2) }} {{ 'ab' is lower }}",
-    "{{ conversation | selectattr('role', 'eq', 'user') | list }}",
+    "{{ conversation | selectattr('role', 'eq', 'user') | list }} {{ 'abc'[1:] }} {{ [1, 2, 3][::2] }} {{ 'abc'[0] }}",
+    "{{ 1 < 2 < 3 }} {{ 'a' in 'abc' }} {{ 2 in [1, 2] }} {{ 'a' == 'a' }} {{ [1] != [2] }} {{ 'b' not in 'abc' }}",
 ]
 
 
