@@ -17,6 +17,7 @@ other, and must render a sample; a failure names the template file.
 from __future__ import annotations
 
 import hashlib
+import re
 import traceback
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -245,6 +246,9 @@ def _read(path: Path) -> str:
         raise InputError(f"cannot read the template: {exc.strerror}", file=path) from exc
 
 
+_LONG_NUMBER = re.compile(r"\d{4301}")
+
+
 def _compile(env: BoundedSandbox, name: str, source: str, path: Path) -> jinja2.Template:
     """Compile one template and check the variables it uses against those its stage passes."""
     try:
@@ -253,6 +257,11 @@ def _compile(env: BoundedSandbox, name: str, source: str, path: Path) -> jinja2.
     except jinja2.TemplateSyntaxError as exc:
         message = f"template '{name}' has a syntax error: {exc.message}"
         raise InputError(message, file=path, line=exc.lineno) from exc
+    except ValueError as exc:
+        # The lexer reads a literal number of more digits than Python converts (4300).
+        line = next((n for n, text in enumerate(source.splitlines(), 1) if _LONG_NUMBER.search(text)), None)
+        message = f"template '{name}' has a number of more than 4300 digits ({exc.__class__.__name__})"
+        raise InputError(message, file=path, line=line) from exc
     except (RecursionError, SyntaxError, MemoryError) as exc:
         # Expressions or blocks nested thousands deep: jinja2's parser or Python's compiler gives up.
         message = f"template '{name}' is nested too deeply to compile ({type(exc).__name__})"

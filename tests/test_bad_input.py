@@ -525,6 +525,10 @@ CASES_TEMPLATES: list[Case] = [
          str(prompts_file(d)), "--out", str(d / "out"), "--templates", str(template_folder(d, "critique",
          "{% set n = namespace(s='x') %}{% for i in range(40) %}{% set n.s = n.s ~ n.s %}{% endfor %}"))],
          lambda d: [str(d / "templates" / "critique.jinja"), "joined text longer"]),
+    Case("label/template-number-too-long-to-read", lambda d: _label_with_judge(d, "{{ " + "9" * 5000 + " }}"),
+         lambda d: [f"{d / 'templates' / 'judge.jinja'}:1", "more than 4300 digits"]),
+    Case("label/template-nested-too-deeply", lambda d: _label_with_judge(d, "{{ " + "(" * 3000 + "1" + ")" * 3000
+         + " }}"), lambda d: [str(d / "templates" / "judge.jinja"), "nested too deeply"]),
     Case("validate/template-format-width-bomb", lambda d: ["validate", str(run_config(d, templates=str(
          template_folder(d, "critique", "{{ '{0:.{1}f}'.format(1.5, 10**8) }}"))))],
          lambda d: [str(d / "templates" / "critique.jinja"), "format width"]),

@@ -379,6 +379,13 @@ def test_templates_nested_too_deeply_to_compile_are_refused(tmp_path: Path) -> N
         assert info.value.file == str(folder / "judge.jinja")
 
 
+def test_a_literal_number_too_long_to_read_is_refused(tmp_path: Path) -> None:
+    folder = user_folder(tmp_path, judge=PAIR_TEMPLATE + "{{ 1 }}\n{{ " + "9" * 5000 + " }}\n")
+    with pytest.raises(InputError, match="number of more than 4300 digits") as info:
+        Templates.load(folder)
+    assert (info.value.file, info.value.line) == (str(folder / "judge.jinja"), 3)
+
+
 # Ordinary uses of every bounded operation: the bounded sandbox renders them as jinja2's own does.
 ORDINARY = [
     "{{ '%s: %s' % ('user', 'hello') }} {{ '%5.2f|%-4d|%%' % (3.14159, 7) }} {{ '%(a)s' % {'a': 1} }}",
