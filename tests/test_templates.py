@@ -408,6 +408,9 @@ ORDINARY = [
     "{{ [1, 1] | unique | list }} {{ conversation | groupby('role') }} {{ 'ab' | reverse }} {{ [1, 2] | max }}",
     "{{ conversation | tojson(indent=2) }} {{ 'ab' is lower }}",
     "{{ conversation | selectattr('role', 'eq', 'user') | list }} {{ 'abc'[1:] }} {{ [1, 2, 3][::2] }} {{ 'abc'[0] }}",
+    "{{ nothing | default('d') }} {{ nothing is defined }}",
+    "{% for k, v in {'a': 1} | dictsort %}{{ k }}{{ v }}{% endfor %}",
+    "{% for x in [1, 2, 3] %}{{ loop.index }}{{ loop.cycle('a', 'b') }}{% if loop.last %}.{% endif %}{% endfor %}",
     "{{ 1 < 2 < 3 }} {{ 'a' in 'abc' }} {{ 2 in [1, 2] }} {{ 'a' == 'a' }} {{ [1] != [2] }} {{ 'b' not in 'abc' }}",
 ]
 
