@@ -39,6 +39,7 @@ from labeler.shipped import shipped_folder
 # The shipped templates: inside an installed wheel, else the repository's prompts/ folder.
 DEFAULT_FOLDER = shipped_folder("prompts")
 SUFFIX = ".jinja"
+_LONG_NUMBER = re.compile(r"\d{4301}")  # more digits than Python reads as a number
 
 _CONVERSATION = [{"role": "user", "content": "How do I boil an egg?"}]
 _PAIR = {"conversation": _CONVERSATION, "response_a": "Boil it for 9 minutes.", "response_b": "Ask a chef."}
@@ -244,9 +245,6 @@ def _read(path: Path) -> str:
         raise InputError(f"template is not UTF-8 text (byte offset {exc.start})", file=path) from exc
     except OSError as exc:
         raise InputError(f"cannot read the template: {exc.strerror}", file=path) from exc
-
-
-_LONG_NUMBER = re.compile(r"\d{4301}")
 
 
 def _compile(env: BoundedSandbox, name: str, source: str, path: Path) -> jinja2.Template:
