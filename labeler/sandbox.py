@@ -202,16 +202,24 @@ def _counted(items: Iterator[Any]) -> Iterator[Any]:
     of at most MAX_VALUE_CHARS of text together (so reading them all into a list is bounded too)."""
     budget, size = _budget(), 0
     for count, item in enumerate(items):
-        size += _sizes([item])
+        size += len(item) if isinstance(item, _TEXT) else text_size(item)
         if count >= MAX_ITEMS or size > MAX_VALUE_CHARS:
             raise TemplateBudgetError(f"a sequence of more than {MAX_ITEMS} items or {MAX_VALUE_CHARS} characters")
         _check_deadline(budget)
         yield bounded(item)
 
 
-def _collect(items: Iterable[Any], separator: int = 0) -> list[Any]:
+def _collect(items: Iterable[Any], separator: int = 0) -> Sequence[Any]:
     """`items` read into a list to be joined with a separator of `separator` characters, refused as soon
     as the joined text would pass MAX_VALUE_CHARS (before reading the rest)."""
+    if isinstance(items, str):  # its characters, counted at once
+        _refuse_above(len(items) * (1 + separator), "a joined text")
+        return items
+    if isinstance(items, list | tuple):
+        if len(items) > MAX_ITEMS:
+            raise TemplateBudgetError(f"a join of more than {MAX_ITEMS} items")
+        _refuse_above(_sizes(items) + separator * max(len(items) - 1, 0), "a joined text")
+        return items
     collected: list[Any] = []
     size = 0
     for item in items:
