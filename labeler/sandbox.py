@@ -392,7 +392,7 @@ class BoundedFormatter(SandboxedFormatter):
         if conversion is None:
             return value
         _refuse_above(self._size + _sizes([value]), "a formatted text")
-        return self._add(super().convert_field(value, conversion))
+        return super().convert_field(value, conversion)  # its text is counted by format_field, next
 
     def format_field(self, value: Any, format_spec: str) -> Any:
         if any(_number(n) > MAX_WIDTH for n in _DIGITS.findall(format_spec)):
@@ -484,7 +484,8 @@ def _indented_size(value: Any, width: int, depth: int) -> int:
     return total
 
 
-def _count_check(value: Any, count: Any, fill_with: Any = None) -> Any:
+def _count_check(value: Any, *args: Any, **kwargs: Any) -> Any:
+    count = _first(args, kwargs, 0, "linecount", kwargs.get("slices"))
     if isinstance(count, int) and count > MAX_ITEMS:
         raise TemplateBudgetError(f"more than {MAX_ITEMS} items in a batch or slice")
     return value
