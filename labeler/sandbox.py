@@ -517,6 +517,13 @@ _FILTER_CHECKS: dict[str, Callable[..., Any]] = {
 }
 
 
+# Filters and tests that take the same time for any text: they are not charged for reading it.
+_CONSTANT_TIME = frozenset(
+    {"length", "count", "default", "d", "first", "last", "safe", "random", "attr", "defined", "undefined", "none"}
+    | {"string", "number", "sameas", "boolean", "mapping", "sequence"}
+)
+
+
 def _check_input(value: Any) -> None:
     """Refuse a filter's or test's input whose text is over the bound: most of them convert it to text,
     and a namespace can have grown since it was measured (`{% set ns.x = ... %}` changes it in place)."""
@@ -531,11 +538,14 @@ def _bounded_filter(
     one, and its result bounded."""
     check = checks.get(name)
     skip = 0 if getattr(function, "jinja_pass_arg", None) is None else 1  # a context or environment first
+    scans = name not in _CONSTANT_TIME  # most filters and tests read all of a text they are given
 
     @functools.wraps(function)  # keeps jinja_pass_arg, so jinja2 passes what the filter asks for
     def run(*args: Any, **kwargs: Any) -> Any:
         if len(args) > skip:
             _check_input(args[skip])
+            if scans and isinstance(args[skip], _TEXT):
+                _spend_built(len(args[skip]))
             if check is not None:
                 value = check(*args[skip:], **kwargs)
                 args = (*args[:skip], value, *args[skip + 1 :])

@@ -308,6 +308,8 @@ BOMBS = [
      "text built"),
     (MILLION + "{% for i in range(99999) %}{% if 'y' in s %}{% endif %}{% endfor %}", "text built"),
     (MILLION + "{% for i in range(99999) %}{% set x = s[::-1] %}{% endfor %}", "text built"),
+    (MILLION + "{% for i in range(99999) %}{% if s is lower %}{% endif %}{% endfor %}", "text built"),
+    (MILLION + "{% for i in range(99999) %}{% set x = s | trim %}{% endfor %}", "text built"),
     ("{{ (range(100000) | list) | tojson(indent=10000) | length }}", "indented JSON text"),
     # Namespaces change in place: ten of them sharing one leaf, which then grows, print 2^10 copies of it.
     (GROWN + "{{ n9 | string | length }}", "text is longer"),
