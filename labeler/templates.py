@@ -5,10 +5,10 @@ assistant turn). Templates run in jinja2's immutable sandbox with `StrictUndefin
 response texts are passed in as data, so template syntax inside them (`{{ 7*7 }}`) reaches the
 output verbatim and is never evaluated.
 
-Rendering is bounded: at most `MAX_LOOP_ITERATIONS` loop iterations and `MAX_RENDER_SECONDS` per
-rendering, at most `MAX_OUTPUT_CHARS` of output, and no operator, filter or string method that
-builds text wider than `MAX_WIDTH` at once. A template over a bound is refused like any other broken
-template (it is rendered on sample values when loaded, so before any model loads).
+Rendering is bounded in time and memory (`labeler.sandbox`: loops, calls, the size of every value
+an operation builds, checked before it is built) and to `MAX_OUTPUT_CHARS` of output. A template over
+a bound is refused like any other broken template (it is rendered on sample values when loaded, so
+before any model loads).
 
 A template is checked when it is loaded: it must use every variable its stage passes, may use no
 other, and must render a sample; a failure names the template file.
@@ -16,31 +16,31 @@ other, and must render a sample; a failure names the template file.
 
 from __future__ import annotations
 
-import contextvars
 import hashlib
 import re
-import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jinja2
-from jinja2 import meta, nodes
-from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import meta
 
 from labeler.constitution import Principle
 from labeler.engine.base import Message
 from labeler.errors import InputError
 from labeler.input_files import MAX_DOCUMENT_BYTES, read_input_text
+from labeler.sandbox import MAX_OUTPUT_CHARS, BoundedSandbox, TemplateBudgetError
+from labeler.sandbox import start as start_budget
+from labeler.sandbox import stop as stop_budget
 from labeler.shipped import shipped_folder
 
 # The shipped templates: inside an installed wheel, else the repository's prompts/ folder.
 DEFAULT_FOLDER = shipped_folder("prompts")
 SUFFIX = ".jinja"
+_LONG_NUMBER = re.compile(r"\d{4301}")  # more digits than Python reads as a number
 
 _CONVERSATION = [{"role": "user", "content": "How do I boil an egg?"}]
 _PAIR = {"conversation": _CONVERSATION, "response_a": "Boil it for 9 minutes.", "response_b": "Ask a chef."}
@@ -66,104 +66,8 @@ VARIABLES: dict[str, dict[str, object]] = {
 }
 
 
-MAX_LOOP_ITERATIONS = 100_000
-MAX_OUTPUT_CHARS = 2_000_000
-MAX_WIDTH = 10_000
-MAX_RENDER_SECONDS = 10.0
-_WIDE_STR_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
-_FORMAT_NUMBER = re.compile(r"%[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?|\{[^{}]*:[^{}]*?(\d+)[^{}]*\}")
-
-
-class TemplateBudgetError(Exception):
-    """A template went over one of the bounds on rendering."""
-
-
-@dataclass
-class _Budget:
-    iterations: int = MAX_LOOP_ITERATIONS
-    deadline: float = float("inf")
-
-
-_BUDGET: contextvars.ContextVar[_Budget] = contextvars.ContextVar("template_budget")
-
-
-def _budgeted(items: Iterable[Any]) -> Iterator[Any]:
-    """A loop's items, each one spent from the rendering's budget of iterations and time."""
-    budget = _BUDGET.get(None) or _Budget()
-    for item in items:
-        budget.iterations -= 1
-        if budget.iterations < 0:
-            raise TemplateBudgetError(f"more than {MAX_LOOP_ITERATIONS} loop iterations in one rendering")
-        if time.monotonic() > budget.deadline:
-            raise TemplateBudgetError(f"rendering took longer than {MAX_RENDER_SECONDS:.0f} s")
-        yield item
-
-
-def _check_width(*values: object) -> None:
-    if any(isinstance(v, int) and abs(v) > MAX_WIDTH for v in values):
-        raise TemplateBudgetError(f"a width or repeat count above {MAX_WIDTH}")
-
-
-def _check_format(text: str) -> None:
-    """Refuse %- and {}-format specs that would pad to more than MAX_WIDTH characters (or take it from data)."""
-    for match in _FORMAT_NUMBER.finditer(text):
-        numbers = [g for g in match.groups() if g]
-        if "*" in numbers or any(int(n) > MAX_WIDTH for n in numbers if n.isdigit()):
-            raise TemplateBudgetError(f"a format width above {MAX_WIDTH}")
-
-
-class BoundedSandbox(ImmutableSandboxedEnvironment):
-    """jinja2's immutable sandbox with every loop, wide operation and the output bounded."""
-
-    intercepted_binops = frozenset({"*", "**", "%"})
-
-    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
-        tree = super()._parse(source, name, filename)
-        for loop in tree.find_all(nodes.For):  # every loop draws on the rendering's budget
-            loop.iter = nodes.Filter(loop.iter, "_budgeted", [], [], None, None, lineno=loop.lineno)
-        return tree
-
-    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        if operator == "*":
-            for sequence, count in ((left, right), (right, left)):
-                if isinstance(sequence, str | list | tuple) and isinstance(count, int):
-                    if len(sequence) * count > MAX_OUTPUT_CHARS:
-                        raise TemplateBudgetError(f"a repetition longer than {MAX_OUTPUT_CHARS}")
-        elif operator == "**" and isinstance(right, int | float) and abs(right) > 4096:
-            raise TemplateBudgetError("an exponent above 4096")
-        elif operator == "%" and isinstance(left, str):
-            _check_format(left)
-        return super().call_binop(context, operator, left, right)
-
-    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(getattr(__obj, "__self__", None), str) and getattr(__obj, "__name__", "") in _WIDE_STR_METHODS:
-            _check_width(*args, *kwargs.values())
-        return super().call(__context, __obj, *args, **kwargs)
-
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        if isinstance(obj, str) and attribute in ("format", "format_map"):
-            _check_format(obj)  # "{:>99999999}".format(1)
-        return super().getattr(obj, attribute)
-
-
-def _wide_filter(filter_function: Callable[..., Any]) -> Callable[..., Any]:
-    """A filter whose numeric arguments are widths, refused above MAX_WIDTH."""
-
-    def bounded(value: Any, *args: Any, **kwargs: Any) -> Any:
-        _check_width(*args, *kwargs.values())
-        return filter_function(value, *args, **kwargs)
-
-    return bounded
-
-
-def _format_filter(value: str, *args: Any, **kwargs: Any) -> str:
-    _check_format(str(value))
-    result: str = jinja2.filters.do_format(value, *args, **kwargs)
-    return result
-
-
 def _environment(loader: jinja2.BaseLoader) -> BoundedSandbox:
-    env = BoundedSandbox(
+    return BoundedSandbox(
         loader=loader,
         undefined=jinja2.StrictUndefined,
         autoescape=False,  # plain text for a model, not HTML
@@ -171,12 +75,6 @@ def _environment(loader: jinja2.BaseLoader) -> BoundedSandbox:
         lstrip_blocks=True,
         keep_trailing_newline=False,  # a file's final newline is not part of the turn
     )
-    env.filters["_budgeted"] = _budgeted
-    for name in ("center", "indent", "wordwrap", "truncate"):
-        env.filters[name] = _wide_filter(env.filters[name])
-    env.filters["format"] = _format_filter
-    del env.globals["lipsum"]  # generates text of any length
-    return env
 
 
 def _principle_data(principle: Principle) -> dict[str, Any]:
@@ -244,7 +142,7 @@ class Templates:
 
     def _render(self, name: str, variables: Mapping[str, object]) -> str:
         path = self.paths[name]
-        token = _BUDGET.set(_Budget(deadline=time.monotonic() + MAX_RENDER_SECONDS))
+        token = start_budget()
         try:
             size, parts = 0, []
             for part in self.compiled[name].generate(**variables):
@@ -261,7 +159,7 @@ class Templates:
                 f"template '{name}' failed to render: {type(exc).__name__}: {exc}", file=path, line=line
             ) from exc
         finally:
-            _BUDGET.reset(token)
+            stop_budget(token)
 
     def critique(self, principle: Principle) -> str:
         """The user turn asking for a critique of the last response under `principle`."""
@@ -354,6 +252,15 @@ def _compile(env: BoundedSandbox, name: str, source: str, path: Path) -> jinja2.
     except jinja2.TemplateSyntaxError as exc:
         message = f"template '{name}' has a syntax error: {exc.message}"
         raise InputError(message, file=path, line=exc.lineno) from exc
+    except ValueError as exc:
+        # The lexer reads a literal number of more digits than Python converts (4300).
+        line = next((n for n, text in enumerate(source.splitlines(), 1) if _LONG_NUMBER.search(text)), None)
+        message = f"template '{name}' has a number of more than 4300 digits ({exc.__class__.__name__})"
+        raise InputError(message, file=path, line=line) from exc
+    except (RecursionError, SyntaxError, MemoryError) as exc:
+        # Expressions or blocks nested thousands deep: jinja2's parser or Python's compiler gives up.
+        message = f"template '{name}' is nested too deeply to compile ({type(exc).__name__})"
+        raise InputError(message, file=path) from exc
     passed = set(VARIABLES[name])
     missing = sorted(passed - used)
     if missing:

@@ -852,7 +852,43 @@ def _deep_row(depth: int) -> str:
 
 # template operations bounded in memory and time
 CASES_TEMPLATES: list[Case] = [
+    Case("label/template-format-width-from-a-field",
+         lambda d: _label_with_judge(d, "{{ '{:{}}'.format(1, 300000000) }}"),
+         lambda d: [str(d / "templates" / "judge.jinja"), "format width above 10000"]),
+    Case("label/template-replace-bomb",
+         lambda d: _label_with_judge(d, "{% set s = 'x' * 60000 %}{{ s.replace('x', s) }}"),
+         lambda d: [str(d / "templates" / "judge.jinja"), "replaced text longer"]),
+    Case("label/template-join-bomb", lambda d: _label_with_judge(d, "{{ range(100000) | join('x' * 100000) }}"),
+         lambda d: [str(d / "templates" / "judge.jinja"), "joined text longer"]),
+    Case("label/template-power-bomb", lambda d: _label_with_judge(d, "{{ ((7**4096)**4096)**4096 }}"),
+         lambda d: [str(d / "templates" / "judge.jinja"), "integer of more than"]),
+    Case("label/template-percent-star-width", lambda d: _label_with_judge(d, "{{ '%*d' % (10**9, 1) }}"),
+         lambda d: [str(d / "templates" / "judge.jinja"), "format width"]),
+    Case("label/template-macro-calls-itself-twice", lambda d: _label_with_judge(d, "{% macro f(n) %}{% if n %}"
+         "{{ f(n-1) }}{{ f(n-1) }}{% endif %}{% endmacro %}{{ f(40) }}"),
+         lambda d: [str(d / "templates" / "judge.jinja"), "calls"]),
+    Case("label/template-captured-block-bomb", lambda d: _label_with_judge(d, "{% set s = 'x' * 1000000 %}{% set x %}"
+         "{% for i in range(100000) %}{{ s }}{% endfor %}{% endset %}"),
+         lambda d: [str(d / "templates" / "judge.jinja"), "characters written"]),
+    Case("revise/template-doubling-text", lambda d: ["revise", "--constitution", str(HARMLESS), "--prompts",
+         str(prompts_file(d)), "--out", str(d / "out"), "--templates", str(template_folder(d, "critique",
+         "{% set n = namespace(s='x') %}{% for i in range(40) %}{% set n.s = n.s ~ n.s %}{% endfor %}"))],
+         lambda d: [str(d / "templates" / "critique.jinja"), "joined text longer"]),
+    Case("label/template-number-too-long-to-read", lambda d: _label_with_judge(d, "{{ " + "9" * 5000 + " }}"),
+         lambda d: [f"{d / 'templates' / 'judge.jinja'}:1", "more than 4300 digits"]),
+    Case("label/template-nested-too-deeply", lambda d: _label_with_judge(d, "{{ " + "(" * 3000 + "1" + ")" * 3000
+         + " }}"), lambda d: [str(d / "templates" / "judge.jinja"), "nested too deeply"]),
+    Case("validate/template-format-width-bomb", lambda d: ["validate", str(run_config(d, templates=str(
+         template_folder(d, "critique", "{{ '{0:.{1}f}'.format(1.5, 10**8) }}"))))],
+         lambda d: [str(d / "templates" / "critique.jinja"), "format width"]),
 ]
+
+
+def _label_with_judge(folder: Path, bomb: str) -> list[str]:
+    """`label` with a user judge template that holds `bomb` on its first line."""
+    templates = template_folder(folder, "judge", bomb)
+    return ["label", "--constitution", str(HARMLESS), "--pairs", str(pairs_file(folder)), "--out",
+            str(folder / "out"), "--templates", str(templates)]  # fmt: skip
 
 
 
