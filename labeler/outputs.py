@@ -21,7 +21,9 @@ from typing import Literal
 
 from labeler.errors import InputError
 
-OutputKind = Literal["file", "run", "training", "export"]
+# file: one file written; run: a run folder a split is written into; training: a trainer's folder;
+# empty: a folder built beside it and renamed into place (an export, the converted embedded model).
+OutputKind = Literal["file", "run", "training", "empty"]
 # What an input option may hold: a path, several, a model argument that may be a Hub id, or nothing.
 InputPaths = Path | str | Sequence[Path | str] | None
 
@@ -109,7 +111,7 @@ def named_inputs(inputs: Mapping[str, InputPaths]) -> Iterator[tuple[str, Path]]
     for flag, given in inputs.items():
         paths: Sequence[Path | str] = () if given is None else (given,) if isinstance(given, str | Path) else given
         for path in map(Path, paths):
-            if str(path) and (path.exists() or path.is_symlink()):
+            if str(path) and os.path.lexists(path):  # never raises, even for a name too long
                 yield flag, path
 
 
@@ -210,10 +212,13 @@ def _check_folder_holds(out: Path, kind: OutputKind, where: str) -> None:
     """An existing output folder is empty, or holds this kind of output (a rerun resumes it)."""
     if not out.is_dir():
         return
-    entries = sorted(child.name for child in out.iterdir())
-    if kind == "export":
-        if entries:  # the export is renamed into place: only an empty folder can be replaced
-            raise InputError("is not empty; export into a new or empty folder", file=out, where=where)
+    try:
+        entries = sorted(os.listdir(out))
+    except OSError as exc:
+        raise InputError(f"cannot be read: {exc.strerror}", file=out, where=where) from None
+    if kind == "empty":
+        if entries:  # the output is renamed into place: only an empty folder may be replaced
+            raise InputError("is not empty; write into a new or empty folder", file=out, where=where)
         return
     others = [name for name in entries if not _labeler_hidden(name)]
     if not others:

@@ -553,6 +553,8 @@ CASES_OUTPUTS: list[Case] = [
          same("--out", "empty path")),
     Case("export/out-holds-the-run", lambda d: ["export", str(preference_run(_mkdir(d / "w"))), "--out",
          str(d / "w")], lambda d: ["--out", str(d / "w"), "RUN"]),
+    Case("model-prepare/out-is-a-folder-with-files", lambda d: ["model", "prepare", "--out",
+         str(_file(_mkdir(d / "docs") / "letter.txt").parent)], lambda d: ["--out", str(d / "docs"), "not empty"]),
     Case("merge/out-is-a-folder-that-is-no-run", lambda d: ["merge", str(preference_run(d)), "--out",
          str(_file(_mkdir(d / "m") / "x.txt").parent)], lambda d: ["--out", str(d / "m"), "manifest.json"]),
     # paths that cannot take the output
