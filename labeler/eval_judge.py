@@ -46,7 +46,7 @@ from labeler.errors import InputError, InputErrors
 from labeler.human_pairs import read_human_labelled_pairs
 from labeler.inputs import stable_id
 from labeler.models import ModelRef
-from labeler.outputs import check_output_file
+from labeler.outputs import check_outputs
 from labeler.progress import progress_bar
 from labeler.records import PreferenceRecord
 from labeler.sampling import seed_for
@@ -309,7 +309,11 @@ def eval_judge(config: EvalJudgeConfig, judge: Engine | None = None) -> EvalJudg
     configurations = [_prepare(c) for c in configurations_of(config)]
     human = read_human_pairs(config.pairs, config.group_by, config.options.seed)
     if config.out is not None:
-        check_output_file(config.out, where="--out")
+        check_outputs(config.out, "file", {
+            "--pairs": config.pairs, "--constitution": config.constitution, "--templates": config.templates,
+            "--compare": config.compare, "--few-shot-file": config.options.few_shot_file,
+            "--judge-model": config.judge.model,
+        })
     results = _judge_all(config, configurations, human, judge)
     reports = [build_report(config, p.configuration, human, records, model_id)
                for p, (records, model_id, _, _) in zip(configurations, results)]

@@ -35,7 +35,7 @@ from labeler.engine import Engine, EngineConfig, Generation, GenerationParams
 from labeler.errors import InputError
 from labeler.inputs import Prompt, read_prompts
 from labeler.models import ModelRef, resolve_model
-from labeler.outputs import check_output_file
+from labeler.outputs import check_outputs
 from labeler.progress import progress_bar
 from labeler.sampling import seed_for
 from labeler.stages.common import engine_for
@@ -260,7 +260,11 @@ def check_eval_policy(config: EvalPolicyConfig, *, candidate_ready: bool = True)
         if config.reward_model is not None:
             reward = resolve_model(config.reward_model, where="--reward-model", kind="reward")
     if config.out is not None:
-        check_output_file(config.out, where="--out")
+        check_outputs(config.out, "file", {
+            "--prompts": config.prompts, "--constitution": config.constitution, "--templates": config.templates,
+            "--baseline": config.baseline, "--candidate": config.candidate, "--reward-model": config.reward_model,
+            "--judge-model": config.judge.model,
+        })
     return EvalPlan(prompts, tuple(available), salmon, templates, baseline, candidate, judge, reward)
 
 

@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from labeler.card import CARD_NAME, HubMetadata, render_card
 from labeler.errors import InputError
-from labeler.outputs import check_output_folder
+from labeler.outputs import check_output_folder, check_outputs
 from labeler.published import check_inside_run, published_manifest
 from labeler.records import FLAGS, SPLITS, PreferenceRecord
 from labeler.store.atomic import TEMP_SUFFIX, atomic_write_text, fsync_dir
@@ -67,6 +67,7 @@ from labeler.store.shards import ShardFormat, encode_table, shard_name
 ExportFormat = Literal["trl", "parquet", "jsonl"]
 SHARD_FORMATS: dict[ExportFormat, ShardFormat] = {"trl": "arrow", "parquet": "parquet", "jsonl": "jsonl"}
 DEFAULT_SHARD_SIZE = "500MB"
+MAX_SHARD_SIZE = 2**63 - 1
 AGREEMENT_TOLERANCE = 1e-9  # p_a_ab and p_a_ba are sums of floats: 0.8 must meet --min-consistency 0.8
 
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
@@ -82,12 +83,19 @@ def parse_size(text: str) -> int:
     Traceback (most recent call last):
     ...
     ValueError: expected a size such as 500MB, 2GiB or 4096 (bytes), not 'lots'
+    >>> parse_size("99999999999TB")
+    Traceback (most recent call last):
+    ...
+    ValueError: '99999999999TB' is more than any shard can hold: at most 2**63 - 1 bytes (about 9.2 EB)
     """
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
     unit = match[2].upper() if match else ""
     if match is None or unit not in _UNITS or float(match[1]) <= 0:
         raise ValueError(f"expected a size such as 500MB, 2GiB or 4096 (bytes), not {text!r}")
-    return max(1, int(float(match[1]) * _UNITS[unit]))
+    size = max(1, int(float(match[1]) * _UNITS[unit]))
+    if size > MAX_SHARD_SIZE:  # Arrow counts a shard's rows and bytes in int64
+        raise ValueError(f"{text!r} is more than any shard can hold: at most 2**63 - 1 bytes (about 9.2 EB)")
+    return size
 
 
 def order_agreement(p_a_ab: float, p_a_ba: float) -> float:
@@ -307,6 +315,7 @@ def check_export(config: ExportConfig) -> ExportPlan:
     if config.filters_given and PreferenceRecord.split not in splits:
         raise InputError("filters apply to the preference split, which this export does not include",
                          where=config.filters_given[0])  # fmt: skip
+    check_outputs(config.out, "empty", {"RUN": run})
     check_output_folder(config.out, where="--out")
     if config.out.is_dir() and any(config.out.iterdir()):
         raise InputError("is not empty; export into a new or empty folder", file=config.out, where="--out")

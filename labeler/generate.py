@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from labeler.engine import EngineConfig, GenerationParams, engine_model, open_engine
 from labeler.errors import InputError
 from labeler.inputs import Prompt, read_prompts
-from labeler.outputs import check_output_file
+from labeler.outputs import check_outputs
 
 
 class GenerateConfig(BaseModel):
@@ -44,7 +44,7 @@ def answer_prompts(config: GenerateConfig) -> list[Answer]:
         raise InputError("no prompts in the file", file=config.prompts, where="--prompts")
     model = engine_model(config.engine, where="--model")
     if config.out is not None:
-        check_output_file(config.out, where="--out")
+        check_outputs(config.out, "file", {"--prompts": config.prompts, "--model": config.engine.model})
     with open_engine(config.engine, model) as engine:
         seeds = [config.sampling.seed or 0] * len(prompts)
         generations = engine.generate([p.messages for p in prompts], config.sampling, seeds)

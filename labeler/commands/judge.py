@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from labeler.commands.options import ConfigCommand, Opt, engine_options
+from labeler.commands.options import ConfigCommand, Opt, engine_options, output_file
 from labeler.eval_judge import EvalJudgeConfig
 from labeler.eval_policy import EvalPolicyConfig
 from labeler.report.config import ReportConfig
@@ -73,7 +73,7 @@ COMMANDS = (
             Opt("templates"),
             Opt("batch_size"),
             Opt("compare", metavar="FILE", extra_help="Repeat for several; the first is the reference."),
-            Opt("out"),
+            Opt("out", parse=output_file, cli_type=str, metavar="FILE"),
             Opt("quiet"),
             *engine_options("judge", model_flag="--judge-model"),
         ),
@@ -101,7 +101,7 @@ COMMANDS = (
             Opt("seed"),
             Opt("limit"),
             Opt("batch_size"),
-            Opt("out"),
+            Opt("out", parse=output_file, cli_type=str, metavar="FILE"),
             Opt("quiet"),
             *engine_options("judge", model_flag="--judge-model"),
         ),

@@ -28,6 +28,7 @@ from pydantic_core import PydanticUndefined
 from labeler.errors import InputError, InputErrors
 
 ENGINE_PANEL = "Engine"
+MAX_INTEGER = 2**63 - 1  # the largest C int64: what islice, numpy and torch take as a count or a seed
 WORK_PANEL = "Work selection"
 
 
@@ -160,6 +161,7 @@ class ConfigCommand:
                 continue
             if opt.merge_file:
                 continue
+            check_given(opt, value, path_option=self._takes_paths(opt), bounded=self._bounded(opt))
             if opt.parse is not None:
                 try:
                     value = opt.parse(value)
@@ -212,6 +214,18 @@ class ConfigCommand:
         invoke.__doc__ = self.help or self.run.__doc__
         app.command(self.name)(invoke)
 
+    def _bounded(self, opt: Opt) -> bool:
+        """Whether the option's field has an upper bound of its own (its message names that bound)."""
+        if opt.merge_file:
+            return False
+        return any(hasattr(m, "le") or hasattr(m, "lt") for m in field_at(self.model, opt.path).metadata)
+
+    def _takes_paths(self, opt: Opt) -> bool:
+        """Whether the option's field holds a path or paths (typer hands them over as text: see `check_given`)."""
+        if opt.merge_file:
+            return False
+        return cli_type(field_at(self.model, opt.path).annotation) in (Path, list[Path])
+
     def _parameters(self, opt: Opt) -> list[inspect.Parameter]:
         info = None if opt.merge_file else field_at(self.model, opt.path)
         if opt.merge_file:
@@ -223,6 +237,9 @@ class ConfigCommand:
             assert info is not None
             help_text = (info.description or "") + (f" {opt.extra_help}" if opt.extra_help else "")
             kind = opt.cli_type or cli_type(info.annotation)
+            if self._takes_paths(opt) and opt.cli_type is None:
+                # As text: typer's Path turns '' into '.' (the current folder) before any check could see it.
+                kind = str if kind is Path else list[str]
             default = default_at(self.model, opt.path)
             if default is PydanticUndefined:
                 default = ... if opt.path not in self.fixed else None
@@ -233,14 +250,15 @@ class ConfigCommand:
             if opt.parse is not None and default not in (None, ...):
                 default = None  # shown through the help text; the field's own default applies
         flag = opt.cli_flag
+        metavar = opt.metavar or ("PATH" if self._takes_paths(opt) and not opt.argument else None)
         if kind is bool and not opt.argument:
             flag = f"{flag}/--no-{flag.removeprefix('--')}"
         annotation = kind | None if default is None else kind
         if opt.argument:
-            info_object: Any = typer.Argument(help=help_text, metavar=opt.metavar, show_default=default is not None)
+            info_object: Any = typer.Argument(help=help_text, metavar=metavar, show_default=default is not None)
         else:
             info_object = typer.Option(
-                flag, help=help_text, metavar=opt.metavar, rich_help_panel=opt.panel, show_default=default is not None
+                flag, help=help_text, metavar=metavar, rich_help_panel=opt.panel, show_default=default is not None
             )
         parameters = [
             inspect.Parameter(opt.name, inspect.Parameter.KEYWORD_ONLY, default=default,
@@ -347,6 +365,46 @@ def _problem(error: Mapping[str, Any], opts: Sequence[Opt], files: Sequence[File
     value = error.get("input")
     # A check of a whole section (its input the section's dict) names its values in the message itself.
     return InputError(message if isinstance(value, Mapping) else with_value(message, value), where=where)
+
+
+def check_given(opt: Opt, value: Any, *, path_option: bool, bounded: bool = False) -> None:
+    """`InputError` naming the option for a value no field can take:
+
+    - an integer past 2**63 - 1 (counts, limits and seeds go to C integers: islice, numpy, torch), unless
+      the field is `bounded` by its own limit, which its message names;
+    - an empty path, which would mean the current folder (as text: typer's Path would make it '.').
+
+    >>> check_given(Opt("limit"), 2**70, path_option=False)
+    Traceback (most recent call last):
+    ...
+    labeler.errors.InputError: --limit: is larger than any number labeler takes: at most 2**63 - 1 (got 1180...)
+    >>> check_given(Opt("out"), "", path_option=True)
+    Traceback (most recent call last):
+    ...
+    labeler.errors.InputError: --out: is an empty path; give a file or folder name
+    """
+    values = value if isinstance(value, list | tuple) else [value]
+    for item in values:
+        if isinstance(item, int) and not isinstance(item, bool) and abs(item) > MAX_INTEGER and not bounded:
+            raise InputError(f"is larger than any number labeler takes: at most 2**63 - 1 (got {item})",
+                             where=opt.cli_flag)  # fmt: skip
+        if path_option and isinstance(item, str) and not item.strip():
+            raise InputError("is an empty path; give a file or folder name", where=opt.cli_flag)
+
+
+def output_file(text: str) -> Path:
+    """The path of a file an option writes: a name ending in '/' means a folder, where a file is written.
+
+    >>> output_file("answers.jsonl")
+    PosixPath('answers.jsonl')
+    >>> output_file("answers.jsonl/")
+    Traceback (most recent call last):
+    ...
+    ValueError: 'answers.jsonl/' names a folder; give the name of the file to write
+    """
+    if text.endswith(("/", "/.", "/..")) or text in (".", ".."):
+        raise ValueError(f"{text!r} names a folder; give the name of the file to write")
+    return Path(text)
 
 
 def with_value(message: str, value: Any) -> str:

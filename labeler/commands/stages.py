@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from labeler.commands.options import ConfigCommand, Opt, engine_options, parse_pair, work_options
+from labeler.commands.options import ConfigCommand, Opt, engine_options, output_file, parse_pair, work_options
 from labeler.generate import GenerateConfig
 from labeler.stages.label import LabelConfig
 from labeler.stages.revise import ReviseConfig
@@ -60,7 +60,7 @@ COMMANDS = (
             Opt("sampling.max_tokens"),
             Opt("sampling.seed", "--seed"),
             Opt("limit"),
-            Opt("out"),
+            Opt("out", parse=output_file, cli_type=str, metavar="FILE"),
         ),
         run_generate,
     ),

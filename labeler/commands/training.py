@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from labeler.commands.options import ConfigCommand, Opt, parse_list
+from labeler.commands.options import ConfigCommand, Opt, output_file, parse_list
 from labeler.ppo.config import PPOConfig
 from labeler.rm.config import RMTrainConfig, ScoreRMConfig
 
@@ -55,7 +55,12 @@ def run_ppo(config: PPOConfig) -> None:
 
 COMMANDS = (
     ConfigCommand("train-rm", RMTrainConfig, every_field(RMTrainConfig), run_train_rm),
-    ConfigCommand("score-rm", ScoreRMConfig, every_field(ScoreRMConfig), run_score_rm),
+    ConfigCommand(
+        "score-rm",
+        ScoreRMConfig,
+        every_field(ScoreRMConfig, out=Opt("out", parse=output_file, cli_type=str, metavar="FILE")),
+        run_score_rm,
+    ),
     ConfigCommand(
         "ppo",
         PPOConfig,

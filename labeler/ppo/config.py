@@ -20,6 +20,8 @@ class PPOConfig(TrainingConfig):
         "steps", "rollout_engine", "rollout_weights", "rollout_kv_cache_gib", "rollout_gpu_memory_utilization"
     }
 
+    INPUTS: ClassVar[tuple[str, ...]] = ("policy", "prompts", "reward_model")
+
     # --- inputs and outputs
     policy: str = Field(
         "default",

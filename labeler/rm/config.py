@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -12,6 +12,8 @@ from labeler.training.config import TrainingConfig
 
 class RMTrainConfig(TrainingConfig):
     """Everything `train_reward_model` needs; checkpoints carry it so a resumed run is the same run."""
+
+    INPUTS: ClassVar[tuple[str, ...]] = ("data", "base_model", "constitution")
 
     # --- data
     data: tuple[Path, ...] = Field(min_length=1, description="Run folders whose preference split to train on.")

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from labeler.human_pairs import read_human_labelled_pairs
 from labeler.models import resolve_model
-from labeler.outputs import check_output_file
+from labeler.outputs import check_outputs
 from labeler.rm.config import ScoreRMConfig
 
 
@@ -77,7 +77,7 @@ def score_reward_model(config: ScoreRMConfig) -> ScoreReport:
     folder = resolve_model(config.model, where="--model", kind="reward").folder()
     pairs = read_human_labelled_pairs(config.pairs, group_by=config.group_by)
     if config.out is not None:
-        check_output_file(config.out, where="--out")
+        check_outputs(config.out, "file", {"--model": config.model, "--pairs": config.pairs})
     model = load_reward_model(folder, max_length=config.max_length, batch_size=config.batch_size)
     chosen = model.score([p.conversation(p.chosen) for p in pairs]).float().cpu().tolist()
     rejected = model.score([p.conversation(p.rejected) for p in pairs]).float().cpu().tolist()

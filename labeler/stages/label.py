@@ -14,6 +14,7 @@ from labeler.constitution import load_constitution
 from labeler.engine import Engine, EngineConfig, GenerationParams, engine_model
 from labeler.errors import InputError
 from labeler.models import ModelRef
+from labeler.outputs import check_outputs
 from labeler.progress import progress_bar
 from labeler.stages.common import WorkSelection, engine_for, fingerprint_config, model_label, settled_choice_method
 from labeler.stages.judge import JudgeOptions, Panel, judge_pairs, panel_for, position_priors
@@ -114,6 +115,12 @@ def check_label(
         template_sha256s=_judge_text_sha256s(templates, panel),
         seed=config.options.seed,
     )
+    check_outputs(config.out, "run", {
+        "--constitution": config.constitution, "--prompts": config.prompts, "--pairs": config.pairs,
+        "--pairs-from": config.pairs_from, "--few-shot-file": config.options.few_shot_file,
+        "--templates": config.templates, "--judge-model": config.judge.model,
+        "--policy-model": config.policy.model if config.policy is not None else None,
+    }, same_run=config.pairs_from)  # the preference split of the revise run it reads is another split
     check_run(config.out, "preferences", fingerprint, overwrite=config.work.overwrite, part=config.work.part)
     return LabelPlan(panel, templates, judge_model, policy_ref, total, fingerprint, judge_engine)
 

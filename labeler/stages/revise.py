@@ -20,6 +20,7 @@ from labeler.engine import Engine, EngineConfig, GenerationParams, Message, engi
 from labeler.errors import InputError
 from labeler.inputs import Prompt, read_prompts
 from labeler.models import ModelRef
+from labeler.outputs import check_outputs
 from labeler.progress import progress_bar
 from labeler.records import SOURCE_PROMPTS_FILE, RevisionRound, SFTRecord, prompt_text, source_label
 from labeler.sampling import rng_for, seed_for, weighted_sample
@@ -102,6 +103,8 @@ def check_revise(config: ReviseConfig, engine: Engine | None = None) -> RevisePl
         template_sha256s={k: v for k, v in templates.sha256().items() if k in ("critique", "revision")},
         seed=config.seed,
     )
+    check_outputs(config.out, "run", {"--constitution": config.constitution, "--prompts": config.prompts,
+                                      "--templates": config.templates, "--model": config.engine.model})
     check_run(config.out, "sft", fingerprint, overwrite=config.work.overwrite, part=config.work.part)
     demos = [m for conversation in constitution.few_shot for m in conversation]
     return RevisePlan(principles, templates, demos, model, total, fingerprint)

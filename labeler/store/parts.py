@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from labeler.errors import InputError
-from labeler.outputs import check_output_folder
+from labeler.outputs import check_outputs
 from labeler.records import SPLITS
 from labeler.store.atomic import TEMP_SUFFIX, fsync_dir, temp_path_for
 from labeler.store.fingerprint import fingerprint_diff
@@ -78,7 +78,7 @@ def merge_runs(parts: Sequence[Path], out: Path, *, replace: bool = False) -> Pa
     out = Path(out)
     if not parts:
         raise InputError("no part folders given", where="parts")
-    check_output_folder(out, where="--out")
+    check_outputs(out, "run", {"RUN_PART": parts})
     refuse_linked_lock_files(out)
     existing = read_manifest(out)
     manifests = {part: load_manifest(part) for part in parts}

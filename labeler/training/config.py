@@ -8,6 +8,10 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# numpy's legacy seeding (which vLLM's rollout engine and accelerate's `set_seed` use) takes 0 <= seed < 2**32;
+# torch's takes less than 2**64: the narrower bound holds for every trainer.
+SEED_BOUND = 2**32
+
 # Names older configs used, and what they are called now: refused with a message naming the new one.
 RENAMED = {
     "lr": "learning_rate",
@@ -24,9 +28,14 @@ class TrainingConfig(BaseModel):
 
     # Fields a resumed run may change: the rest must match the run it continues, or it would mix two setups.
     RESUMABLE: ClassVar[frozenset[str]] = frozenset({"out", "resume", "quiet", "checkpoint_every", "keep_checkpoints"})
+    # Fields that name what the run reads (files, run folders, models): `out` may be none of them.
+    INPUTS: ClassVar[tuple[str, ...]] = ()
 
     out: Path = Field(description="Output folder: metrics.jsonl, checkpoint-<step>/ folders and the trained model.")
-    seed: int = Field(0, description="Seeds every random choice of the run: initialisation, data order, sampling.")
+    seed: int = Field(
+        0, ge=0, lt=SEED_BOUND,
+        description="Seeds every random choice of the run: initialisation, data order, sampling (0 to 2**32 - 1).",
+    )
     lora_rank: int = Field(16, ge=1, description="LoRA rank of a fresh adapter.")
     lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (the update is scaled by alpha/rank).")
     keep_checkpoints: int = Field(2, ge=1, description="Keep only the newest this many checkpoints.")
@@ -45,6 +54,19 @@ class TrainingConfig(BaseModel):
                 raise ValueError(f"renamed settings: {renamed}")
         return data
 
+    def input_paths(self) -> dict[str, Any]:
+        """The paths this run reads, by option (`INPUTS`): the output check refuses an --out over any of them
+        (a model argument that is a Hub id or "default" names no local path and is passed over).
+
+        >>> class Demo(TrainingConfig):
+        ...     INPUTS: ClassVar[tuple[str, ...]] = ("data", "base_model")
+        ...     data: tuple[Path, ...] = ()
+        ...     base_model: str = "default"
+        >>> Demo(out=Path("o"), data=(Path("r"),)).input_paths()
+        {'--data': (PosixPath('r'),), '--base-model': 'default'}
+        """
+        return {"--" + name.replace("_", "-"): getattr(self, name) for name in self.INPUTS}
+
     def differences(self, saved: Mapping[str, Any]) -> list[str]:
         """What differs from a saved config of the run being continued, apart from `RESUMABLE` fields.
 
@@ -59,3 +81,4 @@ class TrainingConfig(BaseModel):
             for name, value in mine.items()
             if name not in self.RESUMABLE and name in saved and saved[name] != value
         ]
+

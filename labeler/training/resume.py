@@ -11,11 +11,16 @@ import json
 from pathlib import Path
 
 from labeler.errors import InputError
-from labeler.outputs import check_output_folder
+from labeler.outputs import check_outputs
 from labeler.store.atomic import atomic_write_text
 from labeler.training.config import TrainingConfig
 from labeler.training.layout import SAVED_CONFIG, checkpoint_steps, latest_checkpoint
 from labeler.training.metrics import METRICS_FILE
+
+
+def holds_training_run(out: Path) -> bool:
+    """Whether `out` holds a trainer's output: its saved config, a finished checkpoint or its metrics."""
+    return (out / SAVED_CONFIG).is_file() or bool(checkpoint_steps(out)) or (out / METRICS_FILE).is_file()
 
 
 def resume_point(config: TrainingConfig) -> Path | None:
@@ -24,11 +29,10 @@ def resume_point(config: TrainingConfig) -> Path | None:
     `--resume` without a checkpoint starts afresh, so a preemptible job can always pass it.
     """
     out = config.out
-    check_output_folder(out, where="--out")
+    check_outputs(out, "training", config.input_paths())
     saved = out / SAVED_CONFIG
-    holds_run = saved.is_file() or bool(checkpoint_steps(out)) or (out / METRICS_FILE).is_file()
     if not config.resume:
-        if holds_run:
+        if holds_training_run(out):
             raise InputError(
                 "already holds a training run; pass --resume to continue it, or choose another --out", file=out
             )
