@@ -96,6 +96,10 @@ class JudgeOptions(BaseModel):
             raise ValueError("calibrate measures the prior of a plain answer: use calibrate or cot, not both")
         if self.cot and self.decide == "salmon":
             raise ValueError("decide: salmon scores definitions without a rationale: leave cot off")
+        if self.cot_clamp is not None and not self.cot:
+            # InputError passes through pydantic unchanged: the message names the option, not the whole section.
+            raise InputError("is given but cot is off: the clamp bounds the soft label of a rationale (--cot)",
+                             where="--cot-clamp (cot_clamp)")
         if self.few_shot_file is not None and self.few_shot == 0:
             raise ValueError("few_shot_file is given but few_shot is 0: say how many demonstrations to show")
         return self
@@ -124,6 +128,10 @@ def panel_for(constitution: Constitution, options: JudgeOptions, where: str) -> 
         raise InputError(f"{flag} needs principles with a definition; this constitution has none", file=where)
     if not judge and not salmon:
         raise InputError("no principle has a judge question or a definition, so nothing can judge pairs", file=where)
+    asked = int(options.principles.split(":")[1]) if options.principles.startswith("sample:") else 0
+    if judge and asked > len(judge):
+        raise InputError(f"--principles {options.principles} asks for {asked} principles per pair; the constitution "
+                         f"has {len(judge)} with a judge question", file=where)
     demos: tuple[JudgeDemo, ...] = ()
     if options.few_shot:
         source = options.few_shot_file
