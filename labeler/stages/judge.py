@@ -246,6 +246,25 @@ def _question(
     return templates.judge(conversation, first, second, principle.judge or "")
 
 
+def longest_requests(
+    templates: Templates, panel: Panel, options: JudgeOptions, pair: Pair
+) -> list[tuple[Message, ...]]:
+    """In each presentation order, the longest request (in characters) judging `pair` sends, with its
+    demonstrations, and the opening of the answer as an assistant turn (a few tokens more than sent):
+    what a length check measures before judging. With `cot`, the rationale comes on top of it."""
+    asks = [(p, False) for p in principles_for_pair(panel, options, pair)] + [(p, True) for p in panel.salmon]
+    opening = templates.judge_cot_answer("") if options.cot else templates.judge_answer()
+    longest = []
+    for first, second in ((pair.response_a, pair.response_b), (pair.response_b, pair.response_a)):
+        requests = []
+        for principle, salmon in asks:
+            shown = () if salmon else demonstration_turns(templates, panel.demos, principle.judge or "")
+            turn = _question(templates, options, principle, salmon, pair.messages, first, second)
+            requests.append((*shown, Message(role="user", content=turn), Message(role="assistant", content=opening)))
+        longest.append(max(requests, key=lambda request: sum(len(m.content) for m in request)))
+    return longest
+
+
 def demonstration_turns(templates: Templates, demos: Sequence[JudgeDemo], question: str) -> tuple[Message, ...]:
     """The judging demonstrations as earlier turns: each asks `question` about its pair and answers it.
 

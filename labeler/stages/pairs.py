@@ -54,16 +54,25 @@ def make_pair(messages: Sequence[Message], a: str, b: str, source: str, source_i
     return Pair(pair_id(messages, a, b), tuple(messages), a, b, source, source_id)
 
 
-def pairs_from_file(path: Path) -> Iterator[Pair]:
+def pairs_from_file(path: Path, max_chars: int | None = None) -> Iterator[Pair]:
     """Rows with `prompt` (or `messages`), `response_a`, `response_b` and an optional `id`; bad rows name
-    file and line."""
+    file and line. A pair listed twice (the same record id) is bad input naming both lines; with
+    `max_chars`, so is a pair whose texts hold more characters (see `labeler.stages.label`)."""
     source = source_label(SOURCE_FILE, path)
+    seen: dict[str, int] = {}
     for row in iter_rows(path):
         messages = row_messages(row)
         a = text_field(row, "response_a")
         b = text_field(row, "response_b")
         assert a is not None and b is not None  # required fields: text_field raised otherwise
-        yield make_pair(messages, a, b, source, source_id(row))
+        size = sum(len(m.content) for m in messages) + len(a) + len(b)
+        if max_chars is not None and size > max_chars:
+            raise row.error(f"the pair holds {size} characters, more than the judge can take ({max_chars})")
+        pair = make_pair(messages, a, b, source, source_id(row))
+        if pair.id in seen:
+            raise row.error(f"the same pair (conversation and both responses, in order) as line {seen[pair.id]}")
+        seen[pair.id] = row.line
+        yield pair
 
 
 @dataclass
