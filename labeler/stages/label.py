@@ -17,7 +17,14 @@ from labeler.models import ModelRef
 from labeler.progress import progress_bar
 from labeler.stages.common import WorkSelection, engine_for, fingerprint_config, model_label, settled_choice_method
 from labeler.stages.judge import JudgeOptions, Panel, judge_pairs, longest_requests, panel_for, position_priors
-from labeler.stages.pairs import Pair, PairCounts, pairs_from_file, pairs_from_prompts, pairs_from_revise_run
+from labeler.stages.pairs import (
+    Pair,
+    PairCounts,
+    pairs_from_file,
+    pairs_from_prompts,
+    pairs_from_revise_run,
+    too_long_message,
+)
 from labeler.store import Fingerprint, RunStore, check_run, in_part, make_fingerprint
 from labeler.templates import MAX_OUTPUT_CHARS, Templates
 
@@ -100,9 +107,12 @@ def check_label(
     constitution = load_constitution(config.constitution)
     panel = panel_for(constitution, config.options, str(config.constitution))
     templates = Templates.load(config.templates)
+    counted = _count_inputs(config, pair_char_limit(config.judge.max_model_len)) if inputs_ready else None
     judge_model = engine_model(config.judge, where="--judge-model")
-    max_chars = pair_char_limit(config.judge.max_model_len or judge_model.model_context_length)
-    total = _count_inputs(config, max_chars) if inputs_ready else None
+    total = None
+    if counted is not None:
+        total, longest = counted
+        _check_longest_pair(config, longest, judge_model)
     models = {"judge": model_label(judge, judge_model)}
     policy_ref = None
     if config.prompts is not None:
@@ -247,12 +257,24 @@ def pair_char_limit(context: int | None) -> int:
     return limit if context is None else min(limit, MAX_CHARS_PER_TOKEN * context)
 
 
-def _count_inputs(config: LabelConfig, max_chars: int | None = None) -> int:
+def _check_longest_pair(config: LabelConfig, longest: Pair | None, judge: ModelRef) -> None:
+    """`InputError` naming the line of the longest pair of a pairs file when its characters cannot fit
+    the context the judge model's config allows (a context given as max_model_len was checked already)."""
+    context = judge.model_context_length
+    if longest is None or config.judge.max_model_len is not None or context is None:
+        return
+    limit = pair_char_limit(context)
+    if longest.characters > limit:
+        raise InputError(too_long_message(longest.characters, limit), file=config.pairs, line=longest.line)
+
+
+def _count_inputs(config: LabelConfig, max_chars: int | None = None) -> tuple[int, Pair | None]:
     """Validate every input row and count them (for the progress bar), capped by --limit; a pair file's
-    pairs may hold at most `max_chars` characters each."""
+    pairs may hold at most `max_chars` characters each. Also the pair file's longest pair, if any."""
     from labeler.inputs import read_prompts
     from labeler.store import iter_shard_tables
 
+    longest: Pair | None = None
     if config.pairs_from is not None:
         # Verified shard by shard (checksums, schema), and the sft split must be complete.
         n = sum(table.num_rows for table in iter_shard_tables(config.pairs_from, "sft"))
@@ -260,7 +282,10 @@ def _count_inputs(config: LabelConfig, max_chars: int | None = None) -> int:
             raise InputError("the run's sft split has no rows to take pairs from", file=config.pairs_from,
                              where="--pairs-from")
     elif config.pairs is not None:
-        n = sum(1 for _ in pairs_from_file(config.pairs, max_chars))
+        n = 0
+        for pair in pairs_from_file(config.pairs, max_chars):
+            n += 1
+            longest = pair if longest is None or pair.characters > longest.characters else longest
         if n == 0:
             raise InputError("no pairs in the file", file=config.pairs, where="--pairs")
     else:
@@ -268,4 +293,4 @@ def _count_inputs(config: LabelConfig, max_chars: int | None = None) -> int:
         n = sum(1 for _ in read_prompts(config.prompts))
         if n == 0:
             raise InputError("no prompts in the file", file=config.prompts, where="--prompts")
-    return n if config.work.limit is None else min(n, config.work.limit)
+    return (n if config.work.limit is None else min(n, config.work.limit)), longest

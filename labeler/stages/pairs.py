@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,12 @@ class Pair:
     response_b: str
     source: str
     source_id: str | None = None  # the input row's own id, when it has one
+    line: int | None = None  # its line (or row) in a pairs file
+
+    @property
+    def characters(self) -> int:
+        """Characters of its texts: the conversation and both responses."""
+        return sum(len(m.content) for m in self.messages) + len(self.response_a) + len(self.response_b)
 
 
 def pair_id(messages: Sequence[Message], response_a: str, response_b: str) -> str:
@@ -65,14 +72,17 @@ def pairs_from_file(path: Path, max_chars: int | None = None) -> Iterator[Pair]:
         a = text_field(row, "response_a")
         b = text_field(row, "response_b")
         assert a is not None and b is not None  # required fields: text_field raised otherwise
-        size = sum(len(m.content) for m in messages) + len(a) + len(b)
-        if max_chars is not None and size > max_chars:
-            raise row.error(f"the pair holds {size} characters, more than the judge can take ({max_chars})")
-        pair = make_pair(messages, a, b, source, source_id(row))
+        pair = dataclasses.replace(make_pair(messages, a, b, source, source_id(row)), line=row.line)
+        if max_chars is not None and pair.characters > max_chars:
+            raise row.error(too_long_message(pair.characters, max_chars))
         if pair.id in seen:
             raise row.error(f"the same pair (conversation and both responses, in order) as line {seen[pair.id]}")
         seen[pair.id] = row.line
         yield pair
+
+
+def too_long_message(characters: int, max_chars: int) -> str:
+    return f"the pair holds {characters} characters, more than the judge can take ({max_chars})"
 
 
 @dataclass
