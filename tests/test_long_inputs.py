@@ -101,3 +101,22 @@ def test_the_hf_engine_skips_a_pair_over_its_context(tmp_path: Path, embedded_mo
     assert [r.prompt_text for r in iter_records(out, "preferences")] == ["Question 1?"]
     stats = load_manifest(out).splits["preferences"].stats
     assert stats is not None and stats["skipped_too_long"] == 1
+
+
+class UntoldContextEngine(FakeEngine):
+    """The scripted engine as a server that does not report its context length (a hosted API)."""
+
+    @property  # type: ignore[override]
+    def max_model_len(self) -> int:
+        raise InputError("the servers do not report the model's context length", where="max_model_len")
+
+    @max_model_len.setter
+    def max_model_len(self, value: int) -> None:
+        pass
+
+
+def test_an_engine_that_does_not_know_its_context_judges_every_pair(tmp_path: Path) -> None:
+    pairs = pairs_file(tmp_path / "pairs.jsonl", long_lines=(2,), total=3)
+    with UntoldContextEngine() as engine:
+        result = label(config(tmp_path, pairs), judge=engine)
+    assert result.written == 3 and not result.skipped_too_long

@@ -190,11 +190,16 @@ def _fitting(
     """The pairs whose every request fits the judge's context; the ids of the others go to
     `result.skipped_too_long` (an engine would refuse the whole batch for one of them)."""
     if not pairs:
-        return []
+        return list(pairs)
+    try:
+        context = engine.max_model_len
+    except InputError:
+        # Servers that do not report their context (hosted APIs) refuse an over-long request themselves.
+        return list(pairs)
     requests = [r for pair in pairs for r in longest_requests(plan.templates, plan.panel, options, pair)]
     lengths = engine.prompt_lengths(requests)
     # The choice token (and with --cot, the rationale before it) must fit after the prompt.
-    room = engine.max_model_len - 1 - (options.cot_max_tokens if options.cot else 0)
+    room = context - 1 - (options.cot_max_tokens if options.cot else 0)
     per_pair = len(requests) // len(pairs)
     fitting = []
     for index, pair in enumerate(pairs):

@@ -82,6 +82,7 @@ def pairs_from_file(path: Path, max_chars: int | None = None) -> Iterator[Pair]:
 
 
 def too_long_message(characters: int, max_chars: int) -> str:
+    """What a pair too long for the judge is told (its file and line come with the error)."""
     return f"the pair holds {characters} characters, more than the judge can take ({max_chars})"
 
 
