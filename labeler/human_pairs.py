@@ -13,7 +13,7 @@ from pathlib import Path
 
 from labeler.engine.base import Message
 from labeler.errors import InputError
-from labeler.inputs import Row, group_value, iter_rows, row_messages, text_field
+from labeler.inputs import Row, group_value, is_blank, iter_rows, row_messages, text_field
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def response_field(row: Row, field: str) -> str:
         if len(value) != 1 or not isinstance(value[0], dict) or value[0].get("role") != "assistant":
             raise row.error("expected text or a list of one {role: assistant, content} message", field)
         value = value[0].get("content")
-        if not isinstance(value, str) or not value.strip():
+        if not isinstance(value, str) or is_blank(value):
             raise row.error("the assistant message needs a non-empty text content", field)
         return value
     text = text_field(row, field)

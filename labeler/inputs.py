@@ -21,6 +21,8 @@ from labeler.input_files import check_regular_file, iter_input_lines, parse_json
 
 PROMPT_FIELDS = ("prompt", "messages", "prompt_messages")
 VALID_ROLES = ("system", "user", "assistant")
+# Characters that show nothing: a text of only these (and whitespace) is as empty as "".
+ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff"
 
 
 @dataclass(frozen=True)
@@ -102,8 +104,8 @@ def row_messages(row: Row) -> tuple[Message, ...]:
         if value is None:
             continue
         if isinstance(value, str):
-            if not value.strip():
-                raise row.error("empty prompt", field)
+            if is_blank(value):
+                raise row.error("empty prompt (only whitespace or zero-width characters)", field)
             return (Message(role="user", content=value),)
         return parse_messages(value, row, field)
     raise row.error(f"row has none of the fields {', '.join(PROMPT_FIELDS)}")
@@ -116,10 +118,23 @@ def parse_messages(value: Any, row: Row, field: str) -> tuple[Message, ...]:
     for i, m in enumerate(value):
         if not isinstance(m, dict) or not isinstance(m.get("content"), str) or m.get("role") not in VALID_ROLES:
             raise row.error(f"message {i} needs a role in {VALID_ROLES} and a text content", field)
+        if is_blank(m["content"]):
+            raise row.error(f"message {i} ({m['role']}) is empty (only whitespace or zero-width characters)", field)
         messages.append(Message(role=m["role"], content=m["content"]))
     if messages[-1].role == "assistant":
         raise row.error("the conversation ends with an assistant turn; the prompt must end with a user turn", field)
+    if not any(m.role == "user" for m in messages):
+        raise row.error("the conversation has no user turn (a system turn alone asks nothing)", field)
     return tuple(messages)
+
+
+def is_blank(text: str) -> bool:
+    """Whether a text shows nothing: empty, whitespace, or zero-width characters only.
+
+    >>> is_blank(" \\u200b\\n"), is_blank("\\ufeffhi")
+    (True, False)
+    """
+    return all(c.isspace() or c in ZERO_WIDTH for c in text)
 
 
 def text_field(row: Row, field: str, *, required: bool = True) -> str | None:
@@ -131,8 +146,8 @@ def text_field(row: Row, field: str, *, required: bool = True) -> str | None:
         return None
     if not isinstance(value, str):
         raise row.error(f"expected text, got {type(value).__name__}", field)
-    if not value.strip():
-        raise row.error("empty text", field)
+    if is_blank(value):
+        raise row.error("empty text (only whitespace or zero-width characters)", field)
     return value
 
 

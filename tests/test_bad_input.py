@@ -153,7 +153,7 @@ def dora_adapter(folder: Path) -> Path:
     adapter.mkdir()
     config = {"peft_type": "LORA", "use_dora": True, "r": 8, "base_model_name_or_path": "default"}
     (adapter / "adapter_config.json").write_text(json.dumps(config))
-    (adapter / "adapter_model.safetensors").write_bytes(b"")
+    (adapter / "adapter_model.safetensors").write_bytes((2).to_bytes(8, "little") + b"{}")  # empty, well-formed
     return adapter
 
 
@@ -1009,7 +1009,114 @@ def _copy(source: Path, dest: Path) -> Path:
 
 # models, engines and inputs checked before anything loads; nothing accepted silently
 CASES_CHECKS: list[Case] = [
+    # a model folder spoiled in one way each (the embedded model's files linked in)
+    Case("label/judge-model-with-auto-map", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(d / "out"), "--judge-model", str(_smol(d, config={"auto_map": {
+         "AutoModelForCausalLM": "modeling_x.X"}}))], lambda d: [str(d / "m" / "config.json"), "auto_map",
+         "--trust-remote-code", "--judge-model"]),
+    Case("generate/empty-weights", lambda d: ["generate", "--prompts", str(prompts_file(d)), "--model",
+         str(_smol(d, weights=b""))], lambda d: [str(d / "m" / "model.safetensors"), "empty", "--model"]),
+    Case("generate/dangling-weights", lambda d: ["generate", "--prompts", str(prompts_file(d)), "--model",
+         str(_smol(d, weights=None))], lambda d: [str(d / "m" / "model.safetensors"), "broken symbolic link"]),
+    Case("revise/cut-off-weights", lambda d: ["revise", "--constitution", str(HARMLESS), "--prompts",
+         str(prompts_file(d)), "--out", str(d / "out"), "--model", str(_smol(d, weights=b"\xff" * 64))],
+         lambda d: [str(d / "m" / "model.safetensors"), "not safetensors"]),
+    Case("eval-judge/judge-without-tokenizer", lambda d: ["eval-judge", "--pairs", str(human_file(d)),
+         "--judge-model", str(_smol(d, drop=("tokenizer.json",)))], lambda d: [str(d / "m"), "no tokenizer files",
+         "--judge-model"]),
+    Case("generate/adapter-with-empty-weights", lambda d: ["generate", "--prompts", str(prompts_file(d)), "--model",
+         str(_adapter(d, weights=b""))], lambda d: [str(d / "adapter" / "adapter_model.safetensors"), "empty"]),
+    Case("generate/adapter-of-rank-0", lambda d: ["generate", "--prompts", str(prompts_file(d)), "--model",
+         str(_adapter(d, r=0))], lambda d: [str(d / "adapter" / "adapter_config.json"), "rank r", "got 0"]),
+    Case("ppo/prefix-tuning-adapter-as-policy", lambda d: ["ppo", "--prompts", str(prompts_file(d)),
+         "--reward-rule", "word:no", "--out", str(d / "out"), "--policy", str(_adapter(d, peft_type="PREFIX_TUNING"))],
+         lambda d: [str(d / "adapter" / "adapter_config.json"), "PREFIX_TUNING", "not LoRA", "--policy"]),
+    # engine options beyond what the model or the machine has
+    Case("label/tensor-parallel-beyond-the-gpus", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(d / "out"), "--tensor-parallel-size", "64"],
+         same("--tensor-parallel-size", "64 GPUs")),
+    Case("label/max-model-len-absurd", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(d / "out"), "--max-model-len", str(10**12)], same("--max-model-len")),
+    Case("generate/max-model-len-beyond-the-model", lambda d: ["generate", "--prompts", str(prompts_file(d)),
+         "--max-model-len", "9000"], same("--max-model-len", "9000", "8192")),
+    Case("label/kv-block-size-7", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(d / "out"), "--kv-block-size", "7"],
+         same("--kv-block-size", "multiple of 16")),
+    Case("generate/max-tokens-absurd", lambda d: ["generate", "--prompts", str(prompts_file(d)), "--max-tokens",
+         str(10**12)], same("--max-tokens")),
+    # pairs: listed twice, or longer than the judge can take (a character bound, no tokenizer needed)
+    Case("label/duplicate-pair", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs", str(pairs_file(d,
+         json.dumps({"prompt": "x", "response_a": "y", "response_b": "z"}) + "\n" + json.dumps({"prompt": "Hi?",
+         "response_a": "Hello.", "response_b": "Go away."}) + "\n")), "--out", str(d / "out")],
+         lambda d: [f"{d / 'pairs.jsonl'}:3", "line 1", "same pair"]),
+    Case("label/pair-beyond-the-judge-context", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d, json.dumps({"prompt": "Hi?", "response_a": "word " * 2000, "response_b": "no"}) + "\n")),
+         "--out", str(d / "out"), "--max-model-len", "64"], lambda d: [f"{d / 'pairs.jsonl'}:2", "characters"]),
+    Case("label/pair-of-2m-characters", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d, json.dumps({"prompt": "Hi?", "response_a": "x" * 2_100_000, "response_b": "no"}) + "\n")),
+         "--out", str(d / "out")], lambda d: [f"{d / 'pairs.jsonl'}:2", "2100005 characters"]),
+    # accepted silently before
+    Case("label/pair-messages-zero-width", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d, json.dumps({"messages": [{"role": "user", "content": " \u200b\u2060\ufeff "}],
+         "response_a": "a", "response_b": "b"}) + "\n")), "--out", str(d / "out")],
+         lambda d: [f"{d / 'pairs.jsonl'}:2", "messages", "zero-width"]),
+    Case("revise/prompt-messages-whitespace", lambda d: ["revise", "--constitution", str(HARMLESS), "--prompts",
+         str(_file(d / "p.jsonl", json.dumps({"messages": [{"role": "system", "content": "Be kind."},
+         {"role": "user", "content": " \n\t"}]}) + "\n")), "--out", str(d / "out")],
+         lambda d: [f"{d / 'p.jsonl'}:1", "message 1", "empty"]),
+    Case("eval-judge/system-turn-only", lambda d: ["eval-judge", "--pairs", str(human_file(d, json.dumps({
+         "messages": [{"role": "system", "content": "Be kind."}], "chosen": "a", "rejected": "b"}) + "\n"))],
+         lambda d: [f"{d / 'human.jsonl'}:2", "no user turn"]),
+    Case("label/demonstration-better-equals-worse", lambda d: ["label", "--constitution", str(_file(d / "c.yaml",
+         "name: c\nprinciples:\n  - id: kind\n    judge: Which is kinder?\njudge_few_shot:\n"
+         "  - conversation: [{role: user, content: hi}]\n    better: Hello\n    worse: Hello\n")), "--pairs",
+         str(pairs_file(d)), "--out", str(d / "out"), "--few-shot", "1"],
+         lambda d: [str(d / "c.yaml"), "judge_few_shot", "better and worse are the same"]),
+    Case("label/principles-beyond-the-constitution", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(d / "out"), "--principles", "sample:99999"],
+         same("--principles", "99999", "has 16", str(HARMLESS))),
+    Case("label/cot-clamp-without-cot", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(d / "out"), "--cot-clamp", "0.4,0.6"], same("--cot-clamp", "--cot")),
+    Case("report/rm-empty-folder", lambda d: ["report", str(preference_run(d)), "--rm", str(_mkdir(d / "rm"))],
+         lambda d: [str(d / "rm"), "--rm", "not a reward-model output folder"]),
 ]
+
+SMOL = Path.home() / ".cache/labeler/models/SmolLM2-135M-Instruct"
+
+
+def _smol(folder: Path, *, config: dict | None = None, weights: bytes | None | str = "link",
+          drop: tuple[str, ...] = ()) -> Path:
+    """A copy of the embedded model at folder/m, its files linked, with one thing spoiled: `config` keys
+    added to config.json, `weights` the bytes of model.safetensors (None: a link to nowhere), `drop` files
+    left out."""
+    model = _mkdir(folder / "m")
+    for file in SMOL.iterdir():
+        if file.name in drop or file.name in ("config.json", "model.safetensors"):
+            continue
+        (model / file.name).symlink_to(file)
+    (model / "config.json").write_text(json.dumps({**json.loads((SMOL / "config.json").read_text()), **(config or {})}))
+    if weights == "link":
+        (model / "model.safetensors").symlink_to(SMOL / "model.safetensors")
+    elif weights is None:
+        (model / "model.safetensors").symlink_to(folder / "nowhere.safetensors")
+    else:
+        assert isinstance(weights, bytes)
+        (model / "model.safetensors").write_bytes(weights)
+    return model
+
+
+# The smallest safetensors file: an 8-byte header length, then an empty JSON header.
+EMPTY_SAFETENSORS = (2).to_bytes(8, "little") + b"{}"
+
+
+def _adapter(folder: Path, *, weights: bytes = EMPTY_SAFETENSORS, **config: object) -> Path:
+    """A LoRA adapter folder on the embedded model, its adapter_config.json changed by `config`."""
+    adapter = _mkdir(folder / "adapter")
+    values = {"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"],
+              "base_model_name_or_path": "default", **config}
+    (adapter / "adapter_config.json").write_text(json.dumps(values))
+    (adapter / "adapter_model.safetensors").write_bytes(weights)
+    return adapter
 
 
 CASES += CASES_RUN_WRITER + CASES_PUBLISHING + CASES_READING + CASES_TEMPLATES + CASES_OUTPUTS + CASES_CHECKS

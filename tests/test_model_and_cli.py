@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from labeler.cli import main
-from labeler.engine import EngineConfig, resolve_model
+from labeler.engine import EngineConfig, engine_model, resolve_model
 from labeler.errors import InputError
 from labeler.model_prep import READY_MARKER, is_ready, prepare_default_model
 
@@ -106,3 +106,48 @@ def test_model_prepare_command_prints_path(embedded_model: Path):
 def test_help_lists_commands():
     out = subprocess.run([sys.executable, "-m", "labeler", "--help"], capture_output=True, text=True, check=True)
     assert "model" in out.stdout and "generate" in out.stdout
+
+
+def _linked_model(folder: Path, embedded_model: Path, **config: object) -> Path:
+    """The embedded model's files linked into `folder`, its config.json extended by `config`."""
+    folder.mkdir()
+    for file in embedded_model.iterdir():
+        if file.name != "config.json":
+            (folder / file.name).symlink_to(file)
+    base = json.loads((embedded_model / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**base, **config}))
+    return folder
+
+
+def test_a_model_with_its_own_code_needs_trust_remote_code(tmp_path: Path, embedded_model: Path) -> None:
+    folder = _linked_model(tmp_path / "m", embedded_model, auto_map={"AutoModelForCausalLM": "modeling_x.X"})
+    with pytest.raises(InputError, match="auto_map"):
+        resolve_model(folder)
+    with pytest.raises(InputError, match="--trust-remote-code"):
+        engine_model(EngineConfig(model=str(folder)))
+    assert engine_model(EngineConfig(model=str(folder), trust_remote_code=True)).path == folder.resolve()
+
+
+def test_the_context_length_is_read_from_the_config_and_bounds_max_model_len(
+    tmp_path: Path, embedded_model: Path
+) -> None:
+    folder = _linked_model(tmp_path / "m", embedded_model, max_position_embeddings=1024,
+                           rope_scaling={"rope_type": "linear", "factor": 2.0})
+    assert resolve_model(folder).context_length == 2048
+    assert engine_model(EngineConfig(model=str(folder), max_model_len=2048)).context_length == 2048
+    with pytest.raises(InputError, match="2049 is longer than the 2048 tokens") as info:
+        engine_model(EngineConfig(model=str(folder), max_model_len=2049))
+    assert info.value.where == "--max-model-len (max_model_len)"
+
+
+def test_kv_blocks_are_whole_multiples_and_gpus_are_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    from labeler.engine import check_devices
+
+    with pytest.raises(Exception, match="multiple of 16"):
+        EngineConfig(kv_block_size=24)
+    check_devices(EngineConfig(kv_block_size=48, tensor_parallel_size=2), 2)  # a GPU takes 48
+    with pytest.raises(InputError, match="multiple of 32 on a CPU"):
+        check_devices(EngineConfig(kv_block_size=48), 0)
+    with pytest.raises(InputError, match="has 2 GPUs"):
+        check_devices(EngineConfig(tensor_parallel_size=4), 2)
+    check_devices(EngineConfig(tensor_parallel_size=64), None)  # not known here: left to the engine

@@ -38,7 +38,8 @@ def run_label(config: LabelConfig) -> None:
     result = run_stage(config)
     typer.echo(
         f"wrote {result.written} pairs ({result.already_done} already done, "
-        f"{result.counts.identical_dropped} identical pairs dropped) to {result.out / 'preferences'}"
+        f"{result.counts.identical_dropped} identical pairs dropped, {len(result.skipped_too_long)} skipped as "
+        f"longer than the judge's context) to {result.out / 'preferences'}"
     )
 
 

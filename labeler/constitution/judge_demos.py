@@ -123,6 +123,10 @@ def _feedback_demos(item: dict[str, object], index: int, problem: Report) -> lis
             problem(f"expected a non-empty list of reply strings, got {type_name(value)}", index, key)
             return []
         replies[key] = [v.strip() for v in value]
+    same = sorted(set(replies["corrects"]) & set(replies["incorrects"]))
+    if same:
+        problem(f"a reply is both correct and incorrect: {same[0][:60]!r}", index, "incorrects")
+        return []
     return [JudgeDemo(conversation=conversation, better=good, worse=bad)
             for good in replies["corrects"] for bad in replies["incorrects"]]
 

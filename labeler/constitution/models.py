@@ -180,6 +180,14 @@ class JudgeDemo(BaseModel):
     better: Text = Field(description="The reply a judge should prefer.")
     worse: Text = Field(description="The reply a judge should not prefer.")
 
+    @model_validator(mode="after")
+    def _two_replies(self) -> JudgeDemo:
+        # Equal replies teach the judge that one text is both better and worse than itself.
+        if self.better == self.worse:
+            raise PydanticCustomError("same_replies", "better and worse are the same text: a demonstration needs "
+                                      "two different replies")
+        return self
+
 
 class Constitution(BaseModel):
     """A named, versioned list of principles, plus optional few-shot demonstrations."""

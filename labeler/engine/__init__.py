@@ -7,6 +7,7 @@ Only this package imports vllm, transformers or the openai client, and only when
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
 import re
 import sys
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from labeler.engine.base import (
+    MAX_CONTEXT_TOKENS,
     ChoiceRequest,
     ChoiceScores,
     Conversation,
@@ -46,6 +48,9 @@ __all__ = [
 ]
 
 EngineName = Literal["vllm", "hf", "openai"]
+# vLLM's attention kernels take KV-cache blocks in multiples of 16 tokens (32 on CPU).
+KV_BLOCK_MULTIPLE = 16
+KV_BLOCK_MULTIPLE_CPU = 32
 ChoiceMethod = Literal["auto", "continue_prefix", "first_token_topk"]
 
 
@@ -70,7 +75,9 @@ class EngineConfig(BaseModel):
         description="Weights and compute dtype; auto: bfloat16 on GPUs and CPUs with native bfloat16 "
         "(AVX512-BF16, AMX), float32 on other CPUs (where bfloat16 is emulated and slower).",
     )
-    max_model_len: int | None = Field(None, ge=16, description="Context length cap (default: the model's).")
+    max_model_len: int | None = Field(
+        None, ge=16, le=MAX_CONTEXT_TOKENS, description="Context length cap (default: the model's)."
+    )
     batch_size: int = Field(16, ge=1, description="hf engine: sequences per forward pass.")
     kv_cache_gib: float | None = Field(
         None, gt=0, description="vllm on CPU: KV-cache size in GiB (default 2, or $VLLM_CPU_KVCACHE_SPACE)."
@@ -87,6 +94,7 @@ class EngineConfig(BaseModel):
     kv_block_size: int | None = Field(
         None,
         ge=1,
+        le=MAX_CONTEXT_TOKENS,
         description="vllm: tokens per KV-cache block, the unit in which a shared prefix is reused "
         "(default: 32 on CPU, where vLLM's own 128 wastes most of a judge prompt's shared prefix; vLLM's on GPU).",
     )
@@ -172,6 +180,14 @@ class EngineConfig(BaseModel):
             return tuple(normalize_base_url(url) for url in value)
         except ValueError as exc:
             raise InputError(str(exc), where="--base-url (base_urls)") from None
+
+    @field_validator("kv_block_size")
+    @classmethod
+    def _whole_blocks(cls, value: int | None) -> int | None:
+        if value is not None and value % KV_BLOCK_MULTIPLE:
+            raise ValueError(f"must be a multiple of {KV_BLOCK_MULTIPLE} (vLLM's attention kernels need it), "
+                             f"such as 16, 32 or 64; got {value}")
+        return value
 
     @model_validator(mode="after")
     def _options_fit_the_engine(self) -> EngineConfig:
@@ -279,12 +295,83 @@ def vllm_available() -> bool:
 
 def engine_model(config: EngineConfig, *, where: str = "model") -> ModelRef:
     """The config's model argument checked without loading anything (`labeler.models.resolve_model`: a
-    model folder, a Hub id, or a policy's adapter or `labeler ppo` output); for the openai engine, the
-    name the servers serve it under, once the key's variable is checked."""
+    model folder, a Hub id, or a policy's adapter or `labeler ppo` output), and the engine options that
+    depend on the model and this machine; for the openai engine, the name the servers serve it under,
+    once the key's variable is checked."""
     if config.name == "openai":
         api_key_from_env(config)
         return served_model(config.model)
-    return resolve_model(config.model, where=where, kind="policy")
+    check_devices(config, visible_gpus())
+    model = resolve_model(config.model, where=where, kind="policy", trust_remote_code=config.trust_remote_code)
+    check_context_length(config, model, where=where)
+    return model
+
+
+def check_context_length(config: EngineConfig, model: ModelRef, *, where: str) -> None:
+    """`InputError` when `max_model_len` is longer than the model's config allows (vLLM would refuse it
+    after loading; `VLLM_ALLOW_LONG_MAX_MODEL_LEN=1` lets vLLM, and so labeler, take it)."""
+    limit = model.model_context_length
+    if config.max_model_len is None or limit is None or os.environ.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN") == "1":
+        return
+    if config.max_model_len > limit:
+        raise InputError(
+            f"{config.max_model_len} is longer than the {limit} tokens the model's config.json allows "
+            f"({where} {model.spec})",
+            where="--max-model-len (max_model_len)",
+        )
+
+
+def check_devices(config: EngineConfig, gpus: int | None) -> None:
+    """`InputError` when a local engine's options ask for more than this machine has: tensor parallelism
+    over more GPUs than it has (none: the CPU engine runs on one), or, on a CPU, KV-cache blocks the
+    CPU attention kernels cannot take. `gpus` None (not known here): nothing is checked.
+
+    >>> check_devices(EngineConfig(tensor_parallel_size=2), 4)
+    >>> try:
+    ...     check_devices(EngineConfig(tensor_parallel_size=8), 0)
+    ... except InputError as exc:
+    ...     print(exc.message)
+    8 GPUs asked for, but this machine has none: the CPU engine runs on 1
+    """
+    if gpus is None:
+        return
+    tp = config.tensor_parallel_size
+    if tp > max(gpus, 1):
+        has = f"has {gpus} GPU{'s' * (gpus != 1)}" if gpus else "has none: the CPU engine runs on 1"
+        raise InputError(f"{tp} GPUs asked for, but this machine {has}", where="--tensor-parallel-size "
+                         "(tensor_parallel_size)")
+    block = config.kv_block_size
+    if gpus == 0 and config.name == "vllm" and block is not None and block % KV_BLOCK_MULTIPLE_CPU:
+        raise InputError(f"must be a multiple of {KV_BLOCK_MULTIPLE_CPU} on a CPU (vLLM's CPU attention), got {block}",
+                         where="--kv-block-size (kv_block_size)")
+
+
+def visible_gpus() -> int | None:
+    """GPUs this process may use, counted without importing torch (None: not known).
+
+    NVIDIA GPUs are counted by their device files (`/dev/nvidia0`, ...), narrowed by CUDA_VISIBLE_DEVICES;
+    a machine with other accelerators (AMD's `/dev/kfd`, Intel's render nodes) says None, since only
+    their own runtimes count them. Once torch is imported, it counts.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        count = int(torch.cuda.device_count())
+        return count if count or not _other_accelerators() else None
+    nvidia = [d for d in Path("/dev").glob("nvidia*") if d.name.removeprefix("nvidia").isdigit()]
+    count = len(nvidia)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        listed = [d for d in visible.split(",") if d.strip()]
+        # CUDA stops at the first invalid entry ("-1" hides every GPU).
+        valid = len(list(itertools.takewhile(lambda d: not d.strip().startswith("-"), listed)))
+        count = min(count, valid)
+    if count == 0 and _other_accelerators():
+        return None
+    return count
+
+
+def _other_accelerators() -> bool:
+    return Path("/dev/kfd").exists() or any(Path("/dev/dri").glob("renderD*")) or Path("/dev/accel").exists()
 
 
 def open_engine(config: EngineConfig, model: ModelRef | None = None) -> Engine:

@@ -29,6 +29,9 @@ class Message(BaseModel):
 
 Conversation = Sequence[Message]
 
+MAX_CONTEXT_TOKENS = 2**24
+"""The longest context (and so the most new tokens) any option may ask for: beyond it a number is a typo."""
+
 
 class GenerationParams(BaseModel):
     """Sampling parameters for one batched `generate` call (one object, validated once)."""
@@ -38,7 +41,7 @@ class GenerationParams(BaseModel):
     n: int = Field(1, ge=1, description="Samples per conversation.")
     temperature: float = Field(0.7, ge=0.0, description="0 means greedy decoding.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
-    max_tokens: int = Field(256, ge=1, description="Most new tokens per sample.")
+    max_tokens: int = Field(256, ge=1, le=MAX_CONTEXT_TOKENS, description="Most new tokens per sample.")
     stop: tuple[str, ...] = Field((), description="Strings that end a sample (not included in the text).")
     seed: int | None = Field(
         None, description="Base seed; a per-conversation seed passed to `generate` overrides it."

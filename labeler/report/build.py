@@ -52,6 +52,7 @@ from labeler.report.sections import (
 )
 from labeler.store.atomic import TEMP_SUFFIX, atomic_write_bytes, atomic_write_text, exclusive_lock, fsync_dir
 from labeler.store.manifest import manifest_path
+from labeler.training.layout import SAVED_CONFIG
 
 INDEX_MD = "index.md"
 INDEX_HTML = "index.html"
@@ -80,6 +81,7 @@ def write_report(
     run = collect_run(data_dir)
     evaluations = find_evaluations(run_dir, eval_policy)
     check_output_folder(run_dir / REPORT_DIR, where="RUN")  # before any work: a read-only run is refused
+    _check_rm_dirs(rm_dirs)
     given = {Path(path).resolve() for path in rm_dirs}
     rm_dirs = [*rm_dirs, *(folder / RUN_RM_DIR for folder in iterations
                            if (folder / RUN_RM_DIR).is_dir() and (folder / RUN_RM_DIR).resolve() not in given)]
@@ -163,6 +165,20 @@ def _replace_folder(new: Path, target: Path) -> None:
             shutil.rmtree(old)
         else:
             old.unlink()
+
+
+def _check_rm_dirs(rm_dirs: Sequence[Path]) -> None:
+    """`InputError` for a folder given as a reward model that holds none of what `labeler train-rm` writes
+    (a training log, its saved config, or a model): an empty or unrelated folder is a mistake, not a
+    reward model whose log is yet to come."""
+    for path in map(Path, rm_dirs):
+        if not path.exists():
+            raise InputError("no such reward-model folder or metrics file", file=path, where="--rm")
+        if path.is_dir() and not any((path / name).is_file() for name in (METRICS_FILE, SAVED_CONFIG, "config.json")):
+            raise InputError(
+                f"not a reward-model output folder: no {METRICS_FILE}, {SAVED_CONFIG} or config.json", file=path,
+                where="--rm",
+            )
 
 
 def _training_logs(run_dir: Path, rm_dirs: Sequence[Path]) -> tuple[list[TrainingLog], list[Path]]:

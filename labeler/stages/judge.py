@@ -96,6 +96,10 @@ class JudgeOptions(BaseModel):
             raise ValueError("calibrate measures the prior of a plain answer: use calibrate or cot, not both")
         if self.cot and self.decide == "salmon":
             raise ValueError("decide: salmon scores definitions without a rationale: leave cot off")
+        if self.cot_clamp is not None and not self.cot:
+            # InputError passes through pydantic unchanged: the message names the option, not the whole section.
+            raise InputError("is given but cot is off: the clamp bounds the soft label of a rationale (--cot)",
+                             where="--cot-clamp (cot_clamp)")
         if self.few_shot_file is not None and self.few_shot == 0:
             raise ValueError("few_shot_file is given but few_shot is 0: say how many demonstrations to show")
         return self
@@ -124,6 +128,10 @@ def panel_for(constitution: Constitution, options: JudgeOptions, where: str) -> 
         raise InputError(f"{flag} needs principles with a definition; this constitution has none", file=where)
     if not judge and not salmon:
         raise InputError("no principle has a judge question or a definition, so nothing can judge pairs", file=where)
+    asked = int(options.principles.split(":")[1]) if options.principles.startswith("sample:") else 0
+    if judge and asked > len(judge):
+        raise InputError(f"--principles {options.principles} asks for {asked} principles per pair; the constitution "
+                         f"has {len(judge)} with a judge question", file=where)
     demos: tuple[JudgeDemo, ...] = ()
     if options.few_shot:
         source = options.few_shot_file
@@ -236,6 +244,25 @@ def _question(
     if options.cot:
         return templates.judge_cot(conversation, first, second, principle.judge or "")
     return templates.judge(conversation, first, second, principle.judge or "")
+
+
+def longest_requests(
+    templates: Templates, panel: Panel, options: JudgeOptions, pair: Pair
+) -> list[tuple[Message, ...]]:
+    """In each presentation order, the longest request (in characters) judging `pair` sends, with its
+    demonstrations, and the opening of the answer as an assistant turn (a few tokens more than sent):
+    what a length check measures before judging. With `cot`, the rationale comes on top of it."""
+    asks = [(p, False) for p in principles_for_pair(panel, options, pair)] + [(p, True) for p in panel.salmon]
+    opening = templates.judge_cot_answer("") if options.cot else templates.judge_answer()
+    longest = []
+    for first, second in ((pair.response_a, pair.response_b), (pair.response_b, pair.response_a)):
+        requests = []
+        for principle, salmon in asks:
+            shown = () if salmon else demonstration_turns(templates, panel.demos, principle.judge or "")
+            turn = _question(templates, options, principle, salmon, pair.messages, first, second)
+            requests.append((*shown, Message(role="user", content=turn), Message(role="assistant", content=opening)))
+        longest.append(max(requests, key=lambda request: sum(len(m.content) for m in request)))
+    return longest
 
 
 def demonstration_turns(templates: Templates, demos: Sequence[JudgeDemo], question: str) -> tuple[Message, ...]:

@@ -17,12 +17,25 @@ from labeler.models import ModelRef
 from labeler.outputs import check_outputs
 from labeler.progress import progress_bar
 from labeler.stages.common import WorkSelection, engine_for, fingerprint_config, model_label, settled_choice_method
-from labeler.stages.judge import JudgeOptions, Panel, judge_pairs, panel_for, position_priors
-from labeler.stages.pairs import Pair, PairCounts, pairs_from_file, pairs_from_prompts, pairs_from_revise_run
+from labeler.stages.judge import JudgeOptions, Panel, judge_pairs, longest_requests, panel_for, position_priors
+from labeler.stages.pairs import (
+    Pair,
+    PairCounts,
+    pairs_from_file,
+    pairs_from_prompts,
+    pairs_from_revise_run,
+    too_long_message,
+)
 from labeler.store import Fingerprint, RunStore, check_run, in_part, make_fingerprint
-from labeler.templates import Templates
+from labeler.templates import MAX_OUTPUT_CHARS, Templates
 
 JUDGE_TEMPLATES = ("judge", "judge_answer", "judge_cot", "judge_cot_answer", "salmon")
+# No tokenizer packs more characters into a token than this (SmolLM2's longest token has 81, runs of
+# spaces or '#'): a pair with more characters than this many per token of the judge's context cannot
+# fit it, and is refused before anything loads. Shorter ones are measured by the judge's tokenizer.
+MAX_CHARS_PER_TOKEN = 100
+# Characters a judge template adds around a pair, at most, within the templates' output cap.
+TEMPLATE_ROOM = 100_000
 
 
 class LabelConfig(BaseModel):
@@ -61,6 +74,7 @@ class LabelResult:
     written: int = 0
     already_done: int = 0
     counts: PairCounts = field(default_factory=PairCounts)
+    skipped_too_long: list[str] = field(default_factory=list)  # ids of pairs longer than the judge's context
 
 
 @dataclass(frozen=True)
@@ -94,8 +108,12 @@ def check_label(
     constitution = load_constitution(config.constitution)
     panel = panel_for(constitution, config.options, str(config.constitution))
     templates = Templates.load(config.templates)
-    total = _count_inputs(config) if inputs_ready else None
+    counted = _count_inputs(config, pair_char_limit(config.judge.max_model_len)) if inputs_ready else None
     judge_model = engine_model(config.judge, where="--judge-model")
+    total = None
+    if counted is not None:
+        total, longest = counted
+        _check_longest_pair(config, longest, judge_model)
     models = {"judge": model_label(judge, judge_model)}
     policy_ref = None
     if config.prompts is not None:
@@ -158,15 +176,45 @@ def label(
             config.options.calibrate) else None
         with progress_bar(plan.total, "judging", unit="pairs", quiet=config.work.quiet or None) as advance:
             for batch in _batches(_pairs(config, policy_engine, result.counts), config.work.batch_size):
-                todo = [p for p in batch if p.id not in done]
+                todo = _fitting(judge_engine, plan, config.options, [p for p in batch if p.id not in done], result)
                 records = judge_pairs(judge_engine, plan.templates, plan.panel, todo, config.options, priors)
                 store.write_shard(records)
                 result.written += len(records)
                 advance(len(batch))
     store.mark_complete(
-        {"rows": result.written + result.already_done, "identical_dropped": result.counts.identical_dropped}
+        {
+            "rows": result.written + result.already_done,
+            "identical_dropped": result.counts.identical_dropped,
+            "skipped_too_long": len(result.skipped_too_long),
+        }
     )
     return result
+
+
+def _fitting(
+    engine: Engine, plan: LabelPlan, options: JudgeOptions, pairs: Sequence[Pair], result: LabelResult
+) -> list[Pair]:
+    """The pairs whose every request fits the judge's context; the ids of the others go to
+    `result.skipped_too_long` (an engine would refuse the whole batch for one of them)."""
+    if not pairs:
+        return list(pairs)
+    try:
+        context = engine.max_model_len
+    except InputError:
+        # Servers that do not report their context (hosted APIs) refuse an over-long request themselves.
+        return list(pairs)
+    requests = [r for pair in pairs for r in longest_requests(plan.templates, plan.panel, options, pair)]
+    lengths = engine.prompt_lengths(requests)
+    # The choice token (and with --cot, the rationale before it) must fit after the prompt.
+    room = context - 1 - (options.cot_max_tokens if options.cot else 0)
+    per_pair = len(requests) // len(pairs)
+    fitting = []
+    for index, pair in enumerate(pairs):
+        if max(lengths[index * per_pair : (index + 1) * per_pair]) > room:
+            result.skipped_too_long.append(pair.id)
+        else:
+            fitting.append(pair)
+    return fitting
 
 
 def _policy_engine(
@@ -210,11 +258,35 @@ def _batches(pairs: Iterator[Pair], size: int) -> Iterator[Sequence[Pair]]:
         yield batch
 
 
-def _count_inputs(config: LabelConfig) -> int:
-    """Validate every input row and count them (for the progress bar), capped by --limit."""
+def pair_char_limit(context: int | None) -> int:
+    """The most characters the texts of one pair may hold: what a judge template may render, and, when the
+    judge's context length is known, what could fit in it.
+
+    >>> pair_char_limit(None), pair_char_limit(2048)
+    (1900000, 204800)
+    """
+    limit = MAX_OUTPUT_CHARS - TEMPLATE_ROOM
+    return limit if context is None else min(limit, MAX_CHARS_PER_TOKEN * context)
+
+
+def _check_longest_pair(config: LabelConfig, longest: Pair | None, judge: ModelRef) -> None:
+    """`InputError` naming the line of the longest pair of a pairs file when its characters cannot fit
+    the context the judge model's config allows (a context given as max_model_len was checked already)."""
+    context = judge.model_context_length
+    if longest is None or config.judge.max_model_len is not None or context is None:
+        return
+    limit = pair_char_limit(context)
+    if longest.characters > limit:
+        raise InputError(too_long_message(longest.characters, limit), file=config.pairs, line=longest.line)
+
+
+def _count_inputs(config: LabelConfig, max_chars: int | None = None) -> tuple[int, Pair | None]:
+    """Validate every input row and count them (for the progress bar), capped by --limit; a pair file's
+    pairs may hold at most `max_chars` characters each. Also the pair file's longest pair, if any."""
     from labeler.inputs import read_prompts
     from labeler.store import iter_shard_tables
 
+    longest: Pair | None = None
     if config.pairs_from is not None:
         # Verified shard by shard (checksums, schema), and the sft split must be complete.
         n = sum(table.num_rows for table in iter_shard_tables(config.pairs_from, "sft"))
@@ -222,7 +294,10 @@ def _count_inputs(config: LabelConfig) -> int:
             raise InputError("the run's sft split has no rows to take pairs from", file=config.pairs_from,
                              where="--pairs-from")
     elif config.pairs is not None:
-        n = sum(1 for _ in pairs_from_file(config.pairs))
+        n = 0
+        for pair in pairs_from_file(config.pairs, max_chars):
+            n += 1
+            longest = pair if longest is None or pair.characters > longest.characters else longest
         if n == 0:
             raise InputError("no pairs in the file", file=config.pairs, where="--pairs")
     else:
@@ -230,4 +305,4 @@ def _count_inputs(config: LabelConfig) -> int:
         n = sum(1 for _ in read_prompts(config.prompts))
         if n == 0:
             raise InputError("no prompts in the file", file=config.prompts, where="--prompts")
-    return n if config.work.limit is None else min(n, config.work.limit)
+    return (n if config.work.limit is None else min(n, config.work.limit)), longest

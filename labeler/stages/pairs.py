@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,12 @@ class Pair:
     response_b: str
     source: str
     source_id: str | None = None  # the input row's own id, when it has one
+    line: int | None = None  # its line (or row) in a pairs file
+
+    @property
+    def characters(self) -> int:
+        """Characters of its texts: the conversation and both responses."""
+        return sum(len(m.content) for m in self.messages) + len(self.response_a) + len(self.response_b)
 
 
 def pair_id(messages: Sequence[Message], response_a: str, response_b: str) -> str:
@@ -54,16 +61,29 @@ def make_pair(messages: Sequence[Message], a: str, b: str, source: str, source_i
     return Pair(pair_id(messages, a, b), tuple(messages), a, b, source, source_id)
 
 
-def pairs_from_file(path: Path) -> Iterator[Pair]:
+def pairs_from_file(path: Path, max_chars: int | None = None) -> Iterator[Pair]:
     """Rows with `prompt` (or `messages`), `response_a`, `response_b` and an optional `id`; bad rows name
-    file and line."""
+    file and line. A pair listed twice (the same record id) is bad input naming both lines; with
+    `max_chars`, so is a pair whose texts hold more characters (see `labeler.stages.label`)."""
     source = source_label(SOURCE_FILE, path)
+    seen: dict[str, int] = {}
     for row in iter_rows(path):
         messages = row_messages(row)
         a = text_field(row, "response_a")
         b = text_field(row, "response_b")
         assert a is not None and b is not None  # required fields: text_field raised otherwise
-        yield make_pair(messages, a, b, source, source_id(row))
+        pair = dataclasses.replace(make_pair(messages, a, b, source, source_id(row)), line=row.line)
+        if max_chars is not None and pair.characters > max_chars:
+            raise row.error(too_long_message(pair.characters, max_chars))
+        if pair.id in seen:
+            raise row.error(f"the same pair (conversation and both responses, in order) as line {seen[pair.id]}")
+        seen[pair.id] = row.line
+        yield pair
+
+
+def too_long_message(characters: int, max_chars: int) -> str:
+    """What a pair too long for the judge is told (its file and line come with the error)."""
+    return f"the pair holds {characters} characters, more than the judge can take ({max_chars})"
 
 
 @dataclass
