@@ -131,8 +131,7 @@ def is_adapter_folder(path: Path) -> bool:
 def adapter_base_spec(adapter: Path) -> str:
     """The base model an adapter folder names (`base_model_name_or_path`), as a model argument."""
     config_file = adapter / ADAPTER_CONFIG
-    config = read_json(config_file, what="an adapter config", limit=MAX_MODEL_JSON_BYTES, invalid="not valid JSON")
-    base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
+    base = adapter_config(adapter).get("base_model_name_or_path")
     if not base:
         raise InputError("adapter_config.json names no base_model_name_or_path", file=config_file)
     return str(base)
@@ -343,10 +342,7 @@ def check_adapter_config(adapter: Path, *, where: str) -> None:
 def adapter_config(adapter: Path) -> dict[str, object]:
     """The JSON object of an adapter folder's adapter_config.json; `InputError` when it is not one."""
     config_file = adapter / ADAPTER_CONFIG
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"not valid JSON: {exc}", file=config_file) from None
+    config = read_json(config_file, what="an adapter config", limit=MAX_MODEL_JSON_BYTES, invalid="not valid JSON")
     if not isinstance(config, dict):
         raise InputError("adapter_config.json is not a JSON object", file=config_file)
     return config
