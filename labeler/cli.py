@@ -19,7 +19,7 @@ from labeler.commands.merge import merge
 from labeler.commands.model import model_prepare
 from labeler.commands.run import run_command
 from labeler.commands.validate import validate
-from labeler.errors import EngineError, InputError
+from labeler.errors import EngineError, InputError, PartsFailed
 
 app = typer.Typer(
     name="labeler",
@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> None:
     except EngineError as exc:  # servers failing past the retry budget: records written so far are kept
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         err.print("The records written so far are kept: run the same command again to resume.", highlight=False)
+        sys.exit(1)
+    except PartsFailed as exc:  # its message names each failed part and says that a rerun resumes
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True, markup=True)
         sys.exit(1)
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):

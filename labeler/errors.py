@@ -58,3 +58,11 @@ class EngineError(Exception):
     Exit code 1. Nothing partial is returned, so the records written before it stay and a rerun of the
     same command resumes after them.
     """
+
+
+class PartsFailed(Exception):
+    """Parts of a stage run in parts (replica processes, Ray tasks) failed, after every part had ended.
+
+    Exit code 1. The message names each failed part and gives its own error; the parts that finished are
+    on disk, so a rerun of the same command resumes from them.
+    """

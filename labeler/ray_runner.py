@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from labeler.errors import InputError
 from labeler.stages.label import LabelConfig, LabelResult
-from labeler.stages.parts import run_in_parts
+from labeler.stages.parts import PartFailure, error_reason, parts_error, run_in_parts
 from labeler.stages.revise import ReviseConfig, ReviseResult
 from labeler.stages.runner import StageConfig, StageResult, stage_spec
 
@@ -102,18 +102,17 @@ class RayExecutor:
         refs = [task.remote(config, cwd) for config in configs]
         # Wait for every part, even after one fails: the others' work is then on disk for the rerun.
         results: list[StageResult] = []
-        failures: list[RayTaskError] = []
-        for ref in refs:
+        failures: list[PartFailure] = []
+        for index, ref in enumerate(refs):
             try:
                 results.append(ray.get(ref))
             except RayTaskError as exc:
-                failures.append(exc)
+                # The task's own error, not Ray's traceback of it. Bad input (another run in a part's
+                # folder, a bad row) stays bad input: exit 2.
+                cause = exc.cause if isinstance(exc.cause, BaseException) else exc
+                failures.append(PartFailure(index, error_reason(cause), bad_input=isinstance(cause, InputError)))
         if failures:
-            first = failures[0]
-            # Bad input (another run in a part's folder, a bad row) is reported as if run here: exit 2.
-            if isinstance(first.cause, InputError):
-                raise first.cause from None
-            raise first
+            raise parts_error(failures, len(refs), what="a Ray task")
         return results
 
     def shutdown(self) -> None:

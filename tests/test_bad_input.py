@@ -892,6 +892,15 @@ def _label_with_judge(folder: Path, bomb: str) -> list[str]:
 
 
 
+# an engine-config value the CLI checks later (the API key's variable) is still the file's, not an option's
+CASES_ENGINE_CONFIG: list[Case] = [
+    Case("label/engine-config-api-key-env-unset", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(d / "out"), "--engine", "openai", "--engine-config", str(_file(d / "cfg.yaml",
+         "base_urls: [http://127.0.0.1:9]\nmodel: judge\napi_key_env: LABELER_TEST_UNSET_KEY\n"))],
+         lambda d: [f"{d / 'cfg.yaml'}:3", "--engine-config, key api_key_env", "LABELER_TEST_UNSET_KEY", "not set"]),
+]
+
+
 # outputs never over inputs; numbers and paths the CLI takes
 CASES_OUTPUTS: list[Case] = [
     # an output that is an input, holds one, or is a folder holding something else
@@ -1120,6 +1129,7 @@ def _adapter(folder: Path, *, weights: bytes = EMPTY_SAFETENSORS, **config: obje
 
 
 CASES += CASES_RUN_WRITER + CASES_PUBLISHING + CASES_READING + CASES_TEMPLATES + CASES_OUTPUTS + CASES_CHECKS
+CASES += CASES_ENGINE_CONFIG
 
 
 def _first_shard(run: Path, split: str) -> Path:

@@ -12,6 +12,7 @@ names the parameter.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import types
 import typing
@@ -184,7 +185,9 @@ class ConfigCommand:
                 files.append(FileSection(opt, file, keys, document.lines))
         if self.prepare is not None:
             data = self.prepare(data)
-        return validate(self.model, over_defaults(self.model, data), self.opts, files)
+        config = validate(self.model, over_defaults(self.model, data), self.opts, files)
+        check_key_variables(config, files)
+        return config
 
     def register(self, app: typer.Typer) -> None:
         """Add the command to `app`, its signature built from the config fields."""
@@ -338,6 +341,25 @@ def _from_file(error: InputError, opts: Sequence[Opt], files: Sequence[FileSecti
                 return InputError(error.message, file=section.file, line=section.lines.get((key,)),
                                   where=f"{section.opt.cli_flag}, key {key}")
     return error
+
+
+def check_key_variables(config: BaseModel, files: Sequence[FileSection]) -> None:
+    """The API key's variable of each openai engine whose `api_key_env` a file gave, checked now: when it is
+    unset, the `InputError` names that file and key. The engine checks it again as it opens, but there it
+    knows only the option, `--api-key-env`, which the user never typed."""
+    from labeler.engine import EngineConfig, api_key_from_env
+
+    for section in files:
+        if "api_key_env" not in section.keys:
+            continue
+        engine = functools.reduce(getattr, section.opt.path.split("."), config)
+        if not isinstance(engine, EngineConfig) or engine.name != "openai":
+            continue
+        try:
+            api_key_from_env(engine)
+        except InputError as exc:
+            raise InputError(exc.message, file=section.file, line=section.lines.get(("api_key_env",)),
+                             where=f"{section.opt.cli_flag}, key api_key_env") from None
 
 
 def _problem(error: Mapping[str, Any], opts: Sequence[Opt], files: Sequence[FileSection] = ()) -> InputError:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from labeler.errors import InputError
+from labeler.errors import InputError, PartsFailed
 from labeler.stages.runner import StageConfig, StageResult, stage_spec
 from labeler.store import load_manifest, merge_runs
 from labeler.store.lock import writer_lock
@@ -43,8 +43,45 @@ class PartExecutor(Protocol):
         ...
 
     def run(self, configs: Sequence[StageConfig]) -> list[StageResult]:
-        """Every part's result, in order; raises the first part's error after every part has ended."""
+        """Every part's result, in order; after every part has ended, `parts_error` of those that failed."""
         ...
+
+
+@dataclasses.dataclass(frozen=True)
+class PartFailure:
+    """Why one part failed: its own error's message (no traceback), and whether it was bad input."""
+
+    index: int
+    reason: str
+    bad_input: bool = False
+
+
+def parts_error(failures: Sequence[PartFailure], count: int, *, what: str) -> InputError | PartsFailed:
+    """One error for the parts (of `count`) that failed, each named with its reason: `InputError` (exit 2)
+    when a part's input was bad, as that is what the user must fix first, else `PartsFailed` (exit 1).
+
+    >>> print(parts_error([PartFailure(1, "RuntimeError: out of memory")], 2, what="a replica"))
+    a replica failed (part 2 of 2): RuntimeError: out of memory
+    The parts written so far are kept: run the same command again to resume.
+    """
+    lines = [f"{what} failed (part {f.index + 1} of {count}): {f.reason}" for f in failures]
+    bad_input = any(f.bad_input for f in failures)
+    fix = "fix it, then " if bad_input else ""
+    lines.append(f"The parts written so far are kept: {fix}run the same command again to resume.")
+    text = "\n".join(lines)
+    return InputError(text) if bad_input else PartsFailed(text)
+
+
+def error_reason(exc: BaseException) -> str:
+    """An exception as its type's name and its message, as a traceback ends, without the frames.
+
+    >>> error_reason(MemoryError())
+    'MemoryError'
+    """
+    if isinstance(exc, InputError):
+        return exc.render()
+    message = str(exc).strip()
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 def run_in_parts(config: StageConfig, executor: PartExecutor, *, how: str) -> StageResult:

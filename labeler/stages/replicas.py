@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from labeler.errors import InputError
+from labeler.stages.parts import PartFailure, error_reason, parts_error
 from labeler.stages.runner import StageConfig, StageResult, stage_spec
 
 
@@ -90,18 +90,17 @@ class ReplicaExecutor:
                 try:
                     outcomes.append(receive.recv())
                 except EOFError:  # the process died without a word (killed, out of memory)
-                    outcomes.append(("error", f"a replica process ended with exit code {process.exitcode}"))
+                    outcomes.append(("error", f"its process ended with exit code {process.exitcode}"))
                 process.join()
         finally:
             for process, _ in workers:
                 if process.is_alive() and process.pid is not None:
                     _kill_tree(process.pid)
         # Every part has ended: the others' work is on disk for a rerun, whatever failed.
-        for kind, value in outcomes:
-            if kind == "input":
-                raise InputError(value)
-            if kind == "error":
-                raise RuntimeError(f"a replica failed:\n{value}")
+        failures = [PartFailure(index, value, bad_input=kind == "input")
+                    for index, (kind, value) in enumerate(outcomes) if kind != "ok"]  # fmt: skip
+        if failures:
+            raise parts_error(failures, len(outcomes), what="a replica")
         return [value for _, value in outcomes]
 
 
@@ -115,8 +114,8 @@ def _replica(config: StageConfig, placement: Placement, cwd: str, send: Any) -> 
         send.send(("ok", stage_spec(config).run(config, None)))
     except InputError as exc:
         send.send(("input", exc.render()))
-    except Exception:  # reported to the parent, which raises it
-        send.send(("error", traceback.format_exc()))
+    except Exception as exc:  # reported to the parent, which names the part: its message, not its frames
+        send.send(("error", error_reason(exc)))
 
 
 def _kill_tree(pid: int) -> None:
