@@ -32,6 +32,8 @@ PSEUDO_FILE_SYSTEMS = (Path("/proc"), Path("/sys"), Path("/dev"))
 WRITABLE_UNDER_DEV = (Path("/dev/shm"),)  # a tmpfs, a usual place for scratch output
 # Hidden files labeler itself writes into its output folders: they do not make a folder "not empty".
 LABELER_LOCK_FILES = frozenset({".lock", ".manifest.lock"})
+# Where a run in parts (--data-parallel-size, --ray) keeps its parts: inputs of the merge into that run.
+RUN_PARTS_FOLDER = ".parts"
 LABELER_TEMP_PREFIXES = (".manifest.json.",)  # a manifest write interrupted before its rename
 DEFAULT_NAME_MAX = 255
 DEFAULT_PATH_MAX = 4096
@@ -190,6 +192,8 @@ def _check_not_over_input(
             file=out,
             where=where,
         )
+    if kind == "run" and is_inside(source, resolved / RUN_PARTS_FOLDER):
+        return  # a part of this run, built under OUT/.parts and merged into it
     if kind != "file" and is_inside(source, resolved):
         raise InputError(
             f"holds the input given as {flag} ({path}): the output would be written over its own inputs; "
@@ -253,8 +257,9 @@ def _run_folders(folder: Path) -> list[Path]:
 
 
 def _labeler_hidden(name: str) -> bool:
-    """Whether `name` is a hidden file labeler writes in its output folders (locks, interrupted writes)."""
-    return name in LABELER_LOCK_FILES or name.startswith(LABELER_TEMP_PREFIXES)
+    """Whether `name` is a hidden file or folder labeler writes in its output folders (locks, interrupted
+    writes, the parts of a run in parts that a crash left before their merge)."""
+    return name in LABELER_LOCK_FILES or name == RUN_PARTS_FOLDER or name.startswith(LABELER_TEMP_PREFIXES)
 
 
 def _same(a: Path, a_resolved: Path, b: Path, b_resolved: Path) -> bool:

@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from labeler.errors import InputError, PartsFailed
+from labeler.outputs import RUN_PARTS_FOLDER
 from labeler.stages.runner import StageConfig, StageResult, stage_spec
 from labeler.store import load_manifest, merge_runs
 from labeler.store.lock import writer_lock
 from labeler.store.manifest import read_manifest
 
 R = TypeVar("R")
-PARTS_DIR = ".parts"
+PARTS_DIR = RUN_PARTS_FOLDER
 STAGING_SUFFIX = ".new"  # OUT/.parts/SPLIT.new: the parts of an --overwrite, until they replace the old ones
 _PART_NAME = re.compile(r"^part-(?P<index>\d{5})-of-(?P<num>\d{5})$")
 
