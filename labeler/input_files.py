@@ -52,10 +52,10 @@ class Document:
 # -- opening ------------------------------------------------------------------------------------------
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
     """What a file that is not a regular one is, in words.
 
-    >>> _kind(stat.S_IFCHR), _kind(stat.S_IFIFO)
+    >>> file_kind(stat.S_IFCHR), file_kind(stat.S_IFIFO)
     ('a character device', 'a named pipe (FIFO)')
     """
     if stat.S_ISCHR(mode):
@@ -73,7 +73,7 @@ def _refuse_mode(mode: int, path: Path, where: str | None) -> None:
     if stat.S_ISDIR(mode):
         raise InputError("is a folder, not a file", file=path, where=where)
     if not stat.S_ISREG(mode):
-        raise InputError(f"is {_kind(mode)}, not a regular file; inputs are read from regular files only",
+        raise InputError(f"is {file_kind(mode)}, not a regular file; inputs are read from regular files only",
                          file=path, where=where)
 
 

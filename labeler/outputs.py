@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from labeler.errors import InputError
+from labeler.input_files import file_kind
 
 # file: one file written; run: a run folder a split is written into; training: a trainer's folder;
 # empty: a folder built beside it and renamed into place (an export, the converted embedded model).
@@ -98,7 +99,7 @@ def check_output_file(path: Path, *, where: str) -> None:
     if path.exists():
         mode = path.stat().st_mode
         if not stat.S_ISREG(mode):
-            raise InputError(f"is {_file_type(mode)}, not a regular file; give a file name", file=path, where=where)
+            raise InputError(f"is {file_kind(mode)}, not a regular file; give a file name", file=path, where=where)
         if not os.access(path, os.W_OK):
             raise InputError("cannot be written (read-only)", file=path, where=where)
     check_output_folder(path.parent, where=where)
@@ -291,20 +292,3 @@ def _shown(path: Path) -> str:
     """A path short enough for a message (a name too long is cut, its length said in the message)."""
     text = str(path)
     return text if len(text) <= 120 else text[:60] + "..." + text[-40:]
-
-
-def _file_type(mode: int) -> str:
-    """What a file that is not regular is, in words.
-
-    >>> _file_type(stat.S_IFCHR), _file_type(stat.S_IFIFO)
-    ('a character device', 'a FIFO (named pipe)')
-    """
-    if stat.S_ISCHR(mode):
-        return "a character device"
-    if stat.S_ISBLK(mode):
-        return "a block device"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "not a regular file"
