@@ -71,27 +71,40 @@ def _path_digest(path: Path) -> str | None:
     return sha256_text(json.dumps(parts))
 
 
-def changed_inputs(config: TrainingConfig, saved: Mapping[str, Any]) -> list[str]:
-    """The options whose input holds other content now than when the saved run started.
+def compared_inputs(config: TrainingConfig, saved: Mapping[str, Any]) -> dict[str, bool]:
+    """For every input with a content digest both in the saved run and now: whether it changed, by option.
 
     A saved config without recorded inputs (a run started by an older labeler), an input without a digest
-    then or now, or one not there now, is passed over: it is compared by its spelling, as before.
+    then or now, or one not there now, is left out: it is compared by its spelling, as before.
 
     >>> class Demo(TrainingConfig):
     ...     INPUTS = ("prompts",)
     ...     prompts: Path = Path("/nonexistent")
-    >>> changed_inputs(Demo(out=Path("o")), {"inputs": {"--prompts": "ab"}})
-    []
+    >>> compared_inputs(Demo(out=Path("o")), {"inputs": {"--prompts": "ab"}})
+    {}
     """
     recorded = saved.get(INPUTS_KEY)
     if not isinstance(recorded, Mapping):
-        return []
-    now = input_identity(config)
-    return [
-        option
-        for option, digest in now.items()
-        if digest is not None and recorded.get(option) is not None and recorded[option] != digest
-    ]
+        return {}
+    return {
+        option: recorded[option] != digest
+        for option, digest in input_identity(config).items()
+        if digest is not None and recorded.get(option) is not None
+    }
+
+
+def changed_inputs(config: TrainingConfig, saved: Mapping[str, Any]) -> list[str]:
+    """The options whose input holds other content now than when the saved run started."""
+    return [option for option, changed in compared_inputs(config, saved).items() if changed]
+
+
+def field_of(option: str) -> str:
+    """The config field of an input option.
+
+    >>> field_of("--base-model")
+    'base_model'
+    """
+    return option.removeprefix("--").replace("-", "_")
 
 
 def saved_run_config(out: Path) -> dict[str, Any] | None:

@@ -14,7 +14,7 @@ from labeler.errors import InputError
 from labeler.outputs import check_outputs
 from labeler.store.atomic import atomic_write_text
 from labeler.training.config import TrainingConfig
-from labeler.training.inputs import INPUTS_KEY, changed_inputs, input_identity, saved_run_config
+from labeler.training.inputs import INPUTS_KEY, compared_inputs, field_of, input_identity, saved_run_config
 from labeler.training.layout import SAVED_CONFIG, checkpoint_steps, latest_checkpoint
 from labeler.training.metrics import METRICS_FILE
 
@@ -42,13 +42,14 @@ def resume_point(config: TrainingConfig, *, check_inputs: bool = True) -> Path |
         return None
     previous = saved_run_config(out)
     if previous is not None:
-        differences = config.differences(previous)
+        compared = compared_inputs(config, previous)
+        differences = config.differences(previous, by_content={field_of(option) for option in compared})
         if differences:
             raise InputError(
                 "--resume with other settings than the run it continues (" + "; ".join(differences) + ")",
                 file=saved,
             )
-        changed = changed_inputs(config, previous) if check_inputs else []
+        changed = [option for option, differs in compared.items() if differs and check_inputs]
         if changed:
             raise InputError(
                 f"--resume with inputs that hold other content than those the run was trained on "
