@@ -11,6 +11,11 @@ pairs as `stages.label.pairs` says and trains from the starting models; iteratio
 its policy samples (iteration k-1's PPO policy), continues training iteration k-1's reward model on
 them, and continues PPO from iteration k-1's policy. After each PPO, `labeler eval-policy` compares
 the iteration's policy with the starting policy (`stages.ppo.policy`) on `eval_prompts`.
+
+A trained folder (rm/, ppo/) is kept only when it is finished on inputs that hold what they held when it
+started (its `training-config.json` records them by content). When they changed, it is refused; with
+`work.overwrite` it is removed with everything made from it (the policy after a reward model, the
+iteration's evaluation, every later iteration) and trained again.
 """
 
 from __future__ import annotations
