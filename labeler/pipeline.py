@@ -11,6 +11,11 @@ pairs as `stages.label.pairs` says and trains from the starting models; iteratio
 its policy samples (iteration k-1's PPO policy), continues training iteration k-1's reward model on
 them, and continues PPO from iteration k-1's policy. After each PPO, `labeler eval-policy` compares
 the iteration's policy with the starting policy (`stages.ppo.policy`) on `eval_prompts`.
+
+A trained folder (rm/, ppo/) is kept only when it is finished on inputs that hold what they held when it
+started (its `training-config.json` records them by content). When they changed, it is refused; with
+`work.overwrite` it is removed with everything made from it (the policy after a reward model, the
+iteration's evaluation, every later iteration) and trained again.
 """
 
 from __future__ import annotations
@@ -248,7 +253,6 @@ def check_pipeline(config: RunConfig) -> None:
     from labeler.rm.train import label_kind_for
     from labeler.stages.label import check_label
     from labeler.stages.revise import check_revise
-    from labeler.training.resume import resume_point
 
     try:
         check_input_file(config.prompts, where="key prompts")
@@ -268,14 +272,14 @@ def check_pipeline(config: RunConfig) -> None:
                 if k == 1:
                     resolve_model(rm.base_model, where="--base-model", kind="backbone")
                 label_kind_for(rm)
-                resume_point(rm)
+                _check_trained(rm, config)
             if s.ppo is not None and s.train_rm is not None:
                 ppo = ppo_config(config, s.ppo, k)
                 start = None
                 if k == 1:
                     start = resolve_model(ppo.policy, where="--policy", kind="policy")
                     load_prompts(config.prompts)
-                resume_point(ppo)
+                _check_trained(ppo, config)
                 rollout_plan(ppo, start)
             if s.iterations is not None:
                 _check_evaluation(config, k)
@@ -373,10 +377,10 @@ def _run_stages(config: RunConfig) -> RunResult:
                 result.stages_run.append("label")
         # The engine is closed here: training needs the memory.
         if s.train_rm is not None:
-            result.rm_dir = _train_rm(train_rm_config(config, s.train_rm))
+            result.rm_dir = _train_rm(config, 1)
             result.stages_run.append("train_rm")
         if s.ppo is not None and result.rm_dir is not None:
-            result.ppo_dir = _ppo(ppo_config(config, s.ppo))
+            result.ppo_dir = _ppo(config, 1)
             result.stages_run.append("ppo")
     if s.report:
         from labeler.report import write_report
@@ -408,9 +412,9 @@ def _run_iterations(config: RunConfig, result: RunResult) -> None:
                 result.stages_run.append(f"iter-{k - 1}/eval")
             run_stage(label_config_for(config, k)[0], engine=engine)
             result.stages_run.append(f"iter-{k}/label")
-        result.rm_dir = _train_rm(train_rm_config(config, s.train_rm, k))
+        result.rm_dir = _train_rm(config, k)
         result.stages_run.append(f"iter-{k}/train_rm")
-        result.ppo_dir = _ppo(ppo_config(config, s.ppo, k))
+        result.ppo_dir = _ppo(config, k)
         result.stages_run.append(f"iter-{k}/ppo")
     with LazyEngine(config.engine) as engine:
         result.evaluations.append(_evaluate(config, s.iterations, engine))
@@ -527,19 +531,105 @@ def ppo_config(config: RunConfig, stage: BaseModel, k: int = 1) -> PPOConfig:
                      seed=config.seed + k - 1, resume=True, quiet=config.work.quiet, **settings)
 
 
-def _train_rm(rm_config: RMTrainConfig) -> Path:
-    from labeler.rm.model import REWARD_CARD
+def _train_rm(config: RunConfig, k: int) -> Path:
+    """Iteration k's reward model: kept when finished on today's inputs, else (re)trained."""
     from labeler.rm.train import train_reward_model
 
-    if not (rm_config.out / REWARD_CARD).is_file():  # the card is written last: the model is finished
-        train_reward_model(rm_config)
-    return rm_config.out
+    stage = config.stages.train_rm
+    assert stage is not None
+    rm = train_rm_config(config, stage, k)
+    if not _keep_trained(config, k, rm, _rm_finished(rm)):
+        train_reward_model(rm)
+    return rm.out
 
 
-def _ppo(ppo: PPOConfig) -> Path:
+def _ppo(config: RunConfig, k: int) -> Path:
+    """Iteration k's policy: kept when finished on today's inputs, else (re)trained."""
     from labeler.ppo.train import train_ppo
-    from labeler.training.layout import checkpoint_steps
 
-    if checkpoint_steps(ppo.out)[-1:] != [ppo.steps]:  # the last step's checkpoint: the policy is finished
+    stage = config.stages.ppo
+    assert stage is not None
+    ppo = ppo_config(config, stage, k)
+    if not _keep_trained(config, k, ppo, _ppo_finished(ppo)):
         train_ppo(ppo)
     return ppo.out
+
+
+def _rm_finished(rm: RMTrainConfig) -> bool:
+    """Whether the reward model is saved: its card is written last."""
+    from labeler.rm.model import REWARD_CARD
+
+    return (rm.out / REWARD_CARD).is_file()
+
+
+def _ppo_finished(ppo: PPOConfig) -> bool:
+    """Whether the policy is trained: the last step's checkpoint is there."""
+    from labeler.training.layout import checkpoint_steps
+
+    return checkpoint_steps(ppo.out)[-1:] == [ppo.steps]
+
+
+def _changed_inputs(trainer: RMTrainConfig | PPOConfig) -> list[str]:
+    """The options whose input holds other content than when the run in `trainer.out` started (none when
+    no run is there, or it recorded no inputs)."""
+    from labeler.training.inputs import changed_inputs, saved_run_config
+
+    saved = saved_run_config(trainer.out)
+    return [] if saved is None else changed_inputs(trainer, saved)
+
+
+def _check_trained(trainer: RMTrainConfig | PPOConfig, config: RunConfig) -> None:
+    """The up-front check of a trained folder: its settings, and (without --overwrite, which replaces a
+    stale one) that it was trained on inputs that hold what they hold now."""
+    from labeler.training.resume import resume_point
+
+    resume_point(trainer, check_inputs=False)
+    if not config.work.overwrite:
+        _refuse_changed(trainer, _changed_inputs(trainer))
+
+
+def _refuse_changed(trainer: RMTrainConfig | PPOConfig, changed: list[str]) -> None:
+    """`InputError` naming the trained folder when inputs it was trained on changed."""
+    if changed:
+        raise InputError(
+            f"was trained on inputs that hold other content now ({', '.join(changed)} changed); pass --overwrite "
+            "to train it again, or choose another out",
+            file=trainer.out,
+            where=changed[0],
+        )
+
+
+def _keep_trained(config: RunConfig, k: int, trainer: RMTrainConfig | PPOConfig, finished: bool) -> bool:
+    """Whether iteration k's trained folder is kept as it is (finished on today's inputs); when its inputs
+    changed, it is refused, or with --overwrite removed with everything trained from it, to be trained again
+    (an unfinished run on today's inputs resumes)."""
+    changed = _changed_inputs(trainer)
+    if not changed:
+        return finished
+    if not config.work.overwrite:
+        _refuse_changed(trainer, changed)
+    _remove_trained_from(config, k, trainer.out)
+    return False
+
+
+def _remove_trained_from(config: RunConfig, k: int, folder: Path) -> None:
+    """Remove `folder` (iteration k's rm/ or ppo/) and everything made from it: later iterations first, then
+    this iteration's evaluation, its policy when the reward model goes, and the folder last, so that a run
+    stopped part way leaves nothing stale behind a trained folder that is kept."""
+    for later in iteration_numbers(config)[k:]:
+        _remove_path(iteration_dir(config, later))
+    here = iteration_dir(config, k)
+    _remove_path(here / EVAL_POLICY_JSON)
+    if folder.name == "rm":
+        _remove_path(here / "ppo")
+    _remove_path(folder)
+
+
+def _remove_path(path: Path) -> None:
+    """Remove a file or folder; a symbolic link is unlinked, never followed."""
+    import shutil
+
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)

@@ -1128,8 +1128,32 @@ def _adapter(folder: Path, *, weights: bytes = EMPTY_SAFETENSORS, **config: obje
     return adapter
 
 
-CASES += CASES_RUN_WRITER + CASES_PUBLISHING + CASES_READING + CASES_TEMPLATES + CASES_OUTPUTS + CASES_CHECKS
-CASES += CASES_ENGINE_CONFIG
+# trained outputs follow what they were trained on: a resume on inputs that changed under the same path
+CASES_TRAINED: list[Case] = [
+    Case("trained/rm-resume-on-changed-data", lambda d: ["train-rm", "--data", str(preference_run(d)), "--out",
+         str(_trained_before(d / "rm", "RMTrainConfig", data=[str(d / "pref-run")])), "--resume"],
+         lambda d: [str(d / "rm" / "training-config.json"), "--data", "another --out"]),
+    Case("trained/ppo-resume-on-changed-prompts", lambda d: ["ppo", "--prompts", str(prompts_file(d)), "--out",
+         str(_trained_before(d / "ppo", "PPOConfig", prompts=str(d / "prompts.jsonl"), reward_rule="word:no")),
+         "--reward-rule", "word:no", "--resume"],
+         lambda d: [str(d / "ppo" / "training-config.json"), "--prompts", "another --out"]),
+]
+
+
+def _trained_before(out: Path, kind: str, **fields: object) -> Path:
+    """A training folder whose run started with these settings on inputs that held other content."""
+    from labeler.ppo.config import PPOConfig
+    from labeler.rm.config import RMTrainConfig
+
+    config = {"RMTrainConfig": RMTrainConfig, "PPOConfig": PPOConfig}[kind].model_validate({"out": out, **fields})
+    record = {**config.model_dump(mode="json"), "inputs": {option: "0" * 64 for option in config.input_paths()}}
+    _mkdir(out)
+    (out / "training-config.json").write_text(json.dumps(record))
+    return out
+
+
+CASES += (CASES_RUN_WRITER + CASES_PUBLISHING + CASES_READING + CASES_TEMPLATES + CASES_OUTPUTS + CASES_CHECKS
+          + CASES_TRAINED + CASES_ENGINE_CONFIG)
 
 
 def _first_shard(run: Path, split: str) -> Path:

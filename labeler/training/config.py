@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -67,8 +67,9 @@ class TrainingConfig(BaseModel):
         """
         return {"--" + name.replace("_", "-"): getattr(self, name) for name in self.INPUTS}
 
-    def differences(self, saved: Mapping[str, Any]) -> list[str]:
-        """What differs from a saved config of the run being continued, apart from `RESUMABLE` fields.
+    def differences(self, saved: Mapping[str, Any], *, by_content: Collection[str] = ()) -> list[str]:
+        """What differs from a saved config of the run being continued, apart from `RESUMABLE` fields and
+        the inputs in `by_content` (compared by what they hold, so another spelling of their path is no change).
 
         >>> class Demo(TrainingConfig):
         ...     steps: int = 1
@@ -79,6 +80,6 @@ class TrainingConfig(BaseModel):
         return [
             f"{name}: {saved.get(name)!r} then, {value!r} now"
             for name, value in mine.items()
-            if name not in self.RESUMABLE and name in saved and saved[name] != value
+            if name not in self.RESUMABLE and name not in by_content and name in saved and saved[name] != value
         ]
 

@@ -14,6 +14,7 @@ from labeler.errors import InputError
 from labeler.outputs import check_outputs
 from labeler.store.atomic import atomic_write_text
 from labeler.training.config import TrainingConfig
+from labeler.training.inputs import INPUTS_KEY, compared_inputs, field_of, input_identity, saved_run_config
 from labeler.training.layout import SAVED_CONFIG, checkpoint_steps, latest_checkpoint
 from labeler.training.metrics import METRICS_FILE
 
@@ -23,10 +24,12 @@ def holds_training_run(out: Path) -> bool:
     return (out / SAVED_CONFIG).is_file() or bool(checkpoint_steps(out)) or (out / METRICS_FILE).is_file()
 
 
-def resume_point(config: TrainingConfig) -> Path | None:
+def resume_point(config: TrainingConfig, *, check_inputs: bool = True) -> Path | None:
     """The checkpoint to continue from (None: start afresh), after checking `config.out`; writes nothing.
 
-    `--resume` without a checkpoint starts afresh, so a preemptible job can always pass it.
+    `--resume` without a checkpoint starts afresh, so a preemptible job can always pass it. A resumed run
+    must read inputs with the content recorded when it started (`check_inputs=False` leaves that to the
+    caller: a pipeline that replaces a stale run).
     """
     out = config.out
     check_outputs(out, "training", config.input_paths())
@@ -37,21 +40,29 @@ def resume_point(config: TrainingConfig) -> Path | None:
                 "already holds a training run; pass --resume to continue it, or choose another --out", file=out
             )
         return None
-    if saved.is_file():
-        try:
-            previous = json.loads(saved.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise InputError(f"not valid JSON: {exc.msg}", file=saved, line=exc.lineno) from exc
-        differences = config.differences(previous)
+    previous = saved_run_config(out)
+    if previous is not None:
+        compared = compared_inputs(config, previous)
+        differences = config.differences(previous, by_content={field_of(option) for option in compared})
         if differences:
             raise InputError(
                 "--resume with other settings than the run it continues (" + "; ".join(differences) + ")",
                 file=saved,
             )
+        changed = [option for option, differs in compared.items() if differs and check_inputs]
+        if changed:
+            raise InputError(
+                f"--resume with inputs that hold other content than those the run was trained on "
+                f"({', '.join(changed)} changed); choose another --out, or start afresh in an empty one",
+                file=saved,
+                where=changed[0],
+            )
     return latest_checkpoint(out)
 
 
 def start_run(config: TrainingConfig) -> None:
-    """Create the output folder and record the run's config in it."""
+    """Create the output folder and record the run's config in it, with what its inputs hold
+    (`input_identity`): a resumed run records its inputs again, which the checks found unchanged."""
     config.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(config.out / SAVED_CONFIG, config.model_dump_json(indent=2) + "\n")
+    record = {**config.model_dump(mode="json"), INPUTS_KEY: input_identity(config)}
+    atomic_write_text(config.out / SAVED_CONFIG, json.dumps(record, indent=2) + "\n")
