@@ -63,7 +63,8 @@ def _iter_jsonl(path: Path) -> Iterator[Row]:
             raise InputError(f"not UTF-8 ({exc.reason} at byte {exc.start})", file=path, line=number) from exc
         if not text.strip():
             continue
-        data = parse_json(text, file=path, line=number)
+        # without its line ending, so that an error at the end of the row names this line, not the next
+        data = parse_json(text.rstrip("\r\n"), file=path, line=number)
         if not isinstance(data, dict):
             raise InputError(f"expected a JSON object, got {type(data).__name__}", file=path, line=number)
         yield Row(path, number, data)

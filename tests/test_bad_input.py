@@ -841,7 +841,8 @@ def _yaml_run_config(folder: Path, extra: str = "", stages: str = "  revise:\n  
 def _huge_adapter(folder: Path) -> Path:
     adapter = _mkdir(folder / "adapter")
     _file(adapter / "adapter_config.json", f'{{"peft_type": "LORA", "r": {HUGE}, "base_model_name_or_path": "x"}}')
-    (adapter / "adapter_model.safetensors").write_bytes(b"")
+    # weights that pass the header check, so that the config is what is refused
+    (adapter / "adapter_model.safetensors").write_bytes((2).to_bytes(8, "little") + b"{}")
     return adapter
 
 
