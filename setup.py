@@ -1,7 +1,7 @@
 """Ships the repository's prompts/ and constitutions/ inside the wheel, as labeler/_shipped/.
 
 The folders stay at the top of the repository, where people read and edit them; an installed
-labeler finds the copies next to its modules (`labeler.shipped`). Everything else is in pyproject.toml.
+labeler finds the copies next to its modules (`labeler.core.shipped`). Everything else is in pyproject.toml.
 """
 
 import shutil

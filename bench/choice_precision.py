@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from labeler.constitution import load_constitution
 from labeler.engine import EngineConfig, open_engine
-from labeler.eval_judge import DEFAULT_CONSTITUTION, read_human_pairs
+from labeler.evaluate.judge import DEFAULT_CONSTITUTION, read_human_pairs
+from labeler.inputs.constitution import load_constitution
+from labeler.inputs.templates import Templates
 from labeler.stages.judge import JudgeOptions, judge_pairs, panel_for
-from labeler.templates import Templates
 
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-dev.jsonl"
 

@@ -29,10 +29,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 def judge_requests(repeat: int) -> list:
     """The label stage's judge prompts for the shipped human pairs, both orders, `repeat` times."""
-    from labeler.constitution import load_constitution
     from labeler.engine import ChoiceRequest, Message
-    from labeler.inputs import iter_rows, row_messages
-    from labeler.templates import Templates
+    from labeler.inputs.constitution import load_constitution
+    from labeler.inputs.rows import iter_rows, row_messages
+    from labeler.inputs.templates import Templates
 
     templates = Templates.load()
     question = load_constitution(REPO / "constitutions" / "helpful-honest.yaml").for_stage("judge")[0].judge or ""
@@ -51,7 +51,7 @@ def judge_requests(repeat: int) -> list:
 
 def conversations(samples: int) -> list:
     from labeler.engine import Message
-    from labeler.inputs import read_prompts
+    from labeler.inputs.rows import read_prompts
 
     prompts = list(read_prompts(REPO / "data" / "sample_prompts.jsonl"))
     return [[Message(role="user", content=p.messages[-1].content)] for p in prompts for _ in range(samples)]

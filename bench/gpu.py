@@ -56,7 +56,7 @@ def build_model(folder: Path, size: str, dtype: str) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from labeler.model_prep import prepare_default_model
+    from labeler.engine.embedded import prepare_default_model
 
     hidden, intermediate, layers, heads, kv_heads = SIZES[size]
     tokenizer = AutoTokenizer.from_pretrained(prepare_default_model())
@@ -77,7 +77,7 @@ def build_model(folder: Path, size: str, dtype: str) -> Path:
 
 def synthetic_pairs(count: int, words: int) -> list[Any]:
     """Fixed pairs on the sample prompts: two responses of `words` words each."""
-    from labeler.inputs import read_prompts
+    from labeler.inputs.rows import read_prompts
     from labeler.stages.pairs import make_pair
 
     prompts = list(read_prompts(REPO / "data" / "sample_prompts.jsonl"))
@@ -117,7 +117,7 @@ def generation_rate(engine: Any, prompts: int, tokens: int) -> float:
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
-    from labeler.engine.base import Message
+    from labeler.core.chat import Message
     from labeler.engine.chat import chat_text, encode_texts
 
     texts = [chat_text(engine.tokenizer, [Message(role="user", content=f"Tell story number {i}.")])
@@ -136,9 +136,9 @@ def train_rm_rates(model: Path, folder: Path, steps: int, batch: int, on_gpu: bo
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
-    from labeler.rm.config import RMTrainConfig
-    from labeler.rm.train import train_reward_model
     from labeler.store import read_split
+    from labeler.train.rm.config import RMTrainConfig
+    from labeler.train.rm.train import train_reward_model
 
     run = bench_module("train_rm").write_synthetic_run(folder / "prefs", max(64, steps * batch), seed=0)
     precision = "bf16" if on_gpu else "no"
@@ -176,13 +176,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
 
     import torch
 
-    from labeler.constitution import load_constitution
     from labeler.engine import EngineConfig, GenerationParams, Message, open_engine
     from labeler.engine.dtype import resolve_dtype
+    from labeler.inputs.constitution import load_constitution
+    from labeler.inputs.templates import Templates
     from labeler.stages.common import WorkSelection
     from labeler.stages.judge import JudgeOptions, judge_pairs, panel_for
     from labeler.stages.revise import ReviseConfig, revise
-    from labeler.templates import Templates
 
     judge_bench, revise_bench = bench_module("judge"), bench_module("revise")
     on_gpu = torch.cuda.is_available()

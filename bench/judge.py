@@ -57,7 +57,7 @@ class RecordingEngine:
 def make_pairs(engine: Any, max_tokens: int, per_prompt: int) -> list[Any]:
     """`per_prompt` pairs per sample prompt from seeded policy samples (identical samples skipped)."""
     from labeler.engine import GenerationParams
-    from labeler.inputs import read_prompts
+    from labeler.inputs.rows import read_prompts
     from labeler.stages.pairs import SOURCE_POLICY, make_pair
 
     prompts = list(read_prompts(REPO / "data" / "sample_prompts.jsonl"))
@@ -131,7 +131,7 @@ def transformers_loop(model_path: Path, inputs: Sequence[tuple[list[int], list[i
 
 def salmon_seconds(engine: Any, templates: Any, pairs: Sequence[Any]) -> tuple[float, float]:
     """Time to score the pairs under salmon.yaml's 12 principles, and under its first one alone."""
-    from labeler.constitution import load_constitution
+    from labeler.inputs.constitution import load_constitution
     from labeler.stages.judge import JudgeOptions, panel_for
 
     constitution = load_constitution(REPO / "constitutions" / "salmon.yaml")
@@ -155,12 +155,12 @@ def main() -> None:
     parser.add_argument("--kv-block-size", type=int, default=None, help="vLLM KV-cache block (default: labeler's).")
     args = parser.parse_args()
 
-    from labeler.constitution import load_constitution
     from labeler.engine import EngineConfig, open_engine
     from labeler.engine.dtype import resolve_dtype
-    from labeler.models import resolve_model
+    from labeler.engine.model_ref import resolve_model
+    from labeler.inputs.constitution import load_constitution
+    from labeler.inputs.templates import Templates
     from labeler.stages.judge import JudgeOptions, judge_pairs, panel_for
-    from labeler.templates import Templates
 
     templates = Templates.load()
     options = JudgeOptions()

@@ -39,10 +39,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def run(engine: str, weights: str, args: argparse.Namespace, root: Path) -> dict[str, float]:
-    from labeler.model_prep import prepare_default_model
-    from labeler.ppo.config import PPOConfig
-    from labeler.ppo.rollout import VLLMRollouts
-    from labeler.ppo.train import train_ppo
+    from labeler.engine.embedded import prepare_default_model
+    from labeler.train.ppo.config import PPOConfig
+    from labeler.train.ppo.rollout import VLLMRollouts
+    from labeler.train.ppo.train import train_ppo
 
     name = engine if engine == "hf" else f"{engine} {weights}"
     out = root / name.replace(" ", "-")
@@ -109,9 +109,9 @@ def lora_cost(args: argparse.Namespace, root: Path) -> dict[str, float]:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from labeler.engine.embedded import prepare_default_model
     from labeler.engine.vllm_engine import VLLMEngine
-    from labeler.model_prep import prepare_default_model
-    from labeler.ppo.config import PPOConfig
+    from labeler.train.ppo.config import PPOConfig
     model = prepare_default_model()
     rank = PPOConfig.model_fields["lora_rank"].default
     targets = PPOConfig.model_fields["lora_target_modules"].default

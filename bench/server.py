@@ -66,7 +66,7 @@ class Figures:
 
 
 def make_pairs(n: int) -> list[Any]:
-    from labeler.human_pairs import read_human_labelled_pairs
+    from labeler.inputs.human_pairs import read_human_labelled_pairs
     from labeler.stages.pairs import SOURCE_FILE, make_pair
 
     human = read_human_labelled_pairs(REPO / "data" / "human_pairs.jsonl")[:n]
@@ -88,9 +88,9 @@ def reset_server_caches(urls: Sequence[str], api_key: str | None) -> None:
 
 
 def timed_judging(engine: Any, pairs: Sequence[Any], principles: str) -> float:
-    from labeler.constitution import load_constitution
+    from labeler.inputs.constitution import load_constitution
+    from labeler.inputs.templates import Templates
     from labeler.stages.judge import JudgeOptions, judge_pairs, panel_for
-    from labeler.templates import Templates
 
     options = JudgeOptions(principles=principles)
     panel = panel_for(load_constitution(REPO / "constitutions" / "helpful-honest.yaml"), options, "helpful-honest")
@@ -182,7 +182,7 @@ def main(argv: Sequence[str] | None = None, offline: Any = None) -> Figures:
         args.pairs, args.principles, args.rounds = 3, "sample:1", 1
 
     from labeler.engine import EngineConfig, open_engine
-    from labeler.models import resolve_model
+    from labeler.engine.model_ref import resolve_model
 
     pairs = make_pairs(args.pairs)
     model = resolve_model("default").folder()

@@ -33,8 +33,8 @@ WORDS = "apple river stone cloud green quick lamp seven paper music bright slow"
 
 def write_synthetic_run(folder: Path, pairs: int, seed: int) -> Path:
     """A finished preference run of separable pairs (the response ending in "good" wins)."""
-    from labeler.engine.base import Message
-    from labeler.records import PreferenceRecord, conversation_columns, record_id
+    from labeler.core.chat import Message
+    from labeler.core.records import PreferenceRecord, conversation_columns, record_id
     from labeler.store import RunStore
 
     rng = random.Random(seed)
@@ -64,8 +64,8 @@ def write_synthetic_run(folder: Path, pairs: int, seed: int) -> Path:
 def run_labeler(
     run: Path, model: Path, out: Path, args: argparse.Namespace, *, share_prefix: bool
 ) -> tuple[int, float]:
-    from labeler.rm.config import RMTrainConfig
-    from labeler.rm.train import train_reward_model
+    from labeler.train.rm.config import RMTrainConfig
+    from labeler.train.rm.train import train_reward_model
 
     config = RMTrainConfig(
         data=(run,), base_model=str(model), out=out, loss="hard", batch_size=args.batch_size,
@@ -78,10 +78,10 @@ def run_labeler(
 
 def shared_fraction(run: Path, model: Path, args: argparse.Namespace) -> float:
     """Fraction of all tokens that are a pair's shared prompt (what prefix sharing runs once, not twice)."""
-    from labeler.rm.batch import collate_pairs
-    from labeler.rm.labels import HardLabels
-    from labeler.rm.pairs import load_pairs
-    from labeler.training.tokenizer import load_tokenizer
+    from labeler.train.common.tokenizer import load_tokenizer
+    from labeler.train.rm.batch import collate_pairs
+    from labeler.train.rm.labels import HardLabels
+    from labeler.train.rm.pairs import load_pairs
 
     tokenizer = load_tokenizer(model)
     examples = [HardLabels().example(pair, epoch=0) for pair in load_pairs([run])]
@@ -130,7 +130,7 @@ def main() -> None:
     import transformers
     import trl
 
-    from labeler.model_prep import prepare_default_model
+    from labeler.engine.embedded import prepare_default_model
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)

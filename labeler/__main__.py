@@ -1,4 +1,4 @@
-from labeler.cli import main
+from labeler.cli.app import main
 
 if __name__ == "__main__":
     main()

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from labeler.cli import main as labeler
+from labeler.cli.app import main as labeler
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -26,7 +26,7 @@ def repo() -> Path:
 @pytest.fixture(scope="session")
 def embedded_model() -> Path:
     """The embedded SmolLM2-135M-Instruct as a Hugging Face folder (converted once, then reused)."""
-    from labeler.model_prep import prepare_default_model
+    from labeler.engine.embedded import prepare_default_model
 
     return prepare_default_model()
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from labeler.engine.base import Message
-from labeler.records import (
+from labeler.core.chat import Message
+from labeler.core.records import (
     FLAG_LOW_MASS,
     FLAG_ORDER_FLIP,
     FLAG_TIE,

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from labeler.engine.base import Message
-from labeler.models import FORBID_LOAD_ENV
-from labeler.records import PreferenceRecord, RevisionRound, SFTRecord, conversation_columns, record_id
+from labeler.core.chat import Message
+from labeler.core.records import PreferenceRecord, RevisionRound, SFTRecord, conversation_columns, record_id
+from labeler.engine.model_ref import FORBID_LOAD_ENV
 from labeler.store import RunStore
 
 REPO = Path(__file__).resolve().parent.parent
@@ -1143,8 +1143,8 @@ CASES_TRAINED: list[Case] = [
 
 def _trained_before(out: Path, kind: str, **fields: object) -> Path:
     """A training folder whose run started with these settings on inputs that held other content."""
-    from labeler.ppo.config import PPOConfig
-    from labeler.rm.config import RMTrainConfig
+    from labeler.train.ppo.config import PPOConfig
+    from labeler.train.rm.config import RMTrainConfig
 
     config = {"RMTrainConfig": RMTrainConfig, "PPOConfig": PPOConfig}[kind].model_validate({"out": out, **fields})
     record = {**config.model_dump(mode="json"), "inputs": {option: "0" * 64 for option in config.input_paths()}}

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labeler.cli import main
+from labeler.cli.app import main
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN_QUESTIONS = ["Is the sky blue?", "Can birds fly?", "Is fire hot?", "Do fish swim?"]
@@ -108,7 +108,7 @@ def iterated_run(tmp_path_factory: pytest.TempPathFactory, embedded_model: Path)
 def test_an_iterated_run_resumes_after_kill_9_and_reports_every_iteration(
     iterated_run: tuple[Path, int], embedded_model: Path, tmp_path: Path
 ) -> None:
-    from labeler.eval_policy import read_eval_policy
+    from labeler.evaluate.policy import read_eval_policy
     from labeler.store import read_split
 
     out, kills = iterated_run

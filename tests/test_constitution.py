@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from labeler.cli import main
-from labeler.constitution import (
+from labeler.cli.app import main
+from labeler.core.chat import Message
+from labeler.core.errors import InputError, InputErrors
+from labeler.inputs.constitution import (
     MAX_BYTES,
     Constitution,
     Principle,
@@ -17,8 +19,6 @@ from labeler.constitution import (
     load_constitution,
     read_constitution,
 )
-from labeler.engine.base import Message
-from labeler.errors import InputError, InputErrors
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "constitutions"
 REPO = Path(__file__).resolve().parent.parent

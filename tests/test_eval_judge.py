@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from fake_engine import RuleJudge
 
-from labeler.cli import main
+from labeler.cli.app import main
 from labeler.engine import ChoiceRequest, ChoiceScores
-from labeler.eval_judge import (
+from labeler.evaluate.judge import (
     CALIBRATION_BINS,
     EvalJudgeConfig,
     agreement,
@@ -326,7 +326,7 @@ def test_eval_judge_command_on_the_real_model(tmp_path: Path, capsys, embedded_m
 
 
 def test_agreement_interval_contains_the_share_and_narrows_with_more_pairs() -> None:
-    from labeler.eval_judge import wilson_interval
+    from labeler.evaluate.judge import wilson_interval
 
     for share in (0.0, 0.3, 0.5, 0.531, 1.0):
         low, high = wilson_interval(share, 100)

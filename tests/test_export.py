@@ -11,15 +11,15 @@ import pyarrow as pa
 import pytest
 from sample_runs import HH_CONVERSATION, judged, make_run
 
-import labeler.export as export_module
-from labeler.cli import main
-from labeler.errors import InputError
-from labeler.export import ExportConfig, export_run, order_agreement, packed, parse_size
-from labeler.records import PreferenceRecord
-from labeler.rm.pairs import check_runs, load_pairs
+import labeler.publish.export as export_module
+from labeler.cli.app import main
+from labeler.core.errors import InputError
+from labeler.core.records import PreferenceRecord
+from labeler.publish.export import ExportConfig, export_run, order_agreement, packed, parse_size
 from labeler.store import ShardInfo, SplitEntry, iter_records, load_manifest, read_split, sha256_bytes
 from labeler.store.manifest import new_manifest, write_manifest
 from labeler.store.shards import encode_shard
+from labeler.train.rm.pairs import check_runs, load_pairs
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from labeler.cli import main
-from labeler.errors import InputError
-from labeler.models import resolve_model
+from labeler.cli.app import main
+from labeler.core.errors import InputError
+from labeler.engine.model_ref import resolve_model
 
 REPO = Path(__file__).resolve().parent.parent
 HARMLESS = REPO / "constitutions" / "harmless.yaml"
@@ -93,7 +93,7 @@ def test_every_engine_option_is_on_every_command(command: str, capsys: pytest.Ca
 
 
 def test_an_engine_config_file_sets_options_and_the_command_line_wins(tmp_path: Path) -> None:
-    from labeler.commands.stages import COMMANDS
+    from labeler.cli.stages import COMMANDS
 
     label = next(c for c in COMMANDS if c.name == "label")
     engine_file = tmp_path / "engine.yaml"
@@ -155,7 +155,7 @@ def test_label_with_a_hub_id_judge_records_its_commit(tmp_path: Path, embedded_m
 def test_two_model_replicas_make_the_dataset_one_makes(tmp_path: Path, embedded_model: Path) -> None:
     """`--data-parallel-size 2`: two processes, one core and one model each, each a part of the prompts,
     merged into one run: the same records and fingerprint as one replica."""
-    from labeler.stages.parts import PARTS_DIR
+    from labeler.core.layout import RUN_PARTS_FOLDER
     from labeler.store import iter_records, load_manifest
 
     def revise(out: Path, *extra: str) -> None:
@@ -174,7 +174,7 @@ def test_two_model_replicas_make_the_dataset_one_makes(tmp_path: Path, embedded_
         return {record.id: record.model_dump() for record in iter_records(out, "sft")}
 
     assert records(tmp_path / "two") == records(tmp_path / "one") and len(records(tmp_path / "one")) == 5
-    parts = sorted((tmp_path / "two" / PARTS_DIR / "sft").iterdir())
+    parts = sorted((tmp_path / "two" / RUN_PARTS_FOLDER / "sft").iterdir())
     assert [p.name for p in parts] == ["part-00000-of-00002", "part-00001-of-00002"]
     assert all(records(part) for part in parts)  # each replica had prompts
     one, two = (load_manifest(tmp_path / name).splits["sft"] for name in ("one", "two"))

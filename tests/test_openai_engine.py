@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from servers import STALL_SECONDS, ScriptedServer, chat_reply, free_port
 
-from labeler.cli import main
+from labeler.cli.app import main
+from labeler.core.errors import EngineError, InputError
 from labeler.engine import ChoiceRequest, EngineConfig, GenerationParams, Message, open_engine
 from labeler.engine.chat import derive_seed
 from labeler.engine.pool import RetryPolicy, backoff_seconds
 from labeler.engine.topk import choice_of_token, scores_from_topk
-from labeler.errors import EngineError, InputError
 from labeler.stages.common import fingerprint_config, settled_choice_method
 from labeler.stages.label import LabelConfig
 
@@ -45,15 +45,15 @@ def error(status: int, message: str = "no", headers: dict[str, str] | None = Non
 
 
 def test_docstring_examples() -> None:
+    import labeler.core.soft_label
     import labeler.engine
     import labeler.engine.base
     import labeler.engine.openai_engine
     import labeler.engine.pool
     import labeler.engine.topk
-    import labeler.soft_label
 
     for module in (labeler.engine, labeler.engine.base, labeler.engine.openai_engine, labeler.engine.pool,
-                   labeler.engine.topk, labeler.soft_label):
+                   labeler.engine.topk, labeler.core.soft_label):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
 
@@ -372,11 +372,11 @@ def test_out_of_retries_mid_run_keeps_what_was_written_and_the_rerun_resumes(tmp
 def test_judging_flags_exactly_the_pairs_with_a_bounded_choice():
     from fake_engine import FakeEngine, scripted_logit
 
-    from labeler.constitution import load_constitution
     from labeler.engine import ChoiceScores
+    from labeler.inputs.constitution import load_constitution
+    from labeler.inputs.templates import Templates
     from labeler.stages.judge import JudgeOptions, judge_pairs, panel_for
     from labeler.stages.pairs import SOURCE_FILE, make_pair
-    from labeler.templates import Templates
 
     class TopKEngine(FakeEngine):
         """Marks option B bounded where its scripted logit is low, as a short top-k list would miss it."""
@@ -403,7 +403,7 @@ def test_judging_flags_exactly_the_pairs_with_a_bounded_choice():
 
 
 def test_a_run_config_with_a_bad_server_url_names_the_file(tmp_path):
-    from labeler.pipeline import load_run_config
+    from labeler.pipeline.run import load_run_config
 
     path = tmp_path / "run.yaml"
     path.write_text("out: runs/x\nconstitution: c.yaml\nprompts: p.jsonl\n"
@@ -414,7 +414,7 @@ def test_a_run_config_with_a_bad_server_url_names_the_file(tmp_path):
 
 
 def test_the_device_plan_of_a_run_on_servers_names_no_device_here():
-    from labeler.pipeline import RunConfig, device_plan
+    from labeler.pipeline.run import RunConfig, device_plan
 
     engine = EngineConfig(name="openai", model="judge", base_urls=("http://a:8000", "http://b:8000"))
     config = RunConfig(out=Path("o"), constitution=Path("c"), prompts=Path("p"), engine=engine)

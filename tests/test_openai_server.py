@@ -26,16 +26,16 @@ import pytest
 from conftest import API_KEY_ENV, SERVED_NAME, TEST_API_KEY
 from servers import FaultPlan, Proxy
 
-from labeler.constitution import load_constitution
 from labeler.engine import ChoiceRequest, EngineConfig, GenerationParams, Message, open_engine
 from labeler.engine.openai_engine import first_token_messages
-from labeler.human_pairs import read_human_labelled_pairs
+from labeler.inputs.constitution import load_constitution
+from labeler.inputs.human_pairs import read_human_labelled_pairs
+from labeler.inputs.templates import Templates
 from labeler.stages.common import WorkSelection
 from labeler.stages.judge import JudgeOptions, judge_pairs, panel_for
 from labeler.stages.label import LabelConfig, label
 from labeler.stages.pairs import SOURCE_FILE, make_pair
 from labeler.store import iter_records, load_manifest
-from labeler.templates import Templates
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""The output check every command makes (`labeler.outputs.check_outputs`): what it lets through, which the
+"""The output check every command makes (`labeler.core.outputs.check_outputs`): what it lets through, which the
 bad-input table cannot show (that table holds the refusals), and the layouts the pipeline relies on."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from labeler.errors import InputError
-from labeler.outputs import check_outputs
-from labeler.rm.config import RMTrainConfig
-from labeler.training.config import SEED_BOUND
+from labeler.core.errors import InputError
+from labeler.core.outputs import check_outputs
+from labeler.train.common.config import SEED_BOUND
+from labeler.train.rm.config import RMTrainConfig
 
 
 def _run(folder: Path) -> Path:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from labeler.shipped import shipped_folder
-from labeler.templates import VARIABLES
+from labeler.core.shipped import shipped_folder
+from labeler.inputs.templates import VARIABLES
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -55,7 +55,7 @@ def test_the_wheel_ships_every_template_and_constitution(tmp_path: Path) -> None
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     found = subprocess.run(
-        [sys.executable, "-c", "from labeler.templates import DEFAULT_FOLDER; print(DEFAULT_FOLDER)"],
+        [sys.executable, "-c", "from labeler.inputs.templates import DEFAULT_FOLDER; print(DEFAULT_FOLDER)"],
         cwd=tmp_path, env={"PYTHONPATH": str(site), "PATH": ""}, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert found.returncode == 0, found.stderr[-3000:]
@@ -136,9 +136,9 @@ def test_the_sdist_installs_into_a_fresh_environment_with_templates_and_constitu
     assert installed.returncode == 0, installed.stdout[-2000:] + installed.stderr[-3000:]
 
     check = (
-        "import labeler, labeler.shipped as s\n"
-        "from labeler.constitution import load_constitution\n"
-        "from labeler.templates import Templates\n"
+        "import labeler, labeler.core.shipped as s\n"
+        "from labeler.inputs.constitution import load_constitution\n"
+        "from labeler.inputs.templates import Templates\n"
         "Templates.load()\n"
         "print(labeler.__file__)\n"
         "print(s.shipped_folder('prompts'))\n"

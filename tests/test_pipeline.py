@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labeler.cli import main
-from labeler.config_reference import END, START, generate
-from labeler.errors import InputError
-from labeler.pipeline import RunConfig, load_run_config
+from labeler.cli.app import main
+from labeler.core.errors import InputError
+from labeler.pipeline.config_reference import END, START, generate
+from labeler.pipeline.run import RunConfig, load_run_config
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -68,7 +68,7 @@ def test_invalid_yaml_names_the_line(tmp_path: Path):
 def test_readme_config_reference_is_generated():
     readme = (REPO / "README.md").read_text()
     body = readme.split(START, 1)[1].split(END, 1)[0]
-    assert body.strip() == generate().strip(), "run: python -m labeler.config_reference --write"
+    assert body.strip() == generate().strip(), "run: python -m labeler.pipeline.config_reference --write"
     # every key of the run config appears in it
     for key in RunConfig.model_fields:
         assert f"`{key}`" in body

@@ -8,7 +8,7 @@ import statistics
 import pytest
 import torch
 
-import labeler.ppo.math as ppo
+import labeler.train.ppo.math as ppo
 
 GAMMA_LAMBDA = [(1.0, 0.95), (0.99, 0.9), (0.9, 1.0), (1.0, 0.0)]
 

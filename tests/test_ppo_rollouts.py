@@ -17,15 +17,15 @@ from typing import Any
 import pytest
 import torch
 
-from labeler.errors import InputError
-from labeler.models import ModelRef, resolve_model
-from labeler.padding import pad_rows
-from labeler.ppo import math as ppo
-from labeler.ppo.config import PPOConfig
-from labeler.ppo.model import PolicyWithValueHead, Reference, build_policy, policy_tokenizer
-from labeler.ppo.rollout import HFRollouts, Rollout, VLLMRollouts, rollout_from_tokens, rollout_plan
-from labeler.ppo.train import ppo_update
-from labeler.ppo.weights import save_merged
+from labeler.core.errors import InputError
+from labeler.core.padding import pad_rows
+from labeler.engine.model_ref import ModelRef, resolve_model
+from labeler.train.ppo import math as ppo
+from labeler.train.ppo.config import PPOConfig
+from labeler.train.ppo.model import PolicyWithValueHead, Reference, build_policy, policy_tokenizer
+from labeler.train.ppo.rollout import HFRollouts, Rollout, VLLMRollouts, rollout_from_tokens, rollout_plan
+from labeler.train.ppo.train import ppo_update
+from labeler.train.ppo.weights import save_merged
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 

@@ -20,16 +20,24 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from labeler.cli import main
-from labeler.engine.base import Message
-from labeler.errors import InputError
-from labeler.models import resolve_model
-from labeler.ppo.config import PPOConfig
-from labeler.ppo.rewards import RewardFn, RewardModelReward, WordReward, check_reward, load_reward, parse_reward_rule
-from labeler.ppo.train import METRICS_FILE, load_prompts, train_ppo
-from labeler.records import PreferenceRecord, conversation_columns, record_id
+from labeler.cli.app import main
+from labeler.core.chat import Message
+from labeler.core.errors import InputError
+from labeler.core.layout import METRICS_FILE
+from labeler.core.records import PreferenceRecord, conversation_columns, record_id
+from labeler.engine.model_ref import resolve_model
 from labeler.store import RunStore
-from labeler.training.checkpoint import flatten_optimizer_state, unflatten_optimizer_state
+from labeler.train.common.checkpoint import flatten_optimizer_state, unflatten_optimizer_state
+from labeler.train.ppo.config import PPOConfig
+from labeler.train.ppo.rewards import (
+    RewardFn,
+    RewardModelReward,
+    WordReward,
+    check_reward,
+    load_reward,
+    parse_reward_rule,
+)
+from labeler.train.ppo.train import load_prompts, train_ppo
 
 QUESTIONS = [
     "Is the sky blue?", "Is water wet?", "Is fire hot?", "Do cats like milk?",
@@ -295,7 +303,7 @@ def test_eval_policy_finds_the_trained_policy_winning_with_a_judge_that_sees_its
     """The demonstration: a policy PPO trained towards saying "no" beats its start, interval and all,
     before a judge that prefers "no"; its KL to the start is positive; the report holds every prompt."""
     from labeler.engine import EngineConfig
-    from labeler.eval_policy import EvalPolicyConfig, eval_policy
+    from labeler.evaluate.policy import EvalPolicyConfig, eval_policy
 
     constitution = tmp_path / "no.yaml"
     constitution.write_text("name: says-no\nversion: 1\nprinciples:\n  - id: says-no\n    judge: Which says no?\n")
@@ -326,10 +334,10 @@ def test_rollout_logprobs_are_those_of_the_sampling_distribution(
 ) -> None:
     """The log-probabilities PPO trains on equal those `generate` sampled from, with left-padded prompts
     of different lengths; and a fresh adapter's reference gives the very same numbers."""
-    from labeler.padding import pad_rows
-    from labeler.ppo import math as ppo
-    from labeler.ppo.model import build_policy, policy_tokenizer
-    from labeler.ppo.train import SAMPLING
+    from labeler.core.padding import pad_rows
+    from labeler.train.ppo import math as ppo
+    from labeler.train.ppo.model import build_policy, policy_tokenizer
+    from labeler.train.ppo.train import SAMPLING
 
     cfg = config(embedded_model, prompts_file, tmp_path / "unused")
     start = resolve_model(embedded_model, kind="policy")

@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from labeler.ppo.model import POLICY_ADAPTER, REFERENCE_ADAPTER
-from labeler.ppo.weights import merge_blocker, merged_weights, save_merged
+from labeler.train.ppo.model import POLICY_ADAPTER, REFERENCE_ADAPTER
+from labeler.train.ppo.weights import merge_blocker, merged_weights, save_merged
 
 
 def tiny_llama(tied: bool = True, bias: bool = False) -> Any:

@@ -21,12 +21,12 @@ from pathlib import Path
 import pytest
 from sample_runs import judged
 
-from labeler import export as export_module
-from labeler.cli import main
-from labeler.export import ExportConfig, ExportWriteError, export_run
-from labeler.published import published_bytes
-from labeler.push import PushConfig, plan_push
+from labeler.cli.app import main
+from labeler.publish import export as export_module
+from labeler.publish.export import ExportConfig, ExportWriteError, export_run
+from labeler.publish.push import PushConfig, plan_push
 from labeler.store import RunStore, load_manifest, read_split
+from labeler.store.published import published_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 # An absolute path of two names or more, where a path starts: line start, blank, quote, backtick, `=`, `(`.
@@ -137,7 +137,7 @@ def test_a_link_that_stays_inside_the_run_is_followed(tmp_path: Path) -> None:
 SLOW_EXPORT = """
 import sys, time
 from pathlib import Path
-from labeler import export
+from labeler.publish import export
 from labeler.store.shards import encode_table
 
 calls = []

@@ -14,9 +14,9 @@ import pytest
 import yaml
 from sample_runs import fingerprint, judged, revised
 
-from labeler.cli import main
-from labeler.errors import InputError
-from labeler.push import PushConfig, plan_push, push
+from labeler.cli.app import main
+from labeler.core.errors import InputError
+from labeler.publish.push import PushConfig, plan_push, push
 from labeler.store import RunStore, load_manifest
 
 

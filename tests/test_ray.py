@@ -11,15 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from labeler.cli import main
+from labeler.cli.app import main
+from labeler.core.errors import InputError
+from labeler.core.layout import RUN_PARTS_FOLDER
 from labeler.engine import EngineConfig, GenerationParams
-from labeler.errors import InputError
-from labeler.pipeline import ReviseStage, RunConfig, Stages, run_pipeline
-from labeler.ray_runner import RayOptions, _default_workers, run_on_ray
+from labeler.pipeline.run import ReviseStage, RunConfig, Stages, run_pipeline
 from labeler.stages.common import WorkSelection, fingerprint_config
 from labeler.stages.label import LabelResult
+from labeler.stages.on_ray import RayOptions, _default_workers, run_on_ray
 from labeler.stages.pairs import PairCounts
-from labeler.stages.parts import PARTS_DIR, combine_results, existing_part_count, part_config, part_name
+from labeler.stages.parts import combine_results, existing_part_count, part_config, part_name
 from labeler.stages.revise import ReviseConfig
 from labeler.store import iter_records, load_manifest
 
@@ -47,9 +48,9 @@ def records_by_id(run: Path, split: str = "sft") -> dict[str, dict]:
 
 def test_a_part_keeps_the_fingerprint_and_never_overwrites(tmp_path: Path) -> None:
     config = revise_config(tmp_path / "out", ray="local", overwrite=True)
-    part = part_config(config, tmp_path / "out" / PARTS_DIR / "sft", 1, 3)
+    part = part_config(config, tmp_path / "out" / RUN_PARTS_FOLDER / "sft", 1, 3)
     assert part.work.part == (1, 3) and part.work.ray is None and not part.work.overwrite
-    assert part.out == tmp_path / "out" / PARTS_DIR / "sft" / "part-00001-of-00003"
+    assert part.out == tmp_path / "out" / RUN_PARTS_FOLDER / "sft" / "part-00001-of-00003"
     assert fingerprint_config(part) == fingerprint_config(config)
 
 
@@ -124,7 +125,7 @@ def test_revise_on_two_ray_workers_equals_one_process(ray_cluster: None, embedde
     assert reference.returncode == 0, stderr[-3000:]
 
     assert (result.out, result.written, result.already_done) == (out.resolve(), LIMIT, 0)
-    parts = [out / PARTS_DIR / "sft" / part_name(index, 2) for index in range(2)]
+    parts = [out / RUN_PARTS_FOLDER / "sft" / part_name(index, 2) for index in range(2)]
     assert all(len(records_by_id(part)) > 0 for part in parts)  # both workers had prompts
     assert records_by_id(out) == records_by_id(single)
     assert load_manifest(out).splits["sft"].fingerprint == load_manifest(single).splits["sft"].fingerprint
@@ -141,7 +142,7 @@ def test_revise_on_two_ray_workers_equals_one_process(ray_cluster: None, embedde
         out=piped, constitution=HARMLESS, prompts=PROMPTS, engine=config.engine, work=config.work,
         stages=Stages(revise=ReviseStage(rounds=1, sampling=config.sampling), label=None, report=False),
     ))  # fmt: skip
-    assert (piped / PARTS_DIR / "sft" / part_name(1, 2)).is_dir()  # made by the Ray workers
+    assert (piped / RUN_PARTS_FOLDER / "sft" / part_name(1, 2)).is_dir()  # made by the Ray workers
     assert records_by_id(piped) == records_by_id(single)
 
 

@@ -9,9 +9,9 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from labeler.engine.base import Message
-from labeler.errors import InputError
-from labeler.records import (
+from labeler.core.chat import Message
+from labeler.core.errors import InputError
+from labeler.core.records import (
     SPLITS,
     PreferenceRecord,
     PrincipleScore,

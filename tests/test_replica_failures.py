@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from labeler.errors import InputError, PartsFailed
-from labeler.models import FORBID_LOAD_ENV
+from labeler.core.errors import InputError, PartsFailed
+from labeler.engine.model_ref import FORBID_LOAD_ENV
 from labeler.stages.parts import PartFailure, error_reason, parts_error
 
 REPO = Path(__file__).resolve().parent.parent

@@ -13,10 +13,9 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from labeler.calibration import expected_calibration_error
-from labeler.cli import main
-from labeler.engine.base import Message
-from labeler.records import (
+from labeler.cli.app import main
+from labeler.core.chat import Message
+from labeler.core.records import (
     FLAG_LOW_MASS,
     FLAG_ORDER_FLIP,
     PreferenceRecord,
@@ -26,9 +25,10 @@ from labeler.records import (
     conversation_columns,
     record_id,
 )
+from labeler.core.soft_label import aggregate, judgment
+from labeler.evaluate.calibration import expected_calibration_error
 from labeler.report import write_report
 from labeler.report.calibration import calibration
-from labeler.soft_label import aggregate, judgment
 from labeler.store import RunStore, make_fingerprint
 from labeler.store.manifest import new_manifest, write_manifest
 

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 from fake_engine import FakeEngine
 
+from labeler.core.errors import InputError
 from labeler.engine import Conversation, Generation, GenerationParams
-from labeler.errors import InputError
-from labeler.inputs import read_prompts
+from labeler.inputs.rows import read_prompts
 from labeler.stages.common import WorkSelection
 from labeler.stages.label import LabelConfig, label
 from labeler.stages.revise import ReviseConfig, revise

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from labeler.cli import main
-from labeler.constitution import load_constitution
+from labeler.cli.app import main
+from labeler.core.records import SFTRecord
 from labeler.engine import GenerationParams
-from labeler.records import SFTRecord
+from labeler.inputs.constitution import load_constitution
 from labeler.stages.common import WorkSelection
 from labeler.stages.revise import ReviseConfig, revise
 from labeler.stages.runner import run_stage
@@ -54,7 +54,7 @@ def test_two_rounds_over_eight_prompts(engine_fixture, request, tmp_path: Path):
         assert row.messages[:-1] == row.prompt_messages and row.messages[-1].content == row.revision
         assert row.initial and row.model == "SmolLM2-135M-Instruct"
     # each row keeps the whole conversation it was asked about
-    from labeler.inputs import read_prompts
+    from labeler.inputs.rows import read_prompts
 
     given = {p.id: p.messages for p in read_prompts(PROMPTS)}
     assert all(row.prompt_messages == given[row.id] for row in rows)

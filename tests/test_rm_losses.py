@@ -10,19 +10,19 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from labeler.engine.base import Message
-from labeler.records import PreferenceRecord, PrincipleScore, conversation_columns
-from labeler.rm.labels import HardLabels, PrincipleLabels, SoftLabels
-from labeler.rm.losses import (
+from labeler.core.chat import Message
+from labeler.core.records import PreferenceRecord, PrincipleScore, conversation_columns
+from labeler.train.rm.labels import HardLabels, PrincipleLabels, SoftLabels
+from labeler.train.rm.losses import (
     bradley_terry_loss,
     hard_targets,
     mean_chosen_margin,
     oriented_margin,
     pairwise_accuracy,
 )
-from labeler.rm.pairs import epoch_batches, split_train_eval
-from labeler.rm.salmon import ShownPrinciple, salmon_target, sample_shown_principles, with_principles
-from labeler.rm.train import learning_rate_at
+from labeler.train.rm.pairs import epoch_batches, split_train_eval
+from labeler.train.rm.salmon import ShownPrinciple, salmon_target, sample_shown_principles, with_principles
+from labeler.train.rm.train import learning_rate_at
 
 # --- slow references ------------------------------------------------------------------------------
 

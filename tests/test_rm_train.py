@@ -16,16 +16,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from labeler.cli import main
-from labeler.engine.base import Message
-from labeler.errors import InputError
-from labeler.records import PreferenceRecord, PrincipleScore, conversation_columns, record_id
-from labeler.rm.config import RMTrainConfig
-from labeler.rm.model import REWARD_CARD, load_reward_model
-from labeler.rm.train import METRICS_FILE, train_reward_model
+from labeler.cli.app import main
+from labeler.core.chat import Message
+from labeler.core.errors import InputError
+from labeler.core.layout import METRICS_FILE
+from labeler.core.records import PreferenceRecord, PrincipleScore, conversation_columns, record_id
 from labeler.store import RunStore, ShardInfo, SplitEntry, sha256_bytes
 from labeler.store.manifest import new_manifest, write_manifest
 from labeler.store.shards import encode_shard
+from labeler.train.rm.config import RMTrainConfig
+from labeler.train.rm.model import REWARD_CARD, load_reward_model
+from labeler.train.rm.train import train_reward_model
 
 WORDS = "apple river stone cloud green quick lamp seven paper music".split()
 TIMING = {"tokens_per_s"}
@@ -160,10 +161,10 @@ def test_left_and_right_padding_give_the_same_rewards(trained: Path) -> None:
 
 def test_shared_prompt_gives_the_same_rewards_and_gradients(tiny_model: Path) -> None:
     """Running a pair's common prompt once (its keys/values reused by both responses) changes no number."""
-    from labeler.rm.batch import collate_pairs
-    from labeler.rm.labels import TrainingExample
-    from labeler.rm.model import LastTokenReward, load_classifier
-    from labeler.training.tokenizer import load_tokenizer
+    from labeler.train.common.tokenizer import load_tokenizer
+    from labeler.train.rm.batch import collate_pairs
+    from labeler.train.rm.labels import TrainingExample
+    from labeler.train.rm.model import LastTokenReward, load_classifier
 
     tokenizer = load_tokenizer(tiny_model)
     torch.manual_seed(0)
@@ -465,7 +466,7 @@ def test_gradient_checkpointing_changes_memory_not_the_numbers(
 
 
 def test_bfloat16_weights_train_and_save_in_bfloat16(tiny_model: Path, separable_run: Path, tmp_path: Path) -> None:
-    from labeler.rm.train import weights_dtype
+    from labeler.train.rm.train import weights_dtype
 
     config = tiny_config(separable_run, tiny_model, tmp_path / "bf16", weights_dtype="bfloat16", max_steps=2,
                          eval_fraction=0.0, logging_steps=1)

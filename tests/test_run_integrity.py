@@ -25,15 +25,16 @@ from fake_engine import FakeEngine
 from sample_runs import make_run, revised
 from servers import ScriptedServer, chat_reply
 
+from labeler.core.errors import InputError
+from labeler.core.layout import RUN_PARTS_FOLDER, WRITER_LOCK
 from labeler.engine import GenerationParams
-from labeler.errors import InputError
-from labeler.models import FORBID_LOAD_ENV
+from labeler.engine.model_ref import FORBID_LOAD_ENV
 from labeler.stages.common import WorkSelection
-from labeler.stages.parts import PARTS_DIR, run_in_parts
+from labeler.stages.parts import run_in_parts
+from labeler.stages.registry import StageConfig, StageResult, stage_spec
 from labeler.stages.revise import ReviseConfig, revise
-from labeler.stages.runner import StageConfig, StageResult, stage_spec
 from labeler.store import RunStore, iter_records, load_manifest, read_split
-from labeler.store.lock import LOCK_FILE, holder_pid, writer_lock
+from labeler.store.lock import holder_pid, writer_lock
 
 REPO = Path(__file__).resolve().parent.parent
 CONSTITUTION = REPO / "constitutions" / "helpful-honest.yaml"
@@ -137,7 +138,7 @@ def test_a_lock_held_by_a_library_caller_refuses_the_cli(tmp_path: Path) -> None
 def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
     out = tmp_path / "run"
     out.mkdir()
-    (out / LOCK_FILE).write_text("4194303\n")  # no such process holds it: the kernel dropped its flock
+    (out / WRITER_LOCK).write_text("4194303\n")  # no such process holds it: the kernel dropped its flock
     with ScriptedServer(default=GOOD) as server:
         process = subprocess.Popen(label_command(server.url, out, pairs=write_pairs(tmp_path / "pairs.jsonl")),
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=REPO)
@@ -337,14 +338,14 @@ def test_overwrite_in_parts_whose_parts_fail_keeps_every_old_row_and_a_rerun_rep
     out = tmp_path / "run"
     run_in_parts(revise_config(out, seed=1), InProcessParts(), how="--data-parallel-size")
     old_rows, old_entry = sft_rows(out), load_manifest(out).splits["sft"]
-    old_parts = {p: p.read_bytes() for p in sorted((out / PARTS_DIR).rglob("*.arrow"))}
+    old_parts = {p: p.read_bytes() for p in sorted((out / RUN_PARTS_FOLDER).rglob("*.arrow"))}
     assert len(old_rows) == 12 and len(old_parts) >= 2
 
     with pytest.raises(RuntimeError, match="the engine died"):
         run_in_parts(revise_config(out, seed=2, overwrite=True), InProcessParts(failing=(1,)), how="--ray")
     assert sft_rows(out) == old_rows and load_manifest(out).splits["sft"] == old_entry  # the old split, whole
-    assert {p: p.read_bytes() for p in sorted((out / PARTS_DIR / "sft").rglob("*.arrow"))} == old_parts
-    assert list((out / PARTS_DIR / "sft.new").rglob("*.arrow"))  # the new parts were really under way
+    assert {p: p.read_bytes() for p in sorted((out / RUN_PARTS_FOLDER / "sft").rglob("*.arrow"))} == old_parts
+    assert list((out / RUN_PARTS_FOLDER / "sft.new").rglob("*.arrow"))  # the new parts were really under way
 
     # Settings differ from the old run: without --overwrite the parts refuse, and nothing changes.
     with pytest.raises(InputError, match="different settings"):
@@ -354,7 +355,7 @@ def test_overwrite_in_parts_whose_parts_fail_keeps_every_old_row_and_a_rerun_rep
     run_in_parts(revise_config(out, seed=2, overwrite=True), InProcessParts(), how="--ray")
     single = revise(revise_config(tmp_path / "single", seed=2), engine=FakeEngine())
     assert single.written == 12 and sft_rows(out) == sft_rows(tmp_path / "single") != old_rows
-    assert sorted(p.name for p in (out / PARTS_DIR).iterdir()) == ["sft"]  # no staging or old parts left
+    assert sorted(p.name for p in (out / RUN_PARTS_FOLDER).iterdir()) == ["sft"]  # no staging or old parts left
     assert sorted(p.name for p in (out / "sft").iterdir()) == sorted(
         Path(shard.file).name for shard in load_manifest(out).splits["sft"].shards
     )  # no file of the old split left beside the new one
@@ -372,7 +373,7 @@ def test_overwrite_in_parts_replaces_a_single_process_split_only_at_the_merge(tm
     assert len(sft_rows(out)) == 12 and len(ids(out)) == 24  # the other split stays as it was
 
 
-@pytest.mark.parametrize("link", ["sft", f"{PARTS_DIR}/sft"])
+@pytest.mark.parametrize("link", ["sft", f"{RUN_PARTS_FOLDER}/sft"])
 def test_overwrite_in_parts_of_a_linked_folder_replaces_the_link_not_the_files_it_points_to(
     tmp_path: Path, link: str
 ) -> None:
@@ -397,13 +398,13 @@ def test_a_parts_folder_that_is_a_link_is_refused_even_with_overwrite(tmp_path: 
     out = tmp_path / "run"
     run_in_parts(revise_config(out, seed=1), InProcessParts(), how="--ray")
     elsewhere = tmp_path / "precious"
-    shutil.move(out / PARTS_DIR, elsewhere)
-    (out / PARTS_DIR).symlink_to(elsewhere)
+    shutil.move(out / RUN_PARTS_FOLDER, elsewhere)
+    (out / RUN_PARTS_FOLDER).symlink_to(elsewhere)
     kept = {p: p.read_bytes() for p in sorted(elsewhere.rglob("*")) if p.is_file()}
     for overwrite in (False, True):
         with pytest.raises(InputError, match="symbolic link") as refused:
             run_in_parts(revise_config(out, seed=2, overwrite=overwrite), InProcessParts(), how="--ray")
-        assert refused.value.file == str(out / PARTS_DIR)
+        assert refused.value.file == str(out / RUN_PARTS_FOLDER)
     assert {p: p.read_bytes() for p in sorted(elsewhere.rglob("*")) if p.is_file()} == kept
     assert len(sft_rows(out)) == 12
 

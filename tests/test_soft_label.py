@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from labeler.soft_label import aggregate, clamp, judgment, p_first, principle_score, unswap
+from labeler.core.soft_label import aggregate, clamp, judgment, p_first, principle_score, unswap
 
 
 def slow_p_first(a: float, b: float) -> float:

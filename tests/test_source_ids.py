@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from fake_engine import FakeEngine
 
+from labeler.core.errors import InputError
+from labeler.core.records import PreferenceRecord, SFTRecord
 from labeler.engine import GenerationParams
-from labeler.errors import InputError
-from labeler.export import ExportConfig, export_run
-from labeler.records import PreferenceRecord, SFTRecord
+from labeler.publish.export import ExportConfig, export_run
 from labeler.stages.common import WorkSelection
 from labeler.stages.label import LabelConfig, label
 from labeler.stages.pairs import pair_id

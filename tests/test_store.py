@@ -18,11 +18,10 @@ import yaml
 
 import labeler.store.atomic as atomic
 import labeler.store.run_store as run_store
-from labeler.card import preference_statistics, sft_statistics, write_card
-from labeler.engine.base import Message
-from labeler.errors import InputError
-from labeler.progress import progress_bar
-from labeler.records import (
+from labeler.core.chat import Message
+from labeler.core.errors import InputError
+from labeler.core.progress import progress_bar
+from labeler.core.records import (
     FLAG_LOW_MASS,
     FLAG_ORDER_FLIP,
     PreferenceRecord,
@@ -43,6 +42,7 @@ from labeler.store import (
     part_of,
     read_split,
 )
+from labeler.store.card import preference_statistics, sft_statistics, write_card
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -469,7 +469,7 @@ def test_merge_refuses_incomplete_parts_and_repeated_ids(tmp_path: Path) -> None
 
 
 def test_merge_command_exit_codes(tmp_path: Path) -> None:
-    from labeler.cli import main
+    from labeler.cli.app import main
 
     records = [preference(i) for i in range(6)]
     parts = _part_runs(tmp_path, records, 2)

@@ -11,13 +11,13 @@ import jinja2
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from labeler.constitution import Principle, load_constitution
-from labeler.engine.base import Message
-from labeler.errors import InputError
-from labeler.sandbox import BoundedSandbox
-from labeler.sandbox import start as start_budget
-from labeler.sandbox import stop as stop_budget
-from labeler.templates import DEFAULT_FOLDER, VARIABLES, Templates
+from labeler.core.chat import Message
+from labeler.core.errors import InputError
+from labeler.inputs.constitution import Principle, load_constitution
+from labeler.inputs.sandbox import BoundedSandbox
+from labeler.inputs.sandbox import start as start_budget
+from labeler.inputs.sandbox import stop as stop_budget
+from labeler.inputs.templates import DEFAULT_FOLDER, VARIABLES, Templates
 
 REPO = Path(__file__).resolve().parent.parent
 CONVERSATION = [

@@ -13,17 +13,17 @@ from typing import Any
 import pytest
 import torch
 
-from labeler import pipeline
-from labeler.engine.base import Message
-from labeler.errors import InputError
-from labeler.ppo.config import PPOConfig
-from labeler.records import PreferenceRecord, conversation_columns, record_id
-from labeler.rm.config import RMTrainConfig
-from labeler.rm.model import REWARD_CARD
-from labeler.rm.train import train_reward_model
+from labeler.core.chat import Message
+from labeler.core.errors import InputError
+from labeler.core.layout import SAVED_CONFIG, STATE_FILE
+from labeler.core.records import PreferenceRecord, conversation_columns, record_id
+from labeler.pipeline import run as pipeline
 from labeler.store import RunStore
-from labeler.training.layout import SAVED_CONFIG, STATE_FILE
-from labeler.training.resume import resume_point, start_run
+from labeler.train.common.resume import resume_point, start_run
+from labeler.train.ppo.config import PPOConfig
+from labeler.train.rm.config import RMTrainConfig
+from labeler.train.rm.model import REWARD_CARD
+from labeler.train.rm.train import train_reward_model
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_RM = {"max_steps": 2, "batch_size": 4, "max_length": 48, "eval_fraction": 0.0, "logging_steps": 1,
@@ -158,7 +158,7 @@ def fake_ppo(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
         trained.append(config.out)
         return checkpoint
 
-    monkeypatch.setattr("labeler.ppo.train.train_ppo", train_ppo)
+    monkeypatch.setattr("labeler.train.ppo.train.train_ppo", train_ppo)
     return trained
 
 

@@ -9,7 +9,7 @@ import statistics
 import numpy as np
 import pytest
 
-from labeler.win_rate import (
+from labeler.evaluate.win_rate import (
     Z_95,
     bootstrap_indices,
     bootstrap_interval,

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from labeler.core.errors import InputError
 from labeler.engine.base import (
     MAX_CONTEXT_TOKENS,
     ChoiceRequest,
@@ -28,8 +29,7 @@ from labeler.engine.base import (
     Message,
 )
 from labeler.engine.dtype import resolve_dtype
-from labeler.errors import InputError
-from labeler.models import ModelRef, guard_model_load, resolve_model, served_model
+from labeler.engine.model_ref import ModelRef, guard_model_load, resolve_model, served_model
 
 __all__ = [
     "ChoiceRequest",
@@ -294,7 +294,7 @@ def vllm_available() -> bool:
 
 
 def engine_model(config: EngineConfig, *, where: str = "model") -> ModelRef:
-    """The config's model argument checked without loading anything (`labeler.models.resolve_model`: a
+    """The config's model argument checked without loading anything (`labeler.engine.model_ref.resolve_model`: a
     model folder, a Hub id, or a policy's adapter or `labeler ppo` output), and the engine options that
     depend on the model and this machine; for the openai engine, the name the servers serve it under,
     once the key's variable is checked."""

@@ -5,7 +5,8 @@ Two calls, both batched:
 - `choice_logprobs`: the log-probability of each candidate choice as the next token (exact with the
   local engines; from a top-k list, with missing choices marked as bounded, through a server).
 
-Only modules under `labeler/engine/` import vllm, transformers or an HTTP client.
+Of the library, only modules under `labeler/engine/` import vllm or an HTTP client; transformers also
+the trainers' model modules (the import contracts in `.importlinter` say which).
 """
 
 from __future__ import annotations
@@ -18,14 +19,7 @@ from typing import Protocol, Self, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-
-class Message(BaseModel):
-    """One chat turn."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    role: str = Field(description="system, user or assistant")
-    content: str
-
+from labeler.core.chat import Message
 
 Conversation = Sequence[Message]
 

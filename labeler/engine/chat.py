@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from labeler.core.errors import InputError
 from labeler.engine.base import ChoiceRequest, Conversation
-from labeler.errors import InputError
 
 
 def chat_text(tokenizer: Any, messages: Conversation, assistant_prefix: str = "") -> str:
@@ -64,7 +64,7 @@ def split_choices(
     >>> split_choices([[5, 9, 7, 49], [5, 9, 50]], ["AA", "B"])
     Traceback (most recent call last):
     ...
-    labeler.errors.InputError: prompt ending '': choices ['AA', 'B'] are not single tokens ...
+    labeler.core.errors.InputError: prompt ending '': choices ['AA', 'B'] are not single tokens ...
     """
     common = _common_prefix_length(encodings)
     tails = [list(enc[common:]) for enc in encodings]

@@ -144,7 +144,7 @@ class HFEngine(ClosedOnExit):
 
     def _left_pad(self, seqs: Sequence[Sequence[int]]) -> tuple[Any, Any, Any]:
         """Left-padded ids and mask, and positions over real tokens only (a row sees what it sees alone)."""
-        from labeler.padding import pad_rows, position_ids_from_mask
+        from labeler.core.padding import pad_rows, position_ids_from_mask
 
         ids, mask = pad_rows(seqs, self.pad_id, side="left")
         return ids, mask, position_ids_from_mask(mask)

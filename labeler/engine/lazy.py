@@ -15,7 +15,7 @@ from labeler.engine.base import (
     Generation,
     GenerationParams,
 )
-from labeler.models import ModelRef
+from labeler.engine.model_ref import ModelRef
 
 
 class LazyEngine(ClosedOnExit):

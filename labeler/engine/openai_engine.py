@@ -29,6 +29,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from labeler.core.errors import EngineError, InputError
 from labeler.engine.base import (
     ChoiceRequest,
     ChoiceScores,
@@ -40,7 +41,6 @@ from labeler.engine.base import (
 from labeler.engine.chat import derive_seed
 from labeler.engine.pool import RetryPolicy, Server, ServerPool
 from labeler.engine.topk import scores_from_topk
-from labeler.errors import EngineError, InputError
 
 if TYPE_CHECKING:
     from labeler.engine import EngineConfig

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from labeler.errors import EngineError
+from labeler.core.errors import EngineError
 
 T = TypeVar("T")
 Request = Callable[[Any], Awaitable[T]]  # takes the server's AsyncOpenAI client

@@ -25,13 +25,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from labeler.card import P_A_BINS, statistics_dict
-from labeler.errors import InputError
-from labeler.outputs import check_output_folder
+from labeler.core.errors import InputError
+from labeler.core.layout import METRICS_FILE, SAVED_CONFIG
+from labeler.core.outputs import check_output_folder
 from labeler.report.calibration import match_human_pairs, read_eval_judge
 from labeler.report.collect import RunData, collect_run
 from labeler.report.config import ReportConfig
-from labeler.report.metrics import METRICS_FILE, TrainingLog, read_training_log
+from labeler.report.metrics import TrainingLog, read_training_log
 from labeler.report.page import Page, render_html, render_markdown
 from labeler.report.policy import find_evaluations, iteration_dirs
 from labeler.report.sections import (
@@ -51,8 +51,8 @@ from labeler.report.sections import (
     sft_section,
 )
 from labeler.store.atomic import TEMP_SUFFIX, atomic_write_bytes, atomic_write_text, exclusive_lock, fsync_dir
+from labeler.store.card import P_A_BINS, statistics_dict
 from labeler.store.manifest import manifest_path
-from labeler.training.layout import SAVED_CONFIG
 
 INDEX_MD = "index.md"
 INDEX_HTML = "index.html"

@@ -2,7 +2,7 @@
 
 Every measure here starts from `p_chosen`: per human-labelled pair, the judge's probability that the
 response the human preferred is the better one. The calibration itself (confidence bins on [0.5, 1],
-ECE) is `labeler.calibration`'s, the same as `labeler eval-judge` reports.
+ECE) is `labeler.evaluate.calibration`'s, the same as `labeler eval-judge` reports.
 
 Two sources give `p_chosen`:
 - a human-labelled file (JSONL, Parquet or Arrow rows with `prompt`, `chosen`, `rejected`): rows of the
@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from labeler.calibration import ReliabilityBin, agreement, expected_calibration_error, reliability_table
-from labeler.errors import InputError
-from labeler.input_files import MAX_REPORT_BYTES, read_json
-from labeler.inputs import Row, iter_rows, row_messages
-from labeler.records import prompt_text
+from labeler.core.errors import InputError
+from labeler.core.input_files import MAX_REPORT_BYTES, read_json
+from labeler.core.records import prompt_text
+from labeler.evaluate.calibration import ReliabilityBin, agreement, expected_calibration_error, reliability_table
+from labeler.inputs.rows import Row, iter_rows, row_messages
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class Calibration:
     agreement: float  # fraction of pairs where the judge favours the human's choice (ties count half)
     mean_p_chosen: float
     brier: float  # mean squared error of the judge's probability against the human's choice
-    ece: float  # expected calibration error (labeler.calibration)
+    ece: float  # expected calibration error (labeler.evaluate.calibration)
     bins: list[ReliabilityBin]
 
     @property

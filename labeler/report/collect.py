@@ -1,6 +1,6 @@
 """The numbers and arrays a report shows, read from a run's verified shards.
 
-Split-level statistics come from `labeler.card` (the dataset card shows the same ones), so the card
+Split-level statistics come from `labeler.store.card` (the dataset card shows the same ones), so the card
 and the report cannot disagree; this module adds what only plots need: per-row arrays, per-principle
 scores and their correlations, SFT lengths and principle usage.
 """
@@ -15,9 +15,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from labeler.card import PreferenceStatistics, SFTStatistics, preference_statistics, sft_statistics
-from labeler.errors import InputError
-from labeler.records import SPLITS
+from labeler.core.errors import InputError
+from labeler.core.records import SPLITS
+from labeler.store.card import PreferenceStatistics, SFTStatistics, preference_statistics, sft_statistics
 from labeler.store.manifest import Manifest, load_manifest, manifest_path
 from labeler.store.readers import read_split
 

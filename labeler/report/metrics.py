@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labeler.errors import InputError
-from labeler.input_files import iter_input_lines, parse_json
+from labeler.core.errors import InputError
+from labeler.core.input_files import iter_input_lines, parse_json
 
-METRICS_FILE = "metrics.jsonl"
 PLOTTED_METRICS = ("loss", "accuracy", "margin")
 """Metrics drawn as curves, in this order, when the log has them."""
 _NOT_METRICS = frozenset({"step", "epoch", "split"})

@@ -10,13 +10,14 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from labeler.eval_policy import EVAL_POLICY_JSON
-from labeler.eval_policy import interval as format_interval
-from labeler.records import FLAG_LOW_MASS, FLAG_ORDER_FLIP, SPLITS
+from labeler.core.layout import METRICS_FILE
+from labeler.core.records import FLAG_LOW_MASS, FLAG_ORDER_FLIP, SPLITS
+from labeler.evaluate.policy import EVAL_POLICY_JSON
+from labeler.evaluate.policy import interval as format_interval
 from labeler.report import plots
 from labeler.report.calibration import Calibration, EvalJudgeResult, HumanMatch, calibration
 from labeler.report.collect import PreferenceData, RunData, SFTData
-from labeler.report.metrics import METRICS_FILE, PLOTTED_METRICS, TrainingLog
+from labeler.report.metrics import PLOTTED_METRICS, TrainingLog
 from labeler.report.page import Block, Image, Note, Page, Paragraph, Section, Table, fmt
 from labeler.report.policy import Evaluation
 from labeler.store.atomic import atomic_write_bytes

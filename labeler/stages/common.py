@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from labeler.engine import Engine, EngineConfig, choice_method_of, open_engine
 from labeler.engine.dtype import resolve_dtype
 from labeler.engine.lazy import LazyEngine
-from labeler.models import ModelRef
+from labeler.engine.model_ref import ModelRef
 from labeler.store.fingerprint import input_fingerprint
 
 # Config keys that never change the records a stage writes: where they go, how they are batched,

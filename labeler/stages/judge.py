@@ -16,15 +16,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from labeler.constitution import Constitution, Principle
-from labeler.constitution.models import JudgeDemo
+from labeler.core.errors import InputError
+from labeler.core.records import PreferenceRecord, PrincipleScore, conversation_columns
+from labeler.core.sampling import rng_for, weighted_sample
+from labeler.core.soft_label import Aggregation, OrderedJudgment, aggregate, judgment
 from labeler.engine import ChoiceRequest, Engine, GenerationParams, Message
-from labeler.errors import InputError
-from labeler.records import PreferenceRecord, PrincipleScore, conversation_columns
-from labeler.sampling import rng_for, weighted_sample
-from labeler.soft_label import Aggregation, OrderedJudgment, aggregate, judgment
+from labeler.inputs.constitution import Constitution, Principle
+from labeler.inputs.constitution.schema import JudgeDemo
+from labeler.inputs.templates import Templates
 from labeler.stages.pairs import Pair, unordered_pair_key
-from labeler.templates import Templates
 
 CHOICES = ("A", "B")
 COT_STOP = "Therefore, the better response is"
@@ -118,7 +118,7 @@ class Panel:
 def panel_for(constitution: Constitution, options: JudgeOptions, where: str) -> Panel:
     """The principles and demonstrations `options` ask for; `InputError` (naming `where`) when the
     constitution (or the demonstrations file) cannot give them."""
-    from labeler.constitution.judge_demos import read_judge_demos
+    from labeler.inputs.constitution.judge_demos import read_judge_demos
 
     definitions = constitution.for_stage("salmon")
     judge = constitution.for_stage("judge") if options.decide == "judge" else ()

@@ -10,12 +10,13 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from labeler.constitution import load_constitution
+from labeler.core.errors import InputError
+from labeler.core.outputs import check_outputs
+from labeler.core.progress import progress_bar
 from labeler.engine import Engine, EngineConfig, GenerationParams, engine_model
-from labeler.errors import InputError
-from labeler.models import ModelRef
-from labeler.outputs import check_outputs
-from labeler.progress import progress_bar
+from labeler.engine.model_ref import ModelRef
+from labeler.inputs.constitution import load_constitution
+from labeler.inputs.templates import MAX_OUTPUT_CHARS, Templates
 from labeler.stages.common import WorkSelection, engine_for, fingerprint_config, model_label, settled_choice_method
 from labeler.stages.judge import JudgeOptions, Panel, judge_pairs, longest_requests, panel_for, position_priors
 from labeler.stages.pairs import (
@@ -27,7 +28,6 @@ from labeler.stages.pairs import (
     too_long_message,
 )
 from labeler.store import Fingerprint, RunStore, check_run, in_part, make_fingerprint
-from labeler.templates import MAX_OUTPUT_CHARS, Templates
 
 JUDGE_TEMPLATES = ("judge", "judge_answer", "judge_cot", "judge_cot_answer", "salmon")
 # No tokenizer packs more characters into a token than this (SmolLM2's longest token has 81, runs of
@@ -145,7 +145,7 @@ def check_label(
 
 def _judge_text_sha256s(templates: Templates, panel: Panel) -> dict[str, str]:
     """The texts a judge run renders besides the constitution: its templates and any demonstrations."""
-    from labeler.constitution.judge_demos import demos_sha256
+    from labeler.inputs.constitution.judge_demos import demos_sha256
 
     texts = {k: v for k, v in templates.sha256().items() if k in JUDGE_TEMPLATES}
     if panel.demos:
@@ -283,7 +283,7 @@ def _check_longest_pair(config: LabelConfig, longest: Pair | None, judge: ModelR
 def _count_inputs(config: LabelConfig, max_chars: int | None = None) -> tuple[int, Pair | None]:
     """Validate every input row and count them (for the progress bar), capped by --limit; a pair file's
     pairs may hold at most `max_chars` characters each. Also the pair file's longest pair, if any."""
-    from labeler.inputs import read_prompts
+    from labeler.inputs.rows import read_prompts
     from labeler.store import iter_shard_tables
 
     longest: Pair | None = None

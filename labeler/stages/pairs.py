@@ -8,14 +8,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from labeler.core.records import SFTRecord, record_id, source_file, source_label
+from labeler.core.sampling import seed_for
 from labeler.engine import Engine, GenerationParams, Message
-from labeler.inputs import iter_rows, read_prompts, row_messages, source_id, text_field
-from labeler.records import SFTRecord, record_id, source_file, source_label
-from labeler.sampling import seed_for
+from labeler.inputs.rows import iter_rows, read_prompts, row_messages, source_id, text_field
 from labeler.store import in_part, iter_records
 
 # `source` kinds; the column reads KIND:FILE, FILE the name of the input file the row came from
-# (`labeler.records.source_label`), and `source_id` is the row's own id in that file.
+# (`labeler.core.records.source_label`), and `source_id` is the row's own id in that file.
 SOURCE_FILE = "pairs_file"
 SOURCE_REVISION = "revision_vs_initial"
 SOURCE_POLICY = "policy_samples"

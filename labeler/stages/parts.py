@@ -23,15 +23,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from labeler.errors import InputError, PartsFailed
-from labeler.outputs import RUN_PARTS_FOLDER
-from labeler.stages.runner import StageConfig, StageResult, stage_spec
+from labeler.core.errors import InputError, PartsFailed
+from labeler.core.layout import RUN_PARTS_FOLDER
+from labeler.stages.registry import StageConfig, StageResult, stage_spec
 from labeler.store import load_manifest, merge_runs
 from labeler.store.lock import writer_lock
 from labeler.store.manifest import read_manifest
 
 R = TypeVar("R")
-PARTS_DIR = RUN_PARTS_FOLDER
+
 STAGING_SUFFIX = ".new"  # OUT/.parts/SPLIT.new: the parts of an --overwrite, until they replace the old ones
 _PART_NAME = re.compile(r"^part-(?P<index>\d{5})-of-(?P<num>\d{5})$")
 
@@ -98,7 +98,7 @@ def run_in_parts(config: StageConfig, executor: PartExecutor, *, how: str) -> St
     if work.part is not None:
         raise InputError(f"{how} splits the input itself; leave out --shard-index and --num-shards", where=how)
     out = Path(config.out).resolve()
-    root = out / PARTS_DIR / split
+    root = out / RUN_PARTS_FOLDER / split
     # One writer per run: the parts write their own folders under OUT/.parts, this process OUT itself.
     with writer_lock(out):
         refuse_linked_parts(out, split, overwrite=work.overwrite)
@@ -155,7 +155,7 @@ def refuse_linked_parts(out: Path, split: str, *, overwrite: bool) -> None:
     """Part folders reached through a symbolic link would be written (and, replaced, deleted) outside the
     run. OUT/.parts as a link is refused; OUT/.parts/SPLIT and OUT/SPLIT as links are refused unless
     --overwrite, which replaces the link itself, never the files it points to."""
-    parts_dir = out / PARTS_DIR
+    parts_dir = out / RUN_PARTS_FOLDER
     if parts_dir.is_symlink():
         raise InputError(
             "is a symbolic link: a run's part folders must be inside the run; delete the link "
@@ -260,7 +260,7 @@ def already_merged(out: Path, split: str, parts: Sequence[Path]) -> bool:
     if merged.status == "complete" and [(s.file, s.sha256) for s in merged.shards] == expected:
         return True
     raise InputError(
-        f"holds a merged {split!r} split that differs from its parts in {out / PARTS_DIR}; "
+        f"holds a merged {split!r} split that differs from its parts in {out / RUN_PARTS_FOLDER}; "
         "pass --overwrite to redo the run",
         file=out / "manifest.json",
     )

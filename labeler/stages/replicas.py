@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from labeler.errors import InputError
+from labeler.core.errors import InputError
 from labeler.stages.parts import PartFailure, error_reason, parts_error
-from labeler.stages.runner import StageConfig, StageResult, stage_spec
+from labeler.stages.registry import StageConfig, StageResult, stage_spec
 
 
 def device_groups(count: int, per_replica: int, devices: Sequence[int]) -> list[list[int]]:

@@ -15,18 +15,18 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from labeler.constitution import Principle, load_constitution
+from labeler.core.errors import InputError
+from labeler.core.outputs import check_outputs
+from labeler.core.progress import progress_bar
+from labeler.core.records import SOURCE_PROMPTS_FILE, RevisionRound, SFTRecord, prompt_text, source_label
+from labeler.core.sampling import rng_for, seed_for, weighted_sample
 from labeler.engine import Engine, EngineConfig, GenerationParams, Message, engine_model
-from labeler.errors import InputError
-from labeler.inputs import Prompt, read_prompts
-from labeler.models import ModelRef
-from labeler.outputs import check_outputs
-from labeler.progress import progress_bar
-from labeler.records import SOURCE_PROMPTS_FILE, RevisionRound, SFTRecord, prompt_text, source_label
-from labeler.sampling import rng_for, seed_for, weighted_sample
+from labeler.engine.model_ref import ModelRef
+from labeler.inputs.constitution import Principle, load_constitution
+from labeler.inputs.rows import Prompt, read_prompts
+from labeler.inputs.templates import Templates
 from labeler.stages.common import WorkSelection, engine_for, fingerprint_config, model_label
 from labeler.store import Fingerprint, RunStore, check_run, in_part, make_fingerprint
-from labeler.templates import Templates
 
 
 class ReviseConfig(BaseModel):

@@ -1,4 +1,4 @@
-"""Running a stage: one registry of the stages, run here or on a Ray cluster, the dataset card written once.
+"""Running a stage: here, in one process per model replica or on a Ray cluster; the dataset card written once.
 
     result = run_stage(config)          # a ReviseConfig or a LabelConfig
     merge_parts(parts, out)             # the parts of a job array -> one run, with its card
@@ -6,50 +6,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, overload
+from typing import overload
 
-from labeler.card import write_card
-from labeler.engine import Engine, EngineConfig
-from labeler.errors import InputError
-from labeler.stages.label import LabelConfig, LabelResult, label
-from labeler.stages.revise import ReviseConfig, ReviseResult, revise
+from labeler.core.errors import InputError
+from labeler.engine import Engine
+from labeler.stages.label import LabelConfig, LabelResult
+from labeler.stages.registry import StageConfig, StageResult, stage_spec
+from labeler.stages.revise import ReviseConfig, ReviseResult
 from labeler.store import merge_runs
+from labeler.store.card import write_card
 from labeler.store.lock import command_lock
-
-StageConfig = ReviseConfig | LabelConfig
-StageResult = ReviseResult | LabelResult
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    """What the runner needs to know of a stage."""
-
-    name: str
-    split: str  # the split of the run folder it writes
-    run: Callable[[Any, Engine | None], Any]  # (config, an open engine or None) -> result
-    engine_fields: tuple[str, ...]  # the config's engine sections, the first its main model's
-
-    def engine(self, config: Any) -> EngineConfig:
-        """The engine config the stage's main model runs with."""
-        engine: EngineConfig = getattr(config, self.engine_fields[0])
-        return engine
-
-
-STAGES: dict[type, StageSpec] = {
-    ReviseConfig: StageSpec("revise", "sft", lambda config, engine: revise(config, engine), ("engine",)),
-    LabelConfig: StageSpec("label", "preferences", lambda config, engine: label(config, engine), ("judge", "policy")),
-}
-
-
-def stage_spec(config: StageConfig) -> StageSpec:
-    """The registry entry of a stage config."""
-    try:
-        return STAGES[type(config)]
-    except KeyError:
-        raise TypeError(f"no stage runs a {type(config).__name__}") from None
 
 
 @overload
@@ -68,7 +36,7 @@ def run_stage(config: StageConfig, engine: Engine | None = None) -> StageResult:
     with command_lock(config.out):
         replicas = stage_spec(config).engine(config).data_parallel_size
         if config.work.ray is not None:
-            from labeler.ray_runner import run_on_ray
+            from labeler.stages.on_ray import run_on_ray
 
             if replicas > 1:
                 raise InputError("--ray places one engine per worker; leave out --data-parallel-size", where="--ray")

@@ -4,8 +4,8 @@
 RUN/
   .lock                          # held by the one process writing the run (labeler.store.lock)
   manifest.json                  # per split: fingerprint, status, shards with rows and sha256
-  README.md                      # dataset card (labeler.card)
-  sft/shard-00000.arrow          # Arrow IPC stream format, one schema per split (labeler.records)
+  README.md                      # dataset card (labeler.store.card)
+  sft/shard-00000.arrow          # Arrow IPC stream format, one schema per split (labeler.core.records)
   preferences/shard-00000.arrow
 ```
 
@@ -23,7 +23,7 @@ from labeler.store.fingerprint import (
     sha256_text,
 )
 from labeler.store.manifest import Manifest, ShardInfo, SplitEntry, load_manifest
-from labeler.store.parts import in_part, merge_runs, part_of
+from labeler.store.merge import in_part, merge_runs, part_of
 from labeler.store.readers import iter_records, iter_shard_tables, read_split
 from labeler.store.run_store import RunStore, check_run
 

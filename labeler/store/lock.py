@@ -22,9 +22,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from labeler.errors import InputError
-
-LOCK_FILE = ".lock"
+from labeler.core.errors import InputError
+from labeler.core.layout import MANIFEST_LOCK, WRITER_LOCK
 
 
 @dataclass
@@ -57,9 +56,7 @@ def open_no_follow(path: Path, flags: int) -> int:
 
 def refuse_linked_lock_files(run_dir: Path) -> None:
     """`InputError` if a lock file of the run is a symbolic link (checked before anything is written)."""
-    from labeler.store.manifest import LOCK_NAME
-
-    for name in (LOCK_FILE, LOCK_NAME):
+    for name in (WRITER_LOCK, MANIFEST_LOCK):
         path = Path(run_dir) / name
         if path.is_symlink():
             raise InputError(
@@ -70,7 +67,7 @@ def refuse_linked_lock_files(run_dir: Path) -> None:
 def holder_pid(run_dir: Path) -> int | None:
     """The pid written in `RUN/.lock` by the process that took it last (None if none can be read)."""
     try:
-        fd = open_no_follow(Path(run_dir) / LOCK_FILE, os.O_RDONLY)
+        fd = open_no_follow(Path(run_dir) / WRITER_LOCK, os.O_RDONLY)
     except (OSError, InputError):
         return None
     try:
@@ -82,7 +79,7 @@ def holder_pid(run_dir: Path) -> int | None:
 
 def _take(run_dir: Path) -> int:
     """The fd of `RUN/.lock`, locked by this process; `InputError` if another process holds it."""
-    path = run_dir / LOCK_FILE
+    path = run_dir / WRITER_LOCK
     fd = open_no_follow(path, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -24,11 +24,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from labeler import __version__
-from labeler.errors import InputError
+from labeler.core.errors import InputError
+from labeler.core.layout import MANIFEST_LOCK, MANIFEST_NAME
 from labeler.store.atomic import atomic_write_text, exclusive_lock
 
-MANIFEST_NAME = "manifest.json"
-LOCK_NAME = ".manifest.lock"
 MANIFEST_FORMAT = 1
 
 
@@ -224,5 +223,5 @@ def split_entry(manifest: Manifest, split: str, *, run_dir: Path) -> SplitEntry:
 @contextlib.contextmanager
 def manifest_lock(run_dir: Path) -> Iterator[None]:
     """Hold the run's manifest lock: one read-modify-write of the manifest at a time."""
-    with exclusive_lock(Path(run_dir) / LOCK_NAME):
+    with exclusive_lock(Path(run_dir) / MANIFEST_LOCK):
         yield

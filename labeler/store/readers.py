@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from labeler.errors import InputError
-from labeler.records import SPLITS, Record
+from labeler.core.errors import InputError
+from labeler.core.records import SPLITS, Record
 from labeler.store.manifest import SplitEntry, load_manifest, manifest_path, split_entry
 from labeler.store.shards import ids_of, read_verified_shard
 

@@ -24,9 +24,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from labeler.errors import InputError
-from labeler.outputs import check_output_folder
-from labeler.records import SPLITS, Record
+from labeler.core.errors import InputError
+from labeler.core.outputs import check_output_folder
+from labeler.core.records import SPLITS, Record
 from labeler.store.atomic import TEMP_SUFFIX, atomic_write_bytes
 from labeler.store.fingerprint import fingerprint_diff, normalize_fingerprint, sha256_bytes
 from labeler.store.lock import acquire, refuse_linked_lock_files, release

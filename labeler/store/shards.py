@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import ValidationError
 
-from labeler.errors import InputError
-from labeler.records import Record
+from labeler.core.errors import InputError
+from labeler.core.records import Record
 from labeler.store.fingerprint import sha256_bytes
 from labeler.store.manifest import ShardInfo, manifest_path
 

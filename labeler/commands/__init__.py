@@ -1,6 +1,0 @@
-"""The commands of the `labeler` CLI, one module per group; `labeler.cli` registers them.
-
-Options are derived from the config models (`labeler.commands.options`): help texts and defaults are
-written once, on the pydantic fields. Heavy libraries are imported inside the run functions, so that
-`labeler --help` stays fast.
-"""

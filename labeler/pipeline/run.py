@@ -1,0 +1,635 @@
+"""`labeler run CONFIG.yaml`: the whole job from one validated file.
+
+Stages run in order: revise → label → train-rm → ppo → report. Each stage is resumable on its own
+(shards with fingerprints, training checkpoints), so re-running the same config after a crash skips
+finished stages and continues the interrupted one at the record or step where it stopped. The judge
+engine is opened once, lazily, and shared by the stages that need it.
+
+With `stages.iterations: N` the loop closes: label → train-rm → ppo runs N times, iteration k in
+`RUN/iter-<k>/` (its preference split and card, `rm/`, `ppo/`, `eval-policy.json`). Iteration 1 labels
+pairs as `stages.label.pairs` says and trains from the starting models; iteration k > 1 labels pairs
+its policy samples (iteration k-1's PPO policy), continues training iteration k-1's reward model on
+them, and continues PPO from iteration k-1's policy. After each PPO, `labeler eval-policy` compares
+the iteration's policy with the starting policy (`stages.ppo.policy`) on `eval_prompts`.
+
+A trained folder (rm/, ppo/) is kept only when it is finished on inputs that hold what they held when it
+started (its `training-config.json` records them by content). When they changed, it is refused; with
+`work.overwrite` it is removed with everything made from it (the policy after a reward model, the
+iteration's evaluation, every later iteration) and trained again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+
+from labeler.core.config_files import read_yaml_mapping
+from labeler.core.errors import InputError, InputErrors
+from labeler.engine import EngineConfig, GenerationParams
+from labeler.evaluate.policy import EVAL_POLICY_JSON, EvalPolicyConfig
+from labeler.inputs.rows import check_input_file
+from labeler.stages.common import WorkSelection
+from labeler.stages.judge import JudgeOptions
+from labeler.train.ppo.config import PPOConfig
+from labeler.train.rm.config import RMTrainConfig
+
+if TYPE_CHECKING:
+    from labeler.engine.model_ref import ModelRef
+    from labeler.stages.label import LabelConfig
+    from labeler.stages.revise import ReviseConfig
+
+_FORBID = ConfigDict(frozen=True, extra="forbid")
+
+
+def _stage_model(name: str, source: type[BaseModel], drop: set[str]) -> type[BaseModel]:
+    """A stage section made from a trainer's own config (help text written once, in one place)."""
+    fields: dict[str, Any] = {
+        key: (info.annotation, info) for key, info in source.model_fields.items() if key not in drop
+    }
+    return create_model(name, __config__=_FORBID, __doc__=f"The `{name}` stage: fields of {source.__name__}.", **fields)
+
+
+class ReviseStage(BaseModel):
+    """Critique-and-revise (SFT split)."""
+
+    model_config = _FORBID
+    rounds: int = Field(2, ge=1, le=16, description="Critique-and-revise rounds per prompt.")
+    sampling: GenerationParams = Field(
+        default_factory=lambda: GenerationParams(temperature=0.7, top_p=0.95, max_tokens=160),
+        description="Sampling for responses, critiques and revisions.",
+    )
+
+
+class LabelStage(BaseModel):
+    """A/B judging (preference split)."""
+
+    model_config = _FORBID
+    pairs: Literal["revise", "prompts"] | Path = Field(
+        "revise",
+        description="'revise' (initial vs final revision of this run), 'prompts' (two policy samples), "
+        "or a pairs file.",
+    )
+    pair_sampling: GenerationParams = Field(
+        default_factory=lambda: GenerationParams(n=2, temperature=1.0, top_p=0.95, max_tokens=160),
+        description="How the policy samples the two responses when pairs is 'prompts'.",
+    )
+    options: JudgeOptions = Field(default_factory=JudgeOptions, description="How pairs are judged (seed: the run's).")
+
+
+# The trainers' own configs, less what the run config decides for them (data, output folder, seed, resuming).
+TrainRMStage = _stage_model("TrainRMStage", RMTrainConfig, {"data", "out", "resume", "seed", "constitution", "quiet"})
+PPOStage = _stage_model(
+    "PPOStage", PPOConfig, {"prompts", "out", "reward_model", "reward_rule", "seed", "resume", "quiet"}
+)
+EvalStage = _stage_model(
+    "EvalStage",
+    EvalPolicyConfig,
+    {"baseline", "candidate", "prompts", "constitution", "judge", "reward_model", "templates", "seed", "out", "quiet"},
+)
+
+
+class Stages(BaseModel):
+    """Which stages run; a stage left out (or null) is skipped."""
+
+    model_config = _FORBID
+    revise: ReviseStage | None = Field(default_factory=ReviseStage, description="Critique-and-revise.")
+    label: LabelStage | None = Field(default_factory=LabelStage, description="A/B judging.")
+    train_rm: TrainRMStage | None = Field(None, description="Reward-model training on the preference split.")  # type: ignore[valid-type]
+    ppo: PPOStage | None = Field(None, description="PPO against the trained reward model.")  # type: ignore[valid-type]
+    iterations: int | None = Field(
+        None,
+        ge=1,
+        description="Close the loop: run label → train-rm → ppo this many times, iteration k in RUN/iter-<k>/, "
+        "each after the first labelling its own policy's samples and continuing from the previous reward model "
+        "and policy; each iteration's policy is evaluated against the starting policy on eval_prompts. "
+        "null: one pass, in the run folder itself.",
+    )
+    eval: EvalStage = Field(  # type: ignore[valid-type]
+        default_factory=lambda: EvalStage(),
+        description="How each iteration's policy is evaluated (`labeler eval-policy`; the judge is `engine`).",
+    )
+    report: bool = Field(True, description="Write RUN/report/ with statistics and plots.")
+
+
+class RunConfig(BaseModel):
+    """A whole labeler job."""
+
+    model_config = _FORBID
+    out: Path = Field(description="Run folder: sft/, preferences/, rm/, ppo/, report/, manifest.json.")
+    constitution: Path = Field(description="Constitution file.")
+    prompts: Path = Field(description="Prompts file (JSONL/Parquet/Arrow).")
+    eval_prompts: Path | None = Field(
+        None, description="Held-out prompts each iteration's policy is evaluated on (needed with stages.iterations)."
+    )
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="Judge and policy model and engine.")
+    policy: EngineConfig | None = Field(None, description="A separate policy for revise/pairs (default: engine).")
+    templates: Path | None = Field(None, description="Folder of templates overriding the shipped ones.")
+    seed: int = Field(0, description="Run seed for every stage.")
+    work: WorkSelection = Field(default_factory=WorkSelection, description="Rows, batching, job-array part.")
+    stages: Stages = Field(default_factory=Stages, description="The stages and their options.")
+
+    @model_validator(mode="after")
+    def _stages_fit(self) -> RunConfig:
+        s = self.stages
+        if s.label is not None and s.label.pairs == "revise" and s.revise is None:
+            raise ValueError("stages.label.pairs is 'revise' but stages.revise is off")
+        if s.ppo is not None and s.train_rm is None:
+            raise ValueError("stages.ppo needs stages.train_rm (its reward model)")
+        if s.iterations is not None:
+            missing = [name for name in ("label", "train_rm", "ppo") if getattr(s, name) is None]
+            if missing:
+                raise ValueError(f"stages.iterations repeats label, train_rm and ppo: stages.{missing[0]} is off")
+            if self.eval_prompts is None:
+                raise ValueError("stages.iterations evaluates every iteration's policy: give eval_prompts")
+            assert s.label is not None and s.ppo is not None
+            sampler = (self.policy or self.engine).model
+            if s.label.pairs == "prompts" and sampler != s.ppo.policy:
+                raise ValueError(
+                    f"with stages.iterations the policy that samples pairs ({sampler!r}) must be the policy PPO "
+                    f"starts from (stages.ppo.policy {s.ppo.policy!r})"
+                )
+        return self
+
+
+def load_run_config(path: Path) -> RunConfig:
+    """Read and validate a run config; relative paths are taken from the config file's folder."""
+    data = read_yaml_mapping(path, what="a run config")
+    try:
+        config = RunConfig.model_validate(data)
+    except InputError as exc:  # a validator that names the option itself (engine server settings)
+        raise InputError(exc.message, file=path, where=exc.where) from exc
+    except ValidationError as exc:
+        problems = []
+        for problem in exc.errors():
+            key = ".".join(str(part) for part in problem["loc"])
+            message = str(problem["msg"]).removeprefix("Value error, ")
+            if key and not isinstance(problem.get("input"), dict):  # a section's check names its values
+                message += f" (got {problem.get('input')!r:.80})"
+            problems.append(InputError(message, file=path, where=f"key {key}" if key else None))
+        raise InputErrors(problems) from None
+    return _relative_to(config, path.parent)
+
+
+def _relative_to(config: RunConfig, base: Path) -> RunConfig:
+    def fix(p: Path | None) -> Path | None:
+        if p is None or p.is_absolute():
+            return p
+        return (base / p).resolve()
+
+    update: dict[str, Any] = {"out": fix(config.out), "constitution": fix(config.constitution),
+                              "prompts": fix(config.prompts), "eval_prompts": fix(config.eval_prompts)}
+    if config.templates is not None:
+        update["templates"] = fix(config.templates)
+    label = config.stages.label
+    if label is not None and isinstance(label.pairs, Path):
+        stages = config.stages.model_copy(update={"label": label.model_copy(update={"pairs": fix(label.pairs)})})
+        update["stages"] = stages
+    return config.model_copy(update=update)
+
+
+@dataclass
+class RunResult:
+    out: Path
+    stages_run: list[str] = field(default_factory=list)  # with iterations, e.g. "iter-2/ppo"
+    rm_dir: Path | None = None  # the last one trained
+    ppo_dir: Path | None = None  # the last one trained
+    report: Path | None = None
+    evaluations: list[Path] = field(default_factory=list)  # each iteration's eval-policy.json
+
+
+# What a command-line option is called in a run config, for messages about a config's checks.
+CONFIG_KEYS = {
+    "--prompts": "prompts", "--constitution": "constitution", "--templates": "templates", "--out": "out",
+    "--judge-model": "engine.model", "--policy-model": "policy.model",
+    "--pairs": "stages.label.pairs", "--base-model": "stages.train_rm.base_model", "--policy": "stages.ppo.policy",
+    "--rollout-engine": "stages.ppo.rollout_engine",
+    "--rollout-weights": "stages.ppo.rollout_weights", "--baseline": "stages.ppo.policy",
+    "--principle": "stages.eval.principles",
+    "--api-key-env": "engine.api_key_env",
+}
+
+
+def revise_config(config: RunConfig) -> ReviseConfig:
+    """The revise stage of a run (its policy: `policy`, else `engine`)."""
+    from labeler.stages.revise import ReviseConfig
+
+    assert config.stages.revise is not None
+    return ReviseConfig(
+        constitution=config.constitution, prompts=config.prompts, out=config.out, rounds=config.stages.revise.rounds,
+        engine=config.policy or config.engine, sampling=config.stages.revise.sampling, seed=config.seed,
+        templates=config.templates, work=config.work,
+    )
+
+
+def label_config(config: RunConfig) -> LabelConfig:
+    """The label stage of a run: its pairs from the revise stage, from policy samples, or from a file."""
+    from labeler.stages.label import LabelConfig
+
+    stage = config.stages.label
+    assert stage is not None
+    source: dict[str, Any] = {}
+    if stage.pairs == "revise":
+        source["pairs_from"] = config.out
+    elif stage.pairs == "prompts":
+        source["prompts"] = config.prompts
+    else:
+        source["pairs"] = stage.pairs
+    return LabelConfig(
+        constitution=config.constitution, out=config.out, judge=config.engine, policy=config.policy,
+        pair_sampling=stage.pair_sampling, options=stage.options.model_copy(update={"seed": config.seed}),
+        templates=config.templates, work=config.work, **source,
+    )
+
+
+def check_pipeline(config: RunConfig) -> None:
+    """Every check of every stage that needs no model, before any stage runs: bad input in a late stage
+    (or a late iteration) is found before an early one has spent hours. Problems name the config key."""
+    from labeler.engine.model_ref import resolve_model
+    from labeler.stages.label import check_label
+    from labeler.stages.revise import check_revise
+    from labeler.train.ppo.rollout import rollout_plan
+    from labeler.train.ppo.train import load_prompts
+    from labeler.train.rm.train import label_kind_for
+
+    try:
+        check_input_file(config.prompts, where="key prompts")
+        if config.eval_prompts is not None:
+            check_input_file(config.eval_prompts, where="key eval_prompts")
+        s = config.stages
+        if s.revise is not None:
+            check_revise(revise_config(config))
+        for k in iteration_numbers(config):
+            # What iteration k > 1 starts from is written by iteration k - 1: its folders are checked, not
+            # resolved (`iteration_policy` names them where they will be).
+            if s.label is not None:
+                label, policy = label_config_for(config, k)
+                check_label(label, inputs_ready=k > 1 or s.label.pairs != "revise", policy_model=policy)
+            if s.train_rm is not None:
+                rm = train_rm_config(config, s.train_rm, k)
+                if k == 1:
+                    resolve_model(rm.base_model, where="--base-model", kind="backbone")
+                label_kind_for(rm)
+                _check_trained(rm, config)
+            if s.ppo is not None and s.train_rm is not None:
+                ppo = ppo_config(config, s.ppo, k)
+                start = None
+                if k == 1:
+                    start = resolve_model(ppo.policy, where="--policy", kind="policy")
+                    load_prompts(config.prompts)
+                _check_trained(ppo, config)
+                rollout_plan(ppo, start)
+            if s.iterations is not None:
+                _check_evaluation(config, k)
+    except InputErrors as exc:
+        raise InputErrors([_with_config_key(e, config) for e in exc.errors]) from None
+    except InputError as exc:
+        raise _with_config_key(exc, config) from None
+
+
+def _check_evaluation(config: RunConfig, k: int) -> None:
+    """Iteration k's evaluation: its inputs (once), and its output file (free, or a finished evaluation
+    with these settings)."""
+    from labeler.evaluate.policy import check_eval_policy, finished_evaluation
+
+    evaluation = eval_config(config, k)
+    if k == 1:
+        try:
+            check_eval_policy(evaluation, candidate_ready=False)
+        except InputError as exc:  # its --prompts are the run's eval_prompts
+            if exc.where != "--prompts":
+                raise
+            raise InputError(exc.message, file=exc.file, line=exc.line, where="key eval_prompts") from None
+    finished_evaluation(evaluation)
+
+
+def _with_config_key(error: InputError, config: RunConfig) -> InputError:
+    """The error with the option it names replaced by the run config's key."""
+    keys = {**CONFIG_KEYS, "--model": "policy.model" if config.policy is not None else "engine.model"}
+    if error.where not in keys:
+        return error
+    return InputError(error.message, file=error.file, line=error.line, where=f"key {keys[error.where]}")
+
+
+def device_plan(config: RunConfig) -> list[str]:
+    """Where each stage's models run: replicas x devices each, and the devices a node needs for that.
+
+    >>> device_plan(RunConfig(out=Path("o"), constitution=Path("c"), prompts=Path("p")))[0]
+    'revise: policy default, 1 replica x 1 device = 1 device'
+    """
+
+    def engine_line(stage: str, role: str, engine: EngineConfig) -> str:
+        if engine.name == "openai":
+            servers = len(engine.base_urls)
+            return f"{stage}: {role} {engine.model} on {servers} server{'s' * (servers > 1)} (none on this node)"
+        replicas, each = engine.data_parallel_size, engine.tensor_parallel_size
+        total = replicas * each
+        return (f"{stage}: {role} {engine.model}, {replicas} replica{'s' * (replicas > 1)} x {each} "
+                f"device{'s' * (each > 1)} = {total} device{'s' * (total > 1)}")
+
+    s = config.stages
+    lines = []
+    if s.revise is not None:
+        lines.append(engine_line("revise", "policy", config.policy or config.engine))
+    if s.label is not None:
+        lines.append(engine_line("label", "judge", config.engine))
+        if s.label.pairs == "prompts" and config.policy is not None:
+            lines.append(engine_line("label", "policy", config.policy))
+    if s.train_rm is not None:
+        lines.append("train_rm: one process here; `accelerate launch -m labeler train-rm` for one per GPU")
+    if s.ppo is not None:
+        lines.append("ppo: one process")
+    if s.iterations is not None:
+        lines.append(f"iterations: {s.iterations} x (label, train_rm, ppo, eval-policy: judge and both policies "
+                     f"{config.engine.model}, 1 replica)")
+    return lines
+
+
+def run_pipeline(config: RunConfig) -> RunResult:
+    """Run every configured stage in order; each resumes where a previous attempt stopped."""
+    from labeler.store.lock import writer_lock
+
+    check_pipeline(config)
+    # One writer per run, from the first write (every check is done) to the end of the last stage.
+    with writer_lock(config.out):
+        return _run_stages(config)
+
+
+def _run_stages(config: RunConfig) -> RunResult:
+    """The stages of `run_pipeline`, after its checks."""
+    from labeler.engine.lazy import LazyEngine
+    from labeler.stages.runner import run_stage
+
+    result = RunResult(config.out)
+    s = config.stages
+    if s.iterations is not None:
+        _run_iterations(config, result)
+    else:
+        with LazyEngine(config.engine) as engine:
+            if s.revise is not None:
+                # On Ray (work.ray) each worker opens its own engine and the lazy one here never starts.
+                run_stage(revise_config(config), engine=engine if config.policy is None else None)
+                result.stages_run.append("revise")
+            if s.label is not None:
+                run_stage(label_config(config), engine=engine)
+                result.stages_run.append("label")
+        # The engine is closed here: training needs the memory.
+        if s.train_rm is not None:
+            result.rm_dir = _train_rm(config, 1)
+            result.stages_run.append("train_rm")
+        if s.ppo is not None and result.rm_dir is not None:
+            result.ppo_dir = _ppo(config, 1)
+            result.stages_run.append("ppo")
+    if s.report:
+        from labeler.report import write_report
+
+        rm_dirs: list[Path] = []
+        if s.train_rm is not None:
+            rm_dirs = [train_rm_config(config, s.train_rm, k).out for k in iteration_numbers(config)]
+        result.report = write_report(config.out, rm_dirs=[d for d in rm_dirs if d.is_dir()])
+        result.stages_run.append("report")
+    return result
+
+
+def _run_iterations(config: RunConfig, result: RunResult) -> None:
+    """label → train-rm → ppo → eval-policy, `stages.iterations` times. The judge engine opens (lazily)
+    once per iteration, for the previous iteration's evaluation and this iteration's labels; training
+    runs with it closed."""
+    from labeler.engine.lazy import LazyEngine
+    from labeler.stages.runner import run_stage
+
+    s = config.stages
+    assert s.iterations is not None and s.train_rm is not None and s.ppo is not None
+    for k in iteration_numbers(config):
+        with LazyEngine(config.engine) as engine:
+            if k == 1 and s.revise is not None:
+                run_stage(revise_config(config), engine=engine if config.policy is None else None)
+                result.stages_run.append("revise")
+            if k > 1:
+                result.evaluations.append(_evaluate(config, k - 1, engine))
+                result.stages_run.append(f"iter-{k - 1}/eval")
+            run_stage(label_config_for(config, k)[0], engine=engine)
+            result.stages_run.append(f"iter-{k}/label")
+        result.rm_dir = _train_rm(config, k)
+        result.stages_run.append(f"iter-{k}/train_rm")
+        result.ppo_dir = _ppo(config, k)
+        result.stages_run.append(f"iter-{k}/ppo")
+    with LazyEngine(config.engine) as engine:
+        result.evaluations.append(_evaluate(config, s.iterations, engine))
+        result.stages_run.append(f"iter-{s.iterations}/eval")
+
+
+# --- iterations ------------------------------------------------------------------------------------
+
+
+def iteration_numbers(config: RunConfig) -> range:
+    """1..N with `stages.iterations: N`; just 1 (the run folder itself) without."""
+    return range(1, (config.stages.iterations or 1) + 1)
+
+
+def iteration_dir(config: RunConfig, k: int) -> Path:
+    """Where iteration k writes: RUN/iter-<k>, or RUN itself when the run does not iterate."""
+    return config.out / f"iter-{k}" if config.stages.iterations is not None else config.out
+
+
+def iteration_policy(config: RunConfig, k: int) -> ModelRef:
+    """The policy iteration k starts from: `stages.ppo.policy` for k = 1, else the policy iteration k − 1's
+    PPO exports at its last step, named by where it will be (nothing is read: it may not exist yet)."""
+    from labeler.core.layout import checkpoint_dir
+    from labeler.engine.model_ref import ModelRef, checkpoint_label, resolve_model
+    from labeler.train.ppo.model import ADAPTER_DIR, MODEL_DIR
+
+    stage = config.stages.ppo
+    assert stage is not None
+    start = resolve_model(stage.policy, where="--policy", kind="policy")
+    if k == 1:
+        return start
+    previous = ppo_config(config, stage, k - 1)
+    checkpoint = checkpoint_dir(previous.out, previous.steps)
+    export = checkpoint / (ADAPTER_DIR if previous.lora else MODEL_DIR)
+    base = (start.base or start) if previous.lora else None
+    return ModelRef(str(checkpoint), export, checkpoint_label(checkpoint), "folder", base=base)
+
+
+def label_config_for(config: RunConfig, k: int) -> tuple[LabelConfig, ModelRef | None]:
+    """Iteration k's label stage, and the policy that samples its pairs when an earlier iteration trains it.
+
+    Iteration 1 takes its pairs as `stages.label.pairs` says; iteration k > 1 from two samples per prompt
+    of its own policy, on the policy engine's settings. Each iteration's samples have their own seed.
+    """
+    from labeler.stages.label import LabelConfig
+
+    first = label_config(config)
+    if config.stages.iterations is None:
+        return first, None
+    out = iteration_dir(config, k)
+    options = first.options.model_copy(update={"seed": config.seed + k - 1})
+    if k == 1:
+        return first.model_copy(update={"out": out, "options": options}), None
+    policy = iteration_policy(config, k)
+    sampler = (config.policy or config.engine).model_copy(update={"model": policy.spec})
+    return LabelConfig(
+        constitution=first.constitution, out=out, prompts=config.prompts, judge=first.judge, policy=sampler,
+        pair_sampling=first.pair_sampling, options=options, templates=first.templates, work=first.work,
+    ), policy
+
+
+def eval_config(config: RunConfig, k: int) -> EvalPolicyConfig:
+    """Iteration k's evaluation: its policy against the starting policy on `eval_prompts`, judged by `engine`,
+    its reward model scoring both."""
+    stage = config.stages.ppo
+    assert stage is not None and config.eval_prompts is not None
+    folder = iteration_dir(config, k)
+    return EvalPolicyConfig(
+        baseline=stage.policy,
+        candidate=iteration_policy(config, k + 1).spec,
+        prompts=config.eval_prompts,
+        constitution=config.constitution,
+        judge=config.engine.model_copy(update={"data_parallel_size": 1}),  # one replica evaluates
+        reward_model=str(folder / "rm"),
+        templates=config.templates,
+        seed=config.seed,
+        out=folder / EVAL_POLICY_JSON,
+        quiet=config.work.quiet,
+        **config.stages.eval.model_dump(),
+    )
+
+
+def _evaluate(config: RunConfig, k: int, judge: Any) -> Path:
+    """Iteration k's evaluation, unless a finished one with the same settings is there."""
+    from labeler.evaluate.policy import eval_policy, finished_evaluation
+
+    evaluation = eval_config(config, k)
+    if finished_evaluation(evaluation) is None:
+        eval_policy(evaluation, judge=judge)
+    assert evaluation.out is not None
+    return evaluation.out
+
+
+def train_rm_config(config: RunConfig, stage: BaseModel, k: int = 1) -> RMTrainConfig:
+    """The reward-model training of a run (of iteration k): on its preference split, into its rm/, resuming
+    what is there; iteration k > 1 continues training iteration k − 1's reward model."""
+    settings = stage.model_dump()
+    constitution = config.constitution if settings.get("principle_conditioned") else None
+    folder = iteration_dir(config, k)
+    if k > 1:
+        settings["base_model"] = str(iteration_dir(config, k - 1) / "rm")
+    return RMTrainConfig(data=(folder,), out=folder / "rm", seed=config.seed, constitution=constitution,
+                         resume=True, quiet=config.work.quiet, **settings)
+
+
+def ppo_config(config: RunConfig, stage: BaseModel, k: int = 1) -> PPOConfig:
+    """The PPO of a run (of iteration k): against its rm/, into its ppo/, resuming what is there; iteration
+    k > 1 continues from iteration k − 1's policy, with a seed of its own."""
+    settings = stage.model_dump()
+    folder = iteration_dir(config, k)
+    if k > 1:
+        settings["policy"] = iteration_policy(config, k).spec
+    return PPOConfig(prompts=config.prompts, out=folder / "ppo", reward_model=str(folder / "rm"),
+                     seed=config.seed + k - 1, resume=True, quiet=config.work.quiet, **settings)
+
+
+def _train_rm(config: RunConfig, k: int) -> Path:
+    """Iteration k's reward model: kept when finished on today's inputs, else (re)trained."""
+    from labeler.train.rm.train import train_reward_model
+
+    stage = config.stages.train_rm
+    assert stage is not None
+    rm = train_rm_config(config, stage, k)
+    if not _keep_trained(config, k, rm, _rm_finished(rm)):
+        train_reward_model(rm)
+    return rm.out
+
+
+def _ppo(config: RunConfig, k: int) -> Path:
+    """Iteration k's policy: kept when finished on today's inputs, else (re)trained."""
+    from labeler.train.ppo.train import train_ppo
+
+    stage = config.stages.ppo
+    assert stage is not None
+    ppo = ppo_config(config, stage, k)
+    if not _keep_trained(config, k, ppo, _ppo_finished(ppo)):
+        train_ppo(ppo)
+    return ppo.out
+
+
+def _rm_finished(rm: RMTrainConfig) -> bool:
+    """Whether the reward model is saved: its card is written last."""
+    from labeler.train.rm.model import REWARD_CARD
+
+    return (rm.out / REWARD_CARD).is_file()
+
+
+def _ppo_finished(ppo: PPOConfig) -> bool:
+    """Whether the policy is trained: the last step's checkpoint is there."""
+    from labeler.core.layout import checkpoint_steps
+
+    return checkpoint_steps(ppo.out)[-1:] == [ppo.steps]
+
+
+def _changed_inputs(trainer: RMTrainConfig | PPOConfig) -> list[str]:
+    """The options whose input holds other content than when the run in `trainer.out` started (none when
+    no run is there, or it recorded no inputs)."""
+    from labeler.train.common.inputs import changed_inputs, saved_run_config
+
+    saved = saved_run_config(trainer.out)
+    return [] if saved is None else changed_inputs(trainer, saved)
+
+
+def _check_trained(trainer: RMTrainConfig | PPOConfig, config: RunConfig) -> None:
+    """The up-front check of a trained folder: its settings, and (without --overwrite, which replaces a
+    stale one) that it was trained on inputs that hold what they hold now."""
+    from labeler.train.common.resume import resume_point
+
+    resume_point(trainer, check_inputs=False)
+    if not config.work.overwrite:
+        _refuse_changed(trainer, _changed_inputs(trainer))
+
+
+def _refuse_changed(trainer: RMTrainConfig | PPOConfig, changed: list[str]) -> None:
+    """`InputError` naming the trained folder when inputs it was trained on changed."""
+    if changed:
+        raise InputError(
+            f"was trained on inputs that hold other content now ({', '.join(changed)} changed); pass --overwrite "
+            "to train it again, or choose another out",
+            file=trainer.out,
+            where=changed[0],
+        )
+
+
+def _keep_trained(config: RunConfig, k: int, trainer: RMTrainConfig | PPOConfig, finished: bool) -> bool:
+    """Whether iteration k's trained folder is kept as it is (finished on today's inputs); when its inputs
+    changed, it is refused, or with --overwrite removed with everything trained from it, to be trained again
+    (an unfinished run on today's inputs resumes)."""
+    changed = _changed_inputs(trainer)
+    if not changed:
+        return finished
+    if not config.work.overwrite:
+        _refuse_changed(trainer, changed)
+    _remove_trained_from(config, k, trainer.out)
+    return False
+
+
+def _remove_trained_from(config: RunConfig, k: int, folder: Path) -> None:
+    """Remove `folder` (iteration k's rm/ or ppo/) and everything made from it: later iterations first, then
+    this iteration's evaluation, its policy when the reward model goes, and the folder last, so that a run
+    stopped part way leaves nothing stale behind a trained folder that is kept."""
+    for later in iteration_numbers(config)[k:]:
+        _remove_path(iteration_dir(config, later))
+    here = iteration_dir(config, k)
+    _remove_path(here / EVAL_POLICY_JSON)
+    if folder.name == "rm":
+        _remove_path(here / "ppo")
+    _remove_path(folder)
+
+
+def _remove_path(path: Path) -> None:
+    """Remove a file or folder; a symbolic link is unlinked, never followed."""
+    import shutil
+
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)

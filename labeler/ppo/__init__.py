@@ -1,6 +1,0 @@
-"""PPO against a reward model or a rule, with a per-token KL penalty to the starting policy (LoRA by default).
-
-Entry points: `labeler.ppo.config.PPOConfig` and `labeler.ppo.train.train_ppo(config) -> Path`;
-rewards in `labeler.ppo.rewards`; the arithmetic (GAE, whitening, KL estimators, clipped losses) as pure
-functions in `labeler.ppo.math`. This package imports nothing heavy itself, so that the CLI starts fast.
-"""

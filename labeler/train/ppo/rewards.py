@@ -1,0 +1,118 @@
+"""Rewards for PPO: one score per (prompt, completion), from a rule or from a trained reward model."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from labeler.core.errors import InputError
+from labeler.engine.model_ref import ModelRef, resolve_model
+
+Messages = list[dict[str, str]]
+
+
+@runtime_checkable
+class RewardFn(Protocol):
+    """Scores completions: `prompts[i]` (chat messages) was answered with `completions[i]` (text)."""
+
+    def __call__(self, prompts: list[Messages], completions: list[str]) -> list[float]: ...
+
+
+@dataclass(frozen=True)
+class WordReward:
+    """How many times a word appears in the completion (whole word, any case).
+
+    >>> WordReward("blue")([[{"role": "user", "content": "Sky?"}]] * 2, ["Blue, blue sky.", "Bluest"])
+    [2.0, 0.0]
+    """
+
+    word: str
+    _pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.word.strip():
+            raise ValueError("the target word is empty")
+        object.__setattr__(self, "_pattern", re.compile(rf"(?<!\w){re.escape(self.word)}(?!\w)", re.IGNORECASE))
+
+    def __call__(self, prompts: list[Messages], completions: list[str]) -> list[float]:
+        return [float(len(self._pattern.findall(text))) for text in completions]
+
+
+@dataclass(frozen=True)
+class LengthReward:
+    """The completion's length in characters over `chars` (an answer of `chars` characters scores 1).
+
+    A length-only control: a policy trained on it answers at length and nothing else, so comparing it with
+    its start (`labeler eval-policy`) shows how far a judge or a reward model prefers answers for their
+    length alone.
+
+    >>> LengthReward(10)([[{"role": "user", "content": "?"}]] * 2, ["0123456789", "abc"])
+    [1.0, 0.3]
+    """
+
+    chars: int
+
+    def __post_init__(self) -> None:
+        if self.chars < 1:
+            raise ValueError("the length scale must be a positive number of characters")
+
+    def __call__(self, prompts: list[Messages], completions: list[str]) -> list[float]:
+        return [len(text) / self.chars for text in completions]
+
+
+RULES: dict[str, Callable[[str], RewardFn]] = {"word": WordReward, "length": lambda chars: LengthReward(int(chars))}
+
+
+def parse_reward_rule(rule: str, *, where: str = "--reward-rule") -> RewardFn:
+    """A rule-based reward from its spelling `KIND:ARGUMENT` (e.g. `word:blue`).
+
+    >>> parse_reward_rule("word:blue"), parse_reward_rule("length:200")
+    (WordReward(word='blue'), LengthReward(chars=200))
+    """
+    kind, sep, argument = rule.partition(":")
+    expected = "expected word:WORD or length:CHARS"
+    if not sep or kind not in RULES or not argument.strip():
+        raise InputError(f"bad reward rule {rule!r}: {expected}", where=where)
+    try:
+        return RULES[kind](argument)
+    except ValueError as exc:
+        raise InputError(f"bad reward rule {rule!r}: {exc} ({expected})", where=where) from None
+
+
+class RewardModelReward:
+    """Scores each full conversation (prompt + completion as the assistant's turn) with a reward model."""
+
+    def __init__(self, folder: Path) -> None:
+        # Imported here: the reward-model package pulls in torch and transformers.
+        from labeler.train.rm.model import load_reward_model
+
+        self.model: Any = load_reward_model(folder)  # batches internally; scores on its own device
+
+    def __call__(self, prompts: list[Messages], completions: list[str]) -> list[float]:
+        conversations: list[Sequence[dict[str, str]]] = [
+            [*prompt, {"role": "assistant", "content": completion}]
+            for prompt, completion in zip(prompts, completions, strict=True)
+        ]
+        return [float(score) for score in self.model.score(conversations).float().cpu()]
+
+
+def check_reward(reward_model: str | None, reward_rule: str | None) -> ModelRef | None:
+    """Check the reward a config names without loading it: the rule parses, or the reward model resolves."""
+    if reward_rule is not None:
+        parse_reward_rule(reward_rule)
+        return None
+    if reward_model is None:
+        raise InputError("give --reward-model DIR or --reward-rule KIND:ARGUMENT", where="--reward-model")
+    return resolve_model(reward_model, where="--reward-model", kind="reward")
+
+
+def load_reward(reward_model: ModelRef | None, reward_rule: str | None) -> RewardFn:
+    """The reward a config names: a rule, or a reward model already checked by `check_reward`."""
+    if reward_rule is not None:
+        return parse_reward_rule(reward_rule)
+    if reward_model is None:
+        raise InputError("give --reward-model DIR or --reward-rule KIND:ARGUMENT", where="--reward-model")
+    return RewardModelReward(reward_model.folder())

@@ -1,0 +1,111 @@
+"""The settings of reward-model training and scoring: one frozen object each, help text written once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from labeler.train.common.config import TrainingConfig
+
+
+class RMTrainConfig(TrainingConfig):
+    """Everything `train_reward_model` needs; checkpoints carry it so a resumed run is the same run."""
+
+    INPUTS: ClassVar[tuple[str, ...]] = ("data", "base_model", "constitution")
+
+    # --- data
+    data: tuple[Path, ...] = Field(min_length=1, description="Run folders whose preference split to train on.")
+    eval_fraction: float = Field(
+        0.05, ge=0.0, lt=1.0, description="Fraction of pairs held out for evaluation (seeded, by pair id)."
+    )
+    max_length: int = Field(
+        512, ge=8, description="Most tokens per conversation; longer ones lose tokens from the left."
+    )
+    # --- model
+    base_model: str = Field(
+        "default",
+        description="The causal LM to put a reward head on: a Hugging Face folder, a Hub id org/name[@revision], "
+        "or 'default' (the embedded SmolLM2-135M-Instruct); or a reward model written by `labeler train-rm`, "
+        "to continue training it (its head is kept).",
+    )
+    share_prefix: bool = Field(
+        True,
+        description="Run the tokens a pair's two conversations start with (the prompt) once for both: "
+        "the same rewards for less compute.",
+    )
+    lora: bool = Field(False, description="Train LoRA adapters on q_proj and v_proj (merged on save) and the head.")
+    # --- labels and loss
+    loss: Literal["soft", "hard"] = Field(
+        "soft", description="soft: Bradley-Terry against p_a; hard: against p_a >= 0.5 (chosen vs rejected)."
+    )
+    margin: bool = Field(False, description="Subtract the `margin` column (TRL-style) from r_chosen − r_rejected.")
+    principle_conditioned: bool = Field(
+        False, description="SALMON: show sampled principles in a system message; target from principle_scores."
+    )
+    constitution: Path | None = Field(
+        None, description="Constitution whose salmon principles are shown (needed with principle_conditioned)."
+    )
+    principles_per_example: int = Field(3, ge=1, description="Principles shown per example (principle-conditioned).")
+    negate_probability: float = Field(
+        0.5, ge=0.0, le=1.0, description="Chance of showing a principle's negative definition instead (flips it)."
+    )
+    # --- optimisation
+    epochs: int = Field(1, ge=1, description="Passes over the training pairs.")
+    max_steps: int | None = Field(
+        None, ge=1, description="Stop after this many optimizer steps (before the epochs end)."
+    )
+    batch_size: int = Field(8, ge=1, description="Pairs per optimizer step and process.")
+    learning_rate: float = Field(1e-5, gt=0.0, description="Peak learning rate (LoRA usually wants about 1e-4).")
+    lr_schedule: Literal["linear", "constant"] = Field(
+        "linear", description="After warmup: linear decay to zero, or constant."
+    )
+    warmup_steps: int = Field(0, ge=0, description="Steps of linear warmup from zero.")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
+    max_grad_norm: float | None = Field(1.0, gt=0.0, description="Clip the gradient norm to this (None: no clipping).")
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="Autocast precision through accelerate.")
+    weights_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="Dtype the weights are loaded and trained in; auto: bfloat16 when training in bf16 on a GPU "
+        "(half the memory: a LoRA reward model on a 7B base then fits one 80 GB GPU), else float32.",
+    )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute activations in the backward pass instead of keeping them: much less memory for long "
+        "conversations and large models, about a third more compute (turns share_prefix off).",
+    )
+    # --- bookkeeping
+    logging_steps: int = Field(10, ge=1, description="Write averaged training metrics every this many steps.")
+    eval_steps: int = Field(0, ge=0, description="Evaluate every this many steps (0: only at the end).")
+    checkpoint_every: int = Field(0, ge=0, description="Write checkpoint-<step>/ every this many steps (0: never).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RMTrainConfig:
+        if self.principle_conditioned and self.constitution is None:
+            raise ValueError("principle_conditioned needs a constitution (--constitution FILE)")
+        if self.constitution is not None and not self.principle_conditioned:
+            raise ValueError("constitution is only used with principle_conditioned (--principle-conditioned)")
+        if self.principle_conditioned and self.margin:
+            raise ValueError(
+                "margin applies to the overall preference; principle_conditioned targets come from "
+                "principle_scores, so the two cannot be combined"
+            )
+        return self
+
+
+class ScoreRMConfig(BaseModel):
+    """What `score_reward_model` needs: a reward model and a file of human-labelled pairs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = Field(
+        description="Reward model written by `labeler train-rm`: a folder, or a Hub id org/name[@revision]."
+    )
+    pairs: Path = Field(
+        description="JSONL, one pair a line: prompt (text or list of messages), chosen, rejected, optional group."
+    )
+    group_by: str | None = Field(None, description="Column to report accuracy per value of (e.g. a category).")
+    out: Path | None = Field(None, description="Write the report as JSON here.")
+    batch_size: int = Field(16, ge=1, description="Conversations per forward pass.")
+    max_length: int | None = Field(None, ge=8, description="Most tokens per conversation (default: as trained).")

@@ -1,0 +1,401 @@
+"""Reward-model training: one loop, read top to bottom.
+
+    config = RMTrainConfig(data=[Path("data/runs/demo")], out=Path("rm"))
+    result = train_reward_model(config)
+
+Single process on CPU or one GPU; several GPUs with `accelerate launch -m labeler train-rm ...`.
+Each optimizer step runs the 2B conversations of B pairs (all the A sides, then all the B sides)
+through the model in one call, the prompt tokens a pair's two conversations share only once, reads
+one reward per conversation at its last real token, and takes the Bradley-Terry loss of r_a − r_b
+against the label (see `labeler.train.rm.losses`).
+
+Writes to `config.out`:
+- `metrics.jsonl`: one JSON object per logging step (split "train") and per evaluation (split "eval");
+- `checkpoint-<step>/` every `checkpoint_every` steps (see `labeler.train.common.checkpoint`);
+- the final model (`save_pretrained`, safetensors), its tokenizer, and `labeler-rm.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from labeler import __version__
+from labeler.core.errors import InputError
+from labeler.core.progress import progress_bar
+from labeler.core.records import PreferenceRecord
+from labeler.engine.model_ref import ModelRef, resolve_model
+from labeler.train.common.checkpoint import load_checkpoint, save_checkpoint
+from labeler.train.common.metrics import METRICS_FILE, MetricsLog
+from labeler.train.common.resume import resume_point, start_run
+from labeler.train.common.tokenizer import load_tokenizer
+from labeler.train.rm.batch import collate_pairs, count_truncated
+from labeler.train.rm.config import RMTrainConfig
+from labeler.train.rm.labels import HardLabels, LabelKind, PrincipleLabels, SoftLabels
+from labeler.train.rm.losses import bradley_terry_loss, mean_chosen_margin, oriented_margin, pairwise_accuracy
+from labeler.train.rm.model import REWARD_CARD, LastTokenReward, disable_dropout, load_classifier
+from labeler.train.rm.pairs import RunData, check_runs, epoch_batches, load_pairs, split_train_eval
+
+logger = logging.getLogger(__name__)
+
+LORA_TARGET_MODULES = ("q_proj", "v_proj")
+__all__ = ["METRICS_FILE", "RMTrainResult", "check_rm_training", "learning_rate_at", "train_reward_model"]
+
+
+@dataclass(frozen=True)
+class RMTrainResult:
+    """What a finished training run produced."""
+
+    out: Path
+    steps: int
+    train_pairs: int
+    eval_pairs: int
+    train_metrics: dict[str, float]  # averages over the last logging window
+    eval_metrics: dict[str, float]  # final evaluation (empty without an eval split)
+    tokens: int  # non-padding tokens seen by the forward passes, all processes
+    train_seconds: float  # time in the loop (this process's share since start or resume)
+
+
+def learning_rate_at(step: int, *, peak: float, warmup_steps: int, total_steps: int, schedule: str) -> float:
+    """Learning rate of optimizer step `step` (from 0): linear warmup, then linear decay or constant.
+
+    A pure function of the step, so a resumed run needs no scheduler state.
+
+    >>> [round(learning_rate_at(s, peak=1.0, warmup_steps=2, total_steps=6, schedule="linear"), 2) for s in range(6)]
+    [0.5, 1.0, 1.0, 0.75, 0.5, 0.25]
+    >>> learning_rate_at(5, peak=1.0, warmup_steps=0, total_steps=6, schedule="constant")
+    1.0
+    """
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return peak
+    return peak * (total_steps - step) / max(1, total_steps - warmup_steps)
+
+
+@dataclass(frozen=True)
+class CheckedRMTraining:
+    """What the checks found: the base model, the runs' data, the label kind, where to resume from."""
+
+    base: ModelRef
+    runs: list[RunData]
+    label_kind: LabelKind
+    resume_from: Path | None
+
+
+def check_rm_training(config: RMTrainConfig) -> CheckedRMTraining:
+    """Every check `train_reward_model` makes before it loads a model or writes a file."""
+    return CheckedRMTraining(
+        base=resolve_model(config.base_model, where="--base-model", kind="backbone"),
+        runs=check_runs(config.data),
+        label_kind=label_kind_for(config),
+        resume_from=resume_point(config),
+    )
+
+
+def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
+    """Train a reward model on the preference split of `config.data`; save it to `config.out`."""
+    from accelerate import Accelerator
+
+    # ---- checks: bad input fails here, before any model loads or any file is written -------------
+    checked = check_rm_training(config)
+    base, runs, label_kind, resume_from = checked.base, checked.runs, checked.label_kind, checked.resume_from
+
+    # ---- setup: processes, output folder --------------------------------------------------------
+    accelerator = Accelerator(mixed_precision=config.mixed_precision)
+    out = config.out
+    if accelerator.is_main_process:
+        start_run(config)
+    accelerator.wait_for_everyone()  # the folder exists before any process writes to it
+    metrics = MetricsLog(out, enabled=accelerator.is_main_process)
+
+    # ---- data: every run's pairs, an eval split held out by id ------------------------------------
+    pairs = load_pairs(config.data)
+    usable = [pair for pair in pairs if label_kind.usable(pair)]
+    skipped = len(pairs) - len(usable)
+    if not usable:
+        raise InputError(
+            "no pair has a principle_scores entry for the constitution's salmon principles",
+            file=config.constitution,
+            where="--principle-conditioned",
+        )
+    if skipped and accelerator.is_main_process:
+        logger.warning("%d pairs have no principle score for the constitution's salmon principles: skipped", skipped)
+    train_rows, eval_rows = split_train_eval([p.id for p in usable], config.eval_fraction, config.seed)
+    train_pairs = [usable[i] for i in train_rows]
+    eval_pairs = [usable[i] for i in eval_rows]
+    if len(train_pairs) < accelerator.num_processes:
+        raise InputError(
+            f"only {len(train_pairs)} training pairs for {accelerator.num_processes} processes", where="--data"
+        )
+    steps_per_epoch = len(
+        epoch_batches(
+            len(train_pairs), config.batch_size, seed=config.seed, epoch=0,
+            rank=accelerator.process_index, world_size=accelerator.num_processes,
+        )
+    )
+    total_steps = int(min(config.epochs * steps_per_epoch, config.max_steps or math.inf))
+
+    # ---- model: causal LM + scalar head (seeded), optional LoRA, rewards read at the last token ---
+    torch.manual_seed(config.seed)  # the new `score` head is initialised from the global generator
+    folder = base.folder()
+    tokenizer = load_tokenizer(folder)
+    tokenizer.padding_side = "right"  # batches are right-padded; the saved tokenizer says so too
+    truncated = count_truncated(tokenizer, [label_kind.example(p, epoch=0) for p in train_pairs], config.max_length)
+    if truncated and accelerator.is_main_process:
+        logger.warning(
+            "%d of %d training conversations are longer than max_length=%d and lose their first tokens",
+            truncated, 2 * len(train_pairs), config.max_length,
+        )
+    classifier = load_classifier(folder, dtype=weights_dtype(config), pad_token_id=tokenizer.pad_token_id)
+    disable_dropout(classifier)
+    if config.gradient_checkpointing:
+        # Non-reentrant: works with LoRA's frozen inputs, and with the prefix pass off (it keeps a cache).
+        classifier.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    share_prefix = config.share_prefix and not config.gradient_checkpointing
+    peft_model = None
+    if config.lora:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=config.lora_rank,
+            lora_alpha=config.lora_alpha,
+            target_modules=list(LORA_TARGET_MODULES),
+            modules_to_save=["score"],  # the head is new: train all of it
+            lora_dropout=0.0,
+        )
+        peft_model = get_peft_model(classifier, lora)  # injects adapters into `classifier` in place
+    reward = LastTokenReward(classifier).to(accelerator.device)
+    optimizer = torch.optim.AdamW(
+        [p for p in reward.parameters() if p.requires_grad],
+        lr=config.learning_rate,
+        weight_decay=config.weight_decay,
+        fused=accelerator.device.type in ("cpu", "cuda"),  # one kernel per step instead of one per tensor
+    )
+    reward, optimizer = accelerator.prepare(reward, optimizer)
+    reward.train()
+
+    # ---- resume: parameters, optimizer moments, RNG, step and unlogged metric sums ---------------
+    step, tokens = 0, 0
+    window = _MetricWindow()
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, module=accelerator.unwrap_model(reward), optimizer=optimizer.optimizer)
+        step, tokens = state["step"], state["tokens"]
+        window = _MetricWindow(**state["window"])
+        accelerator.print(f"resumed from {resume_from} at step {step}")
+    metrics.truncate_after(step)  # rows of steps after the checkpoint are written again
+    accelerator.wait_for_everyone()
+
+    # ---- training loop ---------------------------------------------------------------------------
+    started = time.monotonic()
+    window_started, window_tokens = started, 0
+    epoch_batch_cache: tuple[int, list[list[int]]] = (-1, [])
+    last_train: dict[str, float] = {}
+    quiet = config.quiet or None  # None: a bar on a terminal, log lines elsewhere
+    with progress_bar(total_steps, "train-rm", unit="steps", completed=step, quiet=quiet,
+                      enabled=accelerator.is_main_process) as advance:
+        while step < total_steps:
+            epoch, index_in_epoch = divmod(step, steps_per_epoch)
+            if epoch_batch_cache[0] != epoch:
+                epoch_batch_cache = (epoch, epoch_batches(
+                    len(train_pairs), config.batch_size, seed=config.seed, epoch=epoch,
+                    rank=accelerator.process_index, world_size=accelerator.num_processes,
+                ))
+            examples = [label_kind.example(train_pairs[i], epoch=epoch) for i in epoch_batch_cache[1][index_in_epoch]]
+            batch = collate_pairs(examples, tokenizer, config.max_length, share_prefix=share_prefix)
+            batch = {name: tensor.to(accelerator.device) for name, tensor in batch.items()}
+            lr = learning_rate_at(
+                step, peak=config.learning_rate, warmup_steps=config.warmup_steps, total_steps=total_steps,
+                schedule=config.lr_schedule,
+            )
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+            # forward: all A sides then all B sides in one call (the shared prompt once), split into pairs
+            with accelerator.autocast():
+                rewards = reward(
+                    batch["input_ids"], batch["attention_mask"], batch.get("prefix_ids"), batch.get("prefix_mask")
+                )  # (2B,)
+            reward_a, reward_b = rewards.chunk(2)  # (B,), (B,)
+            target_a = batch["target_a"]  # (B,)
+            margin_a = oriented_margin(batch["margin"], target_a) if config.margin else None
+            loss = bradley_terry_loss(reward_a, reward_b, target_a, margin_a)
+
+            # backward and update
+            accelerator.backward(loss)
+            if config.max_grad_norm is not None:
+                accelerator.clip_grad_norm_(reward.parameters(), config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+
+            # metrics: averaged over processes, summed over the logging window
+            with torch.no_grad():
+                step_metrics = torch.stack([
+                    loss.detach(),
+                    pairwise_accuracy(reward_a, reward_b, target_a),
+                    mean_chosen_margin(reward_a, reward_b, target_a),
+                ])
+                step_metrics = accelerator.reduce(step_metrics, reduction="mean")
+                step_tokens = int(accelerator.reduce(batch["tokens"], reduction="sum").item())
+            tokens += step_tokens
+            window_tokens += step_tokens
+            window.add(*step_metrics.tolist())
+            advance(1, f"loss {step_metrics[0].item():.4f}")
+            if step % config.logging_steps == 0 or step == total_steps:
+                now = time.monotonic()
+                last_train = {
+                    **window.averages(),
+                    "lr": lr,
+                    "tokens": tokens,
+                    "tokens_per_s": window_tokens / max(now - window_started, 1e-9),
+                }
+                metrics.append({"step": step, "epoch": step / steps_per_epoch, "split": "train", **last_train})
+                window, window_started, window_tokens = _MetricWindow(), now, 0
+
+            # periodic evaluation and checkpoints (the final ones come after the loop)
+            if config.eval_steps and step % config.eval_steps == 0 and step < total_steps and eval_pairs:
+                result = evaluate(accelerator.unwrap_model(reward), eval_pairs, label_kind, tokenizer, config)
+                metrics.append({"step": step, "split": "eval", **result})
+            if config.checkpoint_every and step % config.checkpoint_every == 0 and step < total_steps:
+                accelerator.wait_for_everyone()
+                if accelerator.is_main_process:
+                    save_checkpoint(
+                        out,
+                        step,
+                        config=config,
+                        module=accelerator.unwrap_model(reward),
+                        optimizer=optimizer.optimizer,
+                        state={"tokens": tokens, "window": asdict(window)},
+                        keep=config.keep_checkpoints,
+                    )
+    train_seconds = time.monotonic() - started
+
+    # ---- final evaluation and save ------------------------------------------------------------
+    eval_metrics = {}
+    if eval_pairs:
+        eval_metrics = evaluate(accelerator.unwrap_model(reward), eval_pairs, label_kind, tokenizer, config)
+        metrics.append({"step": step, "split": "eval", **eval_metrics})
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        final: Any = peft_model.merge_and_unload() if peft_model is not None else classifier
+        final.save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)
+        card = {
+            "format": 1,
+            "labeler_version": __version__,
+            "config": json.loads(config.model_dump_json()),
+            "base_model": base.label,
+            "runs": [asdict(run) for run in runs],
+            "steps": step,
+            "pairs": {"train": len(train_pairs), "eval": len(eval_pairs), "skipped": skipped},
+            "truncated_conversations": truncated,
+            "metrics": {"train": last_train, "eval": eval_metrics},
+            "reward": "score head at the last attended token of the chat-template rendering",
+        }
+        if isinstance(label_kind, PrincipleLabels):
+            # A principle-conditioned model expects these principles in a system message (salmon.py).
+            card["salmon_principles"] = [p.id for p in label_kind.principles]
+        (out / REWARD_CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    accelerator.wait_for_everyone()
+    return RMTrainResult(
+        out=out,
+        steps=step,
+        train_pairs=len(train_pairs),
+        eval_pairs=len(eval_pairs),
+        train_metrics=last_train,
+        eval_metrics=eval_metrics,
+        tokens=tokens,
+        train_seconds=train_seconds,
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    reward: LastTokenReward,
+    pairs: Sequence[PreferenceRecord],
+    label_kind: LabelKind,
+    tokenizer: Any,
+    config: RMTrainConfig,
+) -> dict[str, float]:
+    """Loss, accuracy and mean chosen margin over `pairs`, weighted by pair (not by batch).
+
+    Takes the unwrapped module: every process evaluates all pairs, so no collective call can hang on
+    processes doing different numbers of forward passes. Principle draws use epoch 0, so every
+    evaluation of a run sees the same examples.
+    """
+    device = next(reward.parameters()).device
+    was_training = reward.training
+    reward.eval()
+    sums = {"loss": 0.0, "accuracy": 0.0, "margin": 0.0}
+    for start in range(0, len(pairs), config.batch_size):
+        examples = [label_kind.example(pair, epoch=0) for pair in pairs[start : start + config.batch_size]]
+        batch = collate_pairs(examples, tokenizer, config.max_length, share_prefix=config.share_prefix)
+        batch = {name: tensor.to(device) for name, tensor in batch.items()}
+        rewards = reward(batch["input_ids"], batch["attention_mask"], batch.get("prefix_ids"), batch.get("prefix_mask"))
+        reward_a, reward_b = rewards.chunk(2)  # (B,), (B,)
+        target_a = batch["target_a"]
+        margin_a = oriented_margin(batch["margin"], target_a) if config.margin else None
+        n = len(examples)
+        sums["loss"] += bradley_terry_loss(reward_a, reward_b, target_a, margin_a).item() * n
+        sums["accuracy"] += pairwise_accuracy(reward_a, reward_b, target_a).item() * n
+        sums["margin"] += mean_chosen_margin(reward_a, reward_b, target_a).item() * n
+    reward.train(was_training)
+    return {name: total / len(pairs) for name, total in sums.items()} | {"pairs": len(pairs)}
+
+
+@dataclass
+class _MetricWindow:
+    """Sums of per-step metrics since the last log line (saved in checkpoints, so resuming loses none)."""
+
+    loss: float = 0.0
+    accuracy: float = 0.0
+    margin: float = 0.0
+    steps: int = 0
+
+    def add(self, loss: float, accuracy: float, margin: float) -> None:
+        self.loss += loss
+        self.accuracy += accuracy
+        self.margin += margin
+        self.steps += 1
+
+    def averages(self) -> dict[str, float]:
+        n = max(self.steps, 1)
+        return {"loss": self.loss / n, "accuracy": self.accuracy / n, "margin": self.margin / n}
+
+
+def weights_dtype(config: RMTrainConfig) -> torch.dtype:
+    """The dtype the weights train in: `weights_dtype`, where auto means bfloat16 for bf16 training on a GPU."""
+    if config.weights_dtype == "auto":
+        return torch.bfloat16 if config.mixed_precision == "bf16" and torch.cuda.is_available() else torch.float32
+    return torch.bfloat16 if config.weights_dtype == "bfloat16" else torch.float32
+
+
+def label_kind_for(config: RMTrainConfig) -> LabelKind:
+    """The label kind the config asks for; `InputError` if its constitution has no salmon principles."""
+    if not config.principle_conditioned:
+        return HardLabels() if config.loss == "hard" else SoftLabels()
+    from labeler.inputs.constitution import load_constitution
+
+    assert config.constitution is not None  # checked by RMTrainConfig
+    principles = load_constitution(config.constitution).for_stage("salmon")
+    if not principles:
+        raise InputError(
+            "has no salmon principles (a principle needs a `definition`) for --principle-conditioned",
+            file=config.constitution,
+        )
+    return PrincipleLabels(
+        principles=principles,
+        count=config.principles_per_example,
+        negate_probability=config.negate_probability,
+        seed=config.seed,
+        hard=config.loss == "hard",
+    )
