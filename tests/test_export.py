@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pyarrow as pa
 import pytest
 from sample_runs import HH_CONVERSATION, judged, make_run
@@ -142,7 +143,7 @@ def test_packing_and_sizes_are_plain_functions() -> None:
     for bad in ("", "0MB", "-1MB", "5 parsecs"):
         with pytest.raises(ValueError):
             parse_size(bad)
-    assert order_agreement(0.7, 0.5) == 0.8
+    assert order_agreement(np.array([0.7]), np.array([0.5])).tolist() == [0.8]
 
 
 def test_an_unfinished_split_is_refused_unless_allow_partial(tmp_path: Path) -> None:

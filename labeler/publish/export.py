@@ -98,15 +98,15 @@ def parse_size(text: str) -> int:
     return size
 
 
-def order_agreement(p_a_ab: float, p_a_ba: float) -> float:
-    """How far the two presentation orders agree on P(response_a is better): 1 − |p_a_ab − p_a_ba|.
+def order_agreement(p_a_ab: np.ndarray, p_a_ba: np.ndarray) -> np.ndarray:
+    """How far the two presentation orders agree on P(response_a is better), per pair: 1 − |p_a_ab − p_a_ba|.
 
     1 when both orders give the same probability, 0 when one is certain of A and the other of B.
 
-    >>> order_agreement(0.9, 0.7), order_agreement(1.0, 0.0)
-    (0.8, 0.0)
+    >>> order_agreement(np.array([0.9, 1.0]), np.array([0.7, 0.0])).tolist()
+    [0.8, 0.0]
     """
-    return round(1.0 - abs(p_a_ab - p_a_ba), 12)
+    return np.round(1.0 - np.abs(p_a_ab - p_a_ba), 12)
 
 
 class ExportConfig(BaseModel):
@@ -220,8 +220,8 @@ def preference_filters(config: ExportConfig) -> list[RowFilter]:
 
         def agree(table: pa.Table) -> np.ndarray:
             consistent = table.column("consistent").to_numpy(zero_copy_only=False).astype(bool)
-            gap = np.abs(table.column("p_a_ab").to_numpy() - table.column("p_a_ba").to_numpy())
-            return np.asarray(consistent & (1.0 - gap >= least - AGREEMENT_TOLERANCE))
+            agreement = order_agreement(table.column("p_a_ab").to_numpy(), table.column("p_a_ba").to_numpy())
+            return np.asarray(consistent & (agreement >= least - AGREEMENT_TOLERANCE))
 
         steps.append(RowFilter(f"--min-consistency {least:g}", agree))
     return steps

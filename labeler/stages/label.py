@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from labeler.core.batching import batches
 from labeler.core.errors import InputError
 from labeler.core.outputs import check_outputs
 from labeler.core.progress import progress_bar
@@ -175,7 +176,7 @@ def label(
         priors = position_priors(judge_engine, plan.templates, plan.panel, config.options) if (
             config.options.calibrate) else None
         with progress_bar(plan.total, "judging", unit="pairs", quiet=config.work.quiet or None) as advance:
-            for batch in _batches(_pairs(config, policy_engine, result.counts), config.work.batch_size):
+            for batch in batches(_pairs(config, policy_engine, result.counts), config.work.batch_size):
                 todo = _fitting(judge_engine, plan, config.options, [p for p in batch if p.id not in done], result)
                 records = judge_pairs(judge_engine, plan.templates, plan.panel, todo, config.options, priors)
                 store.write_shard(records)
@@ -245,17 +246,6 @@ def _pairs(config: LabelConfig, policy: Engine | None, counts: PairCounts) -> It
     for pair in pairs:
         if part is None or in_part(pair.id, *part):
             yield pair
-
-
-def _batches(pairs: Iterator[Pair], size: int) -> Iterator[Sequence[Pair]]:
-    batch: list[Pair] = []
-    for pair in pairs:
-        batch.append(pair)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def pair_char_limit(context: int | None) -> int:

@@ -6,8 +6,10 @@ import dataclasses
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
+from labeler.core.batching import batches
 from labeler.core.records import SFTRecord, record_id, source_file, source_label
 from labeler.core.sampling import seed_for
 from labeler.engine import Engine, GenerationParams, Message
@@ -118,9 +120,11 @@ def pairs_from_prompts(
     """
     params = sampling.model_copy(update={"n": 2})
     source = source_label(SOURCE_POLICY, prompts_file)
-    batch: list = []
-
-    def flush() -> Iterator[Pair]:
+    prompts = read_prompts(prompts_file)
+    if limit is not None:  # not read further: a bad row after the limit is not this run's input
+        prompts = islice(prompts, limit)
+    selected = (prompt for prompt in prompts if part is None or in_part(prompt.id, *part))
+    for batch in batches(selected, batch_size):
         seeds = [seed_for(seed, p.id, "pair") for p in batch]
         for prompt, generation in zip(batch, policy.generate([p.messages for p in batch], params, seeds)):
             a, b = (t.strip() for t in generation.texts)
@@ -128,15 +132,3 @@ def pairs_from_prompts(
                 counts.identical_dropped += 1
                 continue
             yield make_pair(prompt.messages, a, b, source, prompt.source_id)
-        batch.clear()
-
-    for index, prompt in enumerate(read_prompts(prompts_file)):
-        if limit is not None and index >= limit:
-            break
-        if part is not None and not in_part(prompt.id, *part):
-            continue
-        batch.append(prompt)
-        if len(batch) >= batch_size:
-            yield from flush()
-    if batch:
-        yield from flush()

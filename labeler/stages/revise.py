@@ -8,13 +8,14 @@ one batched engine call for the whole batch of prompts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from labeler.core.batching import batches
 from labeler.core.errors import InputError
 from labeler.core.outputs import check_outputs
 from labeler.core.progress import progress_bar
@@ -125,7 +126,7 @@ def revise(config: ReviseConfig, engine: Engine | None = None) -> ReviseResult:
                           quiet=config.work.quiet or None) as advance:
             # Prompts stream through in batches: memory does not grow with the size of the input.
             todo = (p for p in _selected(config) if p.id not in done)
-            for batch in _batches(todo, config.work.batch_size):
+            for batch in batches(todo, config.work.batch_size):
                 if budget is None:
                     budget = _token_budget(engine, templates, principles, config)
                 lengths = engine.prompt_lengths([demos + list(p.messages) for p in batch])
@@ -157,17 +158,6 @@ def _selected(config: ReviseConfig) -> Iterator[Prompt]:
     for prompt in prompts:
         if part is None or in_part(prompt.id, *part):
             yield prompt
-
-
-def _batches(items: Iterable[Prompt], size: int) -> Iterator[list[Prompt]]:
-    batch: list[Prompt] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _token_budget(engine: Engine, templates: Templates, principles: Sequence[Principle], config: ReviseConfig) -> int:

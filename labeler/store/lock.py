@@ -125,11 +125,6 @@ def release(key: Path) -> None:
         os.close(hold.fd)  # closing the only fd of the lock file releases the flock
 
 
-def is_held(run_dir: Path) -> bool:
-    """Whether this process holds the writer lock of `run_dir`."""
-    return _key(run_dir) in _held
-
-
 @contextlib.contextmanager
 def writer_lock(run_dir: Path) -> Iterator[None]:
     """Hold the writer lock of `run_dir` for the block (taken at once)."""
