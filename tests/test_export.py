@@ -150,7 +150,7 @@ def test_an_unfinished_split_is_refused_unless_allow_partial(tmp_path: Path) -> 
     run = make_run(tmp_path, pairs=8, complete=False)
     with pytest.raises(InputError, match="still being written") as info:
         export_run(ExportConfig(run=run, out=tmp_path / "out"))
-    assert info.value.where == "--allow-partial" and not (tmp_path / "out").exists()
+    assert info.value.field == "allow_partial" and not (tmp_path / "out").exists()
 
     export_run(ExportConfig(run=run, out=tmp_path / "out", allow_partial=True))
     manifest = load_manifest(tmp_path / "out")

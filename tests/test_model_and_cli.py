@@ -137,7 +137,7 @@ def test_the_context_length_is_read_from_the_config_and_bounds_max_model_len(
     assert engine_model(EngineConfig(model=str(folder), max_model_len=2048)).context_length == 2048
     with pytest.raises(InputError, match="2049 is longer than the 2048 tokens") as info:
         engine_model(EngineConfig(model=str(folder), max_model_len=2049))
-    assert info.value.where == "--max-model-len (max_model_len)"
+    assert info.value.field == "max_model_len"
 
 
 def test_kv_blocks_are_whole_multiples_and_gpus_are_counted(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -168,7 +168,7 @@ def test_an_altered_shard_or_a_run_with_nothing_complete_is_refused(run: Path, t
         path.unlink()
     with pytest.raises(InputError, match="no report") as info:
         plan_push(PushConfig(run=intact, repo="acme/x", with_report=True))
-    assert info.value.where == "--with-report"
+    assert info.value.field == "with_report"
 
 
 def main_exit(argv: list[str]) -> int:

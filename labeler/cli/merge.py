@@ -8,6 +8,9 @@ from typing import Annotated
 
 import typer
 
+from labeler.cli.options import named
+from labeler.core.errors import InputError
+
 
 def merge(
     parts: Annotated[
@@ -27,4 +30,7 @@ def merge(
     from labeler.stages.runner import merge_parts
 
     command = shlex.join(["labeler", "merge", *map(str, parts), "--out", str(out)])
-    print(merge_parts(parts, out, command=command))
+    try:
+        print(merge_parts(parts, out, command=command))
+    except InputError as exc:
+        raise named(exc, {"out": "--out"}.get) from None

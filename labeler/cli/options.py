@@ -207,7 +207,10 @@ class ConfigCommand:
             given = {
                 name: value for name, value in values.items() if not name.endswith("__renamed") and given_here(name)
             }
-            command.run(command.build(given))
+            try:
+                command.run(command.build(given))
+            except InputError as exc:
+                raise command.named(exc) from None
 
         parameters = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
         for opt in self.opts:
@@ -216,6 +219,19 @@ class ConfigCommand:
         invoke.__annotations__ = {p.name: p.annotation for p in parameters}
         invoke.__doc__ = self.help or self.run.__doc__
         app.command(self.name)(invoke)
+
+    def flag_of(self, field_path: str) -> str | None:
+        """The option of a config field: the option bound to that path, else (a field of a nested config a
+        library function was given on its own, such as an engine's) the first option whose path ends in it."""
+        opts = [opt for opt in self.opts if not opt.merge_file]
+        exact = next((opt for opt in opts if opt.path == field_path), None)
+        inner = next((opt for opt in opts if opt.path.endswith("." + field_path)), None)
+        found = exact or inner
+        return found.cli_flag if found is not None else None
+
+    def named(self, error: InputError) -> InputError:
+        """`error` with the config field it names shown as its option."""
+        return named(error, self.flag_of)
 
     def _bounded(self, opt: Opt) -> bool:
         """Whether the option's field has an upper bound of its own (its message names that bound)."""
@@ -332,12 +348,11 @@ def validate(
 
 def _from_file(error: InputError, opts: Sequence[Opt], files: Sequence[FileSection]) -> InputError:
     """A validator's `InputError` naming an option, moved onto the file and key when the file gave that value."""
-    flag = (error.where or "").split(" ")[0]
     for section in files:
         prefix = section.opt.path + "."
         for opt in opts:
             key = opt.path.removeprefix(prefix)
-            if opt.cli_flag == flag and opt.path.startswith(prefix) and key in section.keys:
+            if key == error.field and opt.path.startswith(prefix) and key in section.keys:
                 return InputError(error.message, file=section.file, line=section.lines.get((key,)),
                                   where=f"{section.opt.cli_flag}, key {key}")
     return error
@@ -387,6 +402,18 @@ def _problem(error: Mapping[str, Any], opts: Sequence[Opt], files: Sequence[File
     value = error.get("input")
     # A check of a whole section (its input the section's dict) names its values in the message itself.
     return InputError(message if isinstance(value, Mapping) else with_value(message, value), where=where)
+
+
+def named(error: InputError, flag_of: Callable[[str], str | None]) -> InputError:
+    """`error` (each of `InputErrors`) with its config field shown as the option `flag_of` gives for it.
+
+    >>> named(InputError("no prompts", field="prompts"), {"prompts": "--prompts"}.get).render()
+    '--prompts: no prompts'
+    """
+    if isinstance(error, InputErrors):
+        return InputErrors([named(e, flag_of) for e in error.errors])
+    flag = flag_of(error.field) if error.field is not None else None
+    return error if flag is None else error.naming(flag)
 
 
 def check_given(opt: Opt, value: Any, *, path_option: bool, bounded: bool = False) -> None:

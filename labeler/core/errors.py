@@ -2,6 +2,11 @@
 
 Every stage raises `InputError` for bad input; the CLI turns it into a message and exit code 2.
 The message always names where the problem is: a file, and a line, principle or field when known.
+
+A library function names the config field a problem is about by its path in the config object it was
+given (`field="judge.model"`), never by a command-line flag: the CLI shows that field as its option
+(`--judge-model`), `labeler run` as its run-config key (`key engine.model`). `where` is any other
+location (a principle, a key inside a file), or, after a field, the text that follows the field's name.
 """
 
 from __future__ import annotations
@@ -19,11 +24,13 @@ class InputError(Exception):
         file: str | Path | None = None,
         line: int | None = None,
         where: str | None = None,
+        field: str | None = None,
     ) -> None:
         self.message = message
         self.file = str(file) if file is not None else None
         self.line = line
         self.where = where
+        self.field = field  # a dotted path in the config the raising function was given
         super().__init__(self.render())
 
     def render(self) -> str:
@@ -32,9 +39,30 @@ class InputError(Exception):
             location = self.file
             if self.line is not None:
                 location += f":{self.line}"
-        if self.where:
-            location = f"{location} ({self.where})" if location else self.where
+        where = self.place()
+        if where:
+            location = f"{location} ({where})" if location else where
         return f"{location}: {self.message}" if location else self.message
+
+    def place(self, field_name: str | None = None) -> str | None:
+        """The field (as `field_name`, by default its path) followed by `where`; or `where` alone.
+
+        >>> InputError("x", field="engine.name", where="openai").place("--engine")
+        '--engine openai'
+        >>> InputError("x", field="compare", where=", field 'judge'").place()
+        "compare, field 'judge'"
+        """
+        if self.field is None:
+            return self.where
+        name = field_name if field_name is not None else self.field
+        if not self.where:
+            return name
+        return name + ("" if self.where.startswith(",") else " ") + self.where
+
+    def naming(self, field_name: str) -> InputError:
+        """The same problem with its field shown as `field_name` (an option, a config key)."""
+        where = self.place(field_name)
+        return InputError(self.message, file=self.file, line=self.line, where=where)
 
 
 class InputErrors(InputError):
@@ -47,6 +75,7 @@ class InputErrors(InputError):
         self.file = errors[0].file if errors else None
         self.line = None
         self.where = None
+        self.field = None
 
     def render(self) -> str:
         return "\n".join(e.render() for e in self.errors)

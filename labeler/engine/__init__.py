@@ -179,7 +179,7 @@ class EngineConfig(BaseModel):
         try:
             return tuple(normalize_base_url(url) for url in value)
         except ValueError as exc:
-            raise InputError(str(exc), where="--base-url (base_urls)") from None
+            raise InputError(str(exc), field="base_urls", where="(base_urls)") from None
 
     @field_validator("kv_block_size")
     @classmethod
@@ -195,22 +195,23 @@ class EngineConfig(BaseModel):
         defaults = {key: field.default for key, field in EngineConfig.model_fields.items()}
         if self.name == "openai":
             if not self.base_urls:
-                raise InputError("the openai engine needs at least one server URL", where="--base-url (base_urls)")
+                raise InputError("the openai engine needs at least one server URL", field="base_urls",
+                                 where="(base_urls)")
             local = [key for key in LOCAL_ONLY if getattr(self, key) != defaults[key]]
             if local:
                 raise InputError(f"options of the local engines, which the server decides: {', '.join(local)}",
-                                 where="--engine openai")
+                                 field="name", where="openai")
             if self.model == "default":
                 raise InputError(
                     "the openai engine needs the name the servers serve the model under (--model, or --judge-model "
                     "for label and eval-judge; model in a config file)",
-                    where="--engine openai",
+                    field="name", where="openai",
                 )
         else:
             remote = [key for key in OPENAI_ONLY if getattr(self, key) != defaults[key]]
             if remote:
                 options = ", ".join(OPTION_NAMES.get(key, key) for key in remote)
-                raise InputError(f"options of the openai engine only: {options}", where=f"--engine {self.name}")
+                raise InputError(f"options of the openai engine only: {options}", field="name", where=self.name)
         return self
 
     @model_validator(mode="after")
@@ -279,13 +280,13 @@ def api_key_from_env(config: EngineConfig) -> str | None:
         raise InputError(
             "takes the NAME of an environment variable (such as OPENAI_API_KEY) that holds the key, "
             "never the key itself",
-            where="--api-key-env",
+            field="api_key_env",
         )
     key = os.environ.get(name)
     if not key:
         shown = name if CONVENTIONAL_ENV_NAME.fullmatch(name) else "the variable it names"
         raise InputError(f"{shown} is not set (or is empty) in the environment; export the API key in it",
-                         where="--api-key-env")
+                         field="api_key_env")
     return key
 
 
@@ -317,7 +318,7 @@ def check_context_length(config: EngineConfig, model: ModelRef, *, where: str) -
         raise InputError(
             f"{config.max_model_len} is longer than the {limit} tokens the model's config.json allows "
             f"({where} {model.spec})",
-            where="--max-model-len (max_model_len)",
+            field="max_model_len", where="(max_model_len)",
         )
 
 
@@ -338,12 +339,12 @@ def check_devices(config: EngineConfig, gpus: int | None) -> None:
     tp = config.tensor_parallel_size
     if tp > max(gpus, 1):
         has = f"has {gpus} GPU{'s' * (gpus != 1)}" if gpus else "has none: the CPU engine runs on 1"
-        raise InputError(f"{tp} GPUs asked for, but this machine {has}", where="--tensor-parallel-size "
-                         "(tensor_parallel_size)")
+        raise InputError(f"{tp} GPUs asked for, but this machine {has}", field="tensor_parallel_size",
+                         where="(tensor_parallel_size)")
     block = config.kv_block_size
     if gpus == 0 and config.name == "vllm" and block is not None and block % KV_BLOCK_MULTIPLE_CPU:
         raise InputError(f"must be a multiple of {KV_BLOCK_MULTIPLE_CPU} on a CPU (vLLM's CPU attention), got {block}",
-                         where="--kv-block-size (kv_block_size)")
+                         field="kv_block_size", where="(kv_block_size)")
 
 
 def visible_gpus() -> int | None:
@@ -430,7 +431,7 @@ def open_engine(config: EngineConfig, model: ModelRef | None = None) -> Engine:
             choice_logits=config.choice_logits,
         )
     except OSError as exc:  # unreadable or incomplete model files
-        raise InputError(f"cannot load the model: {exc}", file=path, where="--model") from exc
+        raise InputError(f"cannot load the model: {exc}", file=path, field="model") from exc
 
 
 def choice_method_of(engine: Engine) -> str:

@@ -289,7 +289,7 @@ class OpenAIEngine(ClosedOnExit):
             if card is None:
                 served = ", ".join(sorted(m.id for m in answer)) or "nothing"
                 raise InputError(f"{server.url} does not serve {self.model_id!r} (it serves: {served})",
-                                 where="--model")
+                                 field="model")
             cards.append(card)
         return cards
 

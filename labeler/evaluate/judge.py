@@ -463,7 +463,7 @@ def configurations_of(config: EvalJudgeConfig) -> list[Configuration]:
     for name in names:
         if names.count(name) > 1:
             raise InputError(f"two configurations are named '{name}': give each a distinct `name:`",
-                             where="--compare")
+                             field="compare")
     return configurations
 
 
@@ -501,7 +501,7 @@ def _file_errors(exc: ValidationError, path: Path, prefix: str) -> InputErrors:
     for error in exc.errors(include_url=False):
         key = prefix + ".".join(str(part) for part in error["loc"])
         message = f"unknown key '{key}'" if error["type"] == "extra_forbidden" else error["msg"]
-        errors.append(InputError(message, file=path, where=f"--compare, field '{key}'"))
+        errors.append(InputError(message, file=path, field="compare", where=f", field '{key}'"))
     return InputErrors(errors)
 
 

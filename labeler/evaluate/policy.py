@@ -230,7 +230,7 @@ def check_eval_policy(config: EvalPolicyConfig, *, candidate_ready: bool = True)
     """
     if config.judge.data_parallel_size > 1:
         raise InputError("eval-policy runs one engine at a time; leave out --data-parallel-size",
-                         where="--data-parallel-size")
+                         field="judge.data_parallel_size")
     constitution = load_constitution(config.constitution)
     questions = constitution.for_stage("judge")
     salmon = not questions
@@ -245,13 +245,13 @@ def check_eval_policy(config: EvalPolicyConfig, *, candidate_ready: bool = True)
             raise InputError(
                 f"no {'definition' if salmon else 'judge question'} for principle(s) {', '.join(unknown)} in "
                 f"{config.constitution} (it has {', '.join(known)})",
-                where="--principle",
+                field="principles",
             )
         available = tuple(known[pid] for pid in dict.fromkeys(config.principles))
     templates = Templates.load(config.templates)
     prompts = list(read_prompts(config.prompts, config.group_by))[: config.limit]
     if not prompts:
-        raise InputError("no prompts in the file", file=config.prompts, where="--prompts")
+        raise InputError("no prompts in the file", file=config.prompts, field="prompts")
     baseline = resolve_model(config.baseline, where="--baseline", kind="policy")
     judge = resolve_model(config.judge.model, where="--judge-model")
     candidate, reward = baseline, None

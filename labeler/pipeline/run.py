@@ -160,7 +160,8 @@ def load_run_config(path: Path) -> RunConfig:
     try:
         config = RunConfig.model_validate(data)
     except InputError as exc:  # a validator that names the option itself (engine server settings)
-        raise InputError(exc.message, file=path, where=exc.where) from exc
+        where = exc.field if exc.where == f"({exc.field})" else exc.place()
+        raise InputError(exc.message, file=path, where=where) from exc
     except ValidationError as exc:
         problems = []
         for problem in exc.errors():
@@ -200,16 +201,61 @@ class RunResult:
     evaluations: list[Path] = field(default_factory=list)  # each iteration's eval-policy.json
 
 
-# What a command-line option is called in a run config, for messages about a config's checks.
+# What the checks shared with the CLI (`resolve_model`, `check_outputs`, `rollout_plan`) still name by
+# their option: what each is in a run config.
 CONFIG_KEYS = {
     "--prompts": "prompts", "--constitution": "constitution", "--templates": "templates", "--out": "out",
     "--judge-model": "engine.model", "--policy-model": "policy.model",
-    "--pairs": "stages.label.pairs", "--base-model": "stages.train_rm.base_model", "--policy": "stages.ppo.policy",
+    "--pairs": "stages.label.pairs", "--policy": "stages.ppo.policy",
     "--rollout-engine": "stages.ppo.rollout_engine",
     "--rollout-weights": "stages.ppo.rollout_weights", "--baseline": "stages.ppo.policy",
-    "--principle": "stages.eval.principles",
-    "--api-key-env": "engine.api_key_env",
 }
+
+# The fields of a stage's config that are not the run config's own fields of the same name, nor the
+# fields of the stage's section (`stages.<stage>`): as revise_config, label_config_for and eval_config
+# build them.
+STAGE_FIELDS: dict[str, dict[str, str]] = {
+    "revise": {"sampling": "stages.revise.sampling", "rounds": "stages.revise.rounds"},
+    "label": {"judge": "engine", "pairs_from": "stages.label.pairs", "options": "stages.label.options",
+              "pair_sampling": "stages.label.pair_sampling", "pairs": "stages.label.pairs"},
+    "eval": {"judge": "engine", "baseline": "stages.ppo.policy", "prompts": "eval_prompts"},
+}
+
+# The engine a stage's own engine checks are about.
+ENGINE_OF = {"revise": "engine", "label": "judge", "eval": "judge"}
+
+
+def config_key(config: RunConfig, stage: str, field_path: str) -> str | None:
+    """The run-config key of a field of `stage`'s config (None: the stage made it, the run has no key).
+
+    >>> run = RunConfig(out=Path("o"), constitution=Path("c"), prompts=Path("p"))
+    >>> config_key(run, "label", "judge.model"), config_key(run, "ppo", "rollout_engine")
+    ('engine.model', 'stages.ppo.rollout_engine')
+    >>> config_key(run, "revise", "engine.api_key_env")
+    'engine.api_key_env'
+    """
+    if field_path.partition(".")[0] in EngineConfig.model_fields and stage in ENGINE_OF:
+        field_path = f"{ENGINE_OF[stage]}.{field_path}"  # a check given the stage's engine config alone
+    head, _, rest = field_path.partition(".")
+    renamed = {**STAGE_FIELDS.get(stage, {}), "engine": "policy" if config.policy is not None else "engine"}
+    section = Stages.model_fields.get(stage)
+    if head in STAGE_FIELDS.get(stage, {}) or (stage == "revise" and head == "engine"):
+        key = renamed[head]
+    elif section is not None and head in _stage_fields(section.annotation):
+        key = f"stages.{stage}.{head}"
+    elif head in RunConfig.model_fields:
+        key = head
+    else:
+        return None
+    return f"{key}.{rest}" if rest else key
+
+
+def _stage_fields(annotation: Any) -> dict[str, Any]:
+    """The fields of a stage section's model (its annotation: `Model | None`)."""
+    for candidate in (annotation, *getattr(annotation, "__args__", ())):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return dict(candidate.model_fields)
+    return {}
 
 
 def revise_config(config: RunConfig) -> ReviseConfig:
@@ -254,39 +300,45 @@ def check_pipeline(config: RunConfig) -> None:
     from labeler.train.ppo.train import load_prompts
     from labeler.train.rm.train import label_kind_for
 
+    stage = "run"
     try:
         check_input_file(config.prompts, where="key prompts")
         if config.eval_prompts is not None:
             check_input_file(config.eval_prompts, where="key eval_prompts")
         s = config.stages
         if s.revise is not None:
+            stage = "revise"
             check_revise(revise_config(config))
         for k in iteration_numbers(config):
             # What iteration k > 1 starts from is written by iteration k - 1: its folders are checked, not
             # resolved (`iteration_policy` names them where they will be).
             if s.label is not None:
+                stage = "label"
                 label, policy = label_config_for(config, k)
                 check_label(label, inputs_ready=k > 1 or s.label.pairs != "revise", policy_model=policy)
             if s.train_rm is not None:
+                stage = "train_rm"
                 rm = train_rm_config(config, s.train_rm, k)
                 if k == 1:
-                    resolve_model(rm.base_model, where="--base-model", kind="backbone")
+                    resolve_model(rm.base_model, where="key stages.train_rm.base_model", kind="backbone")
                 label_kind_for(rm)
                 _check_trained(rm, config)
             if s.ppo is not None and s.train_rm is not None:
+                stage = "ppo"
                 ppo = ppo_config(config, s.ppo, k)
                 start = None
                 if k == 1:
-                    start = resolve_model(ppo.policy, where="--policy", kind="policy")
+                    start = resolve_model(ppo.policy, where="key stages.ppo.policy", kind="policy")
                     load_prompts(config.prompts)
                 _check_trained(ppo, config)
                 rollout_plan(ppo, start)
             if s.iterations is not None:
+                stage = "eval"
                 _check_evaluation(config, k)
     except InputErrors as exc:
-        raise InputErrors([_with_config_key(e, config) for e in exc.errors]) from None
+        raise InputErrors([_with_config_key(e, config, stage) for e in exc.errors]) from None
     except InputError as exc:
-        raise _with_config_key(exc, config) from None
+        raise _with_config_key(exc, config, stage) from None
 
 
 def _check_evaluation(config: RunConfig, k: int) -> None:
@@ -296,17 +348,16 @@ def _check_evaluation(config: RunConfig, k: int) -> None:
 
     evaluation = eval_config(config, k)
     if k == 1:
-        try:
-            check_eval_policy(evaluation, candidate_ready=False)
-        except InputError as exc:  # its --prompts are the run's eval_prompts
-            if exc.where != "--prompts":
-                raise
-            raise InputError(exc.message, file=exc.file, line=exc.line, where="key eval_prompts") from None
+        check_eval_policy(evaluation, candidate_ready=False)
     finished_evaluation(evaluation)
 
 
-def _with_config_key(error: InputError, config: RunConfig) -> InputError:
-    """The error with the option it names replaced by the run config's key."""
+def _with_config_key(error: InputError, config: RunConfig, stage: str) -> InputError:
+    """The error with the field (of `stage`'s config) or the model option it names shown as the run
+    config's key."""
+    if error.field is not None:
+        key = config_key(config, stage, error.field)
+        return error if key is None else error.naming(f"key {key}")
     keys = {**CONFIG_KEYS, "--model": "policy.model" if config.policy is not None else "engine.model"}
     if error.where not in keys:
         return error
@@ -443,7 +494,7 @@ def iteration_policy(config: RunConfig, k: int) -> ModelRef:
 
     stage = config.stages.ppo
     assert stage is not None
-    start = resolve_model(stage.policy, where="--policy", kind="policy")
+    start = resolve_model(stage.policy, where="key stages.ppo.policy", kind="policy")
     if k == 1:
         return start
     previous = ppo_config(config, stage, k - 1)

@@ -303,14 +303,14 @@ def check_export(config: ExportConfig) -> ExportPlan:
     if missing or not splits:
         have = ", ".join(sorted(manifest.splits)) or "none"
         wanted = f"{missing[0]!r} split" if missing else "split"
-        raise InputError(f"the run has no {wanted} (it has: {have})", file=manifest_path(run), where="--split")
+        raise InputError(f"the run has no {wanted} (it has: {have})", file=manifest_path(run), field="split")
     running = [name for name in splits if manifest.splits[name].status != "complete"]
     if running and not config.allow_partial:
         raise InputError(
             f"split {running[0]!r} is still being written ({manifest.splits[running[0]].rows} records so far); "
             "finish the run, or pass --allow-partial to export what is there (the export is marked partial)",
             file=manifest_path(run),
-            where="--allow-partial",
+            field="allow_partial",
         )
     if config.filters_given and PreferenceRecord.split not in splits:
         raise InputError("filters apply to the preference split, which this export does not include",
@@ -318,9 +318,9 @@ def check_export(config: ExportConfig) -> ExportPlan:
     check_outputs(config.out, "empty", {"RUN": run})
     check_output_folder(config.out, where="--out")
     if config.out.is_dir() and any(config.out.iterdir()):
-        raise InputError("is not empty; export into a new or empty folder", file=config.out, where="--out")
+        raise InputError("is not empty; export into a new or empty folder", file=config.out, field="out")
     if config.out.resolve() == run.resolve():
-        raise InputError("is the run itself; export into a new folder", file=config.out, where="--out")
+        raise InputError("is the run itself; export into a new folder", file=config.out, field="out")
     for name in splits:
         for shard in manifest.splits[name].shards:
             check_inside_run(run, shard.file)  # never read what a link out of the run points to

@@ -200,7 +200,7 @@ def _report_files(run: Path) -> list[Upload]:
     files = files_inside_run(run, REPORT_FOLDER) if folder.is_dir() or folder.is_symlink() else []
     if not files:
         raise InputError("has no report to send; write it with `labeler report RUN` first", file=folder,
-                         where="--with-report")  # fmt: skip
+                         field="with_report")  # fmt: skip
     uploads = []
     for path in files:
         name = path.relative_to(run).as_posix()

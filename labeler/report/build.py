@@ -90,7 +90,7 @@ def write_report(
     eval_judge = read_eval_judge(judge_file) if judge is not None or judge_file.is_file() else None
     human = None
     if human_pairs is not None and not Path(human_pairs).is_file():
-        raise InputError("file not found", file=human_pairs, where="--human-pairs")
+        raise InputError("file not found", file=human_pairs, field="human_pairs")
     if human_pairs is not None and run.preferences is not None:
         human = match_human_pairs(run.tables["preferences"], Path(human_pairs))
     sources = calibrations(human, eval_judge)
@@ -173,11 +173,11 @@ def _check_rm_dirs(rm_dirs: Sequence[Path]) -> None:
     reward model whose log is yet to come."""
     for path in map(Path, rm_dirs):
         if not path.exists():
-            raise InputError("no such reward-model folder or metrics file", file=path, where="--rm")
+            raise InputError("no such reward-model folder or metrics file", file=path, field="rm_dirs")
         if path.is_dir() and not any((path / name).is_file() for name in (METRICS_FILE, SAVED_CONFIG, "config.json")):
             raise InputError(
                 f"not a reward-model output folder: no {METRICS_FILE}, {SAVED_CONFIG} or config.json", file=path,
-                where="--rm",
+                field="rm_dirs",
             )
 
 
@@ -185,7 +185,7 @@ def _training_logs(run_dir: Path, rm_dirs: Sequence[Path]) -> tuple[list[Trainin
     """Readable logs of the reward models given (and RUN/rm), and the folders that have no log yet."""
     for path in map(Path, rm_dirs):
         if not path.exists():
-            raise InputError("no such reward-model folder or metrics file", file=path, where="--rm")
+            raise InputError("no such reward-model folder or metrics file", file=path, field="rm_dirs")
     files = [path if path.is_file() else path / METRICS_FILE for path in map(Path, rm_dirs)]
     default = run_dir / RUN_RM_DIR / METRICS_FILE
     if default.is_file() and default.resolve() not in {file.resolve() for file in files}:

@@ -41,7 +41,7 @@ def answer_prompts(config: GenerateConfig) -> list[Answer]:
     """Generate one answer per prompt in one batched engine call."""
     prompts = list(islice(read_prompts(config.prompts), config.limit))
     if not prompts:
-        raise InputError("no prompts in the file", file=config.prompts, where="--prompts")
+        raise InputError("no prompts in the file", file=config.prompts, field="prompts")
     model = engine_model(config.engine, where="--model")
     if config.out is not None:
         check_outputs(config.out, "file", {"--prompts": config.prompts, "--model": config.engine.model})

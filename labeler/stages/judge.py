@@ -99,7 +99,7 @@ class JudgeOptions(BaseModel):
         if self.cot_clamp is not None and not self.cot:
             # InputError passes through pydantic unchanged: the message names the option, not the whole section.
             raise InputError("is given but cot is off: the clamp bounds the soft label of a rationale (--cot)",
-                             where="--cot-clamp (cot_clamp)")
+                             field="cot_clamp", where="(cot_clamp)")
         if self.few_shot_file is not None and self.few_shot == 0:
             raise ValueError("few_shot_file is given but few_shot is 0: say how many demonstrations to show")
         return self

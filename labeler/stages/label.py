@@ -282,17 +282,17 @@ def _count_inputs(config: LabelConfig, max_chars: int | None = None) -> tuple[in
         n = sum(table.num_rows for table in iter_shard_tables(config.pairs_from, "sft"))
         if n == 0:
             raise InputError("the run's sft split has no rows to take pairs from", file=config.pairs_from,
-                             where="--pairs-from")
+                             field="pairs_from")
     elif config.pairs is not None:
         n = 0
         for pair in pairs_from_file(config.pairs, max_chars):
             n += 1
             longest = pair if longest is None or pair.characters > longest.characters else longest
         if n == 0:
-            raise InputError("no pairs in the file", file=config.pairs, where="--pairs")
+            raise InputError("no pairs in the file", file=config.pairs, field="pairs")
     else:
         assert config.prompts is not None
         n = sum(1 for _ in read_prompts(config.prompts))
         if n == 0:
-            raise InputError("no prompts in the file", file=config.prompts, where="--prompts")
+            raise InputError("no prompts in the file", file=config.prompts, field="prompts")
     return (n if config.work.limit is None else min(n, config.work.limit)), longest

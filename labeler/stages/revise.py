@@ -93,7 +93,7 @@ def check_revise(config: ReviseConfig, engine: Engine | None = None) -> RevisePl
         )
     templates = Templates.load(config.templates)
     if not any(True for _ in read_prompts(config.prompts)):
-        raise InputError("no prompts in the file", file=config.prompts, where="--prompts")
+        raise InputError("no prompts in the file", file=config.prompts, field="prompts")
     total = sum(1 for _ in _selected(config))  # reads every row once: a bad row fails here
     model = engine_model(config.engine, where="--model")
     fingerprint = make_fingerprint(

@@ -39,7 +39,7 @@ def run_stage(config: StageConfig, engine: Engine | None = None) -> StageResult:
             from labeler.stages.on_ray import run_on_ray
 
             if replicas > 1:
-                raise InputError("--ray places one engine per worker; leave out --data-parallel-size", where="--ray")
+                raise InputError("--ray places one engine per worker; leave out --data-parallel-size", field="work.ray")
             result: StageResult = run_on_ray(config)
         elif replicas > 1:
             from labeler.stages.parts import run_in_parts

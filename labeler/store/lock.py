@@ -91,7 +91,7 @@ def _take(run_dir: Path) -> int:
             f"another labeler process ({who}) is writing this run; one process writes a run at a time: "
             "wait for it to end, or give another --out",
             file=run_dir,
-            where="--out",
+            field="out",
         ) from None
     try:
         os.ftruncate(fd, 0)

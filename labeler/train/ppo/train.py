@@ -68,7 +68,7 @@ def check_ppo(config: PPOConfig, *, custom_reward: bool = False) -> CheckedPPO:
     """Every check `train_ppo` makes before it loads a model or writes a file."""
     if not custom_reward and (config.reward_model is None) == (config.reward_rule is None):
         raise InputError(
-            "give exactly one of --reward-model DIR and --reward-rule KIND:ARGUMENT", where="--reward-model"
+            "give exactly one of --reward-model DIR and --reward-rule KIND:ARGUMENT", field="reward_model"
         )
     prompts = load_prompts(config.prompts)
     policy = resolve_model(config.policy, where="--policy", kind="policy")
@@ -336,7 +336,7 @@ def _eos_token_ids(tokenizer: Any, policy: ModelRef) -> list[int]:
         if extra is not None:
             ids.update(int(i) for i in (extra if isinstance(extra, list) else [extra]))
     if not ids:
-        raise InputError("the policy's tokenizer defines no EOS token", file=policy.path, where="--policy")
+        raise InputError("the policy's tokenizer defines no EOS token", file=policy.path, field="policy")
     return sorted(ids)
 
 

@@ -35,27 +35,27 @@ def check_runs(runs: Sequence[Path]) -> list[RunData]:
     from labeler.store import iter_shard_tables, load_manifest
 
     if not runs:
-        raise InputError("no run given: pass at least one run folder with --data RUN", where="--data")
+        raise InputError("no run given: pass at least one run folder with --data RUN", field="data")
     sources = []
     folders: dict[tuple[int, int], Path] = {}  # (device, inode) of each run folder -> the --data naming it
     read_from: dict[str, Path] = {}  # pair id -> the run it was read from
     for run in map(Path, runs):
         if not run.is_dir():
-            raise InputError("not a folder (expected a labeler run folder)", file=run, where="--data")
+            raise InputError("not a folder (expected a labeler run folder)", file=run, field="data")
         info = run.stat()
         earlier = folders.setdefault((info.st_dev, info.st_ino), run)
         if earlier is not run:
             raise InputError(
                 f"is the same run as --data {earlier}: every pair would be trained on twice; give each run once",
                 file=run,
-                where="--data",
+                field="data",
             )
         rows = 0
         for table in iter_shard_tables(run, PREFERENCES):
             rows += table.num_rows
             _refuse_repeated_pairs(run, table.column("id").to_pylist(), read_from)
         if rows == 0:
-            raise InputError("the preference split has no rows", file=run / PREFERENCES, where="--data")
+            raise InputError("the preference split has no rows", file=run / PREFERENCES, field="data")
         entry = load_manifest(run).splits[PREFERENCES]
         digest = hashlib.sha256(entry.model_dump_json().encode("utf-8")).hexdigest()
         sources.append(RunData(path=str(run.resolve()), rows=rows, split_sha256=digest))
@@ -72,7 +72,7 @@ def _refuse_repeated_pairs(run: Path, ids: Sequence[str], read_from: dict[str, P
                 f"holds pairs that --data {earlier} holds too ({shared} in one shard, first id {pair_id}): "
                 "they would be trained on twice; give each pair's run once",
                 file=run,
-                where="--data",
+                field="data",
             )
 
 

@@ -125,7 +125,7 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
         raise InputError(
             "no pair has a principle_scores entry for the constitution's salmon principles",
             file=config.constitution,
-            where="--principle-conditioned",
+            field="principle_conditioned",
         )
     if skipped and accelerator.is_main_process:
         logger.warning("%d pairs have no principle score for the constitution's salmon principles: skipped", skipped)
@@ -134,7 +134,7 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
     eval_pairs = [usable[i] for i in eval_rows]
     if len(train_pairs) < accelerator.num_processes:
         raise InputError(
-            f"only {len(train_pairs)} training pairs for {accelerator.num_processes} processes", where="--data"
+            f"only {len(train_pairs)} training pairs for {accelerator.num_processes} processes", field="data"
         )
     steps_per_epoch = len(
         epoch_batches(
