@@ -14,8 +14,9 @@ from labeler.core.chat import Message
 from labeler.core.records import PreferenceRecord, PrincipleScore, conversation_columns
 from labeler.train.rm.labels import HardLabels, PrincipleLabels, SoftLabels
 from labeler.train.rm.losses import (
+    a_chosen,
     bradley_terry_loss,
-    hard_targets,
+    hard_target,
     mean_chosen_margin,
     oriented_margin,
     pairwise_accuracy,
@@ -72,7 +73,7 @@ def test_soft_bt_loss_matches_reference(seed: int, use_margin: bool) -> None:
 def test_hard_bt_loss_with_margin_is_trl_loss(seed: int) -> None:
     """Hard labels + margin equal TRL's −log σ(r_chosen − r_rejected − margin), written out by hand."""
     ra, rb, p_a, margin = random_batch(seed)
-    target = hard_targets(t(p_a))
+    target = t([hard_target(p) for p in p_a])
     fast = bradley_terry_loss(t(ra), t(rb), target, oriented_margin(t(margin), target)).item()
     trl = 0.0
     for i in range(len(ra)):
@@ -134,7 +135,12 @@ def test_accuracy_and_margin_match_reference(seed: int) -> None:
 
 
 def test_hard_targets_threshold_at_one_half() -> None:
-    assert hard_targets(torch.tensor([0.0, 0.49, 0.5, 0.51, 1.0])).tolist() == [0.0, 0.0, 1.0, 1.0, 1.0]
+    assert [hard_target(p) for p in [0.0, 0.49, 0.5, 0.51, 1.0]] == [0.0, 0.0, 1.0, 1.0, 1.0]
+
+
+def test_the_chosen_side_is_the_same_for_one_pair_and_a_batch() -> None:
+    p_a = [0.0, 0.49, 0.5, 0.51, 1.0]
+    assert a_chosen(torch.tensor(p_a)).tolist() == [a_chosen(p) for p in p_a] == [False, False, True, True, True]
 
 
 # --- SALMON targets ---------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from labeler.core.records import PreferenceRecord
+from labeler.train.rm.losses import hard_target
 from labeler.train.rm.salmon import (
     SalmonPrinciple,
     ShownPrinciple,
@@ -79,7 +80,7 @@ class HardLabels:
 
     def example(self, pair: PreferenceRecord, *, epoch: int) -> TrainingExample:
         a, b = _conversations(prompt_of(pair), pair)
-        return TrainingExample(a, b, target_a=1.0 if pair.p_a >= 0.5 else 0.0, margin=pair.margin)
+        return TrainingExample(a, b, target_a=hard_target(pair.p_a), margin=pair.margin)
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,6 @@ class PrincipleLabels:
         shown = self.shown_for(pair, epoch=epoch)
         target = salmon_target(shown, self.scores(pair))
         if self.hard:
-            target = 1.0 if target >= 0.5 else 0.0
+            target = hard_target(target)
         a, b = _conversations(with_principles(prompt_of(pair), shown), pair)
         return TrainingExample(a, b, target_a=target, margin=0.0)
