@@ -202,9 +202,9 @@ def test_sample_shown_principles_is_seeded_and_draws_only_scored() -> None:
 
 def test_with_principles_keeps_an_existing_system_message() -> None:
     shown = [ShownPrinciple("kind", "Kind", "The response is kind.", negated=False)]
-    merged = with_principles([{"role": "system", "content": "Be terse."}, {"role": "user", "content": "hi"}], shown)
-    assert [m["role"] for m in merged] == ["system", "user"]
-    assert "1. Kind: The response is kind." in merged[0]["content"] and merged[0]["content"].endswith("Be terse.")
+    merged = with_principles([Message(role="system", content="Be terse."), Message(role="user", content="hi")], shown)
+    assert [m.role for m in merged] == ["system", "user"]
+    assert "1. Kind: The response is kind." in merged[0].content and merged[0].content.endswith("Be terse.")
 
 
 def judged(p_a: float, margin: float = 0.0, scores: dict[str, float] | None = None) -> PreferenceRecord:
@@ -230,8 +230,8 @@ def test_principle_labels_target_follows_the_shown_principles() -> None:
         shown = labels.shown_for(pair, epoch=epoch)
         assert example.target_a == pytest.approx(salmon_target(shown, scores))
         system = example.conversation_a[0]
-        assert system["role"] == "system" and all(p.text in system["content"] for p in shown)
-        assert example.conversation_a[-1] == {"role": "assistant", "content": "a"}
+        assert system.role == "system" and all(p.text in system.content for p in shown)
+        assert example.conversation_a[-1] == Message(role="assistant", content="a")
     hard = PrincipleLabels(principles=pool, count=2, negate_probability=0.5, seed=0, hard=True)
     assert {hard.example(pair, epoch=e).target_a for e in range(10)} <= {0.0, 1.0}
 
@@ -240,7 +240,7 @@ def test_pair_labels_soft_and_hard() -> None:
     pair = judged(0.7, margin=1.5)
     soft, hard = SoftLabels().example(pair, epoch=0), HardLabels().example(pair, epoch=0)
     assert (soft.target_a, hard.target_a, soft.margin) == (0.7, 1.0, 1.5)
-    assert soft.conversation_b == ({"role": "user", "content": "hi"}, {"role": "assistant", "content": "b"})
+    assert soft.conversation_b == (Message(role="user", content="hi"), Message(role="assistant", content="b"))
 
 
 # --- split, batches, learning rate ------------------------------------------------------------------
