@@ -57,7 +57,7 @@ __all__ = ["METRICS_FILE", "SAMPLING", "check_ppo", "load_prompts", "ppo_update"
 class CheckedPPO:
     """What the checks found: the prompts, the starting policy, the reward's model, where to resume from."""
 
-    prompts: list[list[dict[str, str]]]
+    prompts: list[tuple[Message, ...]]
     policy: ModelRef
     reward_model: ModelRef | None
     resume_from: Path | None
@@ -262,9 +262,9 @@ def rollout_sampler(
 # ---------------------------------------------------------------------------------------------------
 
 
-def load_prompts(path: Path) -> list[list[dict[str, str]]]:
+def load_prompts(path: Path) -> list[tuple[Message, ...]]:
     """The chat messages of every prompt row (JSONL, Parquet or Arrow); a bad row names file and line."""
-    prompts = [[message.model_dump() for message in row_messages(row)] for row in iter_rows(path)]
+    prompts = [row_messages(row) for row in iter_rows(path)]
     if not prompts:
         raise InputError("no prompts in the file", file=path)
     return prompts
@@ -306,10 +306,10 @@ def _device(name: str) -> torch.device:
 
 
 def _encode_prompts(
-    tokenizer: Any, prompts: list[list[dict[str, str]]], config: PPOConfig
-) -> tuple[list[list[dict[str, str]]], list[list[int]]]:
+    tokenizer: Any, prompts: list[tuple[Message, ...]], config: PPOConfig
+) -> tuple[list[tuple[Message, ...]], list[list[int]]]:
     """Token ids of each prompt through the chat template (assistant turn opened); too-long ones dropped."""
-    texts = [chat_text(tokenizer, [Message(**m) for m in messages]) for messages in prompts]
+    texts = [chat_text(tokenizer, messages) for messages in prompts]
     ids = encode_texts(tokenizer, texts)
     kept = [i for i, tokens in enumerate(ids) if len(tokens) <= config.max_prompt_tokens]
     if not kept:
@@ -347,7 +347,7 @@ def _sample_indices(count: int, size: int, generator: torch.Generator) -> Tensor
     return torch.randint(count, (size,), generator=generator)
 
 
-def _score(reward: RewardFn, prompts: list[list[dict[str, str]]], completions: list[str]) -> Tensor:
+def _score(reward: RewardFn, prompts: list[tuple[Message, ...]], completions: list[str]) -> Tensor:
     scores = reward(prompts, completions)
     if len(scores) != len(completions):
         raise RuntimeError(f"the reward returned {len(scores)} scores for {len(completions)} completions")
