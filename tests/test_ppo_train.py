@@ -454,7 +454,7 @@ def test_prompt_rows_accept_text_and_message_lists(tmp_path: Path) -> None:
     path.write_text(
         json.dumps({"prompt": "Name a color."}) + "\n\n"
         + json.dumps({"messages": system_user}) + "\n"
-        + json.dumps({"prompt_messages": system_user}) + "\n"
+        + json.dumps({"prompt_messages": system_user, "id": "other"}) + "\n"
     )  # fmt: skip
     turns = tuple(Message(**m) for m in system_user)
     assert load_prompts(path) == [(Message(role="user", content="Name a color."),), turns, turns]
@@ -475,6 +475,22 @@ def test_a_bad_prompt_row_names_file_and_line(tmp_path: Path, line: str, message
     with pytest.raises(InputError, match=message) as info:
         load_prompts(path)
     assert info.value.file == str(path) and info.value.line == 2
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        ['{"id": 7, "prompt": "Hi"}', '{"prompt": "Bye"}', '{"id": "7", "prompt": "Hello"}'],
+        ['{"prompt": "Hi"}', '{"prompt": "Bye"}', '{"messages": [{"role": "user", "content": "Hi"}]}'],  # no ids
+    ],
+)
+def test_an_id_given_twice_is_refused_naming_file_and_line(tmp_path: Path, rows: list[str]) -> None:
+    """As every stage reads prompts: a row without an `id` is known by its conversation."""
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(row + "\n" for row in rows))
+    with pytest.raises(InputError, match=r"duplicate id '[^']+' \(first on line 1\)") as info:
+        load_prompts(path)
+    assert info.value.file == str(path) and info.value.line == 3
 
 
 def test_an_empty_prompts_file_is_refused(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from labeler.core.errors import InputError
 from labeler.core.progress import progress_bar
 from labeler.engine.chat import chat_text, encode_texts
 from labeler.engine.model_ref import ModelRef, resolve_model
-from labeler.inputs.rows import iter_rows, row_messages
+from labeler.inputs.rows import read_prompts
 from labeler.train.common.checkpoint import load_checkpoint, save_checkpoint
 from labeler.train.common.metrics import METRICS_FILE, MetricsLog
 from labeler.train.common.resume import resume_point, start_run
@@ -263,8 +263,9 @@ def rollout_sampler(
 
 
 def load_prompts(path: Path) -> list[tuple[Message, ...]]:
-    """The chat messages of every prompt row (JSONL, Parquet or Arrow); a bad row names file and line."""
-    prompts = [row_messages(row) for row in iter_rows(path)]
+    """The conversation of every prompt row (JSONL, Parquet or Arrow), read as every stage reads prompts:
+    a bad row, or an id given twice, names file and line."""
+    prompts = [prompt.messages for prompt in read_prompts(path)]
     if not prompts:
         raise InputError("no prompts in the file", file=path)
     return prompts
