@@ -144,7 +144,7 @@ def test_first_token_topk_reads_what_the_exact_engine_computes(vllm_server: Any,
         served = engine.choice_logprobs(questions, ["A", "B"])
     # The exact engine scores the very conversation the server saw: the letter is the reply's first token.
     exact = vllm_engine.choice_logprobs(
-        [ChoiceRequest(tuple(Message(**m) for m in first_token_messages(q, ["A", "B"]))) for q in questions], ["A", "B"]
+        [ChoiceRequest(first_token_messages(q, ["A", "B"])) for q in questions], ["A", "B"]
     )
     bounded = 0
     for s, e in zip(served, exact):

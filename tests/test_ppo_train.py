@@ -203,7 +203,7 @@ def test_ppo_raises_the_reward_of_a_model_trained_by_train_rm(
 ) -> None:
     """The whole loop: preference data -> `labeler train-rm` -> PPO against that reward model."""
     reward = load_reward(resolve_model(no_preferring_rm, kind="reward"), None)
-    prompt = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Is snow hot?"}]
+    prompt = [Message(role="system", content="Answer briefly."), Message(role="user", content="Is snow hot?")]
     no, yes = reward([prompt, prompt], ["No, snow is cold.", "Yes, snow is hot."])
     assert no > yes + 1.0  # the reward model learnt its pairs (and generalises to unseen answers)
 
@@ -432,9 +432,12 @@ def test_cli_full_fine_tuning_against_a_reward_model(
 @pytest.mark.slow
 def test_reward_model_reward_scores_the_completion_as_the_assistant_turn(embedded_model: Path) -> None:
     reward = RewardModelReward(embedded_model)  # a causal LM read as a classifier: a random head, fine here
-    prompt = [{"role": "user", "content": "Is the sky blue?"}]
+    prompt = [Message(role="user", content="Is the sky blue?")]
     scores = reward([prompt, prompt], ["Yes.", "No, it is green."])
-    conversation = [*prompt, {"role": "assistant", "content": "No, it is green."}]
+    conversation = [  # the plain {role, content} form `score` takes
+        {"role": "user", "content": "Is the sky blue?"},
+        {"role": "assistant", "content": "No, it is green."},
+    ]
     direct = reward.model.score([conversation])
     assert len(scores) == 2 and scores[0] != scores[1]
     assert scores[1] == pytest.approx(float(direct[0]), abs=1e-5)
@@ -451,9 +454,10 @@ def test_prompt_rows_accept_text_and_message_lists(tmp_path: Path) -> None:
     path.write_text(
         json.dumps({"prompt": "Name a color."}) + "\n\n"
         + json.dumps({"messages": system_user}) + "\n"
-        + json.dumps({"prompt_messages": system_user}) + "\n"
+        + json.dumps({"prompt_messages": system_user, "id": "other"}) + "\n"
     )  # fmt: skip
-    assert load_prompts(path) == [[{"role": "user", "content": "Name a color."}], system_user, system_user]
+    turns = tuple(Message(**m) for m in system_user)
+    assert load_prompts(path) == [(Message(role="user", content="Name a color."),), turns, turns]
 
 
 @pytest.mark.parametrize(
@@ -471,6 +475,22 @@ def test_a_bad_prompt_row_names_file_and_line(tmp_path: Path, line: str, message
     with pytest.raises(InputError, match=message) as info:
         load_prompts(path)
     assert info.value.file == str(path) and info.value.line == 2
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        ['{"id": 7, "prompt": "Hi"}', '{"prompt": "Bye"}', '{"id": "7", "prompt": "Hello"}'],
+        ['{"prompt": "Hi"}', '{"prompt": "Bye"}', '{"messages": [{"role": "user", "content": "Hi"}]}'],  # no ids
+    ],
+)
+def test_an_id_given_twice_is_refused_naming_file_and_line(tmp_path: Path, rows: list[str]) -> None:
+    """As every stage reads prompts: a row without an `id` is known by its conversation."""
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(row + "\n" for row in rows))
+    with pytest.raises(InputError, match=r"duplicate id '[^']+' \(first on line 1\)") as info:
+        load_prompts(path)
+    assert info.value.file == str(path) and info.value.line == 3
 
 
 def test_an_empty_prompts_file_is_refused(tmp_path: Path) -> None:
@@ -504,7 +524,7 @@ def test_config_checks_and_derived_values(tmp_path: Path) -> None:
 def test_word_reward_counts_whole_words_in_any_case() -> None:
     reward = parse_reward_rule("word:no")
     assert isinstance(reward, WordReward) and isinstance(reward, RewardFn)
-    prompts = [[{"role": "user", "content": "?"}]] * 4
+    prompts = [[Message(role="user", content="?")]] * 4
     assert reward(prompts, ["No, no.", "Nobody knows", "I said NO!", "yes"]) == [2.0, 0.0, 1.0, 0.0]
     assert parse_reward_rule("word:c++")([[]], ["I like C++ and c++."]) == [2.0]  # punctuation is literal
 

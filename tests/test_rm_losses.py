@@ -14,8 +14,9 @@ from labeler.core.chat import Message
 from labeler.core.records import PreferenceRecord, PrincipleScore, conversation_columns
 from labeler.train.rm.labels import HardLabels, PrincipleLabels, SoftLabels
 from labeler.train.rm.losses import (
+    a_chosen,
     bradley_terry_loss,
-    hard_targets,
+    hard_target,
     mean_chosen_margin,
     oriented_margin,
     pairwise_accuracy,
@@ -72,7 +73,7 @@ def test_soft_bt_loss_matches_reference(seed: int, use_margin: bool) -> None:
 def test_hard_bt_loss_with_margin_is_trl_loss(seed: int) -> None:
     """Hard labels + margin equal TRL's −log σ(r_chosen − r_rejected − margin), written out by hand."""
     ra, rb, p_a, margin = random_batch(seed)
-    target = hard_targets(t(p_a))
+    target = t([hard_target(p) for p in p_a])
     fast = bradley_terry_loss(t(ra), t(rb), target, oriented_margin(t(margin), target)).item()
     trl = 0.0
     for i in range(len(ra)):
@@ -134,7 +135,12 @@ def test_accuracy_and_margin_match_reference(seed: int) -> None:
 
 
 def test_hard_targets_threshold_at_one_half() -> None:
-    assert hard_targets(torch.tensor([0.0, 0.49, 0.5, 0.51, 1.0])).tolist() == [0.0, 0.0, 1.0, 1.0, 1.0]
+    assert [hard_target(p) for p in [0.0, 0.49, 0.5, 0.51, 1.0]] == [0.0, 0.0, 1.0, 1.0, 1.0]
+
+
+def test_the_chosen_side_is_the_same_for_one_pair_and_a_batch() -> None:
+    p_a = [0.0, 0.49, 0.5, 0.51, 1.0]
+    assert a_chosen(torch.tensor(p_a)).tolist() == [a_chosen(p) for p in p_a] == [False, False, True, True, True]
 
 
 # --- SALMON targets ---------------------------------------------------------------------------------
@@ -196,9 +202,9 @@ def test_sample_shown_principles_is_seeded_and_draws_only_scored() -> None:
 
 def test_with_principles_keeps_an_existing_system_message() -> None:
     shown = [ShownPrinciple("kind", "Kind", "The response is kind.", negated=False)]
-    merged = with_principles([{"role": "system", "content": "Be terse."}, {"role": "user", "content": "hi"}], shown)
-    assert [m["role"] for m in merged] == ["system", "user"]
-    assert "1. Kind: The response is kind." in merged[0]["content"] and merged[0]["content"].endswith("Be terse.")
+    merged = with_principles([Message(role="system", content="Be terse."), Message(role="user", content="hi")], shown)
+    assert [m.role for m in merged] == ["system", "user"]
+    assert "1. Kind: The response is kind." in merged[0].content and merged[0].content.endswith("Be terse.")
 
 
 def judged(p_a: float, margin: float = 0.0, scores: dict[str, float] | None = None) -> PreferenceRecord:
@@ -224,8 +230,8 @@ def test_principle_labels_target_follows_the_shown_principles() -> None:
         shown = labels.shown_for(pair, epoch=epoch)
         assert example.target_a == pytest.approx(salmon_target(shown, scores))
         system = example.conversation_a[0]
-        assert system["role"] == "system" and all(p.text in system["content"] for p in shown)
-        assert example.conversation_a[-1] == {"role": "assistant", "content": "a"}
+        assert system.role == "system" and all(p.text in system.content for p in shown)
+        assert example.conversation_a[-1] == Message(role="assistant", content="a")
     hard = PrincipleLabels(principles=pool, count=2, negate_probability=0.5, seed=0, hard=True)
     assert {hard.example(pair, epoch=e).target_a for e in range(10)} <= {0.0, 1.0}
 
@@ -234,7 +240,7 @@ def test_pair_labels_soft_and_hard() -> None:
     pair = judged(0.7, margin=1.5)
     soft, hard = SoftLabels().example(pair, epoch=0), HardLabels().example(pair, epoch=0)
     assert (soft.target_a, hard.target_a, soft.margin) == (0.7, 1.0, 1.5)
-    assert soft.conversation_b == ({"role": "user", "content": "hi"}, {"role": "assistant", "content": "b"})
+    assert soft.conversation_b == (Message(role="user", content="hi"), Message(role="assistant", content="b"))
 
 
 # --- split, batches, learning rate ------------------------------------------------------------------

@@ -171,10 +171,11 @@ def test_shared_prompt_gives_the_same_rewards_and_gradients(tiny_model: Path) ->
     classifier = load_classifier(tiny_model, dtype=torch.float32, pad_token_id=tokenizer.pad_token_id)
     reward = LastTokenReward(classifier).train()
     chats = conversations(10)  # prompts of different lengths: padding sits between prefix and continuation
-    examples = [
-        TrainingExample(tuple(a), (*a[:-1], {"role": "assistant", "content": b[-1]["content"] + " more"}), 0.7, 0.0)
-        for a, b in zip(chats[:5], chats[5:], strict=True)
-    ]
+    examples = []
+    for a, b in zip(chats[:5], chats[5:], strict=True):
+        turns = tuple(Message(**m) for m in a)
+        other = Message(role="assistant", content=b[-1]["content"] + " more")
+        examples.append(TrainingExample(turns, (*turns[:-1], other), 0.7, 0.0))
     results = {}
     for share in (True, False):
         batch = collate_pairs(examples, tokenizer, 64, share_prefix=share)

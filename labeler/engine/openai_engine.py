@@ -29,6 +29,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from labeler.core.chat import Message
 from labeler.core.errors import EngineError, InputError
 from labeler.engine.base import (
     ChoiceRequest,
@@ -56,8 +57,6 @@ NO_KEY = "EMPTY"  # the client insists on some key; servers started without one 
 TURN_MARKUP_TOKENS = 16
 TEMPLATE_OPENING_TOKENS = 128
 
-Messages = list[dict[str, str]]
-
 
 def resolve_choice_method(setting: str, owners: Sequence[str]) -> str:
     """The scoring method to use: `setting`, or for "auto" what every server can do.
@@ -77,11 +76,12 @@ def resolve_choice_method(setting: str, owners: Sequence[str]) -> str:
     return CONTINUE_PREFIX if owners and all(owner == "vllm" for owner in owners) else FIRST_TOKEN_TOPK
 
 
-def chat_messages(conversation: Conversation) -> Messages:
-    return [{"role": m.role, "content": m.content} for m in conversation]
+def chat_messages(conversation: Conversation) -> list[dict[str, str]]:
+    """The conversation as the API takes it: {role, content} objects."""
+    return [m.model_dump() for m in conversation]
 
 
-def continue_prefix_body(request: ChoiceRequest) -> tuple[Messages, dict[str, Any] | None]:
+def continue_prefix_body(request: ChoiceRequest) -> tuple[tuple[Message, ...], dict[str, Any] | None]:
     """Messages and extra request fields that make the server continue the assistant prefix.
 
     Trailing whitespace leaves the prefix: a tokenizer folds a space into the next word (" A"), and a
@@ -90,15 +90,14 @@ def continue_prefix_body(request: ChoiceRequest) -> tuple[Messages, dict[str, An
     >>> from labeler.engine.base import Message
     >>> messages, extra = continue_prefix_body(ChoiceRequest((Message(role="user", content="Q?"),), "Answer: "))
     >>> messages[-1], extra
-    ({'role': 'assistant', 'content': 'Answer:'}, {'continue_final_message': True, 'add_generation_prompt': False})
+    (Message(role='assistant', content='Answer:'), {'continue_final_message': True, 'add_generation_prompt': False})
     >>> continue_prefix_body(ChoiceRequest((Message(role="user", content="Q?"),)))[1] is None
     True
     """
-    messages = chat_messages(request.messages)
     prefix = request.assistant_prefix.rstrip()
     if not prefix:
-        return messages, None  # the choice is the first token of a fresh assistant turn
-    messages.append({"role": "assistant", "content": prefix})
+        return request.messages, None  # the choice is the first token of a fresh assistant turn
+    messages = (*request.messages, Message(role="assistant", content=prefix))
     return messages, {"continue_final_message": True, "add_generation_prompt": False}
 
 
@@ -114,20 +113,17 @@ def letter_instruction(choices: Sequence[str]) -> str:
     return f"Reply with just {listed}, nothing else."
 
 
-def first_token_messages(request: ChoiceRequest, choices: Sequence[str]) -> Messages:
+def first_token_messages(request: ChoiceRequest, choices: Sequence[str]) -> tuple[Message, ...]:
     """The conversation, what the assistant already said (if anything), then a request for the letter.
 
     >>> from labeler.engine.base import Message
     >>> request = ChoiceRequest((Message(role="user", content="Which is better?"),), "The better response is (")
-    >>> [m["role"] for m in first_token_messages(request, ["A", "B"])]
+    >>> [m.role for m in first_token_messages(request, ["A", "B"])]
     ['user', 'assistant', 'user']
     """
-    messages = chat_messages(request.messages)
     said = request.assistant_prefix.strip()
-    if said:
-        messages.append({"role": "assistant", "content": said})
-    messages.append({"role": "user", "content": letter_instruction(choices)})
-    return messages
+    opening = (Message(role="assistant", content=said),) if said else ()
+    return (*request.messages, *opening, Message(role="user", content=letter_instruction(choices)))
 
 
 def first_token_top(response: Any) -> list[tuple[str, float]]:
@@ -227,7 +223,7 @@ class OpenAIEngine(ClosedOnExit):
         base = params.seed if params.seed is not None else 0
         request_seeds = list(seeds) if seeds is not None else [base] * len(conversations)
         calls = [
-            partial(self._sample, chat_messages(c), params, derive_seed(request_seeds[i], j))
+            partial(self._sample, c, params, derive_seed(request_seeds[i], j))
             for i, c in enumerate(conversations)
             for j in range(params.n)
         ]
@@ -294,14 +290,14 @@ class OpenAIEngine(ClosedOnExit):
         return cards
 
     async def _sample(
-        self, messages: Messages, params: GenerationParams, seed: int, client: Any
+        self, conversation: Conversation, params: GenerationParams, seed: int, client: Any
     ) -> tuple[str, int, str]:
         options: dict[str, Any] = {}
         if params.stop:
             options["stop"] = list(params.stop)
         response = await client.chat.completions.create(
-            model=self.model_id, messages=messages, n=1, temperature=params.temperature, top_p=params.top_p,
-            max_tokens=params.max_tokens, seed=seed, **options,
+            model=self.model_id, messages=chat_messages(conversation), n=1, temperature=params.temperature,
+            top_p=params.top_p, max_tokens=params.max_tokens, seed=seed, **options,
         )
         choice = response.choices[0]
         if response.usage is None:
@@ -315,7 +311,7 @@ class OpenAIEngine(ClosedOnExit):
         else:
             messages, extra = first_token_messages(request, choices), None
         response = await client.chat.completions.create(
-            model=self.model_id, messages=messages, max_tokens=1, temperature=0.0, logprobs=True,
+            model=self.model_id, messages=chat_messages(messages), max_tokens=1, temperature=0.0, logprobs=True,
             top_logprobs=TOP_LOGPROBS, extra_body=extra,
         )
         return scores_from_topk(first_token_top(response), choices, loose=self.choice_method == FIRST_TOKEN_TOPK)

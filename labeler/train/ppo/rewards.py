@@ -8,24 +8,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from labeler.core.chat import Message
 from labeler.core.errors import InputError
+from labeler.engine.base import Conversation
 from labeler.engine.model_ref import ModelRef, resolve_model
-
-Messages = list[dict[str, str]]
 
 
 @runtime_checkable
 class RewardFn(Protocol):
     """Scores completions: `prompts[i]` (chat messages) was answered with `completions[i]` (text)."""
 
-    def __call__(self, prompts: list[Messages], completions: list[str]) -> list[float]: ...
+    def __call__(self, prompts: Sequence[Conversation], completions: list[str]) -> list[float]: ...
 
 
 @dataclass(frozen=True)
 class WordReward:
     """How many times a word appears in the completion (whole word, any case).
 
-    >>> WordReward("blue")([[{"role": "user", "content": "Sky?"}]] * 2, ["Blue, blue sky.", "Bluest"])
+    >>> WordReward("blue")([[Message(role="user", content="Sky?")]] * 2, ["Blue, blue sky.", "Bluest"])
     [2.0, 0.0]
     """
 
@@ -37,7 +37,7 @@ class WordReward:
             raise ValueError("the target word is empty")
         object.__setattr__(self, "_pattern", re.compile(rf"(?<!\w){re.escape(self.word)}(?!\w)", re.IGNORECASE))
 
-    def __call__(self, prompts: list[Messages], completions: list[str]) -> list[float]:
+    def __call__(self, prompts: Sequence[Conversation], completions: list[str]) -> list[float]:
         return [float(len(self._pattern.findall(text))) for text in completions]
 
 
@@ -49,7 +49,7 @@ class LengthReward:
     its start (`labeler eval-policy`) shows how far a judge or a reward model prefers answers for their
     length alone.
 
-    >>> LengthReward(10)([[{"role": "user", "content": "?"}]] * 2, ["0123456789", "abc"])
+    >>> LengthReward(10)([[Message(role="user", content="?")]] * 2, ["0123456789", "abc"])
     [1.0, 0.3]
     """
 
@@ -59,7 +59,7 @@ class LengthReward:
         if self.chars < 1:
             raise ValueError("the length scale must be a positive number of characters")
 
-    def __call__(self, prompts: list[Messages], completions: list[str]) -> list[float]:
+    def __call__(self, prompts: Sequence[Conversation], completions: list[str]) -> list[float]:
         return [len(text) / self.chars for text in completions]
 
 
@@ -91,11 +91,11 @@ class RewardModelReward:
 
         self.model: Any = load_reward_model(folder)  # batches internally; scores on its own device
 
-    def __call__(self, prompts: list[Messages], completions: list[str]) -> list[float]:
-        conversations: list[Sequence[dict[str, str]]] = [
-            [*prompt, {"role": "assistant", "content": completion}]
+    def __call__(self, prompts: Sequence[Conversation], completions: list[str]) -> list[float]:
+        conversations = [
+            [m.model_dump() for m in (*prompt, Message(role="assistant", content=completion))]
             for prompt, completion in zip(prompts, completions, strict=True)
-        ]
+        ]  # {role, content} dicts: what the reward model's chat template takes
         return [float(score) for score in self.model.score(conversations).float().cpu()]
 
 

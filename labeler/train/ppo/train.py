@@ -24,7 +24,7 @@ from labeler.core.errors import InputError
 from labeler.core.progress import progress_bar
 from labeler.engine.chat import chat_text, encode_texts
 from labeler.engine.model_ref import ModelRef, resolve_model
-from labeler.inputs.rows import iter_rows, row_messages
+from labeler.inputs.rows import read_prompts
 from labeler.train.common.checkpoint import load_checkpoint, save_checkpoint
 from labeler.train.common.metrics import METRICS_FILE, MetricsLog
 from labeler.train.common.resume import resume_point, start_run
@@ -57,7 +57,7 @@ __all__ = ["METRICS_FILE", "SAMPLING", "check_ppo", "load_prompts", "ppo_update"
 class CheckedPPO:
     """What the checks found: the prompts, the starting policy, the reward's model, where to resume from."""
 
-    prompts: list[list[dict[str, str]]]
+    prompts: list[tuple[Message, ...]]
     policy: ModelRef
     reward_model: ModelRef | None
     resume_from: Path | None
@@ -262,9 +262,10 @@ def rollout_sampler(
 # ---------------------------------------------------------------------------------------------------
 
 
-def load_prompts(path: Path) -> list[list[dict[str, str]]]:
-    """The chat messages of every prompt row (JSONL, Parquet or Arrow); a bad row names file and line."""
-    prompts = [[message.model_dump() for message in row_messages(row)] for row in iter_rows(path)]
+def load_prompts(path: Path) -> list[tuple[Message, ...]]:
+    """The conversation of every prompt row (JSONL, Parquet or Arrow), read as every stage reads prompts:
+    a bad row, or an id given twice, names file and line."""
+    prompts = [prompt.messages for prompt in read_prompts(path)]
     if not prompts:
         raise InputError("no prompts in the file", file=path)
     return prompts
@@ -306,10 +307,10 @@ def _device(name: str) -> torch.device:
 
 
 def _encode_prompts(
-    tokenizer: Any, prompts: list[list[dict[str, str]]], config: PPOConfig
-) -> tuple[list[list[dict[str, str]]], list[list[int]]]:
+    tokenizer: Any, prompts: list[tuple[Message, ...]], config: PPOConfig
+) -> tuple[list[tuple[Message, ...]], list[list[int]]]:
     """Token ids of each prompt through the chat template (assistant turn opened); too-long ones dropped."""
-    texts = [chat_text(tokenizer, [Message(**m) for m in messages]) for messages in prompts]
+    texts = [chat_text(tokenizer, messages) for messages in prompts]
     ids = encode_texts(tokenizer, texts)
     kept = [i for i, tokens in enumerate(ids) if len(tokens) <= config.max_prompt_tokens]
     if not kept:
@@ -347,7 +348,7 @@ def _sample_indices(count: int, size: int, generator: torch.Generator) -> Tensor
     return torch.randint(count, (size,), generator=generator)
 
 
-def _score(reward: RewardFn, prompts: list[list[dict[str, str]]], completions: list[str]) -> Tensor:
+def _score(reward: RewardFn, prompts: list[tuple[Message, ...]], completions: list[str]) -> Tensor:
     scores = reward(prompts, completions)
     if len(scores) != len(completions):
         raise RuntimeError(f"the reward returned {len(scores)} scores for {len(completions)} completions")

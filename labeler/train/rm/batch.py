@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from labeler.core.padding import pad_rows
-from labeler.train.rm.labels import Message, TrainingExample
+from labeler.train.rm.labels import TrainingExample
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedTokenizerBase
 
 
-def render(tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Sequence[Message]]) -> list[str]:
-    """Each conversation as the chat template writes it (the template holds every special token)."""
+def render(tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Sequence[Mapping[str, str]]]) -> list[str]:
+    """Each conversation ({role, content} mappings, what the template takes) as the chat template writes it
+    (the template holds every special token)."""
     return [str(tokenizer.apply_chat_template([dict(m) for m in c], tokenize=False)) for c in conversations]
 
 
+def render_pairs(tokenizer: PreTrainedTokenizerBase, examples: Sequence[TrainingExample]) -> list[str]:
+    """The A conversations of `examples`, then the B ones, rendered with the chat template."""
+    conversations = [e.conversation_a for e in examples] + [e.conversation_b for e in examples]
+    return render(tokenizer, [[m.model_dump() for m in c] for c in conversations])
+
+
 def encode_conversations(
-    tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Sequence[Message]], max_length: int
+    tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Sequence[Mapping[str, str]]], max_length: int
 ) -> dict[str, torch.Tensor]:
     """Render each conversation with the chat template and tokenise: `input_ids`, `attention_mask`, (N, T).
 
@@ -74,7 +81,7 @@ def collate_pairs(
     import torch
 
     tokenizer.truncation_side = "left"
-    texts = render(tokenizer, [e.conversation_a for e in examples] + [e.conversation_b for e in examples])
+    texts = render_pairs(tokenizer, examples)
     ids = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
     ids_a, ids_b = ids[: len(examples)], ids[len(examples) :]
     pad_id = tokenizer.pad_token_id
@@ -95,6 +102,6 @@ def collate_pairs(
 
 def count_truncated(tokenizer: PreTrainedTokenizerBase, examples: Sequence[TrainingExample], max_length: int) -> int:
     """How many of the 2 × len(examples) conversations are longer than `max_length` tokens."""
-    texts = render(tokenizer, [e.conversation_a for e in examples] + [e.conversation_b for e in examples])
+    texts = render_pairs(tokenizer, examples)
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     return sum(length > max_length for length in lengths)

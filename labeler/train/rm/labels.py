@@ -11,11 +11,13 @@ Adding a kind is adding one class with `usable` and `example`.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from labeler.core.chat import Message
 from labeler.core.records import PreferenceRecord
+from labeler.train.rm.losses import hard_target
 from labeler.train.rm.salmon import (
     SalmonPrinciple,
     ShownPrinciple,
@@ -23,8 +25,6 @@ from labeler.train.rm.salmon import (
     sample_shown_principles,
     with_principles,
 )
-
-Message = Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -47,14 +47,9 @@ class LabelKind(Protocol):
     def example(self, pair: PreferenceRecord, *, epoch: int) -> TrainingExample: ...
 
 
-def prompt_of(pair: PreferenceRecord) -> tuple[dict[str, str], ...]:
-    """The conversation a pair's responses answer (the `prompt` column, every turn), as plain messages."""
-    return tuple({"role": m.role, "content": m.content} for m in pair.prompt)
-
-
 def _conversations(messages: Sequence[Message], pair: PreferenceRecord) -> tuple[tuple[Message, ...], ...]:
     return tuple(
-        (*messages, {"role": "assistant", "content": response}) for response in (pair.response_a, pair.response_b)
+        (*messages, Message(role="assistant", content=response)) for response in (pair.response_a, pair.response_b)
     )
 
 
@@ -66,7 +61,7 @@ class SoftLabels:
         return True
 
     def example(self, pair: PreferenceRecord, *, epoch: int) -> TrainingExample:
-        a, b = _conversations(prompt_of(pair), pair)
+        a, b = _conversations(pair.prompt, pair)
         return TrainingExample(a, b, target_a=pair.p_a, margin=pair.margin)
 
 
@@ -78,8 +73,8 @@ class HardLabels:
         return True
 
     def example(self, pair: PreferenceRecord, *, epoch: int) -> TrainingExample:
-        a, b = _conversations(prompt_of(pair), pair)
-        return TrainingExample(a, b, target_a=1.0 if pair.p_a >= 0.5 else 0.0, margin=pair.margin)
+        a, b = _conversations(pair.prompt, pair)
+        return TrainingExample(a, b, target_a=hard_target(pair.p_a), margin=pair.margin)
 
 
 @dataclass(frozen=True)
@@ -118,6 +113,6 @@ class PrincipleLabels:
         shown = self.shown_for(pair, epoch=epoch)
         target = salmon_target(shown, self.scores(pair))
         if self.hard:
-            target = 1.0 if target >= 0.5 else 0.0
-        a, b = _conversations(with_principles(prompt_of(pair), shown), pair)
+            target = hard_target(target)
+        a, b = _conversations(with_principles(pair.prompt, shown), pair)
         return TrainingExample(a, b, target_a=target, margin=0.0)

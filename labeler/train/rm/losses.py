@@ -8,6 +8,8 @@ matrix, and the mean of that matrix is a loss that trains nothing useful.
 
 from __future__ import annotations
 
+from typing import overload
+
 import torch
 import torch.nn.functional as F
 
@@ -33,13 +35,26 @@ def check_pair_shapes(**tensors: torch.Tensor | None) -> None:
             )
 
 
-def hard_targets(p_a: torch.Tensor) -> torch.Tensor:
-    """Hard labels from soft ones: 1.0 where A is preferred (p_a >= 0.5), else 0.0.
+@overload
+def a_chosen(p_a: float) -> bool: ...
+@overload
+def a_chosen(p_a: torch.Tensor) -> torch.Tensor: ...
+def a_chosen(p_a: float | torch.Tensor) -> bool | torch.Tensor:
+    """Whether response A is the chosen one: p_a >= 0.5, so a tie goes to A. For one pair or a (B,) batch.
 
-    >>> hard_targets(torch.tensor([0.9, 0.5, 0.2]))
-    tensor([1., 1., 0.])
+    >>> a_chosen(0.5), a_chosen(torch.tensor([0.9, 0.5, 0.2]))
+    (True, tensor([ True,  True, False]))
     """
-    return (p_a >= 0.5).to(p_a.dtype)
+    return p_a >= 0.5
+
+
+def hard_target(p_a: float) -> float:
+    """A pair's hard label from its soft one: 1.0 where A is chosen (p_a >= 0.5), else 0.0.
+
+    >>> [hard_target(p) for p in (0.9, 0.5, 0.2)]
+    [1.0, 1.0, 0.0]
+    """
+    return 1.0 if a_chosen(p_a) else 0.0
 
 
 def oriented_margin(margin: torch.Tensor, target_a: torch.Tensor) -> torch.Tensor:
@@ -52,7 +67,7 @@ def oriented_margin(margin: torch.Tensor, target_a: torch.Tensor) -> torch.Tenso
     tensor([ 1., -2.])
     """
     check_pair_shapes(margin=margin, target_a=target_a)
-    return torch.where(target_a >= 0.5, margin, -margin)
+    return torch.where(a_chosen(target_a), margin, -margin)
 
 
 def bradley_terry_loss(
@@ -115,5 +130,5 @@ def chosen_rejected(
     >>> chosen_rejected(torch.tensor([3.0, 0.0]), torch.tensor([1.0, 1.0]), torch.tensor([1.0, 0.0]))
     (tensor([3., 1.]), tensor([1., 0.]))
     """
-    a_chosen = target_a >= 0.5
-    return torch.where(a_chosen, reward_a, reward_b), torch.where(a_chosen, reward_b, reward_a)
+    chosen_is_a = a_chosen(target_a)  # (B,) bool
+    return torch.where(chosen_is_a, reward_a, reward_b), torch.where(chosen_is_a, reward_b, reward_a)

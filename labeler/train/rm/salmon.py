@@ -16,6 +16,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from labeler.core.chat import Message
+
 
 class SalmonPrinciple(Protocol):
     """What this module reads from a constitution principle (see `Constitution.for_stage("salmon")`)."""
@@ -132,20 +134,16 @@ def principles_system_message(shown: Sequence[ShownPrinciple]) -> str:
     return "\n".join(lines)
 
 
-def with_principles(
-    messages: Sequence[Mapping[str, str]], shown: Sequence[ShownPrinciple]
-) -> list[dict[str, str]]:
+def with_principles(messages: Sequence[Message], shown: Sequence[ShownPrinciple]) -> tuple[Message, ...]:
     """The prompt messages with the principles in front: a new system message, or prepended to an existing one.
 
     >>> shown = [ShownPrinciple("kind", "Kind", "is kind", False)]
-    >>> [m["role"] for m in with_principles([{"role": "user", "content": "hi"}], shown)]
+    >>> [m.role for m in with_principles([Message(role="user", content="hi")], shown)]
     ['system', 'user']
-    >>> with_principles([{"role": "system", "content": "Be terse."}], shown)[0]["content"].endswith("Be terse.")
+    >>> with_principles([Message(role="system", content="Be terse.")], shown)[0].content.endswith("Be terse.")
     True
     """
     header = principles_system_message(shown)
-    out = [dict(m) for m in messages]
-    if out and out[0]["role"] == "system":
-        out[0]["content"] = f"{header}\n\n{out[0]['content']}"
-        return out
-    return [{"role": "system", "content": header}, *out]
+    if messages and messages[0].role == "system":
+        return (Message(role="system", content=f"{header}\n\n{messages[0].content}"), *messages[1:])
+    return (Message(role="system", content=header), *messages)
