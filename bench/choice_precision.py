@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from labeler.engine import EngineConfig, open_engine
-from labeler.evaluate.judge import DEFAULT_CONSTITUTION, read_human_pairs
+from labeler.evaluate.judge_run import DEFAULT_CONSTITUTION, read_human_pairs
 from labeler.inputs.constitution import load_constitution
 from labeler.inputs.templates import Templates
 from labeler.stages.judge import JudgeOptions, judge_pairs, panel_for

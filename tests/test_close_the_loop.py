@@ -108,7 +108,7 @@ def iterated_run(tmp_path_factory: pytest.TempPathFactory, embedded_model: Path)
 def test_an_iterated_run_resumes_after_kill_9_and_reports_every_iteration(
     iterated_run: tuple[Path, int], embedded_model: Path, tmp_path: Path
 ) -> None:
-    from labeler.evaluate.policy import read_eval_policy
+    from labeler.evaluate.policy_report import read_eval_policy
     from labeler.store import read_split
 
     out, kills = iterated_run

@@ -14,19 +14,15 @@ from fake_engine import RuleJudge
 
 from labeler.cli.app import main
 from labeler.engine import ChoiceRequest, ChoiceScores
-from labeler.evaluate.judge import (
+from labeler.evaluate.human_agreement import (
     CALIBRATION_BINS,
-    EvalJudgeConfig,
     agreement,
-    chosen_first,
-    eval_judge,
     expected_calibration_error,
-    judge_metrics,
-    p_first,
-    position_consistency,
-    read_human_pairs,
     reliability_table,
 )
+from labeler.evaluate.judge_report import judge_metrics, position_consistency
+from labeler.evaluate.judge_run import EvalJudgeConfig, chosen_first, eval_judge, read_human_pairs
+from labeler.evaluate.stats import first_position_rate
 from labeler.stages.judge import JudgeOptions
 
 HUMAN_PAIRS = Path(__file__).resolve().parent.parent / "data" / "human_pairs.jsonl"
@@ -158,7 +154,7 @@ def test_metrics_of_a_perfect_overconfident_and_a_wrong_judge():
     assert judge_metrics(wrong, wrong, np.ones(4), human).ece == pytest.approx(0.99)
     assert agreement(wrong, human) == 0.0
     assert position_consistency(right, wrong) == 0.0
-    assert p_first(np.array([1.0]), np.array([1.0])) == 0.5  # always picks response_a: no position bias
+    assert first_position_rate(np.array([1.0]), np.array([1.0])) == 0.5  # always picks response_a: no position bias
 
 
 # -- reading human pairs --------------------------------------------------------------------------
@@ -278,7 +274,7 @@ def test_eval_judge_on_a_scripted_judge_reports_agreement_bias_and_json(tmp_path
     assert len(written["reliability"]) == CALIBRATION_BINS
     assert all(pair["p_chosen"] == pytest.approx(0.8) for pair in written["pairs"])
     # `labeler report` reads the probability of each human choice from this file
-    from labeler.report.calibration import read_eval_judge
+    from labeler.report.human_agreement import read_eval_judge
 
     assert read_eval_judge(out).p_chosen.tolist() == pytest.approx([0.8] * 30)
 
@@ -326,15 +322,19 @@ def test_eval_judge_command_on_the_real_model(tmp_path: Path, capsys, embedded_m
 
 
 def test_agreement_interval_contains_the_share_and_narrows_with_more_pairs() -> None:
-    from labeler.evaluate.judge import wilson_interval
+    from labeler.evaluate.judge_report import Z_95_SIX_DECIMALS
+    from labeler.evaluate.stats import wilson_interval
+
+    def interval(share: float, n: int) -> tuple[float, float]:  # as judge_metrics asks for it
+        return wilson_interval(share * n, n, z=Z_95_SIX_DECIMALS)
 
     for share in (0.0, 0.3, 0.5, 0.531, 1.0):
-        low, high = wilson_interval(share, 100)
+        low, high = interval(share, 100)
         assert 0.0 <= low <= share <= high <= 1.0
-        wide = wilson_interval(share, 100)
-        narrow = wilson_interval(share, 400)
+        wide = interval(share, 100)
+        narrow = interval(share, 400)
         assert narrow[1] - narrow[0] < wide[1] - wide[0]
     # Slow reference: the Wilson bounds are where |share - p| = z * sqrt(p (1 - p) / n).
-    low, high = wilson_interval(0.531, 400)
+    low, high = interval(0.531, 400)
     for p in (low, high):
         assert abs(0.531 - p) == pytest.approx(1.959964 * np.sqrt(p * (1 - p) / 400), rel=1e-6)

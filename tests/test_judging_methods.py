@@ -22,7 +22,8 @@ from labeler.cli.app import main
 from labeler.core.errors import InputError, InputErrors
 from labeler.core.soft_label import combine_orders, judgment
 from labeler.engine import ChoiceRequest, ChoiceScores, Message
-from labeler.evaluate.judge import CompareReport, EvalJudgeConfig, eval_judge, paired_bootstrap
+from labeler.evaluate.judge_report import CompareReport, paired_bootstrap
+from labeler.evaluate.judge_run import EvalJudgeConfig, eval_judge
 from labeler.inputs.constitution import Constitution, Principle, load_constitution
 from labeler.inputs.constitution.judge_demos import read_judge_demos, split_transcript
 from labeler.inputs.templates import Templates
@@ -403,7 +404,7 @@ def test_methods_run_on_the_real_model(tmp_path: Path, hf_engine: object) -> Non
 
 
 def test_the_measured_configurations_are_valid_compare_files(tmp_path: Path) -> None:
-    from labeler.evaluate.judge import configurations_of
+    from labeler.evaluate.judge_run import configurations_of
 
     files = tuple(sorted((REPO / "bench" / "judging").glob("*.yaml")))
     assert len(files) >= 10

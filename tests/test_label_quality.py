@@ -71,7 +71,7 @@ def test_deterministic_mode_runs_in_float32_and_refuses_narrow_dtypes() -> None:
 
 
 def test_fingerprint_records_choice_precision_and_the_deterministic_dtype() -> None:
-    from labeler.evaluate.judge import EvalJudgeConfig
+    from labeler.evaluate.judge_run import EvalJudgeConfig
 
     plain = fingerprint_config(EvalJudgeConfig(pairs=Path("p.jsonl")))
     coarse = fingerprint_config(EvalJudgeConfig(pairs=Path("p.jsonl"), judge=EngineConfig(choice_logits="model")))

@@ -303,7 +303,7 @@ def test_eval_policy_finds_the_trained_policy_winning_with_a_judge_that_sees_its
     """The demonstration: a policy PPO trained towards saying "no" beats its start, interval and all,
     before a judge that prefers "no"; its KL to the start is positive; the report holds every prompt."""
     from labeler.engine import EngineConfig
-    from labeler.evaluate.policy import EvalPolicyConfig, eval_policy
+    from labeler.evaluate.policy_run import EvalPolicyConfig, eval_policy
 
     constitution = tmp_path / "no.yaml"
     constitution.write_text("name: says-no\nversion: 1\nprinciples:\n  - id: says-no\n    judge: Which says no?\n")

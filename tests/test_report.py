@@ -26,9 +26,9 @@ from labeler.core.records import (
     record_id,
 )
 from labeler.core.soft_label import aggregate, judgment
-from labeler.evaluate.calibration import expected_calibration_error
+from labeler.evaluate.human_agreement import expected_calibration_error
 from labeler.report import write_report
-from labeler.report.calibration import calibration
+from labeler.report.human_agreement import calibration
 from labeler.store import RunStore, make_fingerprint
 from labeler.store.manifest import new_manifest, write_manifest
 

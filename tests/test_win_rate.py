@@ -9,15 +9,8 @@ import statistics
 import numpy as np
 import pytest
 
-from labeler.evaluate.win_rate import (
-    Z_95,
-    bootstrap_indices,
-    bootstrap_interval,
-    mean_with_interval,
-    wilson_interval,
-    win_credit,
-    win_rate,
-)
+from labeler.evaluate.stats import Z_95, bootstrap_indices, bootstrap_interval, tie_credit, wilson_interval
+from labeler.evaluate.win_rate import mean_with_interval, win_rate
 
 
 def wilson_by_scan(successes: float, n: int, z: float = Z_95, steps: int = 200_000) -> tuple[float, float]:
@@ -85,7 +78,7 @@ def test_win_rate_counts_and_intervals() -> None:
     result = win_rate(p, seed=0)
     assert (result.n, result.wins, result.losses, result.ties) == (8, 4, 2, 2)
     assert result.win_rate == pytest.approx(statistics.fmean(p))
-    assert result.hard_win_rate == pytest.approx(statistics.fmean(win_credit(np.array(p)).tolist())) == 5 / 8
+    assert result.hard_win_rate == pytest.approx(statistics.fmean(tie_credit(np.array(p)).tolist())) == 5 / 8
     assert (result.hard_low, result.hard_high) == wilson_interval(5.0, 8)
     assert result.low <= result.win_rate <= result.high
     # The same answer twice is a tie the judge cannot break: a policy against itself sits at exactly 0.5.

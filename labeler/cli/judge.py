@@ -6,8 +6,8 @@ from __future__ import annotations
 import typer
 
 from labeler.cli.options import ConfigCommand, Opt, engine_options, output_file
-from labeler.evaluate.judge import EvalJudgeConfig
-from labeler.evaluate.policy import EvalPolicyConfig
+from labeler.evaluate.judge_run import EvalJudgeConfig
+from labeler.evaluate.policy_run import EvalPolicyConfig
 from labeler.report.config import ReportConfig
 
 
@@ -17,7 +17,8 @@ def run_eval_judge(config: EvalJudgeConfig) -> None:
     position consistency, ECE and cost side by side."""
     from rich.console import Console
 
-    from labeler.evaluate.judge import CompareReport, compare_table, eval_judge, report_tables
+    from labeler.evaluate.judge_report import CompareReport, compare_table, report_tables
+    from labeler.evaluate.judge_run import eval_judge
 
     report = eval_judge(config)
     if isinstance(report, CompareReport):
@@ -34,7 +35,8 @@ def run_eval_policy(config: EvalPolicyConfig) -> None:
     lengths of both, their mean reward (with --reward-model) and the KL of the candidate to the baseline."""
     from rich.console import Console
 
-    from labeler.evaluate.policy import eval_policy, report_tables
+    from labeler.evaluate.policy_report import report_tables
+    from labeler.evaluate.policy_run import eval_policy
 
     report = eval_policy(config)
     Console().print(*report_tables(report))

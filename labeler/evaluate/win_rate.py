@@ -7,7 +7,7 @@ does). Two figures come from the same judgments:
 - the **win rate**: the mean of `p` over prompts, with a percentile bootstrap interval that resamples
   prompts (seeded, so the same judgments always give the same interval);
 - the **hard win rate**: each prompt a win (p > 0.5), a loss (p < 0.5) or a tie (p = 0.5, half a win),
-  with the Wilson score interval for a proportion.
+  with the Wilson score interval for a proportion (both from `labeler.evaluate.stats`).
 
 The bootstrap also gives intervals for the other per-prompt means `labeler eval-policy` reports (reward
 differences, KL).
@@ -15,72 +15,12 @@ differences, KL).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-Z_95 = 1.959963984540054  # the standard normal's 97.5 % quantile
-BOOTSTRAP_RESAMPLES = 2000
-
-
-def wilson_interval(successes: float, n: int, z: float = Z_95) -> tuple[float, float]:
-    """The Wilson score interval for a proportion: every p the score test at level z does not reject,
-    i.e. the p with (successes/n - p)^2 <= z^2 p (1 - p) / n.
-
-    >>> [round(x, 4) for x in wilson_interval(8, 10)]
-    [0.4902, 0.9433]
-    >>> wilson_interval(0, 5)[0], round(wilson_interval(5, 5)[1], 12)
-    (0.0, 1.0)
-    """
-    if n <= 0:
-        raise ValueError("a proportion of no trials has no interval")
-    if not 0 <= successes <= n:
-        raise ValueError(f"successes={successes} is not within 0..n={n}")
-    share = successes / n
-    z2 = z * z
-    centre = (share + z2 / (2 * n)) / (1 + z2 / n)
-    half = z / (1 + z2 / n) * math.sqrt(share * (1 - share) / n + z2 / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def bootstrap_indices(n: int, *, seed: int, resamples: int = BOOTSTRAP_RESAMPLES) -> np.ndarray:
-    """(resamples, n) row indices, each row n draws with replacement from range(n), seeded.
-
-    >>> bootstrap_indices(3, seed=0, resamples=2).shape
-    (2, 3)
-    """
-    return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
-
-
-def bootstrap_interval(
-    values: Sequence[float] | np.ndarray, *, seed: int, resamples: int = BOOTSTRAP_RESAMPLES, level: float = 0.95
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of `values` (one value per prompt), resampling prompts.
-
-    >>> bootstrap_interval([0.5, 0.5, 0.5], seed=0)
-    (0.5, 0.5)
-    >>> low, high = bootstrap_interval([0.0, 1.0] * 50, seed=0)
-    >>> 0.39 < low < 0.45 and 0.55 < high < 0.61
-    True
-    """
-    array = np.asarray(values, dtype=float)
-    if array.size == 0:
-        raise ValueError("no values to bootstrap")
-    means = array[bootstrap_indices(array.size, seed=seed, resamples=resamples)].mean(axis=1)  # (resamples,)
-    tail = (1.0 - level) / 2.0
-    low, high = np.quantile(means, [tail, 1.0 - tail])
-    return float(low), float(high)
-
-
-def win_credit(p: np.ndarray) -> np.ndarray:
-    """Per prompt: 1 for a win (p > 0.5), 0 for a loss, 0.5 for a tie.
-
-    >>> win_credit(np.array([0.9, 0.2, 0.5])).tolist()
-    [1.0, 0.0, 0.5]
-    """
-    return np.where(p > 0.5, 1.0, np.where(p < 0.5, 0.0, 0.5))
+from labeler.evaluate.stats import bootstrap_interval, tie_credit, wilson_interval
 
 
 class WinRate(BaseModel):
@@ -108,7 +48,7 @@ def win_rate(p: Sequence[float] | np.ndarray, *, seed: int) -> WinRate:
     (0.625, (2, 1, 1), 0.625)
     """
     array = np.asarray(p, dtype=float)
-    credit = win_credit(array)
+    credit = tie_credit(array)
     low, high = bootstrap_interval(array, seed=seed)
     hard_low, hard_high = wilson_interval(float(credit.sum()), array.size)
     return WinRate(

@@ -29,7 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from labeler.core.config_files import read_yaml_mapping
 from labeler.core.errors import InputError, InputErrors
 from labeler.engine import EngineConfig, GenerationParams
-from labeler.evaluate.policy import EVAL_POLICY_JSON, EvalPolicyConfig
+from labeler.evaluate.policy_report import EVAL_POLICY_JSON
+from labeler.evaluate.policy_run import EvalPolicyConfig
 from labeler.inputs.rows import check_input_file
 from labeler.stages.common import WorkSelection
 from labeler.stages.judge import JudgeOptions
@@ -344,7 +345,7 @@ def check_pipeline(config: RunConfig) -> None:
 def _check_evaluation(config: RunConfig, k: int) -> None:
     """Iteration k's evaluation: its inputs (once), and its output file (free, or a finished evaluation
     with these settings)."""
-    from labeler.evaluate.policy import check_eval_policy, finished_evaluation
+    from labeler.evaluate.policy_run import check_eval_policy, finished_evaluation
 
     evaluation = eval_config(config, k)
     if k == 1:
@@ -550,7 +551,7 @@ def eval_config(config: RunConfig, k: int) -> EvalPolicyConfig:
 
 def _evaluate(config: RunConfig, k: int, judge: Any) -> Path:
     """Iteration k's evaluation, unless a finished one with the same settings is there."""
-    from labeler.evaluate.policy import eval_policy, finished_evaluation
+    from labeler.evaluate.policy_run import eval_policy, finished_evaluation
 
     evaluation = eval_config(config, k)
     if finished_evaluation(evaluation) is None:

@@ -28,9 +28,9 @@ from typing import Any
 from labeler.core.errors import InputError
 from labeler.core.layout import METRICS_FILE, SAVED_CONFIG
 from labeler.core.outputs import check_output_folder
-from labeler.report.calibration import match_human_pairs, read_eval_judge
 from labeler.report.collect import RunData, collect_run
 from labeler.report.config import ReportConfig
+from labeler.report.human_agreement import match_human_pairs, read_eval_judge
 from labeler.report.metrics import TrainingLog, read_training_log
 from labeler.report.page import Page, render_html, render_markdown
 from labeler.report.policy import find_evaluations, iteration_dirs

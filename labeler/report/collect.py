@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 
 from labeler.core.errors import InputError
 from labeler.core.records import SPLITS
+from labeler.evaluate.stats import first_position_rate
 from labeler.store.card import PreferenceStatistics, SFTStatistics, preference_statistics, sft_statistics
 from labeler.store.manifest import Manifest, load_manifest, manifest_path
 from labeler.store.readers import read_split
@@ -60,11 +61,8 @@ class PreferenceData:
 
     @property
     def first_shown_rate(self) -> float | None:
-        """Mean probability the judge gave the response shown first (0.5: no position bias).
-
-        In the ab order response_a is first (p_a_ab); in the ba order response_b is (1 − p_a_ba).
-        """
-        return float(((self.p_a_ab + 1.0 - self.p_a_ba) / 2).mean()) if len(self.p_a) else None
+        """Mean probability the judge gave the response shown first (0.5: no position bias)."""
+        return first_position_rate(self.p_a_ab, self.p_a_ba) if len(self.p_a) else None
 
 
 @dataclass(frozen=True, eq=False)

@@ -17,13 +17,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from labeler.report.calibration import Calibration
 from labeler.report.collect import PreferenceData, SFTData, pairwise_correlation
+from labeler.report.human_agreement import Calibration
 from labeler.report.metrics import PLOTTED_METRICS, TrainingLog
 from labeler.store.card import P_A_BINS
 
 if TYPE_CHECKING:
-    from labeler.evaluate.policy import EvalPolicyReport
+    from labeler.evaluate.policy_report import EvalPolicyReport
 
 DPI = 110
 MAX_SCATTER_POINTS = 20_000

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from labeler.evaluate.policy import EVAL_POLICY_JSON, EvalPolicyReport, read_eval_policy
+from labeler.evaluate.policy_report import EVAL_POLICY_JSON, EvalPolicyReport, read_eval_policy
 
 ITERATION_DIR = re.compile(r"^iter-(\d+)$")
 

@@ -12,11 +12,11 @@ from matplotlib.figure import Figure
 
 from labeler.core.layout import METRICS_FILE
 from labeler.core.records import FLAG_LOW_MASS, FLAG_ORDER_FLIP, SPLITS
-from labeler.evaluate.policy import EVAL_POLICY_JSON
-from labeler.evaluate.policy import interval as format_interval
+from labeler.evaluate.policy_report import EVAL_POLICY_JSON
+from labeler.evaluate.policy_report import interval as format_interval
 from labeler.report import plots
-from labeler.report.calibration import Calibration, EvalJudgeResult, HumanMatch, calibration
 from labeler.report.collect import PreferenceData, RunData, SFTData
+from labeler.report.human_agreement import Calibration, EvalJudgeResult, HumanMatch, calibration
 from labeler.report.metrics import PLOTTED_METRICS, TrainingLog
 from labeler.report.page import Block, Image, Note, Page, Paragraph, Section, Table, fmt
 from labeler.report.policy import Evaluation

@@ -1,16 +1,18 @@
-"""Calibration of a judge against human choices: agreement, reliability table, expected calibration error.
+"""Agreement of a judge with human choices: agreement, reliability table, expected calibration error.
 
 One definition, used by `labeler eval-judge` and by `labeler report`. Per pair, `p_a` is the judge's
 probability that response A is better and `human_a` says whether the human preferred A. The judge's
 confidence in its own side is max(p_a, 1 − p_a) ∈ [0.5, 1]; ten equal bins on [0.5, 1] give the
 reliability table (count, mean confidence, accuracy per bin) and its expected calibration error. A
-pair with p_a exactly 0.5 agrees with the human half the time.
+pair with p_a exactly 0.5 agrees with the human half the time (`labeler.evaluate.stats.tie_credit`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+from labeler.evaluate.stats import tie_credit
 
 CALIBRATION_BINS = 10
 
@@ -21,7 +23,7 @@ def agreement_credit(p_a: np.ndarray, human_a: np.ndarray) -> np.ndarray:
     >>> agreement_credit(np.array([0.9, 0.2, 0.5]), np.array([True, True, False])).tolist()
     [1.0, 0.0, 0.5]
     """
-    favours_a = np.where(p_a > 0.5, 1.0, np.where(p_a < 0.5, 0.0, 0.5))
+    favours_a = tie_credit(p_a)
     return np.where(human_a, favours_a, 1.0 - favours_a)
 
 def agreement(p_a: np.ndarray, human_a: np.ndarray) -> float:

@@ -2,12 +2,13 @@
 
 Every measure here starts from `p_chosen`: per human-labelled pair, the judge's probability that the
 response the human preferred is the better one. The calibration itself (confidence bins on [0.5, 1],
-ECE) is `labeler.evaluate.calibration`'s, the same as `labeler eval-judge` reports.
+ECE) is `labeler.evaluate.human_agreement`'s, the same as `labeler eval-judge` reports.
 
 Two sources give `p_chosen`:
-- a human-labelled file (JSONL, Parquet or Arrow rows with `prompt`, `chosen`, `rejected`): rows of the
-  run's preference split whose (prompt, response_a, response_b) equal (prompt, chosen, rejected) in
-  either order; `p_chosen` is `p_a` or `1 - p_a`;
+- a human-labelled file (JSONL, Parquet or Arrow rows with `prompt`, `chosen`, `rejected`, read by
+  `labeler.inputs.human_pairs` as `eval-judge` reads it): rows of the run's preference split whose
+  (prompt, response_a, response_b) equal (prompt, chosen, rejected) in either order; `p_chosen` is
+  `p_a` or `1 - p_a`;
 - an `eval-judge` JSON: an object whose `pairs` list holds one object per pair with `p_chosen`; its
   numbers (those of nested objects as `outer.inner`) are shown as a summary. Entries without
   `p_chosen` are left out, so a file of another layout still gives its summary.
@@ -25,8 +26,8 @@ import pyarrow as pa
 from labeler.core.errors import InputError
 from labeler.core.input_files import MAX_REPORT_BYTES, read_json
 from labeler.core.records import prompt_text
-from labeler.evaluate.calibration import ReliabilityBin, agreement, expected_calibration_error, reliability_table
-from labeler.inputs.rows import Row, iter_rows, row_messages
+from labeler.evaluate.human_agreement import ReliabilityBin, agreement, expected_calibration_error, reliability_table
+from labeler.inputs.human_pairs import read_human_labelled_pairs
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class Calibration:
     agreement: float  # fraction of pairs where the judge favours the human's choice (ties count half)
     mean_p_chosen: float
     brier: float  # mean squared error of the judge's probability against the human's choice
-    ece: float  # expected calibration error (labeler.evaluate.calibration)
+    ece: float  # expected calibration error (labeler.evaluate.human_agreement)
     bins: list[ReliabilityBin]
 
     @property
@@ -80,16 +81,6 @@ class HumanMatch:
     p_chosen: np.ndarray  # (matched,) one entry per matched file row
 
 
-def _response_text(row: Row, field: str) -> str:
-    """A response as text: a string, or the content of the last message of a TRL conversational list."""
-    value = row.data.get(field)
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list) and value and isinstance(value[-1], dict) and isinstance(value[-1].get("content"), str):
-        return value[-1]["content"]
-    raise row.error("expected the response as text or a list of {role, content} messages", field)
-
-
 def match_human_pairs(preferences: pa.Table, path: Path) -> HumanMatch:
     """The judge's probability for the human's choice, for each file row that is a pair of the split.
 
@@ -102,17 +93,15 @@ def match_human_pairs(preferences: pa.Table, path: Path) -> HumanMatch:
         columns["prompt_text"], columns["response_a"], columns["response_b"], columns["p_a"], strict=True
     ):
         p_a_by_pair[(prompt, response_a, response_b)] = p_a
-    file_pairs = 0
+    rows = read_human_labelled_pairs(path)
     p_chosen: list[float] = []
-    for row in iter_rows(path):
-        file_pairs += 1
-        prompt = prompt_text(row_messages(row))
-        chosen, rejected = _response_text(row, "chosen"), _response_text(row, "rejected")
+    for row in rows:
+        prompt, chosen, rejected = prompt_text(row.prompt), row.chosen, row.rejected
         if (prompt, chosen, rejected) in p_a_by_pair:
             p_chosen.append(p_a_by_pair[(prompt, chosen, rejected)])
         elif (prompt, rejected, chosen) in p_a_by_pair:
             p_chosen.append(1.0 - p_a_by_pair[(prompt, rejected, chosen)])
-    return HumanMatch(file=path, file_pairs=file_pairs, p_chosen=np.array(p_chosen, dtype=np.float64))
+    return HumanMatch(file=path, file_pairs=len(rows), p_chosen=np.array(p_chosen, dtype=np.float64))
 
 
 # --- eval-judge results -----------------------------------------------------------------------
