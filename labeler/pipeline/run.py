@@ -410,30 +410,44 @@ def run_pipeline(config: RunConfig) -> RunResult:
 
 
 def _run_stages(config: RunConfig) -> RunResult:
-    """The stages of `run_pipeline`, after its checks."""
+    """The stages of `run_pipeline`, after its checks: one loop over the iterations, a run without
+    `stages.iterations` being the loop with one iteration, written in the run folder itself.
+
+    Iteration k: (k = 1) revise; (k > 1) the evaluation of iteration k - 1's policy; label; then, with the
+    engine closed (training needs the memory), train-rm and ppo. The judge engine opens lazily, once per
+    iteration, and is shared by what runs in it. After the last iteration, its policy's evaluation."""
     from labeler.engine.lazy import LazyEngine
     from labeler.stages.runner import run_stage
 
     result = RunResult(config.out)
     s = config.stages
-    if s.iterations is not None:
-        _run_iterations(config, result)
-    else:
+    iterating = s.iterations is not None
+
+    def done(k: int, stage: str) -> None:
+        result.stages_run.append(f"iter-{k}/{stage}" if iterating else stage)
+
+    for k in iteration_numbers(config):
         with LazyEngine(config.engine) as engine:
-            if s.revise is not None:
+            if k == 1 and s.revise is not None:
                 # On Ray (work.ray) each worker opens its own engine and the lazy one here never starts.
                 run_stage(revise_config(config), engine=engine if config.policy is None else None)
                 result.stages_run.append("revise")
+            if k > 1:
+                result.evaluations.append(_evaluate(config, k - 1, engine))
+                done(k - 1, "eval")
             if s.label is not None:
-                run_stage(label_config(config), engine=engine)
-                result.stages_run.append("label")
-        # The engine is closed here: training needs the memory.
+                run_stage(label_config_for(config, k)[0], engine=engine)
+                done(k, "label")
         if s.train_rm is not None:
-            result.rm_dir = _train_rm(config, 1)
-            result.stages_run.append("train_rm")
+            result.rm_dir = _train_rm(config, k)
+            done(k, "train_rm")
         if s.ppo is not None and result.rm_dir is not None:
-            result.ppo_dir = _ppo(config, 1)
-            result.stages_run.append("ppo")
+            result.ppo_dir = _ppo(config, k)
+            done(k, "ppo")
+    if s.iterations is not None:
+        with LazyEngine(config.engine) as engine:
+            result.evaluations.append(_evaluate(config, s.iterations, engine))
+            done(s.iterations, "eval")
     if s.report:
         from labeler.report import write_report
 
@@ -443,34 +457,6 @@ def _run_stages(config: RunConfig) -> RunResult:
         result.report = write_report(config.out, rm_dirs=[d for d in rm_dirs if d.is_dir()])
         result.stages_run.append("report")
     return result
-
-
-def _run_iterations(config: RunConfig, result: RunResult) -> None:
-    """label → train-rm → ppo → eval-policy, `stages.iterations` times. The judge engine opens (lazily)
-    once per iteration, for the previous iteration's evaluation and this iteration's labels; training
-    runs with it closed."""
-    from labeler.engine.lazy import LazyEngine
-    from labeler.stages.runner import run_stage
-
-    s = config.stages
-    assert s.iterations is not None and s.train_rm is not None and s.ppo is not None
-    for k in iteration_numbers(config):
-        with LazyEngine(config.engine) as engine:
-            if k == 1 and s.revise is not None:
-                run_stage(revise_config(config), engine=engine if config.policy is None else None)
-                result.stages_run.append("revise")
-            if k > 1:
-                result.evaluations.append(_evaluate(config, k - 1, engine))
-                result.stages_run.append(f"iter-{k - 1}/eval")
-            run_stage(label_config_for(config, k)[0], engine=engine)
-            result.stages_run.append(f"iter-{k}/label")
-        result.rm_dir = _train_rm(config, k)
-        result.stages_run.append(f"iter-{k}/train_rm")
-        result.ppo_dir = _ppo(config, k)
-        result.stages_run.append(f"iter-{k}/ppo")
-    with LazyEngine(config.engine) as engine:
-        result.evaluations.append(_evaluate(config, s.iterations, engine))
-        result.stages_run.append(f"iter-{s.iterations}/eval")
 
 
 # --- iterations ------------------------------------------------------------------------------------
