@@ -195,6 +195,54 @@ def test_salmon_decides_by_the_weighted_mean_of_principle_scores() -> None:
     assert helpful.judge == () and len(helpful.salmon) == 8
 
 
+class PrincipleJudge(RuleJudge):
+    """Prefers the first reply by `log_odds` under each principle whose text is in the question: a fixed
+    position preference per principle, so each order's probability is known exactly."""
+
+    def __init__(self, log_odds: dict[str, float]) -> None:
+        self.by_text = log_odds
+
+    def choice_logprobs(self, requests: Sequence[ChoiceRequest], choices: Sequence[str]) -> list[ChoiceScores]:
+        scores = []
+        for request in requests:
+            d = sum(v for text, v in self.by_text.items() if text in request.messages[-1].content)
+            scores.append(ChoiceScores((-math.log1p(math.exp(-d)), -math.log1p(math.exp(d)))))
+        return scores
+
+
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+@pytest.mark.parametrize("stage", ["salmon", "judge"])
+def test_the_constitutions_weights_decide_p_a_by_default(stage: str) -> None:
+    """A definitions-only constitution (SALMON's published weights), or weighted judge questions all asked,
+    is averaged with its weights under the default `decide: judge`, not equally."""
+    texts = {"Prefers brevity": 2.0, "Prefers detail": -2.0}
+    principles = [Principle(id=f"p{i}", weight=w, **{"definition" if stage == "salmon" else "judge": text})
+                  for i, (text, w) in enumerate(zip(texts, (3.0, 1.0)))]
+    constitution = Constitution(name="weighted", principles=tuple(principles))
+    options = JudgeOptions(principles="all")
+    panel = panel_for(constitution, options, "weighted.yaml")
+    [record] = judge_pairs(PrincipleJudge(texts), TEMPLATES, panel, PAIRS[:1], options)
+    # each principle prefers one position in both orders: P(A first) = sigmoid(d), P(A second) = sigmoid(-d)
+    assert record.p_a_ab == pytest.approx((3 * sigmoid(2.0) + sigmoid(-2.0)) / 4)
+    assert record.p_a_ba == pytest.approx((3 * sigmoid(-2.0) + sigmoid(2.0)) / 4)
+    assert record.p_a_ab != pytest.approx(0.5)  # the equal mean would be exactly 0.5
+
+
+def test_principles_drawn_by_weight_are_averaged_equally() -> None:
+    """With `principles: sample:K` the draw weighs the judge questions already (CAI): no second weighting."""
+    texts = {"Prefers brevity": 2.0, "Prefers detail": -2.0}
+    constitution = Constitution(name="weighted", principles=(
+        Principle(id="p0", judge="Prefers brevity", weight=3.0), Principle(id="p1", judge="Prefers detail")))
+    options = JudgeOptions(principles="sample:2")
+    panel = panel_for(constitution, options, "weighted.yaml")
+    [record] = judge_pairs(PrincipleJudge(texts), TEMPLATES, panel, PAIRS[:1], options)
+    assert len(record.principle_ids) == 2
+    assert record.p_a_ab == pytest.approx(0.5) and record.p_a_ba == pytest.approx(0.5)
+
+
 # -- few-shot judging ----------------------------------------------------------------------------------
 
 

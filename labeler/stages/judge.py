@@ -325,6 +325,26 @@ def _answer_prefixes(
     return prefixes
 
 
+def deciding_weights(principles: Sequence[Principle], *, sampled: bool) -> list[float] | None:
+    """The weights that the principles deciding p_a are averaged with: the constitution's (SALMON's
+    published integer weights, a weighted list of judge questions), or None for an equal mean.
+
+    Principles drawn for this pair by weight (`principles: sample:K`) are averaged equally: the draw has
+    weighed them already, as in CAI. Equal weights give None, so the mean is computed as it always was.
+
+    >>> from labeler.inputs.constitution.schema import Principle
+    >>> a, b = Principle(id="a", judge="A?", weight=3), Principle(id="b", judge="B?")
+    >>> deciding_weights([a, b], sampled=False), deciding_weights([a, b], sampled=True)
+    ([3.0, 1.0], None)
+    >>> deciding_weights([b, b.model_copy(update={"id": "c"})], sampled=False) is None
+    True
+    """
+    weights = [float(p.weight) for p in principles]
+    if sampled or len(set(weights)) <= 1:
+        return None
+    return weights
+
+
 def _record(
     pair: Pair, asked: Sequence[tuple[_Ask, OrderedJudgment]], options: JudgeOptions, engine: Engine
 ) -> PreferenceRecord:
@@ -336,10 +356,12 @@ def _record(
         label = aggregate([j for _, j in salmon_part], low_mass=options.low_mass, how="logodds",
                           weights=[a.principle.weight for a, _ in salmon_part])
     else:
-        deciding = judge_part or [j for _, j in salmon_part]
+        deciders = [(a, j) for a, j in asked if not a.salmon] or salmon_part
         clamp_range = options.cot_clamp if options.cot and judge_part else None
-        label = aggregate(deciding, low_mass=options.low_mass, clamp_range=clamp_range,
-                          also_scored=[j for _, j in salmon_part], how=options.aggregate)
+        weights = deciding_weights([a.principle for a, _ in deciders], sampled=bool(judge_part)
+                                   and options.principles != "all")
+        label = aggregate([j for _, j in deciders], low_mass=options.low_mass, clamp_range=clamp_range,
+                          also_scored=[j for _, j in salmon_part], how=options.aggregate, weights=weights)
     if options.salmon:
         scores = tuple(PrincipleScore(principle_id=a.principle.id, score=j.score) for a, j in salmon_part)
     else:
