@@ -397,3 +397,39 @@ def test_critique_revision_demonstrations_are_refused_not_read_as_judge_principl
         main(["validate", str(path)])
     assert failed.value.code == 2
     assert "critique/revision few-shot demonstration" in capsys.readouterr().err
+
+
+# --- Dromedary self-align prompts ---------------------------------------------------------------------
+
+
+def test_a_dromedary_prompt_is_read_as_its_general_rules() -> None:
+    """The `N (name). rule` lines under `## General Rules` are the principles (for SALMON scoring); the
+    prose and the examples after the next heading are not."""
+    path = FIXTURES / "dromedary_self_align.txt"
+    loaded = read_constitution(path)
+    assert loaded.format == "dromedary"
+    principles = loaded.constitution.principles
+    assert [p.id for p in principles] == ["ethical", "informative", "candor", "balanced-informative-perspectives"]
+    assert principles[3].dimension == "balanced & informative perspectives"
+    assert principles[2].definition == "Camel should admit what it does not know."
+    assert all(p.supports("salmon") and not p.supports("judge") for p in principles)
+    assert loaded.constitution.name == "dromedary_self_align"
+
+
+def test_a_general_rules_heading_without_rules_is_refused_naming_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "# Camel\n\n## General Rules\n\nCamel: be kind, always.\n\n## Examples\n", "p.txt")
+    messages = [error.message for error in errors_of(path)]
+    assert any("the General Rules section holds no `N (name). rule` lines" in m for m in messages), messages
+
+
+def test_yaml_with_a_general_rules_comment_stays_yaml(tmp_path: Path) -> None:
+    path = write(tmp_path, "## General Rules\n# 1 (x). not a rule here\nname: c\nprinciples:\n"
+                           "  - {id: kind, judge: 'Which response is kinder?'}\n")
+    loaded = read_constitution(path)
+    assert loaded.format == "labeler" and [p.id for p in loaded.constitution.principles] == ["kind"]
+
+
+def test_text_that_is_neither_yaml_nor_a_dromedary_prompt_keeps_its_yaml_error(tmp_path: Path) -> None:
+    path = write(tmp_path, "Rules: be kind\nand: [unclosed\n", "p.txt")
+    error = only_error(path)
+    assert "invalid YAML" in error.message or "YAML" in error.message

@@ -20,6 +20,7 @@ FormatName = Literal[
     "anthropic-judge-principles",
     "hf-cai-recipe",
     "salmon",
+    "dromedary",
 ]
 
 # One line per format, used in messages and in `labeler validate`'s output.
@@ -39,6 +40,9 @@ FORMATS: dict[FormatName, str] = {
         'the Hugging Face CAI recipe: {"constitutions": [{"critic", "revision"}], "system_chat": [chats]}'
     ),
     "salmon": "a SALMON principle collection: a list of {dimension, definition, negative_definition, weight}",
+    "dromedary": (
+        "a Dromedary self-align prompt (text): `N (name). rule` lines under a `## General Rules` heading"
+    ),
 }
 
 PathKey = str | int
@@ -146,6 +150,73 @@ def type_name(value: object) -> str:
 
 def _is_salmon_item(item: object) -> bool:
     return isinstance(item, dict) and ("dimension" in item or "definition" in item) and "id" not in item
+
+
+@dataclass(frozen=True)
+class DromedaryRule:
+    """One `N (name). rule` line of a Dromedary self-align prompt."""
+
+    name: str
+    text: str
+    line: int
+
+
+@dataclass(frozen=True)
+class DromedaryRules:
+    """The rules of a Dromedary self-align prompt: a text file, not YAML, whose principles are the
+    `N (name). rule` lines under its `## General Rules` heading (the prose and examples around them are
+    the prompt, not principles)."""
+
+    rules: tuple[DromedaryRule, ...]
+
+
+DROMEDARY_HEADING = re.compile(r"#{1,6}[ \t]*General Rules[ \t]*")
+DROMEDARY_RULE = re.compile(r"[ \t]*\d+[ \t]*\(([^()\n]+)\)\.[ \t]*(\S.*?)[ \t]*")
+MARKDOWN_HEADING = re.compile(r"#{1,6}[ \t]")
+
+
+def parse_dromedary(text: str) -> DromedaryRules | None:
+    """The rules under the `## General Rules` heading of `text`; None when it has no such heading.
+
+    >>> rules = parse_dromedary("# Watson\\n\\n## General Rules\\n\\nWatson must:\\n\\n"
+    ...                         "1 (ethical). Be good.\\n2 (candor). Admit it.\\n\\n## Examples\\n3 (x). Not a rule.")
+    >>> [(r.name, r.text, r.line) for r in rules.rules]
+    [('ethical', 'Be good.', 7), ('candor', 'Admit it.', 8)]
+    >>> parse_dromedary("name: x") is None
+    True
+    """
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if DROMEDARY_HEADING.fullmatch(line.strip())), None)
+    if start is None:
+        return None
+    rules = []
+    for number, line in enumerate(lines[start + 1 :], start=start + 2):
+        if MARKDOWN_HEADING.match(line):
+            break  # the next section (the examples) begins
+        match = DROMEDARY_RULE.fullmatch(line)
+        if match:
+            rules.append(DromedaryRule(name=match[1].strip(), text=match[2], line=number))
+    return DromedaryRules(tuple(rules))
+
+
+def read_dromedary(data: DromedaryRules, name: str) -> Normalised:
+    """Each rule a principle for the salmon stage: its name the dimension, its text the definition."""
+    principles: list[dict[str, object]] = []
+    sources: list[PrincipleSource] = []
+    problems: list[Problem] = []
+    taken: set[str] = set()
+    for index, rule in enumerate(data.rules):
+        principle_id = unique_id(rule.name, index, taken)
+        principles.append({"id": principle_id, "dimension": rule.name, "definition": rule.text})
+        sources.append(PrincipleSource(index=index, path=(index,), keys={"dimension": (), "definition": ()}))
+    if not data.rules:
+        problems.append(Problem("the General Rules section holds no `N (name). rule` lines, so no principles"))
+    return Normalised(
+        format="dromedary",
+        document=_published_document(name, "dromedary", principles),
+        sources=tuple(sources),
+        problems=tuple(problems),
+    )
 
 
 def detect_format(data: object) -> FormatName | None:
@@ -431,6 +502,8 @@ def normalise(data: object, name: str) -> Normalised | None:
 
     `name` names a constitution read from a format that has no name of its own (the file's stem).
     """
+    if isinstance(data, DromedaryRules):
+        return read_dromedary(data, name)
     format_name = detect_format(data)
     if format_name == "labeler" and isinstance(data, dict):
         return read_labeler(data)

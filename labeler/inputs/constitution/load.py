@@ -1,6 +1,7 @@
 """Read a constitution file, in any format labeler reads, reporting every problem at once.
 
-Reading goes: bytes (size limit) → UTF-8 text → YAML or JSON (with line numbers) → format detection
+Reading goes: bytes (size limit) → UTF-8 text → YAML or JSON (with line numbers), or the rules of a
+Dromedary self-align prompt's text → format detection
 and normalisation (`formats.py`) → validation against `Constitution`. Each step reports every problem
 it finds, naming the file, the line when known, the principle (position and id) and the field.
 """
@@ -25,7 +26,9 @@ from labeler.inputs.constitution.formats import (
     Normalised,
     PrincipleSource,
     Problem,
+    detect_format,
     normalise,
+    parse_dromedary,
     type_name,
     unknown_format_message,
 )
@@ -61,7 +64,7 @@ def load_constitution(path: str | Path) -> Constitution:
 def read_constitution(path: str | Path) -> LoadedConstitution:
     """Like `load_constitution`, also saying which format the file was in."""
     path = Path(path)
-    document = read_document(path)
+    document = _read(path, "a constitution", texts=True)
     normalised = normalise(document.data, name=path.stem)
     if normalised is None:
         raise InputErrors([InputError(unknown_format_message(document.data), file=path)])
@@ -90,8 +93,28 @@ def read_document(path: Path, what: str = "a constitution") -> Document:
     `MAX_BYTES`, bytes that are not UTF-8, a syntax error (with its line), for duplicate keys, YAML aliases,
     integers too long to read, nesting too deep and text with a lone surrogate (see `labeler.core.input_files`).
     """
+    return _read(path, what, texts=False)
+
+
+def _read(path: Path, what: str, *, texts: bool) -> Document:
+    """`read_document`; with `texts`, a file that is no YAML, or YAML in no format labeler reads, with a
+    `## General Rules` heading (a Dromedary self-align prompt) is read as its rules."""
     try:
-        return input_files.read_document(path, what=what, limit=MAX_BYTES)
+        text = input_files.read_input_text(path, limit=MAX_BYTES, what=what)
+        if path.suffix.lower() == ".json":
+            return Document(data=input_files.parse_json(text, file=path, refuse_duplicates=True), lines={})
+        try:
+            document = input_files.parse_yaml(text, file=path, what=what)
+        except InputError:
+            document = None  # not YAML: perhaps the prose of a Dromedary prompt, else the syntax error stands
+            if not texts or parse_dromedary(text) is None:
+                raise
+        if texts and (document is None or detect_format(document.data) is None):
+            rules = parse_dromedary(text)
+            if rules is not None:
+                return Document(data=rules, lines={(i,): rule.line for i, rule in enumerate(rules.rules)})
+        assert document is not None
+        return document
     except InputErrors:
         raise
     except InputError as exc:
