@@ -65,6 +65,52 @@ def test_invalid_yaml_names_the_line(tmp_path: Path):
     assert exc.value.line is not None and exc.value.file == str(path)
 
 
+CAI_REVISE = REPO / "tests/fixtures/constitutions/anthropic_critique_revision.json"
+CAI_LABEL = REPO / "tests/fixtures/constitutions/anthropic_judge_principles.json"
+
+
+def cai_pairing(tmp_path: Path, **label: object) -> Path:
+    """The CAI paper's own pairing: critique/revision requests for revise, labelling principles for label
+    (neither file can do the other stage's work); the stage files given relative to the config."""
+    for source in (CAI_REVISE, CAI_LABEL):
+        (tmp_path / source.name).write_bytes(source.read_bytes())
+    config = {
+        "out": "run", "constitution": str(REPO / "constitutions/harmless.yaml"),
+        "prompts": str(REPO / "data/sample_prompts.jsonl"),
+        "stages": {"revise": {"constitution": CAI_REVISE.name},
+                   "label": {"constitution": CAI_LABEL.name, "pairs": "revise", **label}},
+    }
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_each_stage_may_have_its_own_constitution(tmp_path: Path, capsys) -> None:
+    from labeler.pipeline.run import TrainRMStage, label_config, revise_config, train_rm_config
+
+    config = load_run_config(cai_pairing(tmp_path))
+    assert revise_config(config).constitution == tmp_path / CAI_REVISE.name
+    assert label_config(config).constitution == tmp_path / CAI_LABEL.name
+    conditioned = TrainRMStage(principle_conditioned=True)
+    assert train_rm_config(config, conditioned).constitution == tmp_path / CAI_LABEL.name
+    assert run_cli(["validate", str(tmp_path / "run.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "revise constitution anthropic_critique_revision" in out and "label constitution" in out
+    # without stage files, every stage takes the run's constitution, as before
+    plain = load_run_config(REPO / "configs/demo.yaml")
+    assert revise_config(plain).constitution == label_config(plain).constitution == plain.constitution
+
+
+def test_a_stage_constitution_that_cannot_do_the_stage_is_refused_naming_it(tmp_path: Path, capsys) -> None:
+    path = cai_pairing(tmp_path)
+    config = yaml.safe_load(path.read_text())
+    config["stages"]["label"]["constitution"] = CAI_REVISE.name  # critique requests only: nothing to judge by
+    path.write_text(yaml.safe_dump(config))
+    assert run_cli(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / CAI_REVISE.name) in err
+
+
 def test_readme_config_reference_is_generated():
     readme = (REPO / "README.md").read_text()
     body = readme.split(START, 1)[1].split(END, 1)[0]

@@ -88,13 +88,21 @@ def check_run_config(path: Path) -> str:
 
     config = load_run_config(path)
     check_pipeline(config)
-    constitution = load_constitution(config.constitution)
     prompts = sum(1 for _ in read_prompts(config.prompts))
     stages = [name for name in ("revise", "label", "train_rm", "ppo") if getattr(config.stages, name) is not None]
     plan = "".join(f"\n  {line}" for line in device_plan(config))
+
+    def summary(path: Path) -> str:
+        constitution = load_constitution(path)
+        return f"{constitution.name} ({len(constitution.principles)} principles)"
+
+    constitutions = f"constitution {summary(config.constitution)}"
+    for stage in ("revise", "label"):
+        if getattr(config.stages, stage) is not None and config.constitution_of(stage) != config.constitution:
+            constitutions += f"; {stage} constitution {summary(config.constitution_of(stage))}"
     return (
-        f"run config; stages {', '.join(stages) or 'none'}; constitution {constitution.name} "
-        f"({len(constitution.principles)} principles); {prompts} prompts; output {config.out}{plan}"
+        f"run config; stages {', '.join(stages) or 'none'}; {constitutions}; {prompts} prompts; "
+        f"output {config.out}{plan}"
     )
 
 

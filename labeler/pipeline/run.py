@@ -57,6 +57,10 @@ class ReviseStage(BaseModel):
     """Critique-and-revise (SFT split)."""
 
     model_config = _FORBID
+    constitution: Path | None = Field(
+        None, description="This stage's own constitution (such as CAI's critique/revision requests); "
+        "null: the run's constitution.",
+    )
     rounds: int = Field(2, ge=1, le=16, description="Critique-and-revise rounds per prompt.")
     sampling: GenerationParams = Field(
         default_factory=lambda: GenerationParams(temperature=0.7, top_p=0.95, max_tokens=160),
@@ -68,6 +72,10 @@ class LabelStage(BaseModel):
     """A/B judging (preference split)."""
 
     model_config = _FORBID
+    constitution: Path | None = Field(
+        None, description="This stage's own constitution (such as CAI's labelling principles), also the one "
+        "each iteration's evaluation judges by and a principle-conditioned reward model reads; null: the run's.",
+    )
     pairs: Literal["revise", "prompts"] | Path = Field(
         "revise",
         description="'revise' (initial vs final revision of this run), 'prompts' (two policy samples), "
@@ -154,6 +162,12 @@ class RunConfig(BaseModel):
                 )
         return self
 
+    def constitution_of(self, stage: Literal["revise", "label"]) -> Path:
+        """The constitution a stage uses: its own (`stages.<stage>.constitution`), else the run's."""
+        section = getattr(self.stages, stage)
+        own = section.constitution if section is not None else None
+        return own if own is not None else self.constitution
+
 
 def load_run_config(path: Path) -> RunConfig:
     """Read and validate a run config; relative paths are taken from the config file's folder."""
@@ -185,10 +199,17 @@ def _relative_to(config: RunConfig, base: Path) -> RunConfig:
                               "prompts": fix(config.prompts), "eval_prompts": fix(config.eval_prompts)}
     if config.templates is not None:
         update["templates"] = fix(config.templates)
-    label = config.stages.label
-    if label is not None and isinstance(label.pairs, Path):
-        stages = config.stages.model_copy(update={"label": label.model_copy(update={"pairs": fix(label.pairs)})})
-        update["stages"] = stages
+    sections: dict[str, BaseModel] = {}
+    revise, label = config.stages.revise, config.stages.label
+    if revise is not None and revise.constitution is not None:
+        sections["revise"] = revise.model_copy(update={"constitution": fix(revise.constitution)})
+    if label is not None:
+        paths = {"constitution": fix(label.constitution)}
+        if isinstance(label.pairs, Path):
+            paths["pairs"] = fix(label.pairs)
+        sections["label"] = label.model_copy(update=paths)
+    if sections:
+        update["stages"] = config.stages.model_copy(update=sections)
     return config.model_copy(update=update)
 
 
@@ -222,6 +243,11 @@ STAGE_FIELDS: dict[str, dict[str, str]] = {
     "eval": {"judge": "engine", "baseline": "stages.ppo.policy", "prompts": "eval_prompts"},
 }
 
+# The stage section whose `constitution` a stage's config takes (`RunConfig.constitution_of`).
+CONSTITUTION_OF: dict[str, Literal["revise", "label"]] = {
+    "revise": "revise", "label": "label", "eval": "label", "train_rm": "label",
+}
+
 # The engine a stage's own engine checks are about.
 ENGINE_OF = {"revise": "engine", "label": "judge", "eval": "judge"}
 
@@ -238,6 +264,9 @@ def config_key(config: RunConfig, stage: str, field_path: str) -> str | None:
     if field_path.partition(".")[0] in EngineConfig.model_fields and stage in ENGINE_OF:
         field_path = f"{ENGINE_OF[stage]}.{field_path}"  # a check given the stage's engine config alone
     head, _, rest = field_path.partition(".")
+    owner = CONSTITUTION_OF.get(stage)
+    if head == "constitution" and owner is not None and config.constitution_of(owner) != config.constitution:
+        return f"stages.{owner}.constitution"
     renamed = {**STAGE_FIELDS.get(stage, {}), "engine": "policy" if config.policy is not None else "engine"}
     section = Stages.model_fields.get(stage)
     if head in STAGE_FIELDS.get(stage, {}) or (stage == "revise" and head == "engine"):
@@ -265,7 +294,8 @@ def revise_config(config: RunConfig) -> ReviseConfig:
 
     assert config.stages.revise is not None
     return ReviseConfig(
-        constitution=config.constitution, prompts=config.prompts, out=config.out, rounds=config.stages.revise.rounds,
+        constitution=config.constitution_of("revise"), prompts=config.prompts, out=config.out,
+        rounds=config.stages.revise.rounds,
         engine=config.policy or config.engine, sampling=config.stages.revise.sampling, seed=config.seed,
         templates=config.templates, work=config.work,
     )
@@ -285,7 +315,7 @@ def label_config(config: RunConfig) -> LabelConfig:
     else:
         source["pairs"] = stage.pairs
     return LabelConfig(
-        constitution=config.constitution, out=config.out, judge=config.engine, policy=config.policy,
+        constitution=config.constitution_of("label"), out=config.out, judge=config.engine, policy=config.policy,
         pair_sampling=stage.pair_sampling, options=stage.options.model_copy(update={"seed": config.seed}),
         templates=config.templates, work=config.work, **source,
     )
@@ -524,7 +554,7 @@ def eval_config(config: RunConfig, k: int) -> EvalPolicyConfig:
         baseline=stage.policy,
         candidate=iteration_policy(config, k + 1).spec,
         prompts=config.eval_prompts,
-        constitution=config.constitution,
+        constitution=config.constitution_of("label"),
         judge=config.engine.model_copy(update={"data_parallel_size": 1}),  # one replica evaluates
         reward_model=str(folder / "rm"),
         templates=config.templates,
@@ -550,7 +580,7 @@ def train_rm_config(config: RunConfig, stage: BaseModel, k: int = 1) -> RMTrainC
     """The reward-model training of a run (of iteration k): on its preference split, into its rm/, resuming
     what is there; iteration k > 1 continues training iteration k − 1's reward model."""
     settings = stage.model_dump()
-    constitution = config.constitution if settings.get("principle_conditioned") else None
+    constitution = config.constitution_of("label") if settings.get("principle_conditioned") else None
     folder = iteration_dir(config, k)
     if k > 1:
         settings["base_model"] = str(iteration_dir(config, k - 1) / "rm")
