@@ -49,18 +49,18 @@ def offline_cache(tmp_path: Path, embedded_model: Path, monkeypatch: pytest.Monk
 def test_a_hub_id_resolves_offline_by_id_branch_and_commit(offline_cache: Path) -> None:
     snapshot = offline_cache / "models--labeler-test--smol" / "snapshots" / COMMIT
     for spec in ("labeler-test/smol", "labeler-test/smol@main", f"labeler-test/smol@{COMMIT}"):
-        ref = resolve_model(spec, where="--judge-model")
+        ref = resolve_model(spec, field="judge.model")
         assert ref.source == "hub" and ref.path == snapshot and ref.revision == COMMIT
         assert ref.label == f"labeler-test/smol@{COMMIT}"  # what fingerprints and datasets record: exact
 
 
 def test_an_unknown_hub_id_offline_is_bad_input_naming_it(offline_cache: Path) -> None:
     with pytest.raises(InputError) as info:
-        resolve_model("labeler-test/missing", where="--judge-model")
-    assert info.value.file == "labeler-test/missing" and info.value.where == "--judge-model"
+        resolve_model("labeler-test/missing", field="judge.model")
+    assert info.value.file == "labeler-test/missing" and info.value.field == "judge.model"
     assert "HF_HUB_OFFLINE" in info.value.message
     with pytest.raises(InputError, match="labeler-test/smol@v9"):
-        resolve_model("labeler-test/smol@v9", where="--model")
+        resolve_model("labeler-test/smol@v9")
 
 
 def test_a_hub_snapshot_with_only_pickled_weights_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

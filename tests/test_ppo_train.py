@@ -539,7 +539,7 @@ def test_a_bad_reward_rule_names_the_option(rule: str) -> None:
 def test_a_missing_reward_model_folder_is_bad_input(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="does not exist") as info:
         check_reward(str(tmp_path / "nowhere"), None)
-    assert info.value.where == "--reward-model"
+    assert info.value.field == "reward_model"  # the CLI shows it as --reward-model
     with pytest.raises(InputError, match="not a Hugging Face model folder"):
         check_reward(str(tmp_path), None)
 

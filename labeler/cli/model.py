@@ -15,6 +15,11 @@ def model_prepare(
     ] = None,
 ) -> None:
     """Convert the embedded SmolLM2-135M-Instruct GGUF into a Hugging Face folder once; print its path."""
+    from labeler.cli.options import named
+    from labeler.core.errors import InputError
     from labeler.engine.embedded import prepare_default_model
 
-    print(prepare_default_model(out))
+    try:
+        print(prepare_default_model(out))
+    except InputError as exc:
+        raise named(exc, {"out": "--out"}.get) from None

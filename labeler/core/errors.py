@@ -11,6 +11,8 @@ location (a principle, a key inside a file), or, after a field, the text that fo
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -59,10 +61,37 @@ class InputError(Exception):
             return name
         return name + ("" if self.where.startswith(",") else " ") + self.where
 
+    def about(self, field: str) -> InputError:
+        """The same problem as one about the config field `field`, `where` following the field's name."""
+        return InputError(self.message, file=self.file, line=self.line, where=self.where or None, field=field)
+
     def naming(self, field_name: str) -> InputError:
         """The same problem with its field shown as `field_name` (an option, a config key)."""
         where = self.place(field_name)
         return InputError(self.message, file=self.file, line=self.line, where=where)
+
+
+@contextmanager
+def about_field(field: str | None) -> Iterator[None]:
+    """Problems raised inside are about the config field `field`, unless they name a field of their own
+    (`field` None: left as they are). A helper that checks a value for many fields (an output folder, a
+    model argument) raises plain problems; its caller says which field the value came from.
+
+    >>> try:
+    ...     with about_field("out"):
+    ...         raise InputError("cannot be written", file="/x")
+    ... except InputError as exc:
+    ...     print(exc.field, exc.place("--out"))
+    out --out
+    """
+    try:
+        yield
+    except InputErrors:
+        raise
+    except InputError as exc:
+        if field is None or exc.field is not None:
+            raise
+        raise exc.about(field) from None
 
 
 class InputErrors(InputError):

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
-from labeler.core.errors import InputError
+from labeler.core.errors import InputError, about_field
 from labeler.core.input_files import file_kind
 from labeler.core.layout import (
     MANIFEST_LOCK,
@@ -52,20 +52,26 @@ def check_outputs(
     inputs: Mapping[str, InputPaths] | None = None,
     *,
     same_run: Path | None = None,
-    where: str = "--out",
+    field: str | None = "out",
 ) -> None:
-    """`InputError` naming `where` and `out` unless `out` can take this command's output of `kind`.
+    """`InputError` naming `out` and `field` (the config field that holds it) unless `out` can take this
+    command's output of `kind`.
 
     `inputs` maps each input option (its flag, e.g. "--pairs") to the paths given for it; a model argument
     that is not an existing path (a Hub id, "default") is no local input and is left out. `same_run`: an
     input run that `out` may be, because the command writes another split of it. Writes nothing.
     """
-    out = Path(out)
+    with about_field(field):
+        _check_outputs(Path(out), kind, inputs or {}, same_run)
+
+
+def _check_outputs(out: Path, kind: OutputKind, inputs: Mapping[str, InputPaths], same_run: Path | None) -> None:
+    where = ""  # the problems are about the output field, which `check_outputs` names
     _check_names(out, where)
     _check_links(out, where)
     resolved = Path(os.path.realpath(out))
     _check_place(out, resolved, where)
-    for flag, path in named_inputs(inputs or {}):
+    for flag, path in named_inputs(inputs):
         _check_not_over_input(out, resolved, kind, flag, path, same_run, where)
     if kind == "file":
         check_output_file(out, where=where)
@@ -75,12 +81,17 @@ def check_outputs(
         _check_folder_holds(out, kind, where)
 
 
-def check_output_folder(path: Path, *, where: str) -> None:
-    """`InputError` unless `path` is a folder that can be written, or can be created as one.
+def check_output_folder(path: Path, *, field: str | None = None, where: str = "") -> None:
+    """`InputError` (about the config field `field`, else naming `where`) unless `path` is a folder that
+    can be written, or can be created as one.
 
     Nothing is created: a command that stops on bad input leaves no empty folder behind.
     """
-    path = Path(path)
+    with about_field(field):
+        _check_output_folder(Path(path), where)
+
+
+def _check_output_folder(path: Path, where: str) -> None:
     if path.exists() and not path.is_dir():
         raise InputError("exists and is not a folder", file=path, where=where)
     existing = path
@@ -97,7 +108,7 @@ def check_output_folder(path: Path, *, where: str) -> None:
         raise InputError(f"cannot be written ({existing} is read-only or not ours)", file=path, where=where)
 
 
-def check_output_file(path: Path, *, where: str) -> None:
+def check_output_file(path: Path, *, where: str = "") -> None:
     """`InputError` unless `path` can be written as a regular file (its folder exists or can be created)."""
     path = Path(path)
     if path.is_dir():

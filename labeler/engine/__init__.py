@@ -294,21 +294,23 @@ def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def engine_model(config: EngineConfig, *, where: str = "model") -> ModelRef:
+def engine_model(config: EngineConfig, *, field: str | None = "model", where: str = "") -> ModelRef:
     """The config's model argument checked without loading anything (`labeler.engine.model_ref.resolve_model`: a
     model folder, a Hub id, or a policy's adapter or `labeler ppo` output), and the engine options that
     depend on the model and this machine; for the openai engine, the name the servers serve it under,
-    once the key's variable is checked."""
+    once the key's variable is checked. A problem with the model names `field` (the path of `config.model`
+    in the caller's config, such as "judge.model"), or `where` when `field` is None."""
     if config.name == "openai":
         api_key_from_env(config)
         return served_model(config.model)
     check_devices(config, visible_gpus())
-    model = resolve_model(config.model, where=where, kind="policy", trust_remote_code=config.trust_remote_code)
-    check_context_length(config, model, where=where)
+    model = resolve_model(config.model, field=field, where=where, kind="policy",
+                          trust_remote_code=config.trust_remote_code)
+    check_context_length(config, model)
     return model
 
 
-def check_context_length(config: EngineConfig, model: ModelRef, *, where: str) -> None:
+def check_context_length(config: EngineConfig, model: ModelRef) -> None:
     """`InputError` when `max_model_len` is longer than the model's config allows (vLLM would refuse it
     after loading; `VLLM_ALLOW_LONG_MAX_MODEL_LEN=1` lets vLLM, and so labeler, take it)."""
     limit = model.model_context_length
@@ -317,7 +319,7 @@ def check_context_length(config: EngineConfig, model: ModelRef, *, where: str) -
     if config.max_model_len > limit:
         raise InputError(
             f"{config.max_model_len} is longer than the {limit} tokens the model's config.json allows "
-            f"({where} {model.spec})",
+            f"(model {model.spec})",
             field="max_model_len", where="(max_model_len)",
         )
 

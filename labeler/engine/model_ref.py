@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from labeler.core.errors import InputError
+from labeler.core.errors import InputError, about_field
 from labeler.core.input_files import read_json
 
 FORBID_LOAD_ENV = "LABELER_FORBID_MODEL_LOAD"
@@ -87,15 +87,28 @@ def served_model(name: str) -> ModelRef:
 
 
 def resolve_model(
-    spec: str | Path | None, *, where: str = "--model", kind: Kind = "causal", trust_remote_code: bool = False
+    spec: str | Path | None,
+    *,
+    field: str | None = "model",
+    where: str = "",
+    kind: Kind = "causal",
+    trust_remote_code: bool = False,
 ) -> ModelRef:
-    """Check a model argument without loading it; `InputError` naming `where` and the path or id.
+    """Check a model argument without loading it; `InputError` naming the path or id and `field`, the
+    config field that holds the argument (the CLI shows it as its option, `labeler run` as its key), or,
+    with `field` None, `where` (any other place, such as a run config's key).
 
     `kind`: "causal" (a causal LM folder), "reward" (a sequence classifier written by `labeler
     train-rm`), "policy" (a causal LM folder, a PEFT adapter folder on top of one, or a `labeler ppo`
     output or checkpoint folder), "backbone" (a causal LM, or a reward model to continue training).
     `trust_remote_code`: a model whose config.json points at code of its own (`auto_map`) is accepted.
     """
+    with about_field(field):
+        return _resolve_model(spec, where=where, kind=kind, trust_remote_code=trust_remote_code)
+
+
+def _resolve_model(spec: str | Path | None, *, where: str, kind: Kind, trust_remote_code: bool) -> ModelRef:
+    """`resolve_model`, its problems naming `where` (after the field, when there is one)."""
     text = DEFAULT if spec is None else str(spec)
     if text == DEFAULT:
         from labeler.engine.embedded import default_model_dir, find_gguf, is_ready
@@ -119,8 +132,8 @@ def resolve_model(
     context = check_model_folder(folder, where=where, kind=kind, trust_remote_code=trust_remote_code)
     base = None
     if kind == "policy" and is_adapter_folder(folder):
-        base = resolve_model(adapter_base_spec(folder), where=f"{where} (the base model of {text})",
-                             trust_remote_code=trust_remote_code)
+        base = _resolve_model(adapter_base_spec(folder), where=f"{where} (the base model of {text})".strip(),
+                              kind="causal", trust_remote_code=trust_remote_code)
     return ModelRef(text, folder, f"{match['repo']}@{revision}", "hub", revision, base, context)
 
 
@@ -183,8 +196,8 @@ def _policy_folder(text: str, path: Path, *, where: str, trust_remote_code: bool
     label = checkpoint_label(folder.parent) if in_checkpoint else folder.name
     if not is_adapter_folder(folder):
         return ModelRef(text, folder, label, "folder", context_length=context)
-    base = resolve_model(adapter_base_spec(folder), where=f"{where} (the base model of {folder})",
-                         trust_remote_code=trust_remote_code)
+    base = _resolve_model(adapter_base_spec(folder), where=f"{where} (the base model of {folder})".strip(),
+                          kind="causal", trust_remote_code=trust_remote_code)
     return ModelRef(text, folder, label, "folder", base=base)
 
 

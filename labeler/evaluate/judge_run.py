@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from labeler.core.batching import batches
 from labeler.core.config_files import read_yaml_mapping
-from labeler.core.errors import InputError, InputErrors
+from labeler.core.errors import InputError, InputErrors, about_field
 from labeler.core.outputs import check_outputs
 from labeler.core.progress import progress_bar
 from labeler.core.records import PreferenceRecord
@@ -172,8 +172,11 @@ def _prepare(configuration: Configuration) -> _Prepared:
     constitution = load_constitution(configuration.constitution)
     panel = panel_for(constitution, configuration.options, str(configuration.constitution))
     templates = Templates.load(configuration.templates)
-    where = "--judge-model" if configuration.file is None else f"{configuration.file}: judge.model"
-    return _Prepared(configuration, panel, templates, engine_model(configuration.judge, where=where))
+    if configuration.file is None:
+        model = engine_model(configuration.judge, field="judge.model")
+    else:
+        model = engine_model(configuration.judge, field=None, where=f"{configuration.file}: judge.model")
+    return _Prepared(configuration, panel, templates, model)
 
 
 def _judge_all(
@@ -299,7 +302,8 @@ def configurations_of(config: EvalJudgeConfig) -> list[Configuration]:
 
 def _from_file(config: EvalJudgeConfig, path: Path) -> Configuration:
     # empty: the command's own settings
-    data = read_yaml_mapping(path, what="a judging configuration", where="--compare", empty_ok=True)
+    with about_field("compare"):
+        data = read_yaml_mapping(path, what="a judging configuration", empty_ok=True)
     try:
         entry = CompareFile.model_validate(data)
     except ValidationError as exc:

@@ -144,13 +144,13 @@ def check_eval_policy(config: EvalPolicyConfig, *, candidate_ready: bool = True)
     prompts = list(read_prompts(config.prompts, config.group_by))[: config.limit]
     if not prompts:
         raise InputError("no prompts in the file", file=config.prompts, field="prompts")
-    baseline = resolve_model(config.baseline, where="--baseline", kind="policy")
-    judge = resolve_model(config.judge.model, where="--judge-model")
+    baseline = resolve_model(config.baseline, field="baseline", kind="policy")
+    judge = resolve_model(config.judge.model, field="judge.model")
     candidate, reward = baseline, None
     if candidate_ready:
-        candidate = resolve_model(config.candidate, where="--candidate", kind="policy")
+        candidate = resolve_model(config.candidate, field="candidate", kind="policy")
         if config.reward_model is not None:
-            reward = resolve_model(config.reward_model, where="--reward-model", kind="reward")
+            reward = resolve_model(config.reward_model, field="reward_model", kind="reward")
     if config.out is not None:
         check_outputs(config.out, "file", {
             "--prompts": config.prompts, "--constitution": config.constitution, "--templates": config.templates,

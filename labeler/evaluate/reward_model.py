@@ -74,7 +74,7 @@ def score_reward_model(config: ScoreRMConfig) -> ScoreReport:
     from labeler.train.rm.model import load_reward_model
 
     # Every check before the model loads: the model folder, every row, the output file.
-    folder = resolve_model(config.model, where="--model", kind="reward").folder()
+    folder = resolve_model(config.model, field="model", kind="reward").folder()
     pairs = read_human_labelled_pairs(config.pairs, group_by=config.group_by)
     if config.out is not None:
         check_outputs(config.out, "file", {"--model": config.model, "--pairs": config.pairs})

@@ -223,16 +223,6 @@ class RunResult:
     evaluations: list[Path] = field(default_factory=list)  # each iteration's eval-policy.json
 
 
-# What the checks shared with the CLI (`resolve_model`, `check_outputs`, `rollout_plan`) still name by
-# their option: what each is in a run config.
-CONFIG_KEYS = {
-    "--prompts": "prompts", "--constitution": "constitution", "--templates": "templates", "--out": "out",
-    "--judge-model": "engine.model", "--policy-model": "policy.model",
-    "--pairs": "stages.label.pairs", "--policy": "stages.ppo.policy",
-    "--rollout-engine": "stages.ppo.rollout_engine",
-    "--rollout-weights": "stages.ppo.rollout_weights", "--baseline": "stages.ppo.policy",
-}
-
 # The fields of a stage's config that are not the run config's own fields of the same name, nor the
 # fields of the stage's section (`stages.<stage>`): as revise_config, label_config_for and eval_config
 # build them.
@@ -351,7 +341,7 @@ def check_pipeline(config: RunConfig) -> None:
                 stage = "train_rm"
                 rm = train_rm_config(config, s.train_rm, k)
                 if k == 1:
-                    resolve_model(rm.base_model, where="key stages.train_rm.base_model", kind="backbone")
+                    resolve_model(rm.base_model, field=None, where="key stages.train_rm.base_model", kind="backbone")
                 label_kind_for(rm)
                 _check_trained(rm, config)
             if s.ppo is not None and s.train_rm is not None:
@@ -359,7 +349,7 @@ def check_pipeline(config: RunConfig) -> None:
                 ppo = ppo_config(config, s.ppo, k)
                 start = None
                 if k == 1:
-                    start = resolve_model(ppo.policy, where="key stages.ppo.policy", kind="policy")
+                    start = resolve_model(ppo.policy, field=None, where="key stages.ppo.policy", kind="policy")
                     load_prompts(config.prompts)
                 _check_trained(ppo, config)
                 rollout_plan(ppo, start)
@@ -384,15 +374,9 @@ def _check_evaluation(config: RunConfig, k: int) -> None:
 
 
 def _with_config_key(error: InputError, config: RunConfig, stage: str) -> InputError:
-    """The error with the field (of `stage`'s config) or the model option it names shown as the run
-    config's key."""
-    if error.field is not None:
-        key = config_key(config, stage, error.field)
-        return error if key is None else error.naming(f"key {key}")
-    keys = {**CONFIG_KEYS, "--model": "policy.model" if config.policy is not None else "engine.model"}
-    if error.where not in keys:
-        return error
-    return InputError(error.message, file=error.file, line=error.line, where=f"key {keys[error.where]}")
+    """The error with the field (of `stage`'s config) it names shown as the run config's key."""
+    key = config_key(config, stage, error.field) if error.field is not None else None
+    return error if key is None else error.naming(f"key {key}")
 
 
 def device_plan(config: RunConfig) -> list[str]:
@@ -511,7 +495,7 @@ def iteration_policy(config: RunConfig, k: int) -> ModelRef:
 
     stage = config.stages.ppo
     assert stage is not None
-    start = resolve_model(stage.policy, where="key stages.ppo.policy", kind="policy")
+    start = resolve_model(stage.policy, field=None, where="key stages.ppo.policy", kind="policy")
     if k == 1:
         return start
     previous = ppo_config(config, stage, k - 1)

@@ -316,7 +316,7 @@ def check_export(config: ExportConfig) -> ExportPlan:
         raise InputError("filters apply to the preference split, which this export does not include",
                          where=config.filters_given[0])  # fmt: skip
     check_outputs(config.out, "empty", {"RUN": run})
-    check_output_folder(config.out, where="--out")
+    check_output_folder(config.out, field="out")
     if config.out.is_dir() and any(config.out.iterdir()):
         raise InputError("is not empty; export into a new or empty folder", file=config.out, field="out")
     if config.out.resolve() == run.resolve():

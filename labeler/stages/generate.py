@@ -42,7 +42,7 @@ def answer_prompts(config: GenerateConfig) -> list[Answer]:
     prompts = list(islice(read_prompts(config.prompts), config.limit))
     if not prompts:
         raise InputError("no prompts in the file", file=config.prompts, field="prompts")
-    model = engine_model(config.engine, where="--model")
+    model = engine_model(config.engine, field="engine.model")
     if config.out is not None:
         check_outputs(config.out, "file", {"--prompts": config.prompts, "--model": config.engine.model})
     with open_engine(config.engine, model) as engine:

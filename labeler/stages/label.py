@@ -110,7 +110,7 @@ def check_label(
     panel = panel_for(constitution, config.options, str(config.constitution))
     templates = Templates.load(config.templates)
     counted = _count_inputs(config, pair_char_limit(config.judge.max_model_len)) if inputs_ready else None
-    judge_model = engine_model(config.judge, where="--judge-model")
+    judge_model = engine_model(config.judge, field="judge.model")
     total = None
     if counted is not None:
         total, longest = counted
@@ -119,7 +119,7 @@ def check_label(
     policy_ref = None
     if config.prompts is not None:
         if policy is None and config.policy is not None and config.policy != config.judge:
-            policy_ref = policy_model or engine_model(config.policy, where="--policy-model")
+            policy_ref = policy_model or engine_model(config.policy, field="policy.model")
         models["policy"] = model_label(policy, policy_ref) if policy_ref is not None else models["judge"]
     # Last, after every local check: an openai judge set to `auto` asks its servers what they can do.
     choice_method = settled_choice_method(config.judge, judge)

@@ -29,7 +29,7 @@ def device_groups(count: int, per_replica: int, devices: Sequence[int]) -> list[
         raise InputError(
             f"{count} replicas of {per_replica} device(s) each need {count * per_replica}, "
             f"but this process sees {len(devices)}",
-            where="--data-parallel-size",
+            field="data_parallel_size",
         )
     return [list(devices[i * per_replica : (i + 1) * per_replica]) for i in range(count)]
 

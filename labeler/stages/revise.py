@@ -95,7 +95,7 @@ def check_revise(config: ReviseConfig, engine: Engine | None = None) -> RevisePl
     if not any(True for _ in read_prompts(config.prompts)):
         raise InputError("no prompts in the file", file=config.prompts, field="prompts")
     total = sum(1 for _ in _selected(config))  # reads every row once: a bad row fails here
-    model = engine_model(config.engine, where="--model")
+    model = engine_model(config.engine, field="engine.model")
     fingerprint = make_fingerprint(
         config=fingerprint_config(config),
         models={"policy": model_label(engine, model)},

@@ -95,7 +95,7 @@ class RunStore:
         fingerprint = normalize_fingerprint(fingerprint)
         run_dir = Path(run_dir)
         # Every check comes before the first write: a run refused as bad input leaves nothing behind.
-        check_output_folder(run_dir, where="--out")
+        check_output_folder(run_dir, field="out")
         refuse_linked_lock_files(run_dir)
         if not overwrite:
             _refuse_linked_split(run_dir, split)
@@ -235,7 +235,7 @@ def check_run(
 ) -> None:
     """The checks `RunStore.open` makes of an output folder, without writing anything (shards are
     verified when the store opens): writable, and any run there of the same settings and part."""
-    check_output_folder(run_dir, where="--out")
+    check_output_folder(run_dir, field="out")
     refuse_linked_lock_files(run_dir)
     manifest = read_manifest(run_dir)
     entry = manifest.splits.get(split) if manifest is not None else None

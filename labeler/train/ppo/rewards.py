@@ -106,7 +106,7 @@ def check_reward(reward_model: str | None, reward_rule: str | None) -> ModelRef 
         return None
     if reward_model is None:
         raise InputError("give --reward-model DIR or --reward-rule KIND:ARGUMENT", field="reward_model")
-    return resolve_model(reward_model, where="--reward-model", kind="reward")
+    return resolve_model(reward_model, field="reward_model", kind="reward")
 
 
 def load_reward(reward_model: ModelRef | None, reward_rule: str | None) -> RewardFn:

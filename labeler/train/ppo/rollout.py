@@ -256,18 +256,18 @@ def rollout_plan(config: PPOConfig, start: ModelRef | None = None) -> RolloutPla
         # On a GPU vLLM's LoRA kernels are its own fast path and nothing the size of the model moves each
         # step; on CPU its LoRA generation measured 1.88x slower than the plain model (bench/ppo.py).
         weights = "adapter" if config.lora and torch.cuda.is_available() else "merged"
-    blocker, where = None, "--rollout-engine"
+    blocker, field = None, "rollout_engine"
     if not vllm_available():
         blocker = "vLLM is not installed (pip install 'labeler[cpu]' or 'labeler[gpu]')"
     elif weights == "adapter" and not config.lora:
         blocker = "full fine-tuning (--no-lora) has no adapter to load: use --rollout-weights merged"
-        where = "--rollout-weights"
+        field = "rollout_weights"
     elif config.lora and start is not None and start.is_adapter:  # (full fine-tuning merges it at load)
         adapter_config = json.loads((start.folder() / "adapter_config.json").read_text(encoding="utf-8"))
         blocker = adapter_config_blocker(adapter_config)
-        where = "--policy"
+        field = "policy"
     if blocker is not None and config.rollout_engine == "vllm":
-        raise InputError(f"vLLM cannot sample these rollouts: {blocker}", where=where)
+        raise InputError(f"vLLM cannot sample these rollouts: {blocker}", field=field)
     if blocker is not None:
         return RolloutPlan("hf", None, blocker)
     return RolloutPlan("vllm", weights, f"--rollout-engine {config.rollout_engine} --rollout-weights {weights}")

@@ -71,7 +71,7 @@ def check_ppo(config: PPOConfig, *, custom_reward: bool = False) -> CheckedPPO:
             "give exactly one of --reward-model DIR and --reward-rule KIND:ARGUMENT", field="reward_model"
         )
     prompts = load_prompts(config.prompts)
-    policy = resolve_model(config.policy, where="--policy", kind="policy")
+    policy = resolve_model(config.policy, field="policy", kind="policy")
     reward_model = None if custom_reward else check_reward(config.reward_model, config.reward_rule)
     rollout = rollout_plan(config, policy)
     return CheckedPPO(prompts, policy, reward_model, resume_point(config), rollout)

@@ -94,7 +94,7 @@ class CheckedRMTraining:
 def check_rm_training(config: RMTrainConfig) -> CheckedRMTraining:
     """Every check `train_reward_model` makes before it loads a model or writes a file."""
     return CheckedRMTraining(
-        base=resolve_model(config.base_model, where="--base-model", kind="backbone"),
+        base=resolve_model(config.base_model, field="base_model", kind="backbone"),
         runs=check_runs(config.data),
         label_kind=label_kind_for(config),
         resume_from=resume_point(config),
