@@ -1,7 +1,9 @@
 """Engines behind one narrow contract (`Engine`), chosen by name: "vllm" (default), "hf", or "openai"
 (any OpenAI-compatible server: `vllm serve`, TGI, hosted APIs).
 
-Only this package imports vllm, transformers or the openai client, and only when an engine is opened.
+Only this package imports vllm or the openai client, and of the library only it and the trainers' model
+modules import transformers (the import contracts in `.importlinter` check both); an engine imports them
+only when it is opened.
 """
 
 from __future__ import annotations

@@ -49,8 +49,8 @@ class ModelRef:
     """A checked model argument: where its files are, and the id datasets record for it."""
 
     spec: str  # as the user gave it
-    path: Path  # the Hugging Face folder (for the embedded model: where it is, or will be, prepared; a served
-    # model: its name, never read)
+    path: Path | None  # the Hugging Face folder (for the embedded model: where it is, or will be, prepared);
+    # None for a served model, whose files are on its servers
     label: str  # recorded in datasets and fingerprints: the folder's name, or org/name@commit
     source: Literal["embedded", "folder", "hub", "served"]
     revision: str | None = None  # the commit hash of a Hub model
@@ -68,7 +68,7 @@ class ModelRef:
 
     def folder(self) -> Path:
         """The folder to load from; the embedded model is converted here on first use."""
-        if self.source == "served":
+        if self.path is None:
             raise ValueError(f"{self.label!r} is a model a server serves: there is no folder to load here")
         if self.source == "embedded":
             from labeler.engine.embedded import prepare_default_model
@@ -83,7 +83,7 @@ def served_model(name: str) -> ModelRef:
     >>> served_model("org/judge").label
     'org/judge'
     """
-    return ModelRef(name, Path(name), name, "served")
+    return ModelRef(name, None, name, "served")
 
 
 def resolve_model(

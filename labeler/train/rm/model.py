@@ -29,12 +29,6 @@ REWARD_CARD = "labeler-rm.json"
 """File written next to a trained reward model: its training config, data runs and final metrics."""
 
 
-def classifier_of(model: nn.Module) -> nn.Module:
-    """The transformers sequence-classification model inside `model` (a PEFT wrapper is looked through)."""
-    get_base_model = getattr(model, "get_base_model", None)
-    return get_base_model() if callable(get_base_model) else model
-
-
 class LastTokenReward(nn.Module):
     """Wraps a causal-LM sequence classifier: token rows -> one reward per row, read at its last real token.
 

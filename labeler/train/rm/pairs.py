@@ -20,7 +20,7 @@ PREFERENCES = "preferences"
 
 
 @dataclass(frozen=True)
-class RunData:
+class SourceRun:
     """Where a run's pairs came from, recorded in the saved model's `labeler-rm.json`."""
 
     path: str
@@ -28,7 +28,7 @@ class RunData:
     split_sha256: str  # sha256 of the manifest's preference entry: fingerprint and every shard's checksum
 
 
-def check_runs(runs: Sequence[Path]) -> list[RunData]:
+def check_runs(runs: Sequence[Path]) -> list[SourceRun]:
     """Check that every run has a complete, verified preference split with rows, and that no pair is given
     twice: the same folder under two spellings, or two runs sharing pairs (a run and its export, a merged
     run and one of its parts) would train on those pairs twice."""
@@ -58,7 +58,7 @@ def check_runs(runs: Sequence[Path]) -> list[RunData]:
             raise InputError("the preference split has no rows", file=run / PREFERENCES, field="data")
         entry = load_manifest(run).splits[PREFERENCES]
         digest = hashlib.sha256(entry.model_dump_json().encode("utf-8")).hexdigest()
-        sources.append(RunData(path=str(run.resolve()), rows=rows, split_sha256=digest))
+        sources.append(SourceRun(path=str(run.resolve()), rows=rows, split_sha256=digest))
     return sources
 
 

@@ -42,7 +42,7 @@ from labeler.train.rm.config import RMTrainConfig
 from labeler.train.rm.labels import HardLabels, LabelKind, PrincipleLabels, SoftLabels
 from labeler.train.rm.losses import bradley_terry_loss, mean_chosen_margin, oriented_margin, pairwise_accuracy
 from labeler.train.rm.model import REWARD_CARD, LastTokenReward, disable_dropout, load_classifier
-from labeler.train.rm.pairs import RunData, check_runs, epoch_batches, load_pairs, split_train_eval
+from labeler.train.rm.pairs import SourceRun, check_runs, epoch_batches, load_pairs, split_train_eval
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class CheckedRMTraining:
     """What the checks found: the base model, the runs' data, the label kind, where to resume from."""
 
     base: ModelRef
-    runs: list[RunData]
+    runs: list[SourceRun]
     label_kind: LabelKind
     resume_from: Path | None
 
