@@ -668,6 +668,18 @@ def _manifest_linking(folder: Path) -> Path:
 
 # inputs read from regular files only, bounded; YAML aliases, huge integers, deep nesting
 CASES_READING: list[Case] = [
+    # conversations that cannot be read as one (HH-RLHF transcripts, TRL's implicit prompt)
+    Case("eval-judge/two-different-prompts", lambda d: ["eval-judge", "--pairs", str(human_file(d, json.dumps(
+         {"prompt": "Hi", "messages": [{"role": "user", "content": "Bye"}], "chosen": "a", "rejected": "b"})))],
+         lambda d: [f"{d / 'human.jsonl'}:2", "two different conversations, in 'prompt' and 'messages'"]),
+    Case("eval-judge/transcript-prompt-ends-with-a-reply", lambda d: ["eval-judge", "--pairs",
+         str(human_file(d, json.dumps({"prompt": "\n\nHuman: Hi\n\nAssistant: Hello", "chosen": "a",
+                                       "rejected": "b"})))],
+         lambda d: [f"{d / 'human.jsonl'}:2", "the transcript ends with an assistant reply"]),
+    Case("label/released-rows-that-share-no-prompt", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(_file(d / "hh.jsonl", json.dumps({"chosen": "\n\nHuman: Hi\n\nAssistant: a",
+                                               "rejected": "\n\nHuman: Bye\n\nAssistant: b"}) + "\n")),
+         "--out", str(d / "out")], lambda d: [f"{d / 'hh.jsonl'}:1", "share no conversation"]),
     # a device (/dev/zero, directly or through a link) as each kind of input: refused before reading
     Case("label/input-constitution-dev-zero", lambda d: ["label", "--constitution", "/dev/zero", "--pairs",
          str(pairs_file(d)), "--out", str(d / "out")], same("/dev/zero", "character device, not a regular file")),

@@ -115,6 +115,7 @@ EXPECTED = {
         ("judge_model", pa.string()),
         ("source", pa.string()),
         ("flags", _list(pa.string())),
+        ("input_chosen", pa.string()),
     ],
     "sft": [
         ("id", pa.string()),
@@ -129,7 +130,7 @@ EXPECTED = {
         ("source", pa.string()),
     ],
 }
-NULLABLE = {"source_id"}  # null when the input row has no id of its own
+NULLABLE = {"source_id", "input_chosen"}  # null when the input row has no id (no label) of its own
 
 
 @pytest.mark.parametrize("split", sorted(EXPECTED))
@@ -293,3 +294,22 @@ def test_record_id_is_stable_and_unambiguous() -> None:
     assert record_id("p", "a", "b") != record_id("p", "b", "a")
     assert record_id("ab", "c") != record_id("a", "bc")
     assert len(record_id("x")) == 32 and int(record_id("x"), 16) >= 0
+
+
+def test_shards_written_before_input_chosen_read_with_it_null() -> None:
+    """The layout just before `input_chosen`: every column but that one, read back with it null."""
+    record = preference(3)
+    table = PreferenceRecord.to_table([record]).drop_columns(["input_chosen"])
+    data = encode_shard(table)
+    with pytest.raises(InputError, match="previous layout"):
+        decode_shard(data, file=Path("shard-00000.arrow"), record_type=PreferenceRecord)
+    upgraded = decode_shard(data, file=Path("shard-00000.arrow"), record_type=PreferenceRecord, upgrade=True)
+    assert upgraded.schema.equals(PreferenceRecord.arrow_schema(), check_metadata=True)
+    assert PreferenceRecord.from_table(upgraded) == [record.model_copy(update={"input_chosen": None})]
+
+
+def test_input_chosen_is_a_or_b() -> None:
+    record = preference(1)
+    assert record.model_copy(update={"input_chosen": "b"}).input_chosen == "b"
+    with pytest.raises(ValidationError):
+        PreferenceRecord.model_validate({**record.model_dump(), "input_chosen": "chosen"})

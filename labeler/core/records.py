@@ -228,6 +228,12 @@ class PreferenceRecord(Record):
         "policy_samples:prompts.jsonl, revision_vs_initial:prompts.jsonl)."
     )
     flags: tuple[str, ...] = Field(description=f"Warnings about the label: {', '.join(FLAGS)}.")
+    input_chosen: str | None = Field(
+        None,
+        pattern="^[ab]$",
+        description="The response the input file marked as chosen, when it gave one (a pairs file of chosen and "
+        "rejected, shown as A and B in a seeded random order): 'a' (response_a) or 'b' (response_b); else null.",
+    )
 
     @model_validator(mode="after")
     def _columns_agree(self) -> PreferenceRecord:
@@ -246,12 +252,17 @@ class PreferenceRecord(Record):
 
     @classmethod
     def upgrade_table(cls, table: pa.Table) -> pa.Table | None:
-        """Rows of the layout before the conversational columns (`prompt` as text, `prompt_messages`,
-        `chosen`/`rejected` as text, no `source_id`) in the current columns."""
-        if "prompt_messages" not in table.column_names:
-            return None
+        """Rows of the earlier layouts in the current columns: the one before `input_chosen`, and the one
+        before the conversational columns (`prompt` as text, `prompt_messages`, `chosen`/`rejected` as text,
+        no `source_id`)."""
         schema = cls.arrow_schema()
+        if "input_chosen" in table.column_names:
+            return None
+        no_input_label = {"input_chosen": pa.nulls(table.num_rows, pa.string())}
+        if "prompt_messages" not in table.column_names:
+            return _assemble(table, schema, no_input_label)
         columns = {
+            **no_input_label,
             "source_id": pa.nulls(table.num_rows, pa.string()),
             "prompt": table.column("prompt_messages"),
             "chosen": _one_message_lists(table.column("chosen"), "assistant", schema.field("chosen").type),

@@ -1,9 +1,11 @@
 """Human-labelled pairs: the one reader behind `labeler eval-judge` and `labeler score-rm`.
 
-A row (JSONL, Parquet or Arrow) holds the conversation (`prompt` as text, or a `prompt`,
-`messages` or `prompt_messages` list of {role, content}), `chosen` and `rejected` (text, or TRL's
-conversational form: a list holding the one assistant message that answers) and, when asked for,
-a group column. A bad row raises `InputError` naming the file, the line and the field.
+A row (JSONL, Parquet or Arrow) holds the conversation (`prompt` as text, an HH-RLHF transcript read as
+its turns, or a `prompt`, `messages` or `prompt_messages` list of {role, content}), `chosen` and
+`rejected` (text, or TRL's conversational form: a list holding the one assistant message that answers)
+and, when asked for, a group column. Without a prompt field, `chosen` and `rejected` are each the whole
+conversation (Anthropic's released HH-RLHF rows, TRL's implicit prompt), split at the last assistant turn.
+A bad row raises `InputError` naming the file, the line and the field.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 from labeler.core.chat import Message
 from labeler.core.errors import InputError
-from labeler.inputs.rows import Row, group_value, is_blank, iter_rows, row_messages, text_field
+from labeler.inputs.rows import group_value, iter_rows, row_replies
 
 
 @dataclass(frozen=True)
@@ -32,27 +34,11 @@ class HumanLabelledPair:
         return [*prompt, {"role": "assistant", "content": response}]
 
 
-def response_field(row: Row, field: str) -> str:
-    """A response as text: a string, or a list of exactly one assistant message (TRL's form)."""
-    value = row.data.get(field)
-    if isinstance(value, list):
-        if len(value) != 1 or not isinstance(value[0], dict) or value[0].get("role") != "assistant":
-            raise row.error("expected text or a list of one {role: assistant, content} message", field)
-        value = value[0].get("content")
-        if not isinstance(value, str) or is_blank(value):
-            raise row.error("the assistant message needs a non-empty text content", field)
-        return value
-    text = text_field(row, field)
-    assert text is not None  # required: text_field raised otherwise
-    return text
-
-
 def read_human_labelled_pairs(path: Path, group_by: str | None = None) -> list[HumanLabelledPair]:
     """Every row of a human-labelled file, in file order; an empty file is an error too."""
     pairs = []
     for row in iter_rows(path):
-        prompt = row_messages(row)
-        chosen, rejected = response_field(row, "chosen"), response_field(row, "rejected")
+        prompt, chosen, rejected = row_replies(row, "chosen", "rejected")
         if chosen.strip() == rejected.strip():
             raise row.error(
                 "chosen and rejected are the same text; a human label needs two different responses", "rejected"

@@ -1,5 +1,9 @@
 """Reading user input files: prompts, response pairs and human-labelled pairs.
 
+A conversation is a `prompt` text (an HH-RLHF transcript is read as its turns) or a list of {role, content}
+messages; a pair without a prompt field holds two whole conversations that share all but their last reply
+(HH-RLHF's released rows, TRL's implicit prompt), split as TRL splits them (`labeler.inputs.transcripts`).
+
 JSONL (one JSON object per line), Parquet and Arrow (IPC file or stream) are read as streams of
 rows, each with its 1-based line (JSONL) or row number, so every bad row can be named exactly.
 Only regular files are read, and each JSONL row is checked as `labeler.core.input_files` checks every
@@ -18,6 +22,7 @@ from typing import Any
 from labeler.core.chat import Message
 from labeler.core.errors import InputError
 from labeler.core.input_files import check_regular_file, iter_input_lines, parse_json
+from labeler.inputs.transcripts import is_transcript, split_at_last_reply, transcript_turns
 
 PROMPT_FIELDS = ("prompt", "messages", "prompt_messages")
 VALID_ROLES = ("system", "user", "assistant")
@@ -99,20 +104,54 @@ def _arrow_batches(pa: Any, path: Path) -> Iterator[Any]:
 
 
 def row_messages(row: Row) -> tuple[Message, ...]:
-    """The conversation a row asks about: `prompt` text, or a `messages`/`prompt_messages` list."""
-    for field in PROMPT_FIELDS:
-        value = row.data.get(field)
-        if value is None:
-            continue
-        if isinstance(value, str):
-            if is_blank(value):
-                raise row.error("empty prompt (only whitespace or zero-width characters)", field)
-            return (Message(role="user", content=value),)
+    """The conversation a row asks about: `prompt` text (an HH-RLHF transcript is read as its turns), or
+    a `prompt`/`messages`/`prompt_messages` list. A row that gives two different conversations in two of
+    these fields is refused, naming both."""
+    given = [field for field in PROMPT_FIELDS if row.data.get(field) is not None]
+    if not given:
+        raise row.error(f"row has none of the fields {', '.join(PROMPT_FIELDS)}")
+    first = _prompt(row, given[0])
+    for field in given[1:]:
+        if _prompt(row, field) != first:
+            raise row.error(f"the row gives two different conversations, in {given[0]!r} and {field!r}: keep one",
+                            field)
+    return first
+
+
+def _prompt(row: Row, field: str) -> tuple[Message, ...]:
+    value = row.data[field]
+    if not isinstance(value, str):
         return parse_messages(value, row, field)
-    raise row.error(f"row has none of the fields {', '.join(PROMPT_FIELDS)}")
+    if is_blank(value):
+        raise row.error("empty prompt (only whitespace or zero-width characters)", field)
+    if not is_transcript(value):
+        return (Message(role="user", content=value),)
+    turns = _transcript(row, field, value)
+    if turns[-1].role == "assistant":
+        raise row.error("the transcript ends with an assistant reply; a prompt ends with the user's turn "
+                        "(or an empty 'Assistant:')", field)
+    return turns
+
+
+def _transcript(row: Row, field: str, text: str) -> tuple[Message, ...]:
+    try:
+        return transcript_turns(text)
+    except ValueError as exc:
+        raise row.error(str(exc), field) from None
 
 
 def parse_messages(value: Any, row: Row, field: str) -> tuple[Message, ...]:
+    """A prompt given as a list of {role, content} messages: it ends with a user turn."""
+    messages = parse_turns(value, row, field)
+    if messages[-1].role == "assistant":
+        raise row.error("the conversation ends with an assistant turn; the prompt must end with a user turn", field)
+    if not any(m.role == "user" for m in messages):
+        raise row.error("the conversation has no user turn (a system turn alone asks nothing)", field)
+    return messages
+
+
+def parse_turns(value: Any, row: Row, field: str) -> tuple[Message, ...]:
+    """A non-empty list of {role, content} messages, each with a known role and a text that shows something."""
     if not isinstance(value, list) or not value:
         raise row.error("expected text or a non-empty list of {role, content} messages", field)
     messages = []
@@ -122,11 +161,55 @@ def parse_messages(value: Any, row: Row, field: str) -> tuple[Message, ...]:
         if is_blank(m["content"]):
             raise row.error(f"message {i} ({m['role']}) is empty (only whitespace or zero-width characters)", field)
         messages.append(Message(role=m["role"], content=m["content"]))
-    if messages[-1].role == "assistant":
-        raise row.error("the conversation ends with an assistant turn; the prompt must end with a user turn", field)
-    if not any(m.role == "user" for m in messages):
-        raise row.error("the conversation has no user turn (a system turn alone asks nothing)", field)
     return tuple(messages)
+
+
+def reply_field(row: Row, field: str) -> str:
+    """A reply as text: a string, or a list of exactly one assistant message (TRL's conversational form)."""
+    value = row.data.get(field)
+    if isinstance(value, list):
+        if len(value) != 1 or not isinstance(value[0], dict) or value[0].get("role") != "assistant":
+            raise row.error("expected text or a list of one {role: assistant, content} message", field)
+        value = value[0].get("content")
+        if not isinstance(value, str) or is_blank(value):
+            raise row.error("the assistant message needs a non-empty text content", field)
+        return value
+    text = text_field(row, field)
+    assert text is not None  # required: text_field raised otherwise
+    return text
+
+
+def row_replies(row: Row, first: str, second: str) -> tuple[tuple[Message, ...], str, str]:
+    """The conversation a row asks about and its two replies, in the fields `first` and `second`.
+
+    With a prompt field, the replies are texts (or TRL's one-assistant-message lists). Without one (the
+    shape of Anthropic's HH-RLHF release and of TRL's implicit prompt), `first` and `second` each hold the
+    whole conversation, as an HH transcript or a message list, the same up to the last assistant turn:
+    the shared part is the prompt and each last turn a reply."""
+    values = [row.data.get(field) for field in (first, second)]
+    whole_given = any(isinstance(v, list) and len(v) > 1 or isinstance(v, str) and is_transcript(v) for v in values)
+    if any(row.data.get(field) is not None for field in PROMPT_FIELDS) or not whole_given:
+        return row_messages(row), reply_field(row, first), reply_field(row, second)
+    for field in (first, second):
+        if row.data.get(field) is None:
+            raise row.error(f"missing field (a row without {', '.join(PROMPT_FIELDS)} holds two whole "
+                            f"conversations in {first} and {second})", field)
+    whole = [_whole_conversation(row, field) for field in (first, second)]
+    try:
+        return split_at_last_reply(*whole)
+    except ValueError as exc:
+        raise row.error(f"no prompt field, and {first} and {second} do not split into a shared prompt and "
+                        f"two replies: {exc}", second) from None
+
+
+def _whole_conversation(row: Row, field: str) -> tuple[Message, ...]:
+    value = row.data[field]
+    if isinstance(value, list):
+        return parse_turns(value, row, field)
+    if not isinstance(value, str) or not is_transcript(value):
+        raise row.error(f"no prompt field, so {field} must be the whole conversation: an HH-RLHF transcript "
+                        "('\\n\\nHuman: ...\\n\\nAssistant: ...') or a list of {role, content} messages", field)
+    return _transcript(row, field, value)
 
 
 def is_blank(text: str) -> bool:

@@ -388,4 +388,5 @@ def _record(
         judge_model=engine.model_id,
         source=pair.source,
         flags=label.flags,
+        input_chosen=pair.input_chosen,
     )

@@ -232,7 +232,7 @@ def _policy_engine(
 def _pairs(config: LabelConfig, policy: Engine | None, counts: PairCounts) -> Iterator[Pair]:
     part = config.work.part
     if config.pairs is not None:
-        pairs: Iterator[Pair] = islice(pairs_from_file(config.pairs), config.work.limit)
+        pairs: Iterator[Pair] = islice(pairs_from_file(config.pairs, seed=config.options.seed), config.work.limit)
     elif config.pairs_from is not None:
         pairs = islice(pairs_from_revise_run(config.pairs_from, counts), config.work.limit)
     else:
@@ -285,7 +285,7 @@ def _count_inputs(config: LabelConfig, max_chars: int | None = None) -> tuple[in
                              field="pairs_from")
     elif config.pairs is not None:
         n = 0
-        for pair in pairs_from_file(config.pairs, max_chars):
+        for pair in pairs_from_file(config.pairs, max_chars, seed=config.options.seed):
             n += 1
             longest = pair if longest is None or pair.characters > longest.characters else longest
         if n == 0:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from labeler.core.batching import batches
 from labeler.core.records import SFTRecord, record_id, source_file, source_label
-from labeler.core.sampling import seed_for
+from labeler.core.sampling import rng_for, seed_for
 from labeler.engine import Engine, GenerationParams, Message
-from labeler.inputs.rows import iter_rows, read_prompts, row_messages, source_id, text_field
+from labeler.inputs.rows import Row, iter_rows, read_prompts, row_messages, row_replies, source_id, text_field
 from labeler.store import in_part, iter_records
 
 # `source` kinds; the column reads KIND:FILE, FILE the name of the input file the row came from
@@ -34,6 +34,7 @@ class Pair:
     source: str
     source_id: str | None = None  # the input row's own id, when it has one
     line: int | None = None  # its line (or row) in a pairs file
+    input_chosen: str | None = None  # "a" or "b": the response the file marked as chosen, when it did
 
     @property
     def characters(self) -> int:
@@ -63,24 +64,42 @@ def make_pair(messages: Sequence[Message], a: str, b: str, source: str, source_i
     return Pair(pair_id(messages, a, b), tuple(messages), a, b, source, source_id)
 
 
-def pairs_from_file(path: Path, max_chars: int | None = None) -> Iterator[Pair]:
-    """Rows with `prompt` (or `messages`), `response_a`, `response_b` and an optional `id`; bad rows name
-    file and line. A pair listed twice (the same record id) is bad input naming both lines; with
-    `max_chars`, so is a pair whose texts hold more characters (see `labeler.stages.label`)."""
+def pairs_from_file(path: Path, max_chars: int | None = None, *, seed: int = 0) -> Iterator[Pair]:
+    """Rows with the conversation (`prompt` or `messages`), `response_a` and `response_b`, or `chosen` and
+    `rejected` (also as whole conversations without a prompt: HH-RLHF's released rows), and an optional
+    `id`; bad rows name file and line. A chosen/rejected row is shown as A and B in an order drawn from
+    `seed` and the unordered pair (the same on every rerun, half the pairs each way, so the file's order
+    cannot teach the judge a position), and `input_chosen` records which one the file chose. A pair listed
+    twice (the same record id) is bad input naming both lines; with `max_chars`, so is a pair whose texts
+    hold more characters (see `labeler.stages.label`)."""
     source = source_label(SOURCE_FILE, path)
     seen: dict[str, int] = {}
     for row in iter_rows(path):
-        messages = row_messages(row)
-        a = text_field(row, "response_a")
-        b = text_field(row, "response_b")
-        assert a is not None and b is not None  # required fields: text_field raised otherwise
-        pair = dataclasses.replace(make_pair(messages, a, b, source, source_id(row)), line=row.line)
+        messages, a, b, chosen = _file_pair(row, seed)
+        pair = dataclasses.replace(make_pair(messages, a, b, source, source_id(row)), line=row.line,
+                                   input_chosen=chosen)
         if max_chars is not None and pair.characters > max_chars:
             raise row.error(too_long_message(pair.characters, max_chars))
         if pair.id in seen:
             raise row.error(f"the same pair (conversation and both responses, in order) as line {seen[pair.id]}")
         seen[pair.id] = row.line
         yield pair
+
+
+def _file_pair(row: Row, seed: int) -> tuple[tuple[Message, ...], str, str, str | None]:
+    """(conversation, response_a, response_b, the one the file chose as "a"/"b" or None) of a pairs row."""
+    labelled = "response_a" not in row.data and "response_b" not in row.data and (
+        "chosen" in row.data or "rejected" in row.data
+    )
+    if not labelled:
+        messages = row_messages(row)
+        a, b = text_field(row, "response_a"), text_field(row, "response_b")
+        assert a is not None and b is not None  # required fields: text_field raised otherwise
+        return messages, a, b, None
+    messages, chosen, rejected = row_replies(row, "chosen", "rejected")
+    if rng_for(seed, unordered_pair_key(messages, chosen, rejected), "order").random() < 0.5:
+        return messages, chosen, rejected, "a"
+    return messages, rejected, chosen, "b"
 
 
 def too_long_message(characters: int, max_chars: int) -> str:

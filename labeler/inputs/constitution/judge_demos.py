@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -20,15 +19,13 @@ from labeler.core.errors import InputError, InputErrors
 from labeler.inputs.constitution.formats import FilePath, is_feedback_few_shot, type_name
 from labeler.inputs.constitution.load import read_document
 from labeler.inputs.constitution.schema import JudgeDemo
+from labeler.inputs.transcripts import transcript_turns
 
 FEEDBACK_KEYS = ("prompt", "corrects", "incorrects")
-_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):[ \t]?")
-_ROLES = {"Human": "user", "Assistant": "assistant"}
-
-
 def split_transcript(text: str) -> tuple[Message, ...]:
-    """A "\\n\\nHuman: ...\\n\\nAssistant: ..." transcript as messages; an empty last Assistant turn (the
-    place the reply goes) is dropped. ValueError when the text is not such a transcript.
+    """A "\\n\\nHuman: ...\\n\\nAssistant: ..." transcript as messages, ending with the Human turn the
+    demonstration's replies answer (an empty last Assistant turn, the place the reply goes, is dropped).
+    ValueError when the text is not such a transcript.
 
     >>> text = "\\n\\nHuman: Hi there\\n\\nAssistant: Hello!\\n\\nHuman: Bye\\n\\nAssistant:"
     >>> [(m.role, m.content) for m in split_transcript(text)]
@@ -38,19 +35,10 @@ def split_transcript(text: str) -> tuple[Message, ...]:
     ...
     ValueError: not a transcript: expected it to start with 'Human:' (after optional blank lines)
     """
-    body = text.lstrip("\n")
-    marks = list(_TURN.finditer(body))
-    if not marks or marks[0].start() != 0:
-        raise ValueError("not a transcript: expected it to start with 'Human:' (after optional blank lines)")
-    messages = []
-    for index, mark in enumerate(marks):
-        end = marks[index + 1].start() if index + 1 < len(marks) else len(body)
-        content = body[mark.end() : end].strip()
-        if content or index + 1 < len(marks):
-            messages.append(Message(role=_ROLES[mark.group(1)], content=content))
+    messages = transcript_turns(text)
     if not messages or messages[-1].role != "user":
         raise ValueError("not a transcript ending with a Human turn (the reply being judged follows it)")
-    return tuple(messages)
+    return messages
 
 
 def read_judge_demos(path: Path) -> tuple[JudgeDemo, ...]:
