@@ -245,6 +245,11 @@ class ConfigCommand:
             return False
         return cli_type(field_at(self.model, opt.path).annotation) in (Path, list[Path])
 
+    def _in_section_left_out(self, opt: Opt) -> bool:
+        """Whether the option's field is inside a section whose default is None (`policy` of label)."""
+        parts = opt.path.split(".")
+        return any(default_at(self.model, ".".join(parts[:n])) is None for n in range(1, len(parts)))
+
     def _parameters(self, opt: Opt) -> list[inspect.Parameter]:
         info = None if opt.merge_file else field_at(self.model, opt.path)
         if opt.merge_file:
@@ -260,7 +265,9 @@ class ConfigCommand:
                 # As text: typer's Path turns '' into '.' (the current folder) before any check could see it.
                 kind = str if kind is Path else list[str]
             default = default_at(self.model, opt.path)
-            if default is PydanticUndefined:
+            if self._in_section_left_out(opt):
+                default = None  # e.g. --policy-model: without it there is no policy section (its help says why)
+            elif default is PydanticUndefined:
                 default = ... if opt.path not in self.fixed else None
             elif isinstance(default, tuple):
                 default = list(default) or None
@@ -479,8 +486,10 @@ def engine_options(prefix: str, *, model_flag: str = "--model") -> tuple[Opt, ..
         "base_urls", "api_key_env", *(("choice_method",) if prefix == "judge" else ()),
         "choice_logits", "deterministic",
     )
-    flags = {"name": "--engine", "model": model_flag, "base_urls": "--base-url"}
-    extra = {"base_urls": "Repeat it, or give a comma list."}
+    # The engine's batch is not the work batch of --batch-size (records per engine call): a name of its own.
+    flags = {"name": "--engine", "model": model_flag, "base_urls": "--base-url", "batch_size": "--engine-batch-size"}
+    extra = {"base_urls": "Repeat it, or give a comma list.",
+             "batch_size": "Not --batch-size, which is how many records go to the engine in one call."}
     metavars = {"base_urls": "URL", "api_key_env": "NAME"}
     opts = [
         Opt(f"{prefix}.{name}", flags.get(name), panel=ENGINE_PANEL, extra_help=extra.get(name, ""),

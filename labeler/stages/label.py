@@ -39,6 +39,11 @@ MAX_CHARS_PER_TOKEN = 100
 TEMPLATE_ROOM = 100_000
 
 
+# How the policy samples the two responses of a pair from a prompt unless told otherwise, on the command
+# line and in a run config alike.
+PAIR_SAMPLING = GenerationParams(n=2, temperature=1.0, top_p=0.95, max_tokens=160)
+
+
 class LabelConfig(BaseModel):
     """Options of `labeler label`. Exactly one pair source: prompts, pairs or pairs_from."""
 
@@ -52,7 +57,7 @@ class LabelConfig(BaseModel):
     judge: EngineConfig = Field(default_factory=EngineConfig, description="The judge model and engine.")
     policy: EngineConfig | None = Field(None, description="Policy for --prompts (default: the judge model).")
     pair_sampling: GenerationParams = Field(
-        default_factory=lambda: GenerationParams(n=2, temperature=1.0, top_p=0.95, max_tokens=160),
+        default=PAIR_SAMPLING,
         description="How the policy samples the two responses of a pair.",
     )
     options: JudgeOptions = Field(default_factory=JudgeOptions, description="How pairs are judged.")
