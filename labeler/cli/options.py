@@ -25,12 +25,31 @@ import typer
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
+from typer.core import TyperArgument, TyperCommand
 
 from labeler.core.errors import InputError, InputErrors
 
 ENGINE_PANEL = "Engine"
 MAX_INTEGER = 2**63 - 1  # the largest C int64: what islice, numpy and torch take as a count or a seed
 WORK_PANEL = "Work selection"
+
+
+class _NamedArgument(TyperArgument):
+    """An argument shown in help by its metavar alone (`FILE`), without typer's type (`<list[Path]>`)."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None if self.metavar is not None else super().display_type_rich(ctx)
+
+
+class Command(TyperCommand):
+    """A labeler command: its arguments with a metavar show as that metavar in help (`PATH`, `RUN`), where
+    typer would append the annotation's type (`FILE <list[Path]>`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if type(param) is TyperArgument:
+                param.__class__ = _NamedArgument  # typer takes no argument class; this one adds no state
 
 
 @dataclass(frozen=True)
@@ -218,7 +237,7 @@ class ConfigCommand:
         invoke.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
         invoke.__annotations__ = {p.name: p.annotation for p in parameters}
         invoke.__doc__ = self.help or self.run.__doc__
-        app.command(self.name)(invoke)
+        app.command(self.name, cls=Command)(invoke)
 
     def flag_of(self, field_path: str) -> str | None:
         """The option of a config field: the option bound to that path, else (a field of a nested config a
@@ -277,6 +296,8 @@ class ConfigCommand:
                 default = None  # shown through the help text; the field's own default applies
         flag = opt.cli_flag
         metavar = opt.metavar or ("PATH" if self._takes_paths(opt) and not opt.argument else None)
+        if opt.merge_file and metavar is None:
+            metavar = "FILE"
         if kind is bool and not opt.argument:
             flag = f"{flag}/--no-{flag.removeprefix('--')}"
         annotation = kind | None if default is None else kind
