@@ -180,13 +180,19 @@ def label(
     ) as policy_engine:
         priors = position_priors(judge_engine, plan.templates, plan.panel, config.options) if (
             config.options.calibrate) else None
-        with progress_bar(plan.total, "judging", unit="pairs", quiet=config.work.quiet or None) as advance:
+        # Pairs judged before count as done, not toward the rate; pairs dropped as identical leave the total.
+        with progress_bar(plan.total, "judging", unit="pairs", completed=len(done),
+                          quiet=config.work.quiet or None) as advance:
+            dropped = 0
             for batch in batches(_pairs(config, policy_engine, result.counts), config.work.batch_size):
-                todo = _fitting(judge_engine, plan, config.options, [p for p in batch if p.id not in done], result)
+                new = [p for p in batch if p.id not in done]
+                todo = _fitting(judge_engine, plan, config.options, new, result)
                 records = judge_pairs(judge_engine, plan.templates, plan.panel, todo, config.options, priors)
                 store.write_shard(records)
                 result.written += len(records)
-                advance(len(batch))
+                advance(len(new), dropped=result.counts.identical_dropped - dropped)
+                dropped = result.counts.identical_dropped
+            advance(0, dropped=result.counts.identical_dropped - dropped)  # those after the last batch
     store.mark_complete(
         {
             "rows": result.written + result.already_done,
