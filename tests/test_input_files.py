@@ -213,11 +213,11 @@ def test_a_bad_engine_config_value_is_blamed_on_the_file_and_key(tmp_path: Path)
     with pytest.raises(InputError) as caught:
         command.build(given)
     assert caught.value.render().startswith(f"{engine}:2 (--engine-config, key batch_size): ")
-    assert "--batch-size" not in caught.value.render()
+    assert "--engine-batch-size" not in caught.value.render()
     # the same value typed as the option is the option's, file or no file
     with pytest.raises(InputError) as caught:
         command.build({**given, "judge__batch_size": 0})
-    assert caught.value.render().startswith("--batch-size: ")
+    assert caught.value.render().startswith("--engine-batch-size: ")
 
 
 def test_a_bad_shard_index_is_one_sentence_without_the_section(tmp_path: Path) -> None:

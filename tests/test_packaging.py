@@ -50,6 +50,7 @@ def test_the_wheel_ships_every_template_and_constitution(tmp_path: Path) -> None
     templates = {f"labeler/_shipped/prompts/{name}.jinja" for name in VARIABLES}
     constitutions = {f"labeler/_shipped/constitutions/{p.name}" for p in (REPO / "constitutions").iterdir()}
     assert templates <= names and constitutions <= names, sorted(names)[:40]
+    assert "labeler/pipeline/starter.yaml" in names  # what `labeler init` writes
 
     # Unpacked somewhere else, the package finds the copies, not a repository.
     site = tmp_path / "site"

@@ -15,8 +15,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from labeler.cli import datasets, judge, stages, training
+from labeler.cli.init import init
 from labeler.cli.merge import merge
 from labeler.cli.model import model_prepare
+from labeler.cli.options import Command
 from labeler.cli.run import run_command
 from labeler.cli.validate import validate
 from labeler.core.errors import EngineError, InputError, PartsFailed
@@ -31,12 +33,13 @@ app = typer.Typer(
 )
 model_app = typer.Typer(help="The embedded default model.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
-model_app.command("prepare")(model_prepare)
-app.command("validate")(validate)
+model_app.command("prepare", cls=Command)(model_prepare)
+app.command("init", cls=Command)(init)
+app.command("validate", cls=Command)(validate)
 for command in (*stages.COMMANDS, *judge.COMMANDS, *training.COMMANDS, *datasets.COMMANDS):
     command.register(app)
-app.command("merge")(merge)
-app.command("run")(run_command)
+app.command("merge", cls=Command)(merge)
+app.command("run", cls=Command)(run_command)
 
 err = Console(stderr=True)
 

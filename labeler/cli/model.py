@@ -11,7 +11,9 @@ import typer
 def model_prepare(
     out: Annotated[
         Path | None,
-        typer.Option(help="Folder to write the model to (default: $LABELER_HOME/models/SmolLM2-135M-Instruct)."),
+        typer.Option(
+            metavar="DIR", help="Folder to write the model to (default: $LABELER_HOME/models/SmolLM2-135M-Instruct)."
+        ),
     ] = None,
 ) -> None:
     """Convert the embedded SmolLM2-135M-Instruct GGUF into a Hugging Face folder once; print its path."""

@@ -25,12 +25,31 @@ import typer
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
+from typer.core import TyperArgument, TyperCommand
 
 from labeler.core.errors import InputError, InputErrors
 
 ENGINE_PANEL = "Engine"
 MAX_INTEGER = 2**63 - 1  # the largest C int64: what islice, numpy and torch take as a count or a seed
 WORK_PANEL = "Work selection"
+
+
+class _NamedArgument(TyperArgument):
+    """An argument shown in help by its metavar alone (`FILE`), without typer's type (`<list[Path]>`)."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None if self.metavar is not None else super().display_type_rich(ctx)
+
+
+class Command(TyperCommand):
+    """A labeler command: its arguments with a metavar show as that metavar in help (`PATH`, `RUN`), where
+    typer would append the annotation's type (`FILE <list[Path]>`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if type(param) is TyperArgument:
+                param.__class__ = _NamedArgument  # typer takes no argument class; this one adds no state
 
 
 @dataclass(frozen=True)
@@ -218,7 +237,7 @@ class ConfigCommand:
         invoke.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
         invoke.__annotations__ = {p.name: p.annotation for p in parameters}
         invoke.__doc__ = self.help or self.run.__doc__
-        app.command(self.name)(invoke)
+        app.command(self.name, cls=Command)(invoke)
 
     def flag_of(self, field_path: str) -> str | None:
         """The option of a config field: the option bound to that path, else (a field of a nested config a
@@ -245,6 +264,11 @@ class ConfigCommand:
             return False
         return cli_type(field_at(self.model, opt.path).annotation) in (Path, list[Path])
 
+    def _in_section_left_out(self, opt: Opt) -> bool:
+        """Whether the option's field is inside a section whose default is None (`policy` of label)."""
+        parts = opt.path.split(".")
+        return any(default_at(self.model, ".".join(parts[:n])) is None for n in range(1, len(parts)))
+
     def _parameters(self, opt: Opt) -> list[inspect.Parameter]:
         info = None if opt.merge_file else field_at(self.model, opt.path)
         if opt.merge_file:
@@ -260,7 +284,9 @@ class ConfigCommand:
                 # As text: typer's Path turns '' into '.' (the current folder) before any check could see it.
                 kind = str if kind is Path else list[str]
             default = default_at(self.model, opt.path)
-            if default is PydanticUndefined:
+            if self._in_section_left_out(opt):
+                default = None  # e.g. --policy-model: without it there is no policy section (its help says why)
+            elif default is PydanticUndefined:
                 default = ... if opt.path not in self.fixed else None
             elif isinstance(default, tuple):
                 default = list(default) or None
@@ -270,6 +296,8 @@ class ConfigCommand:
                 default = None  # shown through the help text; the field's own default applies
         flag = opt.cli_flag
         metavar = opt.metavar or ("PATH" if self._takes_paths(opt) and not opt.argument else None)
+        if opt.merge_file and metavar is None:
+            metavar = "FILE"
         if kind is bool and not opt.argument:
             flag = f"{flag}/--no-{flag.removeprefix('--')}"
         annotation = kind | None if default is None else kind
@@ -479,8 +507,10 @@ def engine_options(prefix: str, *, model_flag: str = "--model") -> tuple[Opt, ..
         "base_urls", "api_key_env", *(("choice_method",) if prefix == "judge" else ()),
         "choice_logits", "deterministic",
     )
-    flags = {"name": "--engine", "model": model_flag, "base_urls": "--base-url"}
-    extra = {"base_urls": "Repeat it, or give a comma list."}
+    # The engine's batch is not the work batch of --batch-size (records per engine call): a name of its own.
+    flags = {"name": "--engine", "model": model_flag, "base_urls": "--base-url", "batch_size": "--engine-batch-size"}
+    extra = {"base_urls": "Repeat it, or give a comma list.",
+             "batch_size": "Not --batch-size, which is how many records go to the engine in one call."}
     metavars = {"base_urls": "URL", "api_key_env": "NAME"}
     opts = [
         Opt(f"{prefix}.{name}", flags.get(name), panel=ENGINE_PANEL, extra_help=extra.get(name, ""),

@@ -9,7 +9,10 @@ import typer
 
 
 def run_command(
-    config: Annotated[Path, typer.Argument(help="Run config (YAML); see configs/demo.yaml.")],
+    config: Annotated[
+        Path,
+        typer.Argument(metavar="CONFIG", help="Run config (YAML); `labeler init` writes one to start from."),
+    ],
 ) -> None:
     """Run revise → label → train-rm → ppo → report as the config says; re-run to resume after a crash."""
     from labeler.pipeline.run import load_run_config, run_pipeline

@@ -109,7 +109,9 @@ def check_run_config(path: Path) -> str:
 def validate(
     files: Annotated[
         list[Path],
-        typer.Argument(help="Constitution files (YAML or JSON, own or published format) or run configs."),
+        typer.Argument(
+            metavar="FILE", help="Constitution files (YAML or JSON, own or published format) or run configs."
+        ),
     ],
 ) -> None:
     """Check constitutions and run configs: print OK with a summary, or every problem.
@@ -123,7 +125,7 @@ def validate(
             summary = checker_for(path)(path)
         except InputError as exc:
             bad += 1
-            err.print(f"[bold red]FAIL[/] {escape(str(path))}", highlight=False)
+            err.print(f"[bold red]FAIL[/] {escape(str(path))}", highlight=False, soft_wrap=True)  # a path never breaks
             err.print(exc.render(), highlight=False, markup=False, soft_wrap=True)
             continue
         typer.echo(f"OK {path}: {summary}")

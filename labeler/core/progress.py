@@ -4,7 +4,7 @@ plain log lines where there is none (batch jobs, CI logs) or when asked to be qu
     with progress_bar(len(todo), "judging", unit="pairs", completed=len(done)) as advance:
         for batch in batches:
             ...
-            advance(len(batch))
+            advance(len(batch), dropped=len(left_out))  # items of the total that will never come
 
 Output goes to stderr, so stdout stays free for what a command prints as its result.
 """
@@ -32,9 +32,11 @@ from rich.text import Text
 
 
 class Advance(Protocol):
-    """Call as work finishes: `advance(k)` items done, with an optional short note (e.g. the loss)."""
+    """Call as work finishes: `advance(k)` items done, with an optional short note (e.g. the loss);
+    `dropped` items of the total turned out to need no work (a pair of two identical responses): the
+    total shrinks by as many, so that the bar ends full."""
 
-    def __call__(self, k: int = 1, note: str | None = None) -> None: ...
+    def __call__(self, k: int = 1, note: str | None = None, *, dropped: int = 0) -> None: ...
 
 
 def rate_text(speed: float | None, unit: str) -> str:
@@ -115,7 +117,7 @@ def progress_bar(
     other processes of a distributed run).
     """
     if not enabled:
-        yield lambda k=1, note=None: None
+        yield lambda k=1, note=None, *, dropped=0: None
         return
     stream = stream if stream is not None else sys.stderr
     if quiet is None:
@@ -136,8 +138,13 @@ def progress_bar(
     # A long step (PPO on a large model) must not make the rate and ETA forget earlier steps.
     with Progress(*columns, console=Console(file=stream), speed_estimate_period=3600.0) as progress:
         task = progress.add_task(description, total=total, completed=completed, note="")
+        expected = total
 
-        def advance(k: int = 1, note: str | None = None) -> None:
+        def advance(k: int = 1, note: str | None = None, *, dropped: int = 0) -> None:
+            nonlocal expected
+            if dropped and expected is not None:
+                expected -= dropped
+                progress.update(task, total=expected)
             if note is None:
                 progress.update(task, advance=k)
             else:
@@ -160,14 +167,19 @@ def _log_lines(
     start = last_time = time.monotonic()
     done = last_done = completed
     latest = ""
+    shown_total = total  # the total of the last line printed
 
     def emit(now: float) -> None:
+        nonlocal shown_total
         elapsed = now - start
-        rate = (done - completed) / elapsed if elapsed > 0 else 0.0
+        rate = (done - completed) / elapsed if elapsed > 0 else 0.0  # items done before are no work of this run
         print(log_line(description, done, total, rate, elapsed, unit, latest), file=stream, flush=True)
+        shown_total = total
 
-    def advance(k: int = 1, note: str | None = None) -> None:
-        nonlocal done, last_done, last_time, latest
+    def advance(k: int = 1, note: str | None = None, *, dropped: int = 0) -> None:
+        nonlocal done, last_done, last_time, latest, total
+        if dropped and total is not None:
+            total -= dropped
         done += k
         latest = note if note is not None else latest
         now = time.monotonic()
@@ -176,5 +188,5 @@ def _log_lines(
             last_done, last_time = done, now
 
     yield advance
-    if done != last_done or done == completed:
+    if done != last_done or done == completed or total != shown_total:
         emit(time.monotonic())

@@ -39,35 +39,47 @@ def _nested_models(annotation: Any) -> list[type[BaseModel]]:
     return [m for a in typing.get_args(annotation) for m in _nested_models(a)]
 
 
-def _default(info: Any) -> str:
+def _default_value(info: Any) -> Any:
     if info.default is not PydanticUndefined:
-        value = info.default
-    elif info.default_factory is not None:
-        value = info.default_factory()
-    else:
+        return info.default
+    if info.default_factory is not None:
+        return info.default_factory()
+    return PydanticUndefined
+
+
+def _shown(value: Any) -> str:
+    if value is PydanticUndefined:
         return "required"
     if isinstance(value, BaseModel):
         return "see below"
     return f"`{value!r}`"
 
 
-def reference(model: type[BaseModel], prefix: str = "", seen: set[str] | None = None) -> list[str]:
-    """Markdown tables of a config model and every model nested in it, keys as dotted paths."""
+def reference(
+    model: type[BaseModel], prefix: str = "", seen: set[str] | None = None, defaults: BaseModel | None = None
+) -> list[str]:
+    """Markdown tables of a config model and every model nested in it, keys as dotted paths.
+
+    `defaults`: the value the parent field gives this section when it is left out; its values are the
+    defaults of the section's keys (a field's own default may say otherwise: `top_p` is 1.0 in general,
+    0.95 in `stages.revise.sampling`).
+    """
     seen = seen if seen is not None else set()
     lines = [f"#### `{prefix or 'top level'}`", "", (model.__doc__ or "").strip().splitlines()[0], "",
              "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
-    nested: list[tuple[str, type[BaseModel]]] = []
+    nested: list[tuple[str, type[BaseModel], BaseModel | None]] = []
     for name, info in model.model_fields.items():
         key = f"{prefix}.{name}" if prefix else name
+        value = getattr(defaults, name) if isinstance(defaults, model) else _default_value(info)
         description = (info.description or "").replace("|", "\\|")
         kind = _type_name(info.annotation).replace("|", "\\|")
-        lines.append(f"| `{key}` | {kind} | {_default(info)} | {description} |")
-        nested += [(key, m) for m in _nested_models(info.annotation)]
+        lines.append(f"| `{key}` | {kind} | {_shown(value)} | {description} |")
+        nested += [(key, m, value if isinstance(value, m) else None) for m in _nested_models(info.annotation)]
     lines.append("")
-    for key, sub in nested:
+    for key, sub, sub_defaults in nested:
         if key not in seen:
             seen.add(key)
-            lines += reference(sub, key, seen)
+            lines += reference(sub, key, seen, sub_defaults)
     return lines
 
 

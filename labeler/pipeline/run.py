@@ -34,6 +34,8 @@ from labeler.evaluate.policy_run import EvalPolicyConfig
 from labeler.inputs.rows import check_input_file
 from labeler.stages.common import WorkSelection
 from labeler.stages.judge import JudgeOptions
+from labeler.stages.label import PAIR_SAMPLING
+from labeler.stages.revise import REVISE_SAMPLING
 from labeler.train.ppo.config import PPOConfig
 from labeler.train.rm.config import RMTrainConfig
 
@@ -63,8 +65,7 @@ class ReviseStage(BaseModel):
     )
     rounds: int = Field(2, ge=1, le=16, description="Critique-and-revise rounds per prompt.")
     sampling: GenerationParams = Field(
-        default_factory=lambda: GenerationParams(temperature=0.7, top_p=0.95, max_tokens=160),
-        description="Sampling for responses, critiques and revisions.",
+        default=REVISE_SAMPLING, description="Sampling for responses, critiques and revisions.",
     )
 
 
@@ -82,7 +83,7 @@ class LabelStage(BaseModel):
         "or a pairs file.",
     )
     pair_sampling: GenerationParams = Field(
-        default_factory=lambda: GenerationParams(n=2, temperature=1.0, top_p=0.95, max_tokens=160),
+        default=PAIR_SAMPLING,
         description="How the policy samples the two responses when pairs is 'prompts'.",
     )
     options: JudgeOptions = Field(default_factory=JudgeOptions, description="How pairs are judged (seed: the run's).")

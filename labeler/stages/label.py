@@ -39,6 +39,11 @@ MAX_CHARS_PER_TOKEN = 100
 TEMPLATE_ROOM = 100_000
 
 
+# How the policy samples the two responses of a pair from a prompt unless told otherwise, on the command
+# line and in a run config alike.
+PAIR_SAMPLING = GenerationParams(n=2, temperature=1.0, top_p=0.95, max_tokens=160)
+
+
 class LabelConfig(BaseModel):
     """Options of `labeler label`. Exactly one pair source: prompts, pairs or pairs_from."""
 
@@ -52,7 +57,7 @@ class LabelConfig(BaseModel):
     judge: EngineConfig = Field(default_factory=EngineConfig, description="The judge model and engine.")
     policy: EngineConfig | None = Field(None, description="Policy for --prompts (default: the judge model).")
     pair_sampling: GenerationParams = Field(
-        default_factory=lambda: GenerationParams(n=2, temperature=1.0, top_p=0.95, max_tokens=160),
+        default=PAIR_SAMPLING,
         description="How the policy samples the two responses of a pair.",
     )
     options: JudgeOptions = Field(default_factory=JudgeOptions, description="How pairs are judged.")
@@ -175,13 +180,19 @@ def label(
     ) as policy_engine:
         priors = position_priors(judge_engine, plan.templates, plan.panel, config.options) if (
             config.options.calibrate) else None
-        with progress_bar(plan.total, "judging", unit="pairs", quiet=config.work.quiet or None) as advance:
+        # Pairs judged before count as done, not toward the rate; pairs dropped as identical leave the total.
+        with progress_bar(plan.total, "judging", unit="pairs", completed=len(done),
+                          quiet=config.work.quiet or None) as advance:
+            dropped = 0
             for batch in batches(_pairs(config, policy_engine, result.counts), config.work.batch_size):
-                todo = _fitting(judge_engine, plan, config.options, [p for p in batch if p.id not in done], result)
+                new = [p for p in batch if p.id not in done]
+                todo = _fitting(judge_engine, plan, config.options, new, result)
                 records = judge_pairs(judge_engine, plan.templates, plan.panel, todo, config.options, priors)
                 store.write_shard(records)
                 result.written += len(records)
-                advance(len(batch))
+                advance(len(new), dropped=result.counts.identical_dropped - dropped)
+                dropped = result.counts.identical_dropped
+            advance(0, dropped=result.counts.identical_dropped - dropped)  # those after the last batch
     store.mark_complete(
         {
             "rows": result.written + result.already_done,

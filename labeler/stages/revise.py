@@ -29,6 +29,9 @@ from labeler.inputs.templates import Templates
 from labeler.stages.common import WorkSelection, engine_for, fingerprint_config, model_label
 from labeler.store import Fingerprint, RunStore, check_run, in_part, make_fingerprint
 
+# The sampling of a revise run unless told otherwise, on the command line and in a run config alike.
+REVISE_SAMPLING = GenerationParams(temperature=0.7, top_p=0.95, max_tokens=160)
+
 
 class ReviseConfig(BaseModel):
     """Options of `labeler revise`."""
@@ -41,7 +44,7 @@ class ReviseConfig(BaseModel):
     rounds: int = Field(2, ge=1, le=16, description="Critique-and-revise rounds per prompt.")
     engine: EngineConfig = Field(default_factory=EngineConfig, description="Model and engine.")
     sampling: GenerationParams = Field(
-        default_factory=lambda: GenerationParams(temperature=0.7, top_p=0.95, max_tokens=160),
+        default=REVISE_SAMPLING,
         description="Sampling for responses, critiques and revisions (seeds come from the run seed).",
     )
     seed: int = Field(0, description="Run seed: principles and samples derive from it and the prompt id.")

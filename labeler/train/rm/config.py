@@ -103,7 +103,8 @@ class ScoreRMConfig(BaseModel):
         description="Reward model written by `labeler train-rm`: a folder, or a Hub id org/name[@revision]."
     )
     pairs: Path = Field(
-        description="JSONL, one pair a line: prompt (text or list of messages), chosen, rejected, optional group."
+        description="JSONL/Parquet/Arrow, one pair a row: prompt (text or list of messages), chosen, rejected, "
+        "optional group."
     )
     group_by: str | None = Field(None, description="Column to report accuracy per value of (e.g. a category).")
     out: Path | None = Field(None, description="Write the report as JSON here.")
