@@ -22,6 +22,7 @@ from labeler.cli.options import Command
 from labeler.cli.run import run_command
 from labeler.cli.validate import validate
 from labeler.core.errors import EngineError, InputError, PartsFailed
+from labeler.engine.logs import engine_logs
 
 app = typer.Typer(
     name="labeler",
@@ -42,6 +43,17 @@ app.command("merge", cls=Command)(merge)
 app.command("run", cls=Command)(run_command)
 
 err = Console(stderr=True)
+
+
+@app.callback()
+def _global_options(
+    verbose: bool = typer.Option(
+        False, "--verbose", envvar="LABELER_VERBOSE",
+        help="Show the engines' own info and warnings (vLLM, torch, transformers), on stderr; without it only "
+        "their errors. Give it before the command: labeler --verbose label ...",
+    ),
+) -> None:
+    engine_logs(verbose)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -72,6 +84,3 @@ def main(argv: list[str] | None = None) -> None:
                   "kept: free some space and run the same command again to resume.",
                   highlight=False, soft_wrap=True, markup=True)
         sys.exit(1)
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        sys.exit(130)

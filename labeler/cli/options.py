@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -50,6 +51,15 @@ class Command(TyperCommand):
         for param in self.params:
             if type(param) is TyperArgument:
                 param.__class__ = _NamedArgument  # typer takes no argument class; this one adds no state
+
+    def invoke(self, ctx: Any) -> Any:
+        """Run the command; Ctrl-C ends it with exit code 130 and says how to go on (every write is
+        atomic, so what was committed stays, and a rerun resumes after it)."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            print("\ninterrupted: rerun the same command to resume", file=sys.stderr, flush=True)
+            raise typer.Exit(130) from None
 
 
 @dataclass(frozen=True)

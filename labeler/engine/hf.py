@@ -23,6 +23,7 @@ from labeler.engine.base import (
     GenerationParams,
 )
 from labeler.engine.chat import chat_text, choice_inputs, derive_seed, encode_texts
+from labeler.engine.logs import engine_logs
 
 
 class HFEngine(ClosedOnExit):
@@ -44,6 +45,7 @@ class HFEngine(ClosedOnExit):
         choice_logits: str = "float32",
     ) -> None:
         """`model_path` is the base model; `adapter` a PEFT adapter folder merged into it."""
+        engine_logs()  # before transformers is imported: its warnings only when asked for
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging

@@ -19,9 +19,11 @@ which leaves generation at the speed of the plain model.
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,11 +38,13 @@ from labeler.engine.base import (
     TokenSample,
 )
 from labeler.engine.chat import chat_text, choice_inputs, derive_seed, encode_texts
+from labeler.engine.logs import engine_logs
 from labeler.engine.vllm_worker import WORKER_EXTENSION
 
 DEFAULT_CPU_KV_CACHE_GIB = 2
 DEFAULT_CPU_KV_BLOCK = 32  # vLLM's CPU backend wants multiples of 32; its default of 128 caches too coarsely
 DEFAULT_CPU_STEP_TOKENS = 8192  # tokens per engine step on CPU (at least the model's context)
+SHUTDOWN_GRACE_S = 2.0  # how long the engine's processes get to end before they are killed
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM 0.32 accepts
 
 
@@ -99,6 +103,44 @@ def eager(enforce_eager: bool | None, *, on_gpu: bool) -> bool:
     return (not on_gpu) if enforce_eager is None else enforce_eager
 
 
+class _Interruptible:
+    """vLLM's `LLM`, whose calls run on a thread of their own while the calling thread waits in short steps.
+
+    vLLM's calls wait on a lock with no timeout, which only a signal delivered to the waiting thread
+    interrupts; Ctrl-C goes to any thread of the process (often one of vLLM's own), so the command kept
+    waiting, past the engine's death, for an answer that never came. A wait in short steps sees a Ctrl-C
+    within a tenth of a second and raises KeyboardInterrupt; `close` then ends the engine's processes.
+    """
+
+    CALLS = frozenset({"generate", "collective_rpc", "reset_prefix_cache"})
+
+    def __init__(self, llm: Any) -> None:
+        self.llm = llm
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self.llm, name)
+        return functools.partial(_wait_for, value) if name in self.CALLS else value
+
+
+def _wait_for(call: Any, *args: Any, **kwargs: Any) -> Any:
+    """`call(*args, **kwargs)` on another thread, waited for in steps that let signals through."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = call(*args, **kwargs)
+        except BaseException as exc:  # handed to the caller below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, name="vllm-call", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.1)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 class VLLMEngine(ClosedOnExit):
     """Batched chat generation and exact choice-token log-probabilities with vLLM."""
 
@@ -139,7 +181,7 @@ class VLLMEngine(ClosedOnExit):
                 os.environ["VLLM_CPU_OMP_THREADS_BIND"] = threads_bind
             else:
                 os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", cpu_bind_spec(os.sched_getaffinity(0)))
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        engine_logs()  # before vllm is imported, also by its engine processes: its warnings only when asked for
 
         from vllm import LLM
 
@@ -178,7 +220,7 @@ class VLLMEngine(ClosedOnExit):
             # 127 shared tokens per request, which SALMON (one request per principle) pays many times.
             options["block_size"] = kv_block_size or DEFAULT_CPU_KV_BLOCK
             options["max_num_batched_tokens"] = max(DEFAULT_CPU_STEP_TOKENS, _context_length(model_path, max_model_len))
-        self._llm: Any = LLM(**options)
+        self._llm: Any = _Interruptible(LLM(**options))
         self._children = [p for p in me.children(recursive=True) if p.pid not in before]
         self.model_id = model_id or Path(model_path).name
         self.tokenizer = self._llm.get_tokenizer()
@@ -322,8 +364,12 @@ class VLLMEngine(ClosedOnExit):
             previous = self._llm.collective_rpc("labeler_set_head_dtype", args=("float32",))[0]
             try:
                 outputs = self._llm.generate(prompts, sampling, use_tqdm=False, lora_request=lora)
-            finally:
+            except KeyboardInterrupt:
+                raise  # Ctrl-C: the engine is closed next (its processes may have died already): no more calls
+            except BaseException:
                 self._llm.collective_rpc("labeler_set_head_dtype", args=(previous,))
+                raise
+            self._llm.collective_rpc("labeler_set_head_dtype", args=(previous,))
         else:
             outputs = self._llm.generate(prompts, sampling, use_tqdm=False, lora_request=lora)
         scores = []
@@ -339,7 +385,9 @@ class VLLMEngine(ClosedOnExit):
         if llm is None:
             return
         try:
-            llm.llm_engine.engine_core.shutdown()
+            # vLLM waits 5 s by default for its engine process, which on a CPU (and after a Ctrl-C, when
+            # it is dead or dying) only delays the end: whatever is left is killed below.
+            llm.llm_engine.engine_core.shutdown(timeout=SHUTDOWN_GRACE_S)
         finally:
             del llm
             gc.collect()
@@ -347,6 +395,6 @@ class VLLMEngine(ClosedOnExit):
             alive = [p for p in self._children if p.is_running()]
             for p in alive:
                 p.terminate()
-            _, still = psutil.wait_procs(alive, timeout=10)
+            _, still = psutil.wait_procs(alive, timeout=SHUTDOWN_GRACE_S)
             for p in still:
                 p.kill()

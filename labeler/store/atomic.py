@@ -7,7 +7,6 @@ part. Temporary names end in `.partial`, so globs such as `*.arrow` never pick t
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import uuid
 from collections.abc import Iterator
@@ -65,13 +64,13 @@ def exclusive_lock(path: Path) -> Iterator[None]:
 
     Serialises read-modify-write cycles of a run's manifest between processes writing different
     splits of the same run. The kernel drops the lock when the process dies, so a crash never
-    leaves a run locked. A lock file that is a symbolic link is refused, never followed.
+    leaves a run locked. A lock file that is a symbolic link is refused, never followed. The file is
+    removed when the lock is given back (`lock_file`, `unlock_file`): a finished run keeps none.
     """
-    from labeler.store.lock import open_no_follow
+    from labeler.store.lock import lock_file, unlock_file
 
-    fd = open_no_follow(path, os.O_RDWR | os.O_CREAT)
+    fd = lock_file(path, wait=True)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        os.close(fd)
+        unlock_file(fd, path)

@@ -4,7 +4,8 @@ Two processes writing one run would each commit shards of the same records, and 
 every record twice. The first process to write takes `flock` on `RUN/.lock` (its pid written inside,
 for the message a second one prints); a second process is refused at once with an `InputError`. The
 kernel drops the lock when its holder dies, so the lock of a killed run is simply taken again: the
-pid left in the file only says who held it last.
+pid left in the file only says who held it last. A process that ends (also on Ctrl-C) removes the file
+as it gives the lock back, so only a killed one leaves it.
 
 Within one process the lock is reentrant: the stages of a pipeline, a stage and the card written after
 it, share one hold. `command_lock` keeps a lock taken inside its block held until the block ends.
@@ -54,6 +55,46 @@ def open_no_follow(path: Path, flags: int) -> int:
         raise
 
 
+def lock_file(path: Path, *, wait: bool) -> int:
+    """An fd of the lock file `path` (created if missing) holding its exclusive flock; `BlockingIOError`
+    when another process holds it and `wait` is False.
+
+    A holder removes the file when it gives the lock back (`unlock_file`), so a process that opened the
+    file just before may lock a file no longer there: the lock counts only once the file at `path` is
+    the one locked, else the new file is locked instead.
+    """
+    while True:
+        fd = open_no_follow(path, os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            if _is_at(fd, path):
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
+def unlock_file(fd: int, path: Path) -> None:
+    """Give back a lock `lock_file` took, removing its file first (while the lock still keeps others
+    out): no lock file stays behind a command that ended."""
+    try:
+        if _is_at(fd, path):
+            os.unlink(path)
+    except OSError:
+        pass  # a read-only or vanished folder: the file stays, the lock goes with the fd all the same
+    finally:
+        os.close(fd)
+
+
+def _is_at(fd: int, path: Path) -> bool:
+    """Whether the open file `fd` is the file now at `path`."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False))
+    except FileNotFoundError:
+        return False
+
+
 def refuse_linked_lock_files(run_dir: Path) -> None:
     """`InputError` if a lock file of the run is a symbolic link (checked before anything is written)."""
     for name in (WRITER_LOCK, MANIFEST_LOCK):
@@ -80,11 +121,9 @@ def holder_pid(run_dir: Path) -> int | None:
 def _take(run_dir: Path) -> int:
     """The fd of `RUN/.lock`, locked by this process; `InputError` if another process holds it."""
     path = run_dir / WRITER_LOCK
-    fd = open_no_follow(path, os.O_RDWR | os.O_CREAT)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fd = lock_file(path, wait=False)
     except BlockingIOError:
-        os.close(fd)
         pid = holder_pid(run_dir)
         who = f"pid {pid}" if pid is not None else "a process whose pid is not recorded"
         raise InputError(
@@ -122,7 +161,7 @@ def release(key: Path) -> None:
     hold.count -= 1
     if hold.count <= 0:
         del _held[key]
-        os.close(hold.fd)  # closing the only fd of the lock file releases the flock
+        unlock_file(hold.fd, key / WRITER_LOCK)  # closing the only fd of the lock file releases the flock
 
 
 @contextlib.contextmanager
