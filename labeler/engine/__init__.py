@@ -14,7 +14,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -32,6 +32,9 @@ from labeler.engine.base import (
 )
 from labeler.engine.dtype import resolve_dtype
 from labeler.engine.model_ref import ModelRef, guard_model_load, resolve_model, served_model
+
+if TYPE_CHECKING:
+    from labeler.engine.vllm_engine import VLLMEngine
 
 __all__ = [
     "ChoiceRequest",
@@ -56,6 +59,21 @@ KV_BLOCK_MULTIPLE_CPU = 32
 ChoiceMethod = Literal["auto", "continue_prefix", "first_token_topk"]
 
 
+# The engines a field of EngineConfig is read by (`applies`), from which follow the options each kind of
+# engine refuses, the arguments each engine class takes and the fields a dataset's fingerprint keeps.
+ALL: tuple[EngineName, ...] = ("vllm", "hf", "openai")
+LOCAL: tuple[EngineName, ...] = ("vllm", "hf")
+VLLM: tuple[EngineName, ...] = ("vllm",)
+HF: tuple[EngineName, ...] = ("hf",)
+OPENAI: tuple[EngineName, ...] = ("openai",)
+
+
+def applies(engines: tuple[EngineName, ...], *, fingerprint: bool = False) -> dict[str, Any]:
+    """A field's tags: the engines that read it, and whether it enters a dataset's fingerprint (what changes
+    the numbers a model computes does; where and how fast it runs does not)."""
+    return {"engines": list(engines), "fingerprint": fingerprint}
+
+
 class EngineConfig(BaseModel):
     """How to run a model. Defaults suit a CPU machine; GPU nodes raise batch and parallelism."""
 
@@ -64,6 +82,7 @@ class EngineConfig(BaseModel):
     name: EngineName = Field(
         "vllm",
         description="vllm (falls back to hf when vllm is not installed), hf, or openai (OpenAI-compatible servers).",
+        json_schema_extra=applies(ALL, fingerprint=True),
     )
     model: str = Field(
         "default",
@@ -71,82 +90,119 @@ class EngineConfig(BaseModel):
         "or 'default' (the embedded SmolLM2-135M-Instruct); where a policy samples, also a PEFT adapter folder or a "
         "`labeler ppo` output or checkpoint folder; with the openai engine, the name the servers serve the model "
         "under.",
+        json_schema_extra=applies(ALL, fingerprint=True),
     )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto",
         description="Weights and compute dtype; auto: bfloat16 on GPUs and CPUs with native bfloat16 "
         "(AVX512-BF16, AMX), float32 on other CPUs (where bfloat16 is emulated and slower).",
+        json_schema_extra=applies(LOCAL, fingerprint=True),
     )
     max_model_len: int | None = Field(
-        None, ge=16, le=MAX_CONTEXT_TOKENS, description="Context length cap (default: the model's)."
+        None, ge=16, le=MAX_CONTEXT_TOKENS, description="Context length cap (default: the model's).",
+        json_schema_extra=applies(ALL),
     )
-    batch_size: int = Field(16, ge=1, description="hf engine: sequences per forward pass.")
+    batch_size: int = Field(
+        16, ge=1, description="hf engine: sequences per forward pass.",
+        json_schema_extra=applies(HF),
+    )
     kv_cache_gib: float | None = Field(
-        None, gt=0, description="vllm on CPU: KV-cache size in GiB (default 2, or $VLLM_CPU_KVCACHE_SPACE)."
+        None, gt=0, description="vllm on CPU: KV-cache size in GiB (default 2, or $VLLM_CPU_KVCACHE_SPACE).",
+        json_schema_extra=applies(VLLM),
     )
     threads_bind: str | None = Field(
-        None, description="vllm on CPU: cores to bind OpenMP threads to, e.g. '0-7' (default: all usable cores)."
+        None, description="vllm on CPU: cores to bind OpenMP threads to, e.g. '0-7' (default: all usable cores).",
+        json_schema_extra=applies(VLLM),
     )
     enforce_eager: bool | None = Field(
         None,
         description="vllm: skip graph compilation and CUDA graphs (default: on CPU, where compiling costs minutes at "
         "every start; off on GPU, where CUDA graphs make generation much faster).",
+        json_schema_extra=applies(VLLM),
     )
-    enable_prefix_caching: bool = Field(True, description="vllm: reuse KV cache of shared prompt prefixes.")
+    enable_prefix_caching: bool = Field(
+        True, description="vllm: reuse KV cache of shared prompt prefixes.",
+        json_schema_extra=applies(VLLM),
+    )
     kv_block_size: int | None = Field(
         None,
         ge=1,
         le=MAX_CONTEXT_TOKENS,
         description="vllm: tokens per KV-cache block, the unit in which a shared prefix is reused "
         "(default: 32 on CPU, where vLLM's own 128 wastes most of a judge prompt's shared prefix; vLLM's on GPU).",
+        json_schema_extra=applies(VLLM),
     )
-    tensor_parallel_size: int = Field(1, ge=1, description="vllm: GPUs per engine (one model replica).")
+    tensor_parallel_size: int = Field(
+        1, ge=1, description="vllm: GPUs per engine (one model replica).",
+        json_schema_extra=applies(VLLM),
+    )
     data_parallel_size: int = Field(
         1,
         ge=1,
         description="Model replicas on this node, each in its own process on its own tensor_parallel_size GPUs "
         "(or share of the CPU cores), each taking a part of the input; the parts merge into one run.",
+        json_schema_extra=applies(LOCAL),
     )
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm on GPU: memory share to use.")
-    trust_remote_code: bool = Field(False, description="Run model code shipped with the checkpoint (off by default).")
-    seed: int = Field(0, description="Engine-level seed; requests carry their own seeds too.")
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1, description="vllm on GPU: memory share to use.",
+        json_schema_extra=applies(VLLM),
+    )
+    trust_remote_code: bool = Field(
+        False, description="Run model code shipped with the checkpoint (off by default).",
+        json_schema_extra=applies(LOCAL),
+    )
+    seed: int = Field(
+        0, description="Engine-level seed; requests carry their own seeds too.",
+        json_schema_extra=applies(VLLM),
+    )
     base_urls: tuple[str, ...] = Field(
         (),
         description="openai: base URLs of the servers, http(s) (a URL without a path gets /v1); "
         "requests spread over all of them.",
+        json_schema_extra=applies(OPENAI),
     )
     api_key_env: str | None = Field(
         None,
         description="openai: NAME of the environment variable holding the API key (the key itself is never "
         "taken from a config or the command line, nor written anywhere); none: no key is sent.",
+        json_schema_extra=applies(OPENAI),
     )
     choice_method: ChoiceMethod = Field(
         "auto",
         description="openai: how choice probabilities are read. continue_prefix: the server continues the "
         "judge's answer prefix (vLLM); first_token_topk: the judge is asked for a one-letter reply and the "
         "first token's top log-probabilities are read; auto: continue_prefix when every server is vLLM.",
+        json_schema_extra=applies(OPENAI, fingerprint=True),
     )
     concurrency: int = Field(
         32,
         ge=1,
         description="openai: requests in flight per server (a vLLM server batches whatever is in flight; "
         "lower it for rate-limited hosted APIs).",
+        json_schema_extra=applies(OPENAI),
     )
-    request_timeout: float = Field(120.0, gt=0, description="openai: seconds before a request counts as failed.")
+    request_timeout: float = Field(
+        120.0, gt=0, description="openai: seconds before a request counts as failed.",
+        json_schema_extra=applies(OPENAI),
+    )
     max_retries: int = Field(
-        6, ge=0, description="openai: retries of one request (on any server) before the command stops."
+        6, ge=0, description="openai: retries of one request (on any server) before the command stops.",
+        json_schema_extra=applies(OPENAI),
     )
     retry_backoff: float = Field(
-        0.5, gt=0, description="openai: seconds before the first retry; doubles with each retry (with jitter)."
+        0.5, gt=0, description="openai: seconds before the first retry; doubles with each retry (with jitter).",
+        json_schema_extra=applies(OPENAI),
     )
     retry_max_wait: float = Field(
-        30.0, gt=0, description="openai: longest wait before a retry, a server's Retry-After included."
+        30.0, gt=0, description="openai: longest wait before a retry, a server's Retry-After included.",
+        json_schema_extra=applies(OPENAI),
     )
     eject_after: int = Field(
         3,
         ge=1,
         description="openai: consecutive failures (errors, timeouts, dropped connections; not 429) after "
         "which a server leaves the rotation, while another one is left.",
+        json_schema_extra=applies(OPENAI),
     )
 
     choice_logits: Literal["float32", "model"] = Field(
@@ -155,12 +211,14 @@ class EngineConfig(BaseModel):
         "float32 on the final hidden state whatever the model's dtype (in bfloat16 this model's logits, 30-60 in "
         "size, are otherwise rounded to steps of 0.25, so p_a ties at exactly 0.5 and SALMON scores fall on a "
         "0.125 grid). model: the model's dtype.",
+        json_schema_extra=applies(LOCAL, fingerprint=True),
     )
     deterministic: bool = Field(
         False,
         description="Labels that do not depend on batch size or row order: the model computes in float32 "
         "(see README, 'Reproducible labels', for the measured tolerance of each mode). Refuses a bfloat16 or "
         "float16 dtype.",
+        json_schema_extra=applies(LOCAL),
     )
 
     @field_validator("base_urls", mode="before")
@@ -227,18 +285,53 @@ class EngineConfig(BaseModel):
         return "float32" if self.deterministic else resolve_dtype(self.dtype)
 
 
+def read_by(engine: EngineName) -> tuple[str, ...]:
+    """The EngineConfig fields `engine` reads, in their order.
+
+    >>> read_by("hf")
+    ('name', 'model', 'dtype', 'max_model_len', 'batch_size', 'data_parallel_size', 'trust_remote_code', \
+'choice_logits', 'deterministic')
+    """
+    return tuple(name for name, tags in _TAGS.items() if engine in tags["engines"])
+
+
+_TAGS: dict[str, dict[str, Any]] = {
+    name: dict(field.json_schema_extra)  # type: ignore[arg-type]  # `applies` gives every field a dict
+    for name, field in EngineConfig.model_fields.items()
+}
 # Options that only one kind of engine reads: giving them to the other kind is a mistake, not a no-op.
-OPENAI_ONLY = (
-    "base_urls", "api_key_env", "choice_method", "concurrency", "request_timeout", "max_retries",
-    "retry_backoff", "retry_max_wait", "eject_after",
-)
+OPENAI_ONLY = tuple(name for name, tags in _TAGS.items() if tags["engines"] == list(OPENAI))
+LOCAL_ONLY = tuple(name for name, tags in _TAGS.items() if "openai" not in tags["engines"])
 # Fields with a command-line option, by their option names.
 OPTION_NAMES = {"base_urls": "--base-url", "api_key_env": "--api-key-env", "choice_method": "--choice-method"}
-LOCAL_ONLY = (
-    "dtype", "batch_size", "kv_cache_gib", "threads_bind", "enforce_eager", "enable_prefix_caching",
-    "kv_block_size", "tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "trust_remote_code",
-    "choice_logits", "deterministic",
-)
+# What an engine class is given: the fields its engine reads, less those settled before it starts (which
+# engine, which model, how many replicas; `deterministic` is the dtype it computes in).
+SETTLED_BEFORE = ("name", "model", "data_parallel_size", "deterministic")
+
+
+def fingerprint_fields(engine: EngineName) -> tuple[str, ...]:
+    """The fields of an `engine` config a dataset's fingerprint keeps: those that change what it computes.
+
+    >>> fingerprint_fields("vllm"), fingerprint_fields("openai")
+    (('name', 'model', 'dtype', 'choice_logits'), ('name', 'model', 'choice_method'))
+    """
+    return tuple(name for name in read_by(engine) if _TAGS[name]["fingerprint"])
+
+
+def engine_arguments(config: EngineConfig, engine: Literal["vllm", "hf"]) -> dict[str, Any]:
+    """The keyword arguments `engine`'s class takes from `config` (its dtype as computed here)."""
+    arguments = {name: getattr(config, name) for name in read_by(engine) if name not in SETTLED_BEFORE}
+    arguments["dtype"] = config.compute_dtype()
+    return arguments
+
+
+def start_vllm(config: EngineConfig, path: Path, **extra: Any) -> VLLMEngine:
+    """The vLLM engine on the model folder `path`, as `config` says; `extra`: what only its caller knows
+    (the id datasets record, an adapter, the largest LoRA rank PPO's rollouts load). The one way a
+    vLLM engine is started: `open_engine` and PPO's rollouts both start theirs here."""
+    from labeler.engine.vllm_engine import VLLMEngine
+
+    return VLLMEngine(path, **engine_arguments(config, "vllm"), **extra)
 
 
 def normalize_base_url(url: str) -> str:
@@ -394,7 +487,6 @@ def open_engine(config: EngineConfig, model: ModelRef | None = None) -> Engine:
     adapter = model.folder() if model.base is not None else None
     path = model.base.folder() if model.base is not None else model.folder()
     name = config.name
-    dtype = config.compute_dtype()
     if name == "vllm" and not vllm_available():
         print(
             "warning: vllm is not installed (pip install 'labeler[cpu]' or 'labeler[gpu]'); using the hf engine",
@@ -403,37 +495,10 @@ def open_engine(config: EngineConfig, model: ModelRef | None = None) -> Engine:
         name = "hf"
     try:
         if name == "vllm":
-            from labeler.engine.vllm_engine import VLLMEngine
-
-            return VLLMEngine(
-                path,
-                dtype=dtype,
-                max_model_len=config.max_model_len,
-                kv_cache_gib=config.kv_cache_gib,
-                threads_bind=config.threads_bind,
-                enforce_eager=config.enforce_eager,
-                enable_prefix_caching=config.enable_prefix_caching,
-                kv_block_size=config.kv_block_size,
-                tensor_parallel_size=config.tensor_parallel_size,
-                gpu_memory_utilization=config.gpu_memory_utilization,
-                trust_remote_code=config.trust_remote_code,
-                model_id=model.label,
-                seed=config.seed,
-                adapter=adapter,
-                choice_logits=config.choice_logits,
-            )
+            return start_vllm(config, path, model_id=model.label, adapter=adapter)
         from labeler.engine.hf import HFEngine
 
-        return HFEngine(
-            path,
-            dtype=dtype,
-            batch_size=config.batch_size,
-            trust_remote_code=config.trust_remote_code,
-            model_id=model.label,
-            max_model_len=config.max_model_len,
-            adapter=adapter,
-            choice_logits=config.choice_logits,
-        )
+        return HFEngine(path, **engine_arguments(config, "hf"), model_id=model.label, adapter=adapter)
     except OSError as exc:  # unreadable or incomplete model files
         raise InputError(f"cannot load the model: {exc}", file=path, field="model") from exc
 

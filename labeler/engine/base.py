@@ -14,6 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
@@ -171,3 +172,27 @@ class Engine(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+
+@runtime_checkable
+class TokenSampler(Engine, Protocol):
+    """An engine that also samples from token ids and takes new weights while it runs: what PPO's
+    rollouts ask of the vLLM engine (`labeler.train.ppo.rollout`), beside the stages' calls."""
+
+    def sample_tokens(
+        self,
+        prompts: Sequence[Sequence[int]],
+        *,
+        max_tokens: int,
+        seeds: Sequence[int],
+        stop_token_ids: Sequence[int],
+        greedy: bool = False,
+        adapter: Path | None = None,
+    ) -> list[TokenSample]:
+        """One completion of token ids per prompt, sampled from the model's plain softmax (or greedy), with
+        `adapter` (a PEFT adapter folder) applied; each ends at a stop token (kept) or after `max_tokens`."""
+        ...
+
+    def replace_weights(self, weights: Path) -> None:
+        """Load a safetensors file of the model's tensors into the running model."""
+        ...

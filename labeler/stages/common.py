@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from labeler.engine import Engine, EngineConfig, choice_method_of, open_engine
+from labeler.engine import Engine, EngineConfig, choice_method_of, fingerprint_fields, open_engine
 from labeler.engine.dtype import resolve_dtype
 from labeler.engine.lazy import LazyEngine
 from labeler.engine.model_ref import ModelRef
@@ -93,14 +93,14 @@ def fingerprint_config(config: BaseModel, choice_methods: Mapping[str, str] | No
         if engine.get("name") == "openai":
             # The served model and, for a judge, how its choice probabilities were read change records;
             # where the servers run, how many, and the key do not (nor is the key ever in a config).
-            kept = {"name": "openai", "model": engine["model"]}
+            kept = {k: engine[k] for k in fingerprint_fields("openai") if k != "choice_method"}
             if key == "judge":
                 settled = (choice_methods or {}).get(key)
                 kept["choice_method"] = _resolved_choice_method(engine["choice_method"], settled)
             data[key] = kept
             continue
         # Which model and how it computes change records; where its threads run does not.
-        kept = {k: engine[k] for k in ("name", "model", "dtype", "choice_logits") if k in engine}
+        kept = {k: engine[k] for k in fingerprint_fields(engine["name"]) if k in engine}
         if engine.get("deterministic"):
             kept["dtype"] = "float32"  # what a deterministic engine computes in, whatever the machine
         if kept.get("dtype") == "auto":

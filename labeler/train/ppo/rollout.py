@@ -27,6 +27,7 @@ from torch import Tensor
 from labeler.core.errors import InputError
 from labeler.core.padding import pad_rows
 from labeler.core.sampling import seed_for
+from labeler.engine.base import TokenSampler
 from labeler.engine.model_ref import ModelRef
 from labeler.train.ppo import math as ppo
 from labeler.train.ppo.config import PPOConfig
@@ -159,29 +160,31 @@ class VLLMRollouts:
     name: RolloutEngineName = "vllm"
 
     def __init__(self, config: PPOConfig, base: Path, weights: RolloutWeights, lora_rank: int, pad_id: int,
-                 eos_ids: Sequence[int], device: torch.device, engine: Any = None) -> None:
+                 eos_ids: Sequence[int], device: torch.device, engine: TokenSampler | None = None) -> None:
         """`base`: the model the engine starts on (the starting policy's base); `lora_rank`: the most an
         `adapter` engine must hold. `engine`: an open `VLLMEngine` on `base` to use (and leave open), with
         LoRA enabled for `adapter`; else one is started on the first rollout and closed by `close`."""
         self.config, self.base, self.weights, self.lora_rank = config, base, weights, lora_rank
         self.pad_id, self.eos_ids, self.device = pad_id, list(eos_ids), device
         self.folder = config.out / ROLLOUT_WEIGHTS
-        self._engine: Any = engine
+        self._engine = engine
         self._owns_engine = engine is None
 
-    def _start(self) -> Any:
+    def _start(self) -> TokenSampler:
+        from labeler.engine import EngineConfig, start_vllm
         from labeler.engine.model_ref import guard_model_load
-        from labeler.engine.vllm_engine import VLLMEngine
 
         guard_model_load(f"the vllm rollout engine on {self.base}")
         started = time.monotonic()
-        engine = VLLMEngine(
+        engine = start_vllm(
+            EngineConfig(
+                dtype=self.config.dtype,
+                max_model_len=self.config.max_prompt_tokens + self.config.max_new_tokens,
+                kv_cache_gib=self.config.rollout_kv_cache_gib,
+                gpu_memory_utilization=self.config.rollout_gpu_memory_utilization,
+                seed=self.config.seed,
+            ),
             self.base,
-            dtype=self.config.dtype,
-            max_model_len=self.config.max_prompt_tokens + self.config.max_new_tokens,
-            kv_cache_gib=self.config.rollout_kv_cache_gib,
-            gpu_memory_utilization=self.config.rollout_gpu_memory_utilization,
-            seed=self.config.seed,
             max_lora_rank=self.lora_rank if self.weights == "adapter" else None,
         )
         print(f"vllm rollout engine started in {time.monotonic() - started:.0f} s", file=sys.stderr)
@@ -198,6 +201,7 @@ class VLLMRollouts:
             return adapter  # loaded by the first request that names it; deleted after sampling
         # The engine runs the base model's frozen embeddings and head already: they are not sent again.
         merged = save_merged(policy.lm, self.folder / f"step-{step}.safetensors", complete=False)
+        assert self._engine is not None  # started by `sample` before anything is sent
         try:
             self._engine.replace_weights(merged)
         finally:
@@ -208,10 +212,11 @@ class VLLMRollouts:
                greedy: bool = False) -> Rollout:
         if self._engine is None:
             self._engine = self._start()
+        engine = self._engine
         adapter = self._send(policy, step)
         try:
             seeds = [seed_for(self.config.seed, "rollout", step, row) for row in range(len(prompts))]
-            samples = self._engine.sample_tokens(
+            samples = engine.sample_tokens(
                 prompts, max_tokens=self.config.max_new_tokens, seeds=seeds, stop_token_ids=self.eos_ids,
                 greedy=greedy, adapter=adapter,
             )
