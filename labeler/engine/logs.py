@@ -9,6 +9,7 @@ import theirs. A setting the user put in the environment is left as it is.
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 
@@ -35,6 +36,13 @@ def engine_logs(verbose: bool | None = None) -> None:
         else:
             os.environ[name] = loud if verbose else quiet
     if not verbose:
-        # The same, in this process: their deprecation notices are not the user's to act on.
+        # The same, in this process: their deprecation notices are not the user's to act on, nor what
+        # vLLM logs while it is imported (before it reads its own settings), nor the note multiprocessing
+        # prints when the engine's processes it tracked were ended by `close`.
         warnings.filterwarnings("ignore", category=FutureWarning, module=_LIBRARIES)
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=_LIBRARIES)
+        warnings.filterwarnings("ignore", message="resource_tracker: process died unexpectedly")
+        if "VLLM_LOGGING_LEVEL" not in _USER_SET:
+            logging.getLogger("vllm").setLevel(logging.ERROR)
+    elif "VLLM_LOGGING_LEVEL" not in _USER_SET:
+        logging.getLogger("vllm").setLevel(logging.NOTSET)
