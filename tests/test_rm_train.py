@@ -479,3 +479,20 @@ def test_bfloat16_weights_train_and_save_in_bfloat16(tiny_model: Path, separable
     saved = load_file(tmp_path / "bf16" / "model.safetensors")
     assert {t.dtype for t in saved.values()} == {torch.bfloat16}
     assert all(math.isfinite(row["loss"]) for row in metric_rows(tmp_path / "bf16"))
+
+
+def test_score_rm_gives_the_same_figures_on_every_shape_of_the_same_rows(trained: Path, tmp_path: Path) -> None:
+    """Anthropic's HH-RLHF rows as released (two whole transcripts), as transcripts with a prompt, TRL's
+    implicit prompt and its one-message replies: the same figures as the rows given as messages."""
+    from test_intake_rows import hh_rows, shapes, write
+
+    from labeler.evaluate.reward_model import score_reward_model
+    from labeler.train.rm.config import ScoreRMConfig
+
+    reports = {}
+    for name, rows in shapes(hh_rows()).items():
+        config = ScoreRMConfig(model=str(trained), pairs=write(tmp_path / f"{name}.jsonl", rows))
+        reports[name] = score_reward_model(config).model_dump(exclude={"pairs_file"})
+    assert reports["messages"]["overall"]["pairs"] == len(hh_rows())
+    for name, report in reports.items():
+        assert report == reports["messages"], name
