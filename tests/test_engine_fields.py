@@ -24,6 +24,7 @@ def test_every_field_is_tagged_with_the_engines_that_read_it() -> None:
         tags = field.json_schema_extra
         assert isinstance(tags, dict) and tags["engines"], name
         assert set(tags["engines"]) <= {"vllm", "hf", "openai"} and isinstance(tags["fingerprint"], bool), name
+        assert isinstance(tags["refused"], bool), name
 
 
 def test_the_derived_lists_are_the_ones_the_engines_were_written_against() -> None:
@@ -31,7 +32,7 @@ def test_the_derived_lists_are_the_ones_the_engines_were_written_against() -> No
                            "max_retries", "retry_backoff", "retry_max_wait", "eject_after")
     assert LOCAL_ONLY == ("dtype", "batch_size", "kv_cache_gib", "threads_bind", "enforce_eager",
                           "enable_prefix_caching", "kv_block_size", "tensor_parallel_size", "data_parallel_size",
-                          "gpu_memory_utilization", "trust_remote_code", "seed", "choice_logits", "deterministic")
+                          "gpu_memory_utilization", "trust_remote_code", "choice_logits", "deterministic")
     assert fingerprint_fields("vllm") == fingerprint_fields("hf") == ("name", "model", "dtype", "choice_logits")
     assert fingerprint_fields("openai") == ("name", "model", "choice_method")
 
@@ -51,5 +52,7 @@ def test_each_engine_class_takes_exactly_the_fields_its_engine_reads(engine: str
 def test_an_option_of_one_kind_of_engine_is_refused_with_the_other() -> None:
     with pytest.raises(Exception, match="options of the openai engine only: --api-key-env"):
         EngineConfig(name="hf", api_key_env="KEY")
-    with pytest.raises(Exception, match="options of the local engines, which the server decides: seed"):
-        EngineConfig(name="openai", model="m", base_urls=("http://localhost:8000",), seed=3)
+    with pytest.raises(Exception, match="options of the local engines, which the server decides: dtype"):
+        EngineConfig(name="openai", model="m", base_urls=("http://localhost:8000",), dtype="float32")
+    # read by vLLM alone, but taken by the others as it always was: they seed each request themselves
+    assert EngineConfig(name="openai", model="m", base_urls=("http://localhost:8000",), seed=3).seed == 3

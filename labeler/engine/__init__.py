@@ -68,10 +68,11 @@ HF: tuple[EngineName, ...] = ("hf",)
 OPENAI: tuple[EngineName, ...] = ("openai",)
 
 
-def applies(engines: tuple[EngineName, ...], *, fingerprint: bool = False) -> dict[str, Any]:
-    """A field's tags: the engines that read it, and whether it enters a dataset's fingerprint (what changes
-    the numbers a model computes does; where and how fast it runs does not)."""
-    return {"engines": list(engines), "fingerprint": fingerprint}
+def applies(engines: tuple[EngineName, ...], *, fingerprint: bool = False, refused: bool = True) -> dict[str, Any]:
+    """A field's tags: the engines that read it, whether it enters a dataset's fingerprint (what changes
+    the numbers a model computes does; where and how fast it runs does not), and whether the other kind
+    of engine refuses it when it is given (`refused` False: taken and ignored, as it always was)."""
+    return {"engines": list(engines), "fingerprint": fingerprint, "refused": refused}
 
 
 class EngineConfig(BaseModel):
@@ -153,7 +154,7 @@ class EngineConfig(BaseModel):
     )
     seed: int = Field(
         0, description="Engine-level seed; requests carry their own seeds too.",
-        json_schema_extra=applies(VLLM),
+        json_schema_extra=applies(VLLM, refused=False),  # the other engines seed each request themselves
     )
     base_urls: tuple[str, ...] = Field(
         (),
@@ -301,7 +302,7 @@ _TAGS: dict[str, dict[str, Any]] = {
 }
 # Options that only one kind of engine reads: giving them to the other kind is a mistake, not a no-op.
 OPENAI_ONLY = tuple(name for name, tags in _TAGS.items() if tags["engines"] == list(OPENAI))
-LOCAL_ONLY = tuple(name for name, tags in _TAGS.items() if "openai" not in tags["engines"])
+LOCAL_ONLY = tuple(name for name, tags in _TAGS.items() if "openai" not in tags["engines"] and tags["refused"])
 # Fields with a command-line option, by their option names.
 OPTION_NAMES = {"base_urls": "--base-url", "api_key_env": "--api-key-env", "choice_method": "--choice-method"}
 # What an engine class is given: the fields its engine reads, less those settled before it starts (which
