@@ -815,7 +815,8 @@ CASES_READING: list[Case] = [
          str(prompts_file(d)), "--out", str(d / "out"), "--shard-index", "-1", "--num-shards", "2"],
          same("--shard-index", "greater than or equal to 0", "(got -1)")),
     Case("run/input-shard-index-past-num-shards", lambda d: ["run", str(run_config(d, work={"shard_index": 2,
-         "num_shards": 2}))], lambda d: [str(d / "run.yaml"), "key work", "shard-index 2 must be below"]),
+         "num_shards": 2}))], lambda d: [str(d / "run.yaml"), "key work",
+                                                   "`shard_index` 2 must be below `num_shards` 2"]),
 ]
 
 ALIAS_BOMB = "[&a [x, x, x, x, x, x, x, x, x], &b [*a, *a, *a, *a, *a, *a, *a, *a, *a], [*b, *b, *b, *b, *b, *b]]"

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import typer.main
+import typer.testing
 from pydantic import BaseModel
 
 from labeler.cli import datasets, judge, stages, training
@@ -158,3 +159,21 @@ def test_the_config_reference_shows_the_defaults_a_section_left_out_gets() -> No
             assert f"| `{key}.{name}` | {type(getattr(params, name)).__name__} | `{getattr(params, name)!r}` |" in text
     assert "| `stages.revise.sampling.top_p` | float | `0.95` |" in text
     assert "| `stages.revise.sampling.max_tokens` | int | `160` |" in text
+
+
+def test_a_field_a_message_names_is_shown_as_the_option_on_the_cli_and_as_the_key_in_a_run(tmp_path: Path) -> None:
+    from labeler.core.errors import InputError, option
+    from labeler.pipeline.run import _with_config_key
+
+    error = InputError(f"pass {option('work.overwrite')} to redo the run; see {option('judge.model')}",
+                       field="work.shard_index")
+    label = CONFIG_COMMANDS["label"]
+    assert label.named(error).render() == "--shard-index: pass --overwrite to redo the run; see --judge-model"
+    assert error.render() == "work.shard_index: pass `work.overwrite` to redo the run; see `judge.model`"
+    in_run = _with_config_key(InputError(f"leave out {option('judge.model')}"), _run_config(tmp_path), "label")
+    assert in_run.render() == "leave out `engine.model`"
+
+
+def test_help_text_names_other_fields_as_their_options() -> None:
+    result = typer.testing.CliRunner().invoke(app, ["export", "--help"], terminal_width=400)
+    assert "instead of --shard-size" in result.output and "\u2039" not in result.output

@@ -50,7 +50,7 @@ def test_each_engine_class_takes_exactly_the_fields_its_engine_reads(engine: str
 
 
 def test_an_option_of_one_kind_of_engine_is_refused_with_the_other() -> None:
-    with pytest.raises(Exception, match="options of the openai engine only: --api-key-env"):
+    with pytest.raises(Exception, match="options of the openai engine only: `api_key_env`"):
         EngineConfig(name="hf", api_key_env="KEY")
     with pytest.raises(Exception, match="options of the local engines, which the server decides: dtype"):
         EngineConfig(name="openai", model="m", base_urls=("http://localhost:8000",), dtype="float32")

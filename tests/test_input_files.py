@@ -225,4 +225,5 @@ def test_a_bad_shard_index_is_one_sentence_without_the_section(tmp_path: Path) -
              "work__shard_index": 5, "work__num_shards": 2}
     with pytest.raises(InputError) as caught:
         _label_command().build(given)
-    assert caught.value.render() == "--shard-index 5 must be below --num-shards 2 (the parts are numbered 0 to 1)"
+    shown = _label_command().named(caught.value).render()  # as the command shows it
+    assert shown == "--shard-index 5 must be below --num-shards 2 (the parts are numbered 0 to 1)"

@@ -123,7 +123,7 @@ def test_a_model_with_its_own_code_needs_trust_remote_code(tmp_path: Path, embed
     folder = _linked_model(tmp_path / "m", embedded_model, auto_map={"AutoModelForCausalLM": "modeling_x.X"})
     with pytest.raises(InputError, match="auto_map"):
         resolve_model(folder)
-    with pytest.raises(InputError, match="--trust-remote-code"):
+    with pytest.raises(InputError, match="`trust_remote_code`"):
         engine_model(EngineConfig(model=str(folder)))
     assert engine_model(EngineConfig(model=str(folder), trust_remote_code=True)).path == folder.resolve()
 

@@ -378,7 +378,7 @@ def test_resume_continues_exactly_where_it_stopped(embedded_model: Path, prompts
     straight = run(tmp_path / "straight", 2)
     interrupted = tmp_path / "interrupted"
     run(interrupted, 1)
-    with pytest.raises(InputError, match="--resume"):
+    with pytest.raises(InputError, match="`resume`"):
         run(interrupted, 2)  # would silently mix two runs in one folder
     with pytest.raises(InputError, match="kl_coef"):
         run(interrupted, 2, resume=True, kl_coef=0.5)  # a different setup cannot continue this run

@@ -237,7 +237,7 @@ def test_resume_refuses_other_settings_and_reuse_needs_resume(
 ) -> None:
     out = tmp_path / "rm"
     train_reward_model(tiny_config(separable_run, tiny_model, out, max_steps=4, checkpoint_every=2))
-    with pytest.raises(InputError, match="--resume to continue"):
+    with pytest.raises(InputError, match="`resume` to continue"):
         train_reward_model(tiny_config(separable_run, tiny_model, out, max_steps=4, checkpoint_every=2))
     with pytest.raises(InputError, match=r"learning_rate: 0\.003 then, 0\.01 now"):
         train_reward_model(

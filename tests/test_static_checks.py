@@ -53,3 +53,57 @@ def test_an_import_up_a_layer_breaks_the_contract(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "labeler.core is not allowed to import labeler.cli" in result.stdout
     assert "labeler.core.errors -> typer" in result.stdout
+
+
+# Strings below the CLI that spell a flag on purpose: values written into files (export filter names, the
+# inputs of a training config), whole command lines shown to a reader (a card, a report), and the one
+# flag of a module run as a script. Every message names config fields (`core.errors.option`) instead.
+SPELLED_FLAGS = {
+    "engine/embedded.py": {"--no-deps"},  # a pip command
+    "engine/pool.py": {"--api-key-env"},  # a server failure found while running, past the CLI's checks
+    "pipeline/config_reference.py": {"--write"},
+    "publish/export.py": {"--drop-flags", "--min-margin", "--min-consistency"},  # the filters' names in manifests
+    "store/card.py": {"--allow-partial", "--help"},
+    "store/manifest.py": {"--min-margin", "--allow-partial"},
+    "store/shards.py": {"--out"},
+    "report/config.py": {"--out"},
+    "report/sections.py": {"--rm", "--human-pairs", "--eval-judge", "--out", "--eval-policy"},
+    "train/common/inputs.py": {"--data"},  # the key of OUT/training-config.json's inputs
+    "train/ppo/rollout.py": {"--rollout-engine", "--rollout-weights"},
+    "train/ppo/rewards.py": {"--reward-rule"},
+    "evaluate/policy_run.py": {"--no-kl"},  # a reason written into eval-policy.json
+}
+
+
+def _strings_with_flags(path: Path) -> set[str]:
+    """The flags spelled in `path`'s string constants, docstrings left out."""
+    import ast
+    import re
+
+    flag = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]+")
+    tree = ast.parse(path.read_text())
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)
+    }
+    return {
+        found
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+        for found in flag.findall(node.value)
+    }
+
+
+def test_below_the_cli_messages_name_config_fields_not_flags() -> None:
+    package = REPO / "labeler"
+    spelled = {}
+    for path in sorted(package.rglob("*.py")):
+        relative = path.relative_to(package).as_posix()
+        if relative.startswith("cli/"):
+            continue
+        extra = _strings_with_flags(path) - SPELLED_FLAGS.get(relative, set())
+        if extra:
+            spelled[relative] = sorted(extra)
+    assert spelled == {}, f"flag names in library strings (name the config field with option()): {spelled}"

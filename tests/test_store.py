@@ -227,7 +227,7 @@ def test_a_different_fingerprint_is_refused_naming_the_keys(tmp_path: Path) -> N
         RunStore.open(run, "preferences", changed)
     message = info.value.render()
     assert "config.n" in message and "seed" in message and "temperature" not in message
-    assert "--overwrite" in message and str(run / "manifest.json") in message
+    assert "pass `overwrite`" in message and str(run / "manifest.json") in message
     assert read_split(run, "preferences").num_rows == 3  # nothing was touched
 
 

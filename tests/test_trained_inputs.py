@@ -96,8 +96,8 @@ def test_resume_on_changed_data_is_refused_and_the_same_data_by_another_path_res
     card = (out / REWARD_CARD).read_bytes()
     with pytest.raises(InputError) as caught:
         train_reward_model(rm_config(run, tiny_model, out, resume=True))
-    assert caught.value.file == str(out / SAVED_CONFIG) and "--data" in caught.value.message
-    assert "another --out" in caught.value.message
+    assert caught.value.file == str(out / SAVED_CONFIG) and "(`data` changed)" in caught.value.render()
+    assert "another `out`" in caught.value.render()
     assert (out / REWARD_CARD).read_bytes() == card  # nothing was written
 
 
@@ -124,7 +124,7 @@ def test_ppo_records_its_reward_model_and_prompts_by_content(tmp_path: Path) -> 
     assert first["--policy"] is None and len(first["--prompts"]) == 64
     (rm / REWARD_CARD).write_text('{"steps": 2}\n')
     resumed = config.model_copy(update={"resume": True})
-    with pytest.raises(InputError, match="--reward-model"):
+    with pytest.raises(InputError, match=r"\(`reward_model` changed\)"):
         resume_point(resumed)
 
 
@@ -183,8 +183,8 @@ def test_run_with_overwrite_retrains_rm_and_ppo_when_the_labels_changed(
     for attempt in (lambda: pipeline._check_trained(rm, keep), lambda: pipeline._train_rm(keep, 1)):
         with pytest.raises(InputError) as caught:
             attempt()
-        message = caught.value.message
-        assert caught.value.file == str(run / "rm") and "--data" in message and "--overwrite" in message
+        message = caught.value.render()  # a run config's terms: its key work.overwrite
+        assert caught.value.file == str(run / "rm") and "`data`" in message and "pass `work.overwrite`" in message
     assert (run / "rm" / REWARD_CARD).read_bytes() == card
 
     # With --overwrite: the reward model is trained again on the new labels, and the policy after it.

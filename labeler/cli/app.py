@@ -21,7 +21,7 @@ from labeler.cli.model import model_prepare
 from labeler.cli.options import Command
 from labeler.cli.run import run_command
 from labeler.cli.validate import validate
-from labeler.core.errors import EngineError, InputError, PartsFailed
+from labeler.core.errors import EngineError, InputError, PartsFailed, show_fields
 from labeler.engine.logs import engine_logs
 
 app = typer.Typer(
@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     except ValidationError as exc:  # a config built outside the options' own validation
         for problem in exc.errors():
             where = ".".join(str(p) for p in problem["loc"]) or exc.title
-            err.print(f"[bold red]error:[/] {where}: {problem['msg']} (got {problem.get('input')!r})", highlight=False)
+            message = show_fields(str(problem["msg"]))
+            err.print(f"[bold red]error:[/] {where}: {message} (got {problem.get('input')!r})", highlight=False)
         sys.exit(2)
     except EngineError as exc:  # servers failing past the retry budget: records written so far are kept
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)

@@ -28,7 +28,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 from typer.core import TyperArgument, TyperCommand
 
-from labeler.core.errors import InputError, InputErrors
+from labeler.core.errors import InputError, InputErrors, show_fields
 
 ENGINE_PANEL = "Engine"
 MAX_INTEGER = 2**63 - 1  # the largest C int64: what islice, numpy and torch take as a count or a seed
@@ -250,13 +250,7 @@ class ConfigCommand:
         app.command(self.name, cls=Command)(invoke)
 
     def flag_of(self, field_path: str) -> str | None:
-        """The option of a config field: the option bound to that path, else (a field of a nested config a
-        library function was given on its own, such as an engine's) the first option whose path ends in it."""
-        opts = [opt for opt in self.opts if not opt.merge_file]
-        exact = next((opt for opt in opts if opt.path == field_path), None)
-        inner = next((opt for opt in opts if opt.path.endswith("." + field_path)), None)
-        found = exact or inner
-        return found.cli_flag if found is not None else None
+        return flag_of(self.opts, field_path)
 
     def named(self, error: InputError) -> InputError:
         """`error` with the config field it names shown as its option."""
@@ -289,6 +283,7 @@ class ConfigCommand:
         else:
             assert info is not None
             help_text = (info.description or "") + (f" {opt.extra_help}" if opt.extra_help else "")
+            help_text = show_fields(help_text, self.flag_of)
             kind = opt.cli_type or cli_type(info.annotation)
             if self._takes_paths(opt) and opt.cli_type is None:
                 # As text: typer's Path turns '' into '.' (the current folder) before any check could see it.
@@ -442,16 +437,28 @@ def _problem(error: Mapping[str, Any], opts: Sequence[Opt], files: Sequence[File
     return InputError(message if isinstance(value, Mapping) else with_value(message, value), where=where)
 
 
+def flag_of(opts: Sequence[Opt], field_path: str) -> str | None:
+    """The option of a config field: the option bound to that path, else (a field of a nested config a
+    library function was given on its own, such as an engine's) the first option whose path ends in it.
+
+    >>> flag_of([Opt("work.shard_index")], "shard_index")
+    '--shard-index'
+    """
+    opts = [opt for opt in opts if not opt.merge_file]
+    exact = next((opt for opt in opts if opt.path == field_path), None)
+    inner = next((opt for opt in opts if opt.path.endswith("." + field_path)), None)
+    found = exact or inner
+    return found.cli_flag if found is not None else None
+
+
 def named(error: InputError, flag_of: Callable[[str], str | None]) -> InputError:
-    """`error` (each of `InputErrors`) with its config field shown as the option `flag_of` gives for it.
+    """`error` (each of `InputErrors`) with its config field, and each field its message names, shown as
+    the option `flag_of` gives for it.
 
     >>> named(InputError("no prompts", field="prompts"), {"prompts": "--prompts"}.get).render()
     '--prompts: no prompts'
     """
-    if isinstance(error, InputErrors):
-        return InputErrors([named(e, flag_of) for e in error.errors])
-    flag = flag_of(error.field) if error.field is not None else None
-    return error if flag is None else error.naming(flag)
+    return error.shown(flag_of)
 
 
 def check_given(opt: Opt, value: Any, *, path_option: bool, bounded: bool = False) -> None:

@@ -7,13 +7,49 @@ A library function names the config field a problem is about by its path in the 
 given (`field="judge.model"`), never by a command-line flag: the CLI shows that field as its option
 (`--judge-model`), `labeler run` as its run-config key (`key engine.model`). `where` is any other
 location (a principle, a key inside a file), or, after a field, the text that follows the field's name.
+
+A message that names another field (what to pass instead, which two go together) writes it as
+`option("overwrite")`; the CLI shows each such field as its option, `labeler run` as its key, and
+`render` (a library caller) as the field itself, quoted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+# A config field named inside a message: `‹out›`. Characters no field name, path or flag holds.
+FIELD_MARK = re.compile(r"\u2039([A-Za-z_][A-Za-z0-9_.]*)\u203a")
+
+
+def option(field: str) -> str:
+    """The config field `field` (a dotted path) named inside a message, for whoever shows the message to
+    say it in the user's terms: the CLI as the field's option, `labeler run` as its config key.
+
+    >>> InputError(f"pass {option('overwrite')} to replace it").render()
+    'pass `overwrite` to replace it'
+    """
+    return f"\u2039{field}\u203a"
+
+
+def show_fields(text: str, name_of: Callable[[str], str | None] | None = None) -> str:
+    """`text` with each field `option` marked shown as `name_of` names it (the field itself, quoted,
+    where `name_of` is None or gives None).
+
+    >>> show_fields(f"give {option('shard_index')} 2", {"shard_index": "--shard-index"}.get)
+    'give --shard-index 2'
+    >>> show_fields(f"give {option('shard_index')} 2")
+    'give `shard_index` 2'
+    """
+
+    def shown(match: re.Match[str]) -> str:
+        field = match.group(1)
+        name = name_of(field) if name_of is not None else None
+        return name if name is not None else f"`{field}`"
+
+    return FIELD_MARK.sub(shown, text)
 
 
 class InputError(Exception):
@@ -43,8 +79,9 @@ class InputError(Exception):
                 location += f":{self.line}"
         where = self.place()
         if where:
-            location = f"{location} ({where})" if location else where
-        return f"{location}: {self.message}" if location else self.message
+            location = f"{location} ({show_fields(where)})" if location else show_fields(where)
+        message = show_fields(self.message)
+        return f"{location}: {message}" if location else message
 
     def place(self, field_name: str | None = None) -> str | None:
         """The field (as `field_name`, by default its path) followed by `where`; or `where` alone.
@@ -69,6 +106,19 @@ class InputError(Exception):
         """The same problem with its field shown as `field_name` (an option, a config key)."""
         where = self.place(field_name)
         return InputError(self.message, file=self.file, line=self.line, where=where)
+
+    def shown(self, name_of: Callable[[str], str | None]) -> InputError:
+        """The same problem (each of `InputErrors`) in the user's terms: its field, and every field its
+        message names, as `name_of` names them (an option, a config key); a field it does not name stays.
+
+        >>> InputError(f"give {option('prompts')} too", field="pairs").shown({"pairs": "--pairs"}.get).render()
+        '--pairs: give `prompts` too'
+        """
+        name = name_of(self.field) if self.field is not None else None
+        where = self.place(name) if name is not None else self.where  # the field, shown, goes into `where`
+        return InputError(show_fields(self.message, name_of), file=self.file, line=self.line,
+                          where=show_fields(where, name_of) if where else where,
+                          field=None if name is not None else self.field)
 
 
 @contextmanager
@@ -108,6 +158,9 @@ class InputErrors(InputError):
 
     def render(self) -> str:
         return "\n".join(e.render() for e in self.errors)
+
+    def shown(self, name_of: Callable[[str], str | None]) -> InputErrors:
+        return InputErrors([e.shown(name_of) for e in self.errors])
 
 
 class EngineError(Exception):

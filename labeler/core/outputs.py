@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
-from labeler.core.errors import InputError, about_field
+from labeler.core.errors import InputError, about_field, option
 from labeler.core.input_files import file_kind
 from labeler.core.layout import (
     MANIFEST_LOCK,
@@ -57,7 +57,7 @@ def check_outputs(
     """`InputError` naming `out` and `field` (the config field that holds it) unless `out` can take this
     command's output of `kind`.
 
-    `inputs` maps each input option (its flag, e.g. "--pairs") to the paths given for it; a model argument
+    `inputs` maps each input (its config field, e.g. "pairs") to the paths given for it; a model argument
     that is not an existing path (a Hub id, "default") is no local input and is left out. `same_run`: an
     input run that `out` may be, because the command writes another split of it. Writes nothing.
     """
@@ -71,8 +71,8 @@ def _check_outputs(out: Path, kind: OutputKind, inputs: Mapping[str, InputPaths]
     _check_links(out, where)
     resolved = Path(os.path.realpath(out))
     _check_place(out, resolved, where)
-    for flag, path in named_inputs(inputs):
-        _check_not_over_input(out, resolved, kind, flag, path, same_run, where)
+    for field, path in named_inputs(inputs):
+        _check_not_over_input(out, resolved, kind, field, path, same_run, where)
     if kind == "file":
         check_output_file(out, where=where)
     else:
@@ -123,16 +123,16 @@ def check_output_file(path: Path, *, where: str = "") -> None:
 
 
 def named_inputs(inputs: Mapping[str, InputPaths]) -> Iterator[tuple[str, Path]]:
-    """Each (flag, path) of `inputs` that names something on disk (Hub ids and "default" are not paths).
+    """Each (field, path) of `inputs` that names something on disk (Hub ids and "default" are not paths).
 
-    >>> list(named_inputs({"--pairs": Path("/"), "--model": "default", "--compare": ("/", "/nowhere")}))
-    [('--pairs', PosixPath('/')), ('--compare', PosixPath('/'))]
+    >>> list(named_inputs({"pairs": Path("/"), "model": "default", "compare": ("/", "/nowhere")}))
+    [('pairs', PosixPath('/')), ('compare', PosixPath('/'))]
     """
-    for flag, given in inputs.items():
+    for field, given in inputs.items():
         paths: Sequence[Path | str] = () if given is None else (given,) if isinstance(given, str | Path) else given
         for path in map(Path, paths):
             if str(path) and os.path.lexists(path):  # never raises, even for a name too long
-                yield flag, path
+                yield field, path
 
 
 def is_inside(path: Path, folder: Path) -> bool:
@@ -196,17 +196,17 @@ def _check_place(out: Path, resolved: Path, where: str) -> None:
 
 
 def _check_not_over_input(
-    out: Path, resolved: Path, kind: OutputKind, flag: str, path: Path, same_run: Path | None, where: str
+    out: Path, resolved: Path, kind: OutputKind, field: str, path: Path, same_run: Path | None, where: str
 ) -> None:
-    """The output is not the input given as `flag`, does not hold it, and is not inside a run's split."""
+    """The output is not the input given as `field`, does not hold it, and is not inside a run's split."""
     source = Path(os.path.realpath(path))
     if _same(out, resolved, path, source):
         if kind == "run" and same_run is not None and _same(same_run, Path(os.path.realpath(same_run)), path, source):
             return  # the command writes another split of the run it reads
         what = "file" if source.is_file() else "folder"
         raise InputError(
-            f"is the {what} given as {flag} ({path}): writing the output there would replace that input; "
-            "choose another --out",
+            f"is the {what} given as {option(field)} ({path}): writing the output there would replace that input; "
+            "choose another ‹out›",
             file=out,
             where=where,
         )
@@ -214,7 +214,7 @@ def _check_not_over_input(
         return  # a part of this run, built under OUT/.parts and merged into it
     if kind != "file" and is_inside(source, resolved):
         raise InputError(
-            f"holds the input given as {flag} ({path}): the output would be written over its own inputs; "
+            f"holds the input given as {option(field)} ({path}): the output would be written over its own inputs; "
             "choose a folder of its own",
             file=out,
             where=where,
@@ -223,7 +223,7 @@ def _check_not_over_input(
         for reserved in _run_folders(source):
             if is_inside(resolved, reserved):
                 raise InputError(
-                    f"is inside {reserved}, a folder of the run given as {flag}: labeler writes that folder "
+                    f"is inside {reserved}, a folder of the run given as {option(field)}: labeler writes that folder "
                     "itself; choose a folder beside it",
                     file=out,
                     where=where,

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from labeler.core.errors import InputError
+from labeler.core.errors import InputError, option
 from labeler.engine.base import (
     MAX_CONTEXT_TOKENS,
     ChoiceRequest,
@@ -264,14 +264,13 @@ class EngineConfig(BaseModel):
                                  field="name", where="openai")
             if self.model == "default":
                 raise InputError(
-                    "the openai engine needs the name the servers serve the model under (--model, or --judge-model "
-                    "for label and eval-judge; model in a config file)",
+                    "the openai engine needs the name the servers serve the model under, as its ‹model›",
                     field="name", where="openai",
                 )
         else:
             remote = [key for key in OPENAI_ONLY if getattr(self, key) != defaults[key]]
             if remote:
-                options = ", ".join(OPTION_NAMES.get(key, key) for key in remote)
+                options = ", ".join(option(key) for key in remote)
                 raise InputError(f"options of the openai engine only: {options}", field="name", where=self.name)
         return self
 
@@ -303,8 +302,6 @@ _TAGS: dict[str, dict[str, Any]] = {
 # Options that only one kind of engine reads: giving them to the other kind is a mistake, not a no-op.
 OPENAI_ONLY = tuple(name for name, tags in _TAGS.items() if tags["engines"] == list(OPENAI))
 LOCAL_ONLY = tuple(name for name, tags in _TAGS.items() if "openai" not in tags["engines"] and tags["refused"])
-# Fields with a command-line option, by their option names.
-OPTION_NAMES = {"base_urls": "--base-url", "api_key_env": "--api-key-env", "choice_method": "--choice-method"}
 # What an engine class is given: the fields its engine reads, less those settled before it starts (which
 # engine, which model, how many replicas; `deterministic` is the dtype it computes in).
 SETTLED_BEFORE = ("name", "model", "data_parallel_size", "deterministic")
@@ -350,7 +347,7 @@ def normalize_base_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.username is not None or parts.password is not None:
         # Never echo it: the URL holds a credential. Keys come from the variable --api-key-env names.
-        raise ValueError("a server URL must not hold credentials (user:password@); name a key with --api-key-env")
+        raise ValueError("a server URL must not hold credentials (user:password@); name a key with ‹api_key_env›")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"an http:// or https:// URL with a host is needed, got {url!r}")
     if parts.query or parts.fragment:

@@ -268,7 +268,7 @@ def check_model_folder(
     check_tokenizer_files(path, where=where)
     if "auto_map" in config and not trust_remote_code:
         raise InputError(
-            "config.json has auto_map: the model runs code shipped with it; give --trust-remote-code to allow that",
+            "config.json has auto_map: the model runs code shipped with it; give ‹trust_remote_code› to allow that",
             file=config_file, where=where,
         )
     return context_length(config)

@@ -110,7 +110,7 @@ class PairResult(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     line: int = Field(description="Line (or row number) of the pair in the input file.")
-    group: str | None = Field(description="Its value of the --group-by column.")
+    group: str | None = Field(description="Its value of the group_by column.")
     chosen_is_a: bool = Field(description="Whether the human's chosen response was laid out as response_a.")
     p_a: float = Field(description="Judge's probability that response_a is better, both orders averaged.")
     p_chosen: float = Field(description="Judge's probability that the human's chosen response is better.")
@@ -134,7 +134,7 @@ class EvalJudgeReport(BaseModel):
     group_by: str | None
     chosen_as_a: int = Field(description="Pairs laid out with the human's choice as response_a.")
     overall: JudgeMetrics
-    groups: dict[str, JudgeMetrics] = Field(description="The same metrics per value of the --group-by column.")
+    groups: dict[str, JudgeMetrics] = Field(description="The same metrics per value of the group_by column.")
     reliability: list[ReliabilityBin]
     pairs: list[PairResult]
 

@@ -141,9 +141,9 @@ def eval_judge(config: EvalJudgeConfig, judge: Engine | None = None) -> EvalJudg
     human = read_human_pairs(config.pairs, config.group_by, config.options.seed)
     if config.out is not None:
         check_outputs(config.out, "file", {
-            "--pairs": config.pairs, "--constitution": config.constitution, "--templates": config.templates,
-            "--compare": config.compare, "--few-shot-file": config.options.few_shot_file,
-            "--judge-model": config.judge.model,
+            "pairs": config.pairs, "constitution": config.constitution, "templates": config.templates,
+            "compare": config.compare, "options.few_shot_file": config.options.few_shot_file,
+            "judge.model": config.judge.model,
         })
     results = _judge_all(config, configurations, human, judge)
     reports = [build_report(config, p.configuration, human, records, model_id)

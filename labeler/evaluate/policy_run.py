@@ -54,27 +54,15 @@ POLICY_HELP = (
 )
 
 
-class EvalPolicyConfig(BaseModel):
-    """Options of `labeler eval-policy`."""
+class EvalSettings(BaseModel):
+    """How `labeler eval-policy` compares two policies: everything but which policies, on which prompts,
+    judged by what, and where the report goes (what a run config's `stages.eval` holds)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    baseline: str = Field(description="The policy to beat: " + POLICY_HELP)
-    candidate: str = Field(description="The policy being evaluated: " + POLICY_HELP)
-    prompts: Path = Field(
-        description="Held-out prompts (JSONL, Parquet or Arrow): `prompt` text or a `messages` list per row."
-    )
-    constitution: Path = Field(description="Constitution whose judge questions (else definitions) judge the pairs.")
     group_by: str | None = Field(None, description="Column of the prompts to report the win rate per value of.")
     principles: tuple[str, ...] = Field(
         (), description="Judge under these principle ids only (default: every principle with a judge question)."
-    )
-    judge: EngineConfig = Field(
-        default_factory=EngineConfig,
-        description="The judge model and engine; both policies sample on the same engine settings.",
-    )
-    reward_model: str | None = Field(
-        None, description="A reward model (`labeler train-rm` output) to score both policies' answers with."
     )
     sampling: GenerationParams = Field(
         default_factory=lambda: GenerationParams(temperature=1.0, top_p=1.0, max_tokens=128),
@@ -87,10 +75,28 @@ class EvalPolicyConfig(BaseModel):
     )
     cot: bool = Field(False, description="The judge writes a rationale (greedy) before it chooses.")
     cot_max_tokens: int = Field(128, ge=8, description="Longest rationale, in tokens.")
-    templates: Path | None = Field(None, description="Folder of templates overriding the shipped ones.")
-    seed: int = Field(0, description="Seeds the answers of both policies and the bootstrap intervals.")
     limit: int | None = Field(None, ge=1, description="Use only the first N prompts.")
     batch_size: int = Field(64, ge=1, description="Prompts per engine call.")
+
+
+class EvalPolicyConfig(EvalSettings):
+    """Options of `labeler eval-policy`."""
+
+    baseline: str = Field(description="The policy to beat: " + POLICY_HELP)
+    candidate: str = Field(description="The policy being evaluated: " + POLICY_HELP)
+    prompts: Path = Field(
+        description="Held-out prompts (JSONL, Parquet or Arrow): `prompt` text or a `messages` list per row."
+    )
+    constitution: Path = Field(description="Constitution whose judge questions (else definitions) judge the pairs.")
+    judge: EngineConfig = Field(
+        default_factory=EngineConfig,
+        description="The judge model and engine; both policies sample on the same engine settings.",
+    )
+    reward_model: str | None = Field(
+        None, description="A reward model (`labeler train-rm` output) to score both policies' answers with."
+    )
+    templates: Path | None = Field(None, description="Folder of templates overriding the shipped ones.")
+    seed: int = Field(0, description="Seeds the answers of both policies and the bootstrap intervals.")
     out: Path | None = Field(None, description="Write the report as JSON here (default: print only).")
     quiet: bool = Field(False, description="Plain log lines instead of progress bars.")
 
@@ -121,7 +127,7 @@ def check_eval_policy(config: EvalPolicyConfig, *, candidate_ready: bool = True)
     evaluation train them); the plan then names the baseline in their place.
     """
     if config.judge.data_parallel_size > 1:
-        raise InputError("eval-policy runs one engine at a time; leave out --data-parallel-size",
+        raise InputError("eval-policy runs one engine at a time; leave out ‹data_parallel_size›",
                          field="judge.data_parallel_size")
     constitution = load_constitution(config.constitution)
     questions = constitution.for_stage("judge")
@@ -153,9 +159,9 @@ def check_eval_policy(config: EvalPolicyConfig, *, candidate_ready: bool = True)
             reward = resolve_model(config.reward_model, field="reward_model", kind="reward")
     if config.out is not None:
         check_outputs(config.out, "file", {
-            "--prompts": config.prompts, "--constitution": config.constitution, "--templates": config.templates,
-            "--baseline": config.baseline, "--candidate": config.candidate, "--reward-model": config.reward_model,
-            "--judge-model": config.judge.model,
+            "prompts": config.prompts, "constitution": config.constitution, "templates": config.templates,
+            "baseline": config.baseline, "candidate": config.candidate, "reward_model": config.reward_model,
+            "judge.model": config.judge.model,
         })
     return EvalPlan(prompts, tuple(available), salmon, templates, baseline, candidate, judge, reward)
 

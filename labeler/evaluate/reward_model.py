@@ -77,7 +77,7 @@ def score_reward_model(config: ScoreRMConfig) -> ScoreReport:
     folder = resolve_model(config.model, field="model", kind="reward").folder()
     pairs = read_human_labelled_pairs(config.pairs, group_by=config.group_by)
     if config.out is not None:
-        check_outputs(config.out, "file", {"--model": config.model, "--pairs": config.pairs})
+        check_outputs(config.out, "file", {"model": config.model, "pairs": config.pairs})
     model = load_reward_model(folder, max_length=config.max_length, batch_size=config.batch_size)
     chosen = model.score([p.conversation(p.chosen) for p in pairs]).float().cpu().tolist()
     rejected = model.score([p.conversation(p.rejected) for p in pairs]).float().cpu().tolist()

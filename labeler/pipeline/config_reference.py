@@ -15,6 +15,8 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from labeler.core.errors import show_fields
+
 START = "<!-- config-reference:start -->"
 END = "<!-- config-reference:end -->"
 
@@ -71,7 +73,7 @@ def reference(
     for name, info in model.model_fields.items():
         key = f"{prefix}.{name}" if prefix else name
         value = getattr(defaults, name) if isinstance(defaults, model) else _default_value(info)
-        description = (info.description or "").replace("|", "\\|")
+        description = show_fields(info.description or "").replace("|", "\\|")
         kind = _type_name(info.annotation).replace("|", "\\|")
         lines.append(f"| `{key}` | {kind} | {_shown(value)} | {description} |")
         nested += [(key, m, value if isinstance(value, m) else None) for m in _nested_models(info.annotation)]

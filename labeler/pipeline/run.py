@@ -24,20 +24,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from labeler.core.config_files import read_yaml_mapping
-from labeler.core.errors import InputError, InputErrors
+from labeler.core.errors import InputError, InputErrors, option
 from labeler.engine import EngineConfig, GenerationParams
 from labeler.evaluate.policy_report import EVAL_POLICY_JSON
-from labeler.evaluate.policy_run import EvalPolicyConfig
+from labeler.evaluate.policy_run import EvalPolicyConfig, EvalSettings
 from labeler.inputs.rows import check_input_file
 from labeler.stages.common import WorkSelection
 from labeler.stages.judge import JudgeOptions
 from labeler.stages.label import PAIR_SAMPLING
 from labeler.stages.revise import REVISE_SAMPLING
-from labeler.train.ppo.config import PPOConfig
-from labeler.train.rm.config import RMTrainConfig
+from labeler.train.ppo.config import PPOConfig, PPOSettings
+from labeler.train.rm.config import RMSettings, RMTrainConfig
 
 if TYPE_CHECKING:
     from labeler.engine.model_ref import ModelRef
@@ -45,14 +45,6 @@ if TYPE_CHECKING:
     from labeler.stages.revise import ReviseConfig
 
 _FORBID = ConfigDict(frozen=True, extra="forbid")
-
-
-def _stage_model(name: str, source: type[BaseModel], drop: set[str]) -> type[BaseModel]:
-    """A stage section made from a trainer's own config (help text written once, in one place)."""
-    fields: dict[str, Any] = {
-        key: (info.annotation, info) for key, info in source.model_fields.items() if key not in drop
-    }
-    return create_model(name, __config__=_FORBID, __doc__=f"The `{name}` stage: fields of {source.__name__}.", **fields)
 
 
 class ReviseStage(BaseModel):
@@ -89,16 +81,18 @@ class LabelStage(BaseModel):
     options: JudgeOptions = Field(default_factory=JudgeOptions, description="How pairs are judged (seed: the run's).")
 
 
-# The trainers' own configs, less what the run config decides for them (data, output folder, seed, resuming).
-TrainRMStage = _stage_model("TrainRMStage", RMTrainConfig, {"data", "out", "resume", "seed", "constitution", "quiet"})
-PPOStage = _stage_model(
-    "PPOStage", PPOConfig, {"prompts", "out", "reward_model", "reward_rule", "seed", "resume", "quiet"}
-)
-EvalStage = _stage_model(
-    "EvalStage",
-    EvalPolicyConfig,
-    {"baseline", "candidate", "prompts", "constitution", "judge", "reward_model", "templates", "seed", "out", "quiet"},
-)
+# The trainers' and the evaluation's own settings: the run config decides the rest for them (data, prompts,
+# reward, output folder, seed, resuming).
+class TrainRMStage(RMSettings):
+    """Reward-model training on the preference split (`labeler train-rm`'s settings)."""
+
+
+class PPOStage(PPOSettings):
+    """PPO against the trained reward model (`labeler ppo`'s settings)."""
+
+
+class EvalStage(EvalSettings):
+    """Each iteration's policy against the start (`labeler eval-policy`'s settings)."""
 
 
 class Stages(BaseModel):
@@ -107,8 +101,8 @@ class Stages(BaseModel):
     model_config = _FORBID
     revise: ReviseStage | None = Field(default_factory=ReviseStage, description="Critique-and-revise.")
     label: LabelStage | None = Field(default_factory=LabelStage, description="A/B judging.")
-    train_rm: TrainRMStage | None = Field(None, description="Reward-model training on the preference split.")  # type: ignore[valid-type]
-    ppo: PPOStage | None = Field(None, description="PPO against the trained reward model.")  # type: ignore[valid-type]
+    train_rm: TrainRMStage | None = Field(None, description="Reward-model training on the preference split.")
+    ppo: PPOStage | None = Field(None, description="PPO against the trained reward model.")
     iterations: int | None = Field(
         None,
         ge=1,
@@ -117,8 +111,8 @@ class Stages(BaseModel):
         "and policy; each iteration's policy is evaluated against the starting policy on eval_prompts. "
         "null: one pass, in the run folder itself.",
     )
-    eval: EvalStage = Field(  # type: ignore[valid-type]
-        default_factory=lambda: EvalStage(),
+    eval: EvalStage = Field(
+        default_factory=EvalStage,
         description="How each iteration's policy is evaluated (`labeler eval-policy`; the judge is `engine`).",
     )
     report: bool = Field(True, description="Write RUN/report/ with statistics and plots.")
@@ -375,9 +369,16 @@ def _check_evaluation(config: RunConfig, k: int) -> None:
 
 
 def _with_config_key(error: InputError, config: RunConfig, stage: str) -> InputError:
-    """The error with the field (of `stage`'s config) it names shown as the run config's key."""
+    """The error with the field (of `stage`'s config) it names shown as the run config's key, and each
+    field its message names as its key."""
     key = config_key(config, stage, error.field) if error.field is not None else None
-    return error if key is None else error.naming(f"key {key}")
+    keyed = error if key is None else error.naming(f"key {key}")
+
+    def quoted_key(field: str) -> str | None:
+        key = config_key(config, stage, field)
+        return None if key is None else f"`{key}`"
+
+    return keyed.shown(quoted_key)
 
 
 def device_plan(config: RunConfig) -> list[str]:
@@ -625,10 +626,10 @@ def _ppo_finished(ppo: PPOConfig) -> bool:
 def _changed_inputs(trainer: RMTrainConfig | PPOConfig) -> list[str]:
     """The options whose input holds other content than when the run in `trainer.out` started (none when
     no run is there, or it recorded no inputs)."""
-    from labeler.train.common.inputs import changed_inputs, saved_run_config
+    from labeler.train.common.inputs import changed_inputs, field_of, saved_run_config
 
     saved = saved_run_config(trainer.out)
-    return [] if saved is None else changed_inputs(trainer, saved)
+    return [] if saved is None else [option(field_of(key)) for key in changed_inputs(trainer, saved)]
 
 
 def _check_trained(trainer: RMTrainConfig | PPOConfig, config: RunConfig) -> None:
@@ -645,8 +646,8 @@ def _refuse_changed(trainer: RMTrainConfig | PPOConfig, changed: list[str]) -> N
     """`InputError` naming the trained folder when inputs it was trained on changed."""
     if changed:
         raise InputError(
-            f"was trained on inputs that hold other content now ({', '.join(changed)} changed); pass --overwrite "
-            "to train it again, or choose another out",
+            f"was trained on inputs that hold other content now ({', '.join(changed)} changed); pass "
+            "‹work.overwrite› to train it again, or choose another ‹out›",
             file=trainer.out,
             where=changed[0],
         )

@@ -135,11 +135,11 @@ class ExportConfig(BaseModel):
         description="Keep only pairs whose two presentation orders agree: both prefer the same response "
         "(`consistent`) and 1 − |p_a_ab − p_a_ba| is at least this (0 keeps every consistent pair).",
     )
-    shard_rows: int | None = Field(None, ge=1, description="Rows per output shard (instead of --shard-size).")
+    shard_rows: int | None = Field(None, ge=1, description="Rows per output shard (instead of ‹shard_size›).")
     shard_size: str | None = Field(
         None,
         description=f"Target size of an output shard, e.g. 500MB or 2GiB, measured in memory before encoding "
-        f"(default {DEFAULT_SHARD_SIZE} unless --shard-rows is given).",
+        f"(default {DEFAULT_SHARD_SIZE} unless ‹shard_rows› is given).",
     )
     allow_partial: bool = Field(False, description="Export a split that is still being written (marked partial).")
 
@@ -169,7 +169,7 @@ class ExportConfig(BaseModel):
     @model_validator(mode="after")
     def _one_shard_target(self) -> ExportConfig:
         if self.shard_rows is not None and self.shard_size is not None:
-            raise ValueError("give --shard-rows or --shard-size, not both")
+            raise ValueError("give ‹shard_rows› or ‹shard_size›, not both")
         return self
 
     @property
@@ -308,7 +308,7 @@ def check_export(config: ExportConfig) -> ExportPlan:
     if running and not config.allow_partial:
         raise InputError(
             f"split {running[0]!r} is still being written ({manifest.splits[running[0]].rows} records so far); "
-            "finish the run, or pass --allow-partial to export what is there (the export is marked partial)",
+            "finish the run, or pass ‹allow_partial› to export what is there (the export is marked partial)",
             file=manifest_path(run),
             field="allow_partial",
         )

@@ -97,11 +97,11 @@ def language_codes(codes: tuple[str, ...]) -> tuple[str, ...]:
     >>> language_codes(("en, fr",))
     Traceback (most recent call last):
     ...
-    ValueError: 'en, fr' is not a language code: give one ISO 639 code per --language, such as en, fr or zh-Hans
+    ValueError: 'en, fr' is not a language code: give one ISO 639 code per ‹language›, such as en, fr or zh-Hans
     """
     for code in codes:
         if not _LANGUAGE.fullmatch(code):
-            raise ValueError(f"{code!r} is not a language code: give one ISO 639 code per --language, "
+            raise ValueError(f"{code!r} is not a language code: give one ISO 639 code per ‹language›, "
                              "such as en, fr or zh-Hans")  # fmt: skip
     return tuple(dict.fromkeys(codes))
 
@@ -122,7 +122,7 @@ class PushConfig(BaseModel):
         None, description="License id for the card (e.g. apache-2.0); default: the constitutions' licenses."
     )
     language: Annotated[tuple[str, ...], AfterValidator(language_codes)] = Field(
-        ("en",), min_length=1, description="Language codes of the data, ISO 639 (repeat: --language en --language fr)."
+        ("en",), min_length=1, description="Language codes of the data, ISO 639 (repeat: ‹language› en ‹language› fr)."
     )
     pretty_name: str | None = Field(None, description="Title of the dataset on the Hub (default: NAME).")
 
@@ -260,7 +260,7 @@ def hub_token(value: str | None) -> str | None:
     token = value.strip()
     if not token:
         raise InputError("is set but empty (only blanks); set it to a Hugging Face token with write access, "
-                         "or leave it unset for a --dry-run", where=TOKEN_ENV)  # fmt: skip
+                         "or leave it unset for a ‹dry_run›", where=TOKEN_ENV)  # fmt: skip
     return token
 
 

@@ -43,9 +43,9 @@ class WorkSelection(BaseModel):
     @model_validator(mode="after")
     def _part_is_complete(self) -> WorkSelection:
         if (self.shard_index is None) != (self.num_shards is None):
-            raise ValueError("--shard-index and --num-shards go together")
+            raise ValueError("‹shard_index› and ‹num_shards› go together")
         if self.shard_index is not None and self.num_shards is not None and self.shard_index >= self.num_shards:
-            raise ValueError(f"--shard-index {self.shard_index} must be below --num-shards {self.num_shards} "
+            raise ValueError(f"‹shard_index› {self.shard_index} must be below ‹num_shards› {self.num_shards} "
                              f"(the parts are numbered 0 to {self.num_shards - 1})")
         return self
 

@@ -44,7 +44,7 @@ def answer_prompts(config: GenerateConfig) -> list[Answer]:
         raise InputError("no prompts in the file", file=config.prompts, field="prompts")
     model = engine_model(config.engine, field="engine.model")
     if config.out is not None:
-        check_outputs(config.out, "file", {"--prompts": config.prompts, "--model": config.engine.model})
+        check_outputs(config.out, "file", {"prompts": config.prompts, "engine.model": config.engine.model})
     with open_engine(config.engine, model) as engine:
         seeds = [config.sampling.seed or 0] * len(prompts)
         generations = engine.generate([p.messages for p in prompts], config.sampling, seeds)

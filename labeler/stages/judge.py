@@ -64,7 +64,7 @@ class JudgeOptions(BaseModel):
     )
     few_shot_file: Path | None = Field(
         None,
-        description="Demonstrations for --few-shot: {conversation, better, worse} entries or the CAI feedback "
+        description="Demonstrations for ‹few_shot›: {conversation, better, worse} entries or the CAI feedback "
         'few-shot format ({"prompt", "corrects", "incorrects"}); default: the constitution\'s judge_few_shot.',
     )
     decide: Literal["judge", "salmon"] = Field(
@@ -98,7 +98,7 @@ class JudgeOptions(BaseModel):
             raise ValueError("decide: salmon scores definitions without a rationale: leave cot off")
         if self.cot_clamp is not None and not self.cot:
             # InputError passes through pydantic unchanged: the message names the option, not the whole section.
-            raise InputError("is given but cot is off: the clamp bounds the soft label of a rationale (--cot)",
+            raise InputError("is given but cot is off: the clamp bounds the soft label of a rationale (‹cot›)",
                              field="cot_clamp", where="(cot_clamp)")
         if self.few_shot_file is not None and self.few_shot == 0:
             raise ValueError("few_shot_file is given but few_shot is 0: say how many demonstrations to show")
@@ -124,13 +124,13 @@ def panel_for(constitution: Constitution, options: JudgeOptions, where: str) -> 
     judge = constitution.for_stage("judge") if options.decide == "judge" else ()
     salmon = definitions if options.salmon or options.decide == "salmon" or not judge else ()
     if (options.salmon or options.decide == "salmon") and not definitions:
-        flag = "--salmon" if options.salmon else "--decide salmon"
+        flag = "‹salmon›" if options.salmon else "‹decide› salmon"
         raise InputError(f"{flag} needs principles with a definition; this constitution has none", file=where)
     if not judge and not salmon:
         raise InputError("no principle has a judge question or a definition, so nothing can judge pairs", file=where)
     asked = int(options.principles.split(":")[1]) if options.principles.startswith("sample:") else 0
     if judge and asked > len(judge):
-        raise InputError(f"--principles {options.principles} asks for {asked} principles per pair; the constitution "
+        raise InputError(f"‹principles› {options.principles} asks for {asked} principles per pair; the constitution "
                          f"has {len(judge)} with a judge question", file=where)
     demos: tuple[JudgeDemo, ...] = ()
     if options.few_shot:
@@ -138,7 +138,7 @@ def panel_for(constitution: Constitution, options: JudgeOptions, where: str) -> 
         demos = read_judge_demos(source) if source is not None else constitution.judge_few_shot
         if len(demos) < options.few_shot:
             holder = f"{source} holds" if source is not None else "the constitution's judge_few_shot holds"
-            raise InputError(f"--few-shot {options.few_shot} asks for more demonstrations than {holder} "
+            raise InputError(f"‹few_shot› {options.few_shot} asks for more demonstrations than {holder} "
                              f"({len(demos)})", file=source or where)
         demos = demos[: options.few_shot]
     return Panel(judge, salmon, demos)

@@ -55,7 +55,7 @@ class LabelConfig(BaseModel):
     pairs: Path | None = Field(None, description="File of `prompt` (or `messages`), `response_a`, `response_b`.")
     pairs_from: Path | None = Field(None, description="A revise run: its initial response vs final revision.")
     judge: EngineConfig = Field(default_factory=EngineConfig, description="The judge model and engine.")
-    policy: EngineConfig | None = Field(None, description="Policy for --prompts (default: the judge model).")
+    policy: EngineConfig | None = Field(None, description="Policy for ‹prompts› (default: the judge model).")
     pair_sampling: GenerationParams = Field(
         default=PAIR_SAMPLING,
         description="How the policy samples the two responses of a pair.",
@@ -68,7 +68,7 @@ class LabelConfig(BaseModel):
     def _one_source(self) -> LabelConfig:
         given = [name for name in ("prompts", "pairs", "pairs_from") if getattr(self, name) is not None]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of --prompts, --pairs, --pairs-from (got {given or 'none'})")
+            raise ValueError(f"give exactly one of ‹prompts›, ‹pairs›, ‹pairs_from› (got {given or 'none'})")
         if self.pair_sampling.temperature <= 0:
             raise ValueError("pair_sampling.temperature must be > 0, or both samples would be the same")
         return self
@@ -140,10 +140,10 @@ def check_label(
         seed=config.options.seed,
     )
     check_outputs(config.out, "run", {
-        "--constitution": config.constitution, "--prompts": config.prompts, "--pairs": config.pairs,
-        "--pairs-from": config.pairs_from, "--few-shot-file": config.options.few_shot_file,
-        "--templates": config.templates, "--judge-model": config.judge.model,
-        "--policy-model": config.policy.model if config.policy is not None else None,
+        "constitution": config.constitution, "prompts": config.prompts, "pairs": config.pairs,
+        "pairs_from": config.pairs_from, "options.few_shot_file": config.options.few_shot_file,
+        "templates": config.templates, "judge.model": config.judge.model,
+        "policy.model": config.policy.model if config.policy is not None else None,
     }, same_run=config.pairs_from)  # the preference split of the revise run it reads is another split
     check_run(config.out, "preferences", fingerprint, overwrite=config.work.overwrite, part=config.work.part)
     return LabelPlan(panel, templates, judge_model, policy_ref, total, fingerprint, judge_engine)

@@ -64,7 +64,7 @@ def run_on_ray(config: StageConfig, options: RayOptions | None = None) -> StageR
     """
     executor = RayExecutor(config.work.ray, options or RayOptions())
     try:
-        return run_in_parts(config, executor, how="--ray")
+        return run_in_parts(config, executor, how="‹ray›")
     finally:
         executor.shutdown()
 

@@ -96,7 +96,7 @@ def run_in_parts(config: StageConfig, executor: PartExecutor, *, how: str) -> St
     split = stage_spec(config).split
     work = config.work
     if work.part is not None:
-        raise InputError(f"{how} splits the input itself; leave out --shard-index and --num-shards", where=how)
+        raise InputError(f"{how} splits the input itself; leave out ‹shard_index› and ‹num_shards›", where=how)
     out = Path(config.out).resolve()
     root = out / RUN_PARTS_FOLDER / split
     # One writer per run: the parts write their own folders under OUT/.parts, this process OUT itself.
@@ -159,7 +159,7 @@ def refuse_linked_parts(out: Path, split: str, *, overwrite: bool) -> None:
     if parts_dir.is_symlink():
         raise InputError(
             "is a symbolic link: a run's part folders must be inside the run; delete the link "
-            "(the files it points to are left alone), or give another --out",
+            "(the files it points to are left alone), or give another ‹out›",
             file=parts_dir,
         )
     if overwrite:
@@ -167,8 +167,8 @@ def refuse_linked_parts(out: Path, split: str, *, overwrite: bool) -> None:
     for folder in (parts_dir / split, out / split):
         if folder.is_symlink():
             raise InputError(
-                "is a symbolic link: a run's folders must be inside the run; pass --overwrite to replace "
-                "the link with a new folder (the files it points to are left alone), or give another --out",
+                "is a symbolic link: a run's folders must be inside the run; pass ‹overwrite› to replace "
+                "the link with a new folder (the files it points to are left alone), or give another ‹out›",
                 file=folder,
             )
 
@@ -232,10 +232,10 @@ def existing_part_count(root: Path) -> int | None:
             raise InputError("is a symbolic link: a part folder must be inside the run; delete the link", file=folder)
         match = _PART_NAME.match(folder.name)
         if match is None:
-            raise InputError("not a part folder of a run in parts; move it away or pass --overwrite", file=folder)
+            raise InputError("not a part folder of a run in parts; move it away or pass ‹overwrite›", file=folder)
         counts.add(int(match["num"]))
     if len(counts) > 1:
-        raise InputError(f"part folders of runs with {sorted(counts)} parts; pass --overwrite", file=root)
+        raise InputError(f"part folders of runs with {sorted(counts)} parts; pass ‹overwrite›", file=root)
     return counts.pop() if counts else None
 
 
@@ -245,7 +245,7 @@ def check_out_folder(out: Path, split: str, root: Path, *, how: str) -> None:
     if manifest is not None and split in manifest.splits and not root.is_dir():
         raise InputError(
             f"already holds a {split!r} split not written in parts; {how} merges its parts into the run "
-            "folder: use another --out, or pass --overwrite to replace the split",
+            "folder: use another ‹out›, or pass ‹overwrite› to replace the split",
             file=out / "manifest.json",
         )
 
@@ -261,6 +261,6 @@ def already_merged(out: Path, split: str, parts: Sequence[Path]) -> bool:
         return True
     raise InputError(
         f"holds a merged {split!r} split that differs from its parts in {out / RUN_PARTS_FOLDER}; "
-        "pass --overwrite to redo the run",
+        "pass ‹overwrite› to redo the run",
         file=out / "manifest.json",
     )

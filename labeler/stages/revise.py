@@ -107,8 +107,8 @@ def check_revise(config: ReviseConfig, engine: Engine | None = None) -> RevisePl
         template_sha256s={k: v for k, v in templates.sha256().items() if k in ("critique", "revision")},
         seed=config.seed,
     )
-    check_outputs(config.out, "run", {"--constitution": config.constitution, "--prompts": config.prompts,
-                                      "--templates": config.templates, "--model": config.engine.model})
+    check_outputs(config.out, "run", {"constitution": config.constitution, "prompts": config.prompts,
+                                      "templates": config.templates, "engine.model": config.engine.model})
     check_run(config.out, "sft", fingerprint, overwrite=config.work.overwrite, part=config.work.part)
     demos = [m for conversation in constitution.few_shot for m in conversation]
     return RevisePlan(principles, templates, demos, model, total, fingerprint)

@@ -39,13 +39,13 @@ def run_stage(config: StageConfig, engine: Engine | None = None) -> StageResult:
             from labeler.stages.on_ray import run_on_ray
 
             if replicas > 1:
-                raise InputError("--ray places one engine per worker; leave out --data-parallel-size", field="work.ray")
+                raise InputError("‹ray› places one engine per worker; leave out ‹data_parallel_size›", field="work.ray")
             result: StageResult = run_on_ray(config)
         elif replicas > 1:
             from labeler.stages.parts import run_in_parts
             from labeler.stages.replicas import ReplicaExecutor
 
-            result = run_in_parts(config, ReplicaExecutor(), how="--data-parallel-size")
+            result = run_in_parts(config, ReplicaExecutor(), how="‹data_parallel_size›")
         else:
             result = stage_spec(config).run(config, engine)
         write_card(config.out)

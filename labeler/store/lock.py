@@ -128,7 +128,7 @@ def _take(run_dir: Path) -> int:
         who = f"pid {pid}" if pid is not None else "a process whose pid is not recorded"
         raise InputError(
             f"another labeler process ({who}) is writing this run; one process writes a run at a time: "
-            "wait for it to end, or give another --out",
+            "wait for it to end, or give another ‹out›",
             file=run_dir,
             field="out",
         ) from None

@@ -49,7 +49,7 @@ def iter_shard_tables(run_dir: Path, split: str, *, require_complete: bool = Tru
                 f"repeats {len(seen.intersection(ids))} record id(s) of earlier shards of the {split!r} split: "
                 "two processes wrote it at once. To repair the run, rerun the command that wrote the split, "
                 "with the same settings: it drops the shards that repeat records and makes their other records "
-                "again (or pass --overwrite to start the split again)",
+                "again (or pass ‹overwrite› to start the split again)",
                 file=run_dir / shard.file,
             )
         seen.update(ids)

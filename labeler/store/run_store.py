@@ -273,7 +273,7 @@ def _refuse_unlisted_shards(run_dir: Path, split: str) -> None:
     if strays:
         raise InputError(
             f"{len(strays)} .arrow file(s) in {split}/ that {manifest_path(run_dir).name} does not list, "
-            "so their origin is unknown; pass --overwrite to delete them",
+            "so their origin is unknown; pass ‹overwrite› to delete them",
             file=strays[0],
         )
 
@@ -287,14 +287,14 @@ def _refuse_other_run(
         raise InputError(
             f"split {split!r} holds {entry.rows} records made with different settings "
             f"(differing: {', '.join(differing)}); rerun with the same settings to resume, "
-            "use another output folder, or pass --overwrite to discard them",
+            "use another output folder, or pass ‹overwrite› to discard them",
             file=manifest_path(run_dir),
             where=where,
         )
     if entry.part != part:
         raise InputError(
             f"split {split!r} was written as {_describe_part(entry.part)}, not {_describe_part(part)}; "
-            "use one output folder per part, or pass --overwrite",
+            "use one output folder per part, or pass ‹overwrite›",
             file=manifest_path(run_dir),
             where=where,
         )
@@ -319,7 +319,7 @@ def _verified_ids(run_dir: Path, split: str, entry: SplitEntry) -> tuple[set[str
         except InputError as exc:
             raise InputError(
                 f"{exc.message}. Delete its entry from manifest.json to redo its records, "
-                "or pass --overwrite to start the split again",
+                "or pass ‹overwrite› to start the split again",
                 file=exc.file,
                 where=exc.where,
             ) from exc
@@ -346,8 +346,8 @@ def _refuse_linked_split(run_dir: Path, split: str) -> None:
     split_dir = Path(run_dir) / split
     if split_dir.is_symlink():
         raise InputError(
-            "is a symbolic link: a run's split folder must be inside the run; pass --overwrite to replace "
-            "the link with a new folder (the files it points to are left alone), or give another --out",
+            "is a symbolic link: a run's split folder must be inside the run; pass ‹overwrite› to replace "
+            "the link with a new folder (the files it points to are left alone), or give another ‹out›",
             file=split_dir,
         )
 
@@ -370,7 +370,7 @@ def _recover_orphans(run_dir: Path, split: str, entry: SplitEntry, done: set[str
         if seq is None or shard_name(seq, entry.part) != path.name:
             raise InputError(
                 f"not a shard of this run ({_describe_part(entry.part)}); move it out of {split}/ "
-                "or pass --overwrite",
+                "or pass ‹overwrite›",
                 file=path,
             )
         data = path.read_bytes()

@@ -487,7 +487,7 @@ def unknown_format_message(data: object) -> str:
     elif is_feedback_few_shot(data):
         return (
             'this is a file of judging demonstrations (CAI feedback few-shot format: {"prompt", "corrects", '
-            '"incorrects"} objects), not a constitution: give it to label or eval-judge with --few-shot-file'
+            '"incorrects"} objects), not a constitution: give it to label or eval-judge with ‹few_shot_file›'
         )
     elif isinstance(data, list) and not data:
         opening = "the file holds an empty list: no principles"

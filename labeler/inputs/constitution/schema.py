@@ -211,7 +211,7 @@ class Constitution(BaseModel):
     judge_few_shot: tuple[JudgeDemo, ...] = Field(
         default=(),
         description="Judging demonstrations ({conversation, better, worse}) shown before the question with "
-        "--few-shot N (judge stage).",
+        "‹few_shot› N (judge stage).",
     )
 
     @model_validator(mode="after")

@@ -1,4 +1,5 @@
-"""The settings every trainer shares, declared once; `RMTrainConfig` and `PPOConfig` extend them."""
+"""The settings every trainer shares, declared once; `RMTrainConfig` and `PPOConfig` extend them (their
+settings, `RMSettings` and `PPOSettings`, extend `TrainingSettings`)."""
 
 from __future__ import annotations
 
@@ -21,10 +22,19 @@ RENAMED = {
 }
 
 
-class TrainingConfig(BaseModel):
-    """Fields of every training run: where it writes, its seed, LoRA shape, checkpoints, resuming."""
+class TrainingSettings(BaseModel):
+    """How every trainer trains: its LoRA shape and how many checkpoints it keeps. Each trainer's settings
+    extend these; they are also what a run config's stage section holds (`labeler.pipeline.run`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    lora_rank: int = Field(16, ge=1, description="LoRA rank of a fresh adapter.")
+    lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (the update is scaled by alpha/rank).")
+    keep_checkpoints: int = Field(2, ge=1, description="Keep only the newest this many checkpoints.")
+
+
+class TrainingConfig(TrainingSettings):
+    """Fields of every training run beside its settings: where it writes, its seed, resuming, its output."""
 
     # Fields a resumed run may change: the rest must match the run it continues, or it would mix two setups.
     RESUMABLE: ClassVar[frozenset[str]] = frozenset({"out", "resume", "quiet", "checkpoint_every", "keep_checkpoints"})
@@ -36,9 +46,6 @@ class TrainingConfig(BaseModel):
         0, ge=0, lt=SEED_BOUND,
         description="Seeds every random choice of the run: initialisation, data order, sampling (0 to 2**32 - 1).",
     )
-    lora_rank: int = Field(16, ge=1, description="LoRA rank of a fresh adapter.")
-    lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (the update is scaled by alpha/rank).")
-    keep_checkpoints: int = Field(2, ge=1, description="Keep only the newest this many checkpoints.")
     resume: bool = Field(
         False, description="Continue from the newest checkpoint in `out` (start afresh if it has none)."
     )

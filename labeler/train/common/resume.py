@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from labeler.core.errors import InputError
+from labeler.core.errors import InputError, option
 from labeler.core.layout import SAVED_CONFIG, holds_training_run, latest_checkpoint
 from labeler.core.outputs import check_outputs
 from labeler.store.atomic import atomic_write_text
@@ -26,12 +26,12 @@ def resume_point(config: TrainingConfig, *, check_inputs: bool = True) -> Path |
     caller: a pipeline that replaces a stale run).
     """
     out = config.out
-    check_outputs(out, "training", config.input_paths())
+    check_outputs(out, "training", {field_of(option): path for option, path in config.input_paths().items()})
     saved = out / SAVED_CONFIG
     if not config.resume:
         if holds_training_run(out):
             raise InputError(
-                "already holds a training run; pass --resume to continue it, or choose another --out", file=out
+                "already holds a training run; pass ‹resume› to continue it, or choose another ‹out›", file=out
             )
         return None
     previous = saved_run_config(out)
@@ -40,14 +40,14 @@ def resume_point(config: TrainingConfig, *, check_inputs: bool = True) -> Path |
         differences = config.differences(previous, by_content={field_of(option) for option in compared})
         if differences:
             raise InputError(
-                "--resume with other settings than the run it continues (" + "; ".join(differences) + ")",
+                "‹resume› with other settings than the run it continues (" + "; ".join(differences) + ")",
                 file=saved,
             )
-        changed = [option for option, differs in compared.items() if differs and check_inputs]
+        changed = [option(field_of(key)) for key, differs in compared.items() if differs and check_inputs]
         if changed:
             raise InputError(
-                f"--resume with inputs that hold other content than those the run was trained on "
-                f"({', '.join(changed)} changed); choose another --out, or start afresh in an empty one",
+                f"‹resume› with inputs that hold other content than those the run was trained on "
+                f"({', '.join(changed)} changed); choose another ‹out›, or start afresh in an empty one",
                 file=saved,
                 where=changed[0],
             )

@@ -7,43 +7,22 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from labeler.train.common.config import TrainingConfig
+from labeler.train.common.config import TrainingConfig, TrainingSettings
 
 KLEstimator = Literal["k1", "k3"]
 
 
-class PPOConfig(TrainingConfig):
-    """One PPO run: a policy (LoRA by default) trained against a reward, with a KL penalty to its start."""
+class PPOSettings(TrainingSettings):
+    """How PPO trains a policy: everything but its prompts, its reward and where it writes (what a run
+    config's `stages.ppo` holds)."""
 
-    # More steps continue the run; the rollout engine is how samples are drawn, not what is trained.
-    RESUMABLE: ClassVar[frozenset[str]] = TrainingConfig.RESUMABLE | {
-        "steps", "rollout_engine", "rollout_weights", "rollout_kv_cache_gib", "rollout_gpu_memory_utilization"
-    }
-
-    INPUTS: ClassVar[tuple[str, ...]] = ("policy", "prompts", "reward_model")
-
-    # --- inputs and outputs
+    # --- the policy
     policy: str = Field(
         "default",
         description="The starting policy: a Hugging Face model folder, a Hub id org/name[@revision], a PEFT "
         "adapter folder (adapter_config.json + adapter_model.safetensors) on top of its base model, or "
         "'default' (the embedded SmolLM2-135M-Instruct).",
     )
-    prompts: Path = Field(
-        description="Prompts to complete (JSONL, Parquet or Arrow): each row has `prompt` (text) or "
-        "`messages`/`prompt_messages` (a list of {role, content} ending before the assistant's turn)."
-    )
-    reward_model: str | None = Field(
-        None,
-        description="Reward model written by `labeler train-rm` (a folder or a Hub id), or give a reward rule instead.",
-    )
-    reward_rule: str | None = Field(
-        None,
-        description="A rule-based reward instead of a reward model: `word:WORD` scores each completion "
-        "by how often it contains WORD (whole word, any case); `length:CHARS` by its length in characters over "
-        "CHARS (a length-only control: does a judge prefer answers for their length alone?).",
-    )
-
     # --- model
     lora: bool = Field(True, description="Train a LoRA adapter (the base stays frozen) instead of all weights.")
     lora_target_modules: str | tuple[str, ...] = Field(
@@ -99,7 +78,9 @@ class PPOConfig(TrainingConfig):
     # --- optimisation
     ppo_epochs: int = Field(4, ge=1, description="Passes over each rollout batch.")
     minibatch: int = Field(4, ge=1, description="Sequences per gradient step; must divide rollout_batch.")
-    learning_rate: float = Field(1e-4, gt=0.0, description="AdamW learning rate (try 1e-5 with --no-lora).")
+    learning_rate: float = Field(
+        1e-4, gt=0.0, description="AdamW learning rate (try 1e-5 for full fine-tuning, ‹lora› off)."
+    )
     clip_range: float = Field(0.2, gt=0.0, description="PPO ratio clip ε.")
     clip_range_value: float = Field(0.2, gt=0.0, description="Value clip: how far a value may move per rollout.")
     vf_coef: float = Field(0.1, ge=0.0, description="Weight of the value loss.")
@@ -108,6 +89,33 @@ class PPOConfig(TrainingConfig):
     # --- bookkeeping
     checkpoint_every: int = Field(
         10, ge=0, description="Steps between checkpoints (0: none in between; the last step always saves)."
+    )
+
+
+class PPOConfig(PPOSettings, TrainingConfig):
+    """One PPO run: a policy (LoRA by default) trained against a reward, with a KL penalty to its start."""
+
+    # More steps continue the run; the rollout engine is how samples are drawn, not what is trained.
+    RESUMABLE: ClassVar[frozenset[str]] = TrainingConfig.RESUMABLE | {
+        "steps", "rollout_engine", "rollout_weights", "rollout_kv_cache_gib", "rollout_gpu_memory_utilization"
+    }
+
+    INPUTS: ClassVar[tuple[str, ...]] = ("policy", "prompts", "reward_model")
+
+    # --- inputs
+    prompts: Path = Field(
+        description="Prompts to complete (JSONL, Parquet or Arrow): each row has `prompt` (text) or "
+        "`messages`/`prompt_messages` (a list of {role, content} ending before the assistant's turn)."
+    )
+    reward_model: str | None = Field(
+        None,
+        description="Reward model written by `labeler train-rm` (a folder or a Hub id), or give a reward rule instead.",
+    )
+    reward_rule: str | None = Field(
+        None,
+        description="A rule-based reward instead of a reward model: `word:WORD` scores each completion "
+        "by how often it contains WORD (whole word, any case); `length:CHARS` by its length in characters over "
+        "CHARS (a length-only control: does a judge prefer answers for their length alone?).",
     )
 
     @model_validator(mode="after")

@@ -105,7 +105,7 @@ def check_reward(reward_model: str | None, reward_rule: str | None) -> ModelRef 
         parse_reward_rule(reward_rule)
         return None
     if reward_model is None:
-        raise InputError("give --reward-model DIR or --reward-rule KIND:ARGUMENT", field="reward_model")
+        raise InputError("give ‹reward_model› DIR or ‹reward_rule› KIND:ARGUMENT", field="reward_model")
     return resolve_model(reward_model, field="reward_model", kind="reward")
 
 
@@ -114,5 +114,5 @@ def load_reward(reward_model: ModelRef | None, reward_rule: str | None) -> Rewar
     if reward_rule is not None:
         return parse_reward_rule(reward_rule)
     if reward_model is None:
-        raise InputError("give --reward-model DIR or --reward-rule KIND:ARGUMENT", field="reward_model")
+        raise InputError("give ‹reward_model› DIR or ‹reward_rule› KIND:ARGUMENT", field="reward_model")
     return RewardModelReward(reward_model.folder())

@@ -265,7 +265,7 @@ def rollout_plan(config: PPOConfig, start: ModelRef | None = None) -> RolloutPla
     if not vllm_available():
         blocker = "vLLM is not installed (pip install 'labeler[cpu]' or 'labeler[gpu]')"
     elif weights == "adapter" and not config.lora:
-        blocker = "full fine-tuning (--no-lora) has no adapter to load: use --rollout-weights merged"
+        blocker = "full fine-tuning (‹lora› off) has no adapter to load: use ‹rollout_weights› merged"
         field = "rollout_weights"
     elif config.lora and start is not None and start.is_adapter:  # (full fine-tuning merges it at load)
         adapter_config = json.loads((start.folder() / "adapter_config.json").read_text(encoding="utf-8"))

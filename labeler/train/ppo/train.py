@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from labeler.core.chat import Message
-from labeler.core.errors import InputError
+from labeler.core.errors import InputError, show_fields
 from labeler.core.progress import progress_bar
 from labeler.engine.chat import chat_text, encode_texts
 from labeler.engine.model_ref import ModelRef, resolve_model
@@ -68,7 +68,7 @@ def check_ppo(config: PPOConfig, *, custom_reward: bool = False) -> CheckedPPO:
     """Every check `train_ppo` makes before it loads a model or writes a file."""
     if not custom_reward and (config.reward_model is None) == (config.reward_rule is None):
         raise InputError(
-            "give exactly one of --reward-model DIR and --reward-rule KIND:ARGUMENT", field="reward_model"
+            "give exactly one of ‹reward_model› DIR and ‹reward_rule› KIND:ARGUMENT", field="reward_model"
         )
     prompts = load_prompts(config.prompts)
     policy = resolve_model(config.policy, field="policy", kind="policy")
@@ -112,7 +112,7 @@ def train_ppo(config: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     checkpoint = resume_from
     sampler = rollout_sampler(config, checked, pad_id, eos_ids, device)
     if checked.rollout.engine != config.rollout_engine or config.rollout_weights == "auto":
-        print(f"rollouts: {checked.rollout.engine} ({checked.rollout.reason})", file=sys.stderr)
+        print(f"rollouts: {checked.rollout.engine} ({show_fields(checked.rollout.reason)})", file=sys.stderr)
 
     def export(folder: Path) -> None:
         # A checkpoint's usable policy: the adapter (or the whole model) as a Hugging Face folder.

@@ -7,16 +7,14 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from labeler.train.common.config import TrainingConfig
+from labeler.train.common.config import TrainingConfig, TrainingSettings
 
 
-class RMTrainConfig(TrainingConfig):
-    """Everything `train_reward_model` needs; checkpoints carry it so a resumed run is the same run."""
-
-    INPUTS: ClassVar[tuple[str, ...]] = ("data", "base_model", "constitution")
+class RMSettings(TrainingSettings):
+    """How a reward model is trained: everything but its data, its constitution and where it writes (what a
+    run config's `stages.train_rm` holds)."""
 
     # --- data
-    data: tuple[Path, ...] = Field(min_length=1, description="Run folders whose preference split to train on.")
     eval_fraction: float = Field(
         0.05, ge=0.0, lt=1.0, description="Fraction of pairs held out for evaluation (seeded, by pair id)."
     )
@@ -43,9 +41,6 @@ class RMTrainConfig(TrainingConfig):
     margin: bool = Field(False, description="Subtract the `margin` column (TRL-style) from r_chosen − r_rejected.")
     principle_conditioned: bool = Field(
         False, description="SALMON: show sampled principles in a system message; target from principle_scores."
-    )
-    constitution: Path | None = Field(
-        None, description="Constitution whose salmon principles are shown (needed with principle_conditioned)."
     )
     principles_per_example: int = Field(3, ge=1, description="Principles shown per example (principle-conditioned).")
     negate_probability: float = Field(
@@ -80,12 +75,23 @@ class RMTrainConfig(TrainingConfig):
     eval_steps: int = Field(0, ge=0, description="Evaluate every this many steps (0: only at the end).")
     checkpoint_every: int = Field(0, ge=0, description="Write checkpoint-<step>/ every this many steps (0: never).")
 
+
+class RMTrainConfig(RMSettings, TrainingConfig):
+    """Everything `train_reward_model` needs; checkpoints carry it so a resumed run is the same run."""
+
+    INPUTS: ClassVar[tuple[str, ...]] = ("data", "base_model", "constitution")
+
+    data: tuple[Path, ...] = Field(min_length=1, description="Run folders whose preference split to train on.")
+    constitution: Path | None = Field(
+        None, description="Constitution whose salmon principles are shown (needed with principle_conditioned)."
+    )
+
     @model_validator(mode="after")
     def _consistent(self) -> RMTrainConfig:
         if self.principle_conditioned and self.constitution is None:
-            raise ValueError("principle_conditioned needs a constitution (--constitution FILE)")
+            raise ValueError("principle_conditioned needs a constitution (‹constitution› FILE)")
         if self.constitution is not None and not self.principle_conditioned:
-            raise ValueError("constitution is only used with principle_conditioned (--principle-conditioned)")
+            raise ValueError("constitution is only used with principle_conditioned (‹principle_conditioned›)")
         if self.principle_conditioned and self.margin:
             raise ValueError(
                 "margin applies to the overall preference; principle_conditioned targets come from "

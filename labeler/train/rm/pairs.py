@@ -35,7 +35,7 @@ def check_runs(runs: Sequence[Path]) -> list[SourceRun]:
     from labeler.store import iter_shard_tables, load_manifest
 
     if not runs:
-        raise InputError("no run given: pass at least one run folder with --data RUN", field="data")
+        raise InputError("no run given: pass at least one run folder with ‹data› RUN", field="data")
     sources = []
     folders: dict[tuple[int, int], Path] = {}  # (device, inode) of each run folder -> the --data naming it
     read_from: dict[str, Path] = {}  # pair id -> the run it was read from
@@ -46,7 +46,7 @@ def check_runs(runs: Sequence[Path]) -> list[SourceRun]:
         earlier = folders.setdefault((info.st_dev, info.st_ino), run)
         if earlier is not run:
             raise InputError(
-                f"is the same run as --data {earlier}: every pair would be trained on twice; give each run once",
+                f"is the same run as ‹data› {earlier}: every pair would be trained on twice; give each run once",
                 file=run,
                 field="data",
             )
@@ -69,7 +69,7 @@ def _refuse_repeated_pairs(run: Path, ids: Sequence[str], read_from: dict[str, P
         if earlier is not run:
             shared = sum(1 for i in ids if read_from.get(i) is earlier)
             raise InputError(
-                f"holds pairs that --data {earlier} holds too ({shared} in one shard, first id {pair_id}): "
+                f"holds pairs that ‹data› {earlier} holds too ({shared} in one shard, first id {pair_id}): "
                 "they would be trained on twice; give each pair's run once",
                 file=run,
                 field="data",

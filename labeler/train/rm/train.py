@@ -389,7 +389,7 @@ def label_kind_for(config: RMTrainConfig) -> LabelKind:
     principles = load_constitution(config.constitution).for_stage("salmon")
     if not principles:
         raise InputError(
-            "has no salmon principles (a principle needs a `definition`) for --principle-conditioned",
+            "has no salmon principles (a principle needs a `definition`) for ‹principle_conditioned›",
             file=config.constitution,
         )
     return PrincipleLabels(
