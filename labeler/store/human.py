@@ -23,7 +23,7 @@ import fcntl
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -208,9 +208,28 @@ def read_human_labels(run_dir: Path) -> dict[tuple[str, str], HumanLabel]:
     return latest_labels(records)
 
 
+def human_sides(run_dir: Path) -> dict[str, bool]:
+    """{pair_id: whether people prefer response_a} for every pair of the run with a human side."""
+    sides = {pair: human_side(labels) for pair, labels in labels_by_pair(read_human_labels(run_dir)).items()}
+    return {pair: side for pair, side in sides.items() if side is not None}
+
+
 def labels_by_pair(labels: dict[tuple[str, str], HumanLabel]) -> dict[str, dict[str, HumanLabel]]:
     """{pair_id: {annotator: label}} of the current labels."""
     by_pair: dict[str, dict[str, HumanLabel]] = {}
     for (annotator, pair_id), label in sorted(labels.items()):
         by_pair.setdefault(pair_id, {})[annotator] = label
     return by_pair
+
+
+def human_side(labels: Mapping[str, HumanLabel]) -> bool | None:
+    """Whether the annotators of one pair prefer response_a (majority of A/B choices); None for no side.
+
+    >>> human_side({"x": new_label("p", "x", "A"), "y": new_label("p", "y", "tie")})
+    True
+    >>> human_side({"x": new_label("p", "x", "A"), "y": new_label("p", "y", "B")}) is None
+    True
+    """
+    a = sum(label.choice == "A" for label in labels.values())
+    b = sum(label.choice == "B" for label in labels.values())
+    return None if a == b else a > b
