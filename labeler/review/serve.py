@@ -15,11 +15,9 @@ from labeler.store.manifest import load_manifest
 
 def check_review(config: ReviewConfig) -> None:
     """Refuse a folder that is not a run, or a run with nothing to review, before anything is started."""
-    if not config.run.is_dir():
-        raise InputError("is not a run folder (it does not exist, or is a file)", file=config.run, field="run")
-    manifest = load_manifest(config.run)
+    manifest = load_manifest(config.run, where="RUN")
     if not manifest.splits:
-        raise InputError("the run has no split yet: nothing to review", file=config.run, field="run")
+        raise InputError("the run has no split yet: nothing to review", file=config.run, where="RUN")
     labels_file(config.run, config.annotator)  # names the annotator field when the name is not allowed
 
 
