@@ -24,6 +24,7 @@ COMMANDS = (
             Opt("port"),
             Opt("host"),
             Opt("annotator", metavar="NAME"),
+            Opt("reward_model", metavar="DIR"),
             Opt("page_size", metavar="N"),
         ),
         run_review,

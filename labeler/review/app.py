@@ -32,6 +32,7 @@ from starlette.templating import Jinja2Templates
 from labeler.core.errors import InputError
 from labeler.core.records import FLAGS
 from labeler.review.index import SORTS, ListQuery, RunIndex
+from labeler.review.rewards import PairRewards
 from labeler.store.human import (
     CHOICES,
     NOTE_MAX_CHARS,
@@ -133,11 +134,20 @@ def list_query(params: dict[str, str], size: int) -> ListQuery:
     )
 
 
-LIST_PARAMS = ("flag", "principle", "p_min", "p_max", "q", "sort", "human")
+LIST_PARAMS = ("flag", "principle", "p_min", "p_max", "q", "sort", "human", "rm")
 
 
-def build_app(run_dir: Path, *, annotator: str, token: str, page_size: int, allowed_hosts: set[str]) -> Starlette:
-    """The application for one run (the index is built here: the run's committed shards are read once)."""
+def build_app(
+    run_dir: Path,
+    *,
+    annotator: str,
+    token: str,
+    page_size: int,
+    allowed_hosts: set[str],
+    rewards: PairRewards | None = None,
+) -> Starlette:
+    """The application for one run (the index is built here: the run's committed shards are read once);
+    `rewards`, filled in while it serves, are a reward model's scores of the pairs."""
     state = ReviewState(Path(run_dir), annotator, token, page_size, frozenset(allowed_hosts))
     index = RunIndex(state.run_dir)
     labels = HumanLabels(state.run_dir)
@@ -145,19 +155,30 @@ def build_app(run_dir: Path, *, annotator: str, token: str, page_size: int, allo
     templates = Jinja2Templates(env=template_environment())
 
     def human_sets(params: dict[str, str]) -> dict[str, set[str] | None]:
+        """The ids the human-label and reward-model filters keep (`only`) or drop (`without`)."""
+        keep: list[set[str]] = []
+        drop: set[str] = set()
         want = params.get("human", "")
         current = labels.current()
+        mine = {pair for (who, pair) in current if who == state.annotator}
         if want == "mine":
-            return {"only": {pair for (who, pair) in current if who == state.annotator}}
-        if want == "todo":
-            return {"without": {pair for (who, pair) in current if who == state.annotator}}
-        if want == "any":
-            return {"only": {pair for (_, pair) in current}}
-        return {}
+            keep.append(mine)
+        elif want == "todo":
+            drop |= mine
+        elif want == "any":
+            keep.append({pair for (_, pair) in current})
+        said = params.get("rm", "")
+        if rewards is not None and said in ("agree", "disagree"):
+            keep.append(rewards.ids(said))
+        elif rewards is not None and said == "unscored":
+            drop |= set(rewards.rewards)
+        only = set.intersection(*keep) if keep else None
+        return {"only": only, "without": drop or None}
 
     def render(request: Request, name: str, context: dict[str, object], status: int = 200) -> Response:
         base = {"csrf": state.csrf, "annotator": state.annotator, "run_name": state.run_dir.name,
-                "status": index.status("preferences"), "pairs": index.pairs, "sft_rows": index.sft_rows}  # fmt: skip
+                "status": index.status("preferences"), "pairs": index.pairs, "sft_rows": index.sft_rows,
+                "rewards": rewards}  # fmt: skip
         return templates.TemplateResponse(request, name, {**base, **context}, status_code=status)
 
     def kept_params(params: dict[str, str]) -> str:
@@ -174,6 +195,7 @@ def build_app(run_dir: Path, *, annotator: str, token: str, page_size: int, allo
             "page": page, "query": query, "params": params, "kept": kept, "sorts": SORTS,
             "flags": index.flags(), "flag_meanings": FLAGS, "principles": index.principles(),
             "by_pair": by_pair,
+            "verdicts": {row.id: rewards.verdicts.get(row.id) for row in page.rows} if rewards else {},
         })  # fmt: skip
 
     async def pair_page(request: Request) -> Response:
@@ -192,6 +214,8 @@ def build_app(run_dir: Path, *, annotator: str, token: str, page_size: int, allo
         return render(request, "pair.html", {
             "record": record, "mine": mine, "others": others, "choices": CHOICES, "note_max": NOTE_MAX_CHARS,
             "scores": scores, "score_scale": top, "kept": kept_params(params),
+            "reward": rewards.of(pair_id) if rewards else None,
+            "verdict": rewards.verdicts.get(pair_id) if rewards else None,
             "next_id": index.neighbour(pair_id, query, 1, **human),
             "prev_id": index.neighbour(pair_id, query, -1, **human),
         })  # fmt: skip

@@ -22,4 +22,9 @@ class ReviewConfig(BaseModel):
         pattern=ANNOTATOR_PATTERN,
         description="Your name in the labels you add (RUN/human/NAME.jsonl): letters, digits, '.', '_', '-'.",
     )
+    reward_model: Path | None = Field(
+        None,
+        description="A reward model folder (labeler train-rm): every pair is scored in the background, and the "
+        "list filters pairs on which it agrees or disagrees with the judge.",
+    )
     page_size: int = Field(50, ge=1, le=1000, description="Pairs per page of the list.")

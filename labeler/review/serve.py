@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import errno
 import socket
+import threading
 from collections.abc import Callable
 
 from labeler.core.errors import InputError
+from labeler.engine.model_ref import resolve_model
 from labeler.review.app import build_app, new_token
 from labeler.review.config import ReviewConfig
+from labeler.review.rewards import PairRewards, reward_model_scorer
 from labeler.store.human import labels_file
 from labeler.store.manifest import load_manifest
 
@@ -44,13 +47,22 @@ def serve(config: ReviewConfig, *, announce: Callable[[str], None] = print) -> N
     import uvicorn
 
     check_review(config)
-    sock = bind(config.host, config.port)
+    folder = None
+    if config.reward_model is not None:
+        folder = resolve_model(config.reward_model, field="reward_model", kind="reward").folder()
+    sock = bind(config.host, config.port)  # a taken port is refused before any model loads
+    rewards = scorer = None
+    if folder is not None and config.reward_model is not None:
+        scorer = reward_model_scorer(folder)
+        rewards = PairRewards(name=config.reward_model.name)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     names = {f"{shown}:{port}"} | ({f"localhost:{port}"} if host in ("127.0.0.1", "::1") else set())
     token = new_token()
     app = build_app(config.run, annotator=config.annotator, token=token, page_size=config.page_size,
-                    allowed_hosts=names)  # fmt: skip
+                    allowed_hosts=names, rewards=rewards)  # fmt: skip
+    if rewards is not None and scorer is not None:
+        threading.Thread(target=rewards.score_run, args=(config.run, scorer), daemon=True).start()
     announce(f"labeler review: {config.run} as {config.annotator}; open\n    http://{shown}:{port}/?token={token}")
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
     server.run(sockets=[sock])
