@@ -164,3 +164,12 @@ def test_keyboard_labels_persist_across_a_reload_and_a_restart(browser: WebDrive
     _open(browser, server, "/?human=mine")
     assert set(_pair_texts(browser)) == set(ids)
     assert len(labels_file(server.run, "ana").read_text().splitlines()) == 3  # reloads added nothing
+
+
+def test_an_sft_row_page_shows_each_round(browser: WebDriver, server: ReviewServer) -> None:
+    _open(browser, server, "/sft")
+    browser.find_element(By.LINK_TEXT, "Task 2").click()
+    rounds = browser.find_elements(By.CSS_SELECTOR, "section.round[id^=round-]")
+    assert len(rounds) == 1 and "Round 1: kind" in rounds[0].text
+    assert rounds[0].find_element(By.CSS_SELECTOR, ".critique").text == "c"
+    assert rounds[0].find_element(By.CSS_SELECTOR, ".revision").text == "better"

@@ -231,11 +231,12 @@ def build_app(
             chosen = new_label(pair_id, state.annotator, str(form.get("choice", "")), str(form.get("note", "")))
         except InputError as exc:
             return PlainTextResponse(f"400: {exc.render()}", status_code=400)
-        append_label(state.run_dir, chosen)
         kept = str(form.get("kept", ""))
         params = dict(parse_qsl(kept))
         query = list_query(params, state.page_size)
+        # The next pair of the list as it was shown: with "not labelled by me", this pair leaves the list.
         following = index.neighbour(pair_id, query, 1, **human_sets(params))
+        append_label(state.run_dir, chosen)
         target = following if following is not None and form.get("stay") != "1" else pair_id
         suffix = f"?{kept}" if kept else ""
         return RedirectResponse(f"/pair/{target}{suffix}", status_code=303)
@@ -279,7 +280,7 @@ def _guard(state: ReviewState) -> Callable[[Request, Callable[[Request], Awaitab
 
     async def dispatch(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         host = request.headers.get("host", "")
-        if host not in state.allowed_hosts:
+        if state.allowed_hosts and host not in state.allowed_hosts:
             return _refused(f"403: host {host!r} is not the address this server was started on")
         given = request.query_params.get("token")
         cookie = request.cookies.get(COOKIE, "")

@@ -58,6 +58,8 @@ def serve(config: ReviewConfig, *, announce: Callable[[str], None] = print) -> N
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     names = {f"{shown}:{port}"} | ({f"localhost:{port}"} if host in ("127.0.0.1", "::1") else set())
+    if host in ("0.0.0.0", "::"):  # every address of the machine: any Host header (the token still guards it)
+        names = set()
     token = new_token()
     app = build_app(config.run, annotator=config.annotator, token=token, page_size=config.page_size,
                     allowed_hosts=names, rewards=rewards)  # fmt: skip
