@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean browser
 
 install: $(STAMP)
 
@@ -24,7 +24,12 @@ demo: $(STAMP)
 	$(BIN)/labeler model prepare
 	$(BIN)/python scripts/demo.py
 
-test: $(STAMP)
+# The browser tests of `labeler review` drive Debian's headless Chromium through its chromedriver.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
+
+test: $(STAMP) browser
 	$(BIN)/labeler model prepare
 	$(BIN)/python -m pytest -q -rs --durations=20 tests labeler
 

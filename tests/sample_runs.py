@@ -12,6 +12,7 @@ from labeler.core.records import (
     FLAG_ORDER_FLIP,
     FLAG_TIE,
     PreferenceRecord,
+    PrincipleScore,
     RevisionRound,
     SFTRecord,
     conversation_columns,
@@ -72,6 +73,40 @@ def make_run(folder: Path, pairs: int = 24, *, complete: bool = True) -> Path:
     records = [judged(i) for i in range(pairs)]
     for start in range(0, pairs, 5):
         store.write_shard(records[start : start + 5])
+    if complete:
+        store.mark_complete({"rows": pairs})
+    sft = RunStore.open(run, "sft", fingerprint("revise"))
+    sft.write_shard([revised(i) for i in range(4)])
+    sft.mark_complete()
+    return run
+
+
+SCRIPT_TEXT = "<script>window.__injected = 1</script><b>bold?</b>"
+
+
+def review_pair(i: int) -> PreferenceRecord:
+    """Pair `i` of the review run: `judged(i)` with SALMON scores, its own principle, and (pair 7) HTML in
+    its text, which the review pages must show as text."""
+    record = judged(i)
+    principle = ("kind", "honest")[i % 2]
+    update: dict = {
+        "principle_ids": (principle,),
+        "principle_scores": (PrincipleScore(principle_id=principle, score=1.5 - i / 8),
+                             PrincipleScore(principle_id="brief", score=-0.4)),
+    }  # fmt: skip
+    if i == 7:
+        prompt = (Message(role="user", content=f"Explain this page: {SCRIPT_TEXT}"),)
+        update |= {"prompt": prompt, "prompt_text": prompt[0].content}
+    return record.model_copy(update=update)
+
+
+def make_review_run(folder: Path, pairs: int = 30, *, complete: bool = True) -> Path:
+    """A run for the review pages: `pairs` pairs in shards of 8, and the SFT rows of `make_run`."""
+    run = folder / "run"
+    store = RunStore.open(run, "preferences", fingerprint("label"))
+    records = [review_pair(i) for i in range(pairs)]
+    for start in range(0, pairs, 8):
+        store.write_shard(records[start : start + 8])
     if complete:
         store.mark_complete({"rows": pairs})
     sft = RunStore.open(run, "sft", fingerprint("revise"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -160,6 +161,29 @@ def dora_adapter(folder: Path) -> Path:
 def _file(path: Path, text: str = "x\n") -> Path:
     path.write_text(text)
     return path
+
+
+_BUSY: list[socket.socket] = []  # ports held open by this test process while a case runs
+
+
+def _busy_port() -> str:
+    """A port on 127.0.0.1 that this process listens on (taken for every command the cases start)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+    _BUSY.append(sock)
+    return str(sock.getsockname()[1])
+
+
+def _altered_labels(run: Path) -> Path:
+    """`run` with a human labels file whose second record was edited after it was written."""
+    from labeler.store.human import append_label, labels_file, new_label
+
+    for choice in ("A", "B"):
+        append_label(run, new_label(f"pair-{choice}", "ana", choice))
+    path = labels_file(run, "ana")
+    path.write_text(path.read_text().replace('"choice":"B"', '"choice":"A"'))
+    return run
 
 
 def _loop(path: Path) -> Path:
@@ -457,6 +481,31 @@ CASES = [
          "--shard-rows", "5", "--shard-size", "1MB"], same("--shard-rows", "--shard-size")),
     Case("export/filter-without-preferences", lambda d: ["export", str(sft_run(d)), "--out", str(d / "out"),
          "--min-margin", "0.3"], same("--min-margin", "preference split")),
+    # 11. labeler review, and the human labels it writes
+    Case("review/run-missing", lambda d: ["review", str(d / "nowhere")], lambda d: [str(d / "nowhere"), "RUN"]),
+    Case("review/folder-that-is-not-a-run", lambda d: ["review", str(_mkdir(d / "empty"))],
+         lambda d: [str(d / "empty"), "not a labeler run"]),
+    Case("review/file-as-run", lambda d: ["review", str(_file(d / "run.txt"))], lambda d: [str(d / "run.txt"), "RUN"]),
+    Case("review/port-in-use", lambda d: ["review", str(preference_run(d)), "--port", _busy_port()],
+         same("--port", "in use")),
+    Case("review/port-out-of-range", lambda d: ["review", str(preference_run(d)), "--port", "70000"], same("--port")),
+    Case("review/bad-annotator-name", lambda d: ["review", str(preference_run(d)), "--annotator", "../me"],
+         same("--annotator")),
+    Case("review/altered-labels", lambda d: ["review", str(_altered_labels(preference_run(d))), "--port", "0"],
+         lambda d: [str(d / "pref-run" / "human" / "ana.jsonl") + ":2", "checksum"]),
+    Case("review/causal-lm-is-no-reward-model", lambda d: ["review", str(preference_run(d)), "--reward-model",
+         str(Path.home() / ".cache/labeler/models/SmolLM2-135M-Instruct")],
+         same("not a reward model", "--reward-model")),
+    Case("review/empty-reward-model-folder", lambda d: ["review", str(preference_run(d)), "--reward-model",
+         str(_mkdir(d / "m"))], lambda d: [str(d / "m"), "no config.json", "--reward-model"]),
+    Case("eval-judge/human-run-without-labels", lambda d: ["eval-judge", "--human", str(preference_run(d))],
+         same("--human", "no human labels")),
+    Case("eval-judge/human-run-and-pairs", lambda d: ["eval-judge", "--human", str(preference_run(d)), "--pairs",
+         str(human_file(d))], same("--human", "not both")),
+    Case("eval-judge/neither-pairs-nor-human", lambda d: ["eval-judge"], same("--pairs", "human labels")),
+    Case("export/prefer-human-altered-labels", lambda d: ["export", str(_altered_labels(preference_run(d))),
+         "--out", str(d / "out"), "--prefer-human"],
+         lambda d: [str(d / "pref-run" / "human" / "ana.jsonl"), "checksum"]),
     Case("push/bad-repo-id", lambda d: ["push", str(preference_run(d)), "--repo", "just-a-name", "--dry-run"],
          same("--repo", "just-a-name", "ORG/NAME")),
     Case("push/no-token", lambda d: ["push", str(preference_run(d)), "--repo", "acme/prefs"], same("HF_TOKEN")),
@@ -1274,7 +1323,7 @@ def outcomes(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 def test_the_table_covers_every_command_and_enough_cases() -> None:
     commands = {case.id.split("/")[0] for case in CASES}
     expected = {"model-prepare", "validate", "generate", "revise", "label", "eval-judge", "eval-policy", "merge",
-                "train-rm", "score-rm", "ppo", "report", "run", "export", "push"}  # fmt: skip
+                "train-rm", "score-rm", "ppo", "report", "run", "export", "push", "review"}  # fmt: skip
     assert expected <= commands and len(CASES) >= 45
     assert len({case.id for case in CASES}) == len(CASES)
 

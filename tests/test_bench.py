@@ -44,3 +44,14 @@ def test_ppo_benchmark_smoke_times_every_rollout_path(tmp_path: Path) -> None:
     assert figures["vllm_merged"]["send_s"] > 0 and figures["hf"]["send_s"] == 0  # only vLLM is sent weights
     assert figures["lora_cost"]["adapter"] > 0 and figures["lora_cost"]["none"] > 0
     assert "ratio vLLM (merged) / transformers" in stdout
+
+
+@pytest.mark.timeout(300)
+def test_review_benchmark_smoke_times_every_page(tmp_path: Path) -> None:
+    """`bench/review.py --smoke`: the real `labeler review` server on a run of 2,000 pairs answers each page."""
+    figures, stdout = smoke("review.py", tmp_path / "review.json")
+    assert figures["pairs"] == 2000
+    for name in ("start_s", "list_s", "list_flag_s", "list_p_range_uncertain_s", "list_far_page_s", "search_first_s",
+                 "search_next_page_s", "pair_s"):  # fmt: skip
+        assert math.isfinite(figures[name]) and figures[name] > 0, name
+    assert "the 1 s target" in stdout and figures["cpu"] in stdout

@@ -51,6 +51,9 @@ def test_the_wheel_ships_every_template_and_constitution(tmp_path: Path) -> None
     constitutions = {f"labeler/_shipped/constitutions/{p.name}" for p in (REPO / "constitutions").iterdir()}
     assert templates <= names and constitutions <= names, sorted(names)[:40]
     assert "labeler/pipeline/starter.yaml" in names  # what `labeler init` writes
+    pages = {f"labeler/review/{p.relative_to(REPO / 'labeler' / 'review')}" for folder in ("templates", "static")
+             for p in (REPO / "labeler" / "review" / folder).iterdir()}  # fmt: skip
+    assert len(pages) >= 8 and pages <= names  # what `labeler review` serves
 
     # Unpacked somewhere else, the package finds the copies, not a repository.
     site = tmp_path / "site"

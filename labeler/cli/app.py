@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
-from labeler.cli import datasets, judge, stages, training
+from labeler.cli import datasets, judge, review, stages, training
 from labeler.cli.init import init
 from labeler.cli.merge import merge
 from labeler.cli.model import model_prepare
@@ -37,7 +37,7 @@ app.add_typer(model_app, name="model")
 model_app.command("prepare", cls=Command)(model_prepare)
 app.command("init", cls=Command)(init)
 app.command("validate", cls=Command)(validate)
-for command in (*stages.COMMANDS, *judge.COMMANDS, *training.COMMANDS, *datasets.COMMANDS):
+for command in (*stages.COMMANDS, *judge.COMMANDS, *training.COMMANDS, *datasets.COMMANDS, *review.COMMANDS):
     command.register(app)
 app.command("merge", cls=Command)(merge)
 app.command("run", cls=Command)(run_command)

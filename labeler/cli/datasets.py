@@ -24,6 +24,8 @@ def run_export(config: ExportConfig) -> None:
     for split, counts in result.splits.items():
         removed = ", ".join(f"{step.filter}: {step.removed}" for step in counts.removed if step.removed)
         typer.echo(f"{split}: kept {counts.rows_out} of {counts.rows_in} rows" + (f" ({removed})" if removed else ""))
+        if counts.human_labels is not None:
+            typer.echo(f"{split}: {counts.human_labels} rows labelled by people (--prefer-human)")
     typer.echo(f"wrote {result.out}")
 
 
@@ -56,6 +58,7 @@ COMMANDS = (
             Opt("shard_rows", metavar="N"),
             Opt("shard_size", metavar="SIZE"),
             Opt("allow_partial"),
+            Opt("prefer_human"),
         ),
         run_export,
     ),

@@ -14,12 +14,25 @@ from labeler.report.config import ReportConfig
 def run_eval_judge(config: EvalJudgeConfig) -> None:
     """Judge human-labelled pairs in both orders; print agreement, position bias and calibration. With
     --compare, judge them under each configuration and print agreement, the paired difference to the first,
-    position consistency, ECE and cost side by side."""
+    position consistency, ECE and cost side by side. With --human RUN (or --pairs RUN/human), measure the
+    run's own judge on the pairs people labelled with `labeler review`, and their inter-annotator agreement."""
     from rich.console import Console
 
     from labeler.evaluate.judge_report import CompareReport, compare_table, report_tables
-    from labeler.evaluate.judge_run import eval_judge
+    from labeler.evaluate.judge_run import eval_judge, human_run_of
 
+    run = human_run_of(config)
+    if run is not None:
+        from labeler.evaluate.human_run import human_run_report, human_run_tables
+        from labeler.store.atomic import atomic_write_text
+
+        measured = human_run_report(run)
+        Console().print(*human_run_tables(measured))
+        if config.out is not None:
+            config.out.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(config.out, measured.model_dump_json(indent=2) + "\n")
+            typer.echo(f"wrote the report to {config.out}")
+        return
     report = eval_judge(config)
     if isinstance(report, CompareReport):
         Console().print(compare_table(report))
@@ -60,6 +73,7 @@ COMMANDS = (
         EvalJudgeConfig,
         (
             Opt("pairs"),
+            Opt("human", metavar="RUN"),
             Opt("group_by"),
             Opt("constitution"),
             Opt("options.principles"),

@@ -36,11 +36,15 @@ FLAG_TIE = "tie"
 FLAG_CHOICE_OUTSIDE_TOPK = "choice_outside_topk"
 """Flag: a server returned only its top log-probabilities and a choice token was not among them, so its
 probability is an upper bound, not a measurement."""
+FLAG_HUMAN_LABEL = "human_label"
+"""Flag: chosen, rejected, p_a and margin come from people's labels (`labeler export --prefer-human`), not
+from the judge; p_a_ab, p_a_ba and the other judge columns are still the judge's."""
 FLAGS: dict[str, str] = {
     FLAG_LOW_MASS: "the judge put little probability on the two choice tokens in at least one order",
     FLAG_ORDER_FLIP: "the two presentation orders prefer different responses",
     FLAG_TIE: "p_a is exactly 0.5: chosen and rejected are arbitrary",
     FLAG_CHOICE_OUTSIDE_TOPK: "a choice token was missing from a server's top log-probabilities",
+    FLAG_HUMAN_LABEL: "chosen, rejected, p_a and margin come from human labels (export --prefer-human)",
 }
 """Every flag a preference row can carry, with what it means."""
 

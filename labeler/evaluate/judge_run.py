@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from labeler.core.batching import batches
 from labeler.core.config_files import read_yaml_mapping
 from labeler.core.errors import InputError, InputErrors, about_field
+from labeler.core.layout import MANIFEST_NAME
 from labeler.core.outputs import check_outputs
 from labeler.core.progress import progress_bar
 from labeler.core.records import PreferenceRecord
@@ -44,6 +45,7 @@ from labeler.stages.common import engine_for
 from labeler.stages.judge import JudgeOptions, Panel, judge_pairs, panel_for, position_priors
 from labeler.stages.pairs import Pair, make_pair
 from labeler.store.atomic import atomic_write_text
+from labeler.store.human import HUMAN_FOLDER
 
 # The shipped constitution: inside an installed wheel, else the repository's constitutions/ folder.
 DEFAULT_CONSTITUTION = shipped_folder("constitutions") / "helpful-honest.yaml"
@@ -55,7 +57,16 @@ class EvalJudgeConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    pairs: Path = Field(description="JSONL/Parquet/Arrow of `prompt` (text or messages), `chosen`, `rejected`.")
+    pairs: Path | None = Field(
+        None,
+        description="JSONL/Parquet/Arrow of `prompt` (text or messages), `chosen`, `rejected` (or a run's human/ "
+        "folder: as --human).",
+    )
+    human: Path | None = Field(
+        None,
+        description="A run folder: measure the run's own judge (the p_a it stored) on the pairs people labelled "
+        "with `labeler review` (RUN/human/), with inter-annotator agreement; no model is loaded.",
+    )
     group_by: str | None = Field(None, description="Column to report agreement per value of (e.g. category).")
     constitution: Path = Field(DEFAULT_CONSTITUTION, description="Constitution whose judge questions are asked.")
     judge: EngineConfig = Field(default_factory=EngineConfig, description="The judge model and engine.")
@@ -133,9 +144,30 @@ class _Prepared:
     model: ModelRef
 
 
+def human_run_of(config: EvalJudgeConfig) -> Path | None:
+    """The run whose human labels to measure its judge on (`human`, or `pairs` naming a run's human/
+    folder), or None for a pairs file to judge; `InputError` naming the field when neither or both is given.
+
+    >>> human_run_of(EvalJudgeConfig(human=Path("runs/demo")))
+    PosixPath('runs/demo')
+    """
+    if config.pairs is not None and config.human is not None:
+        raise InputError("give a pairs file or a run's human labels, not both", field="human")
+    if config.human is not None:
+        return config.human
+    if config.pairs is None:
+        raise InputError("is missing: give a file of human-labelled pairs, or a run with human labels", field="pairs")
+    if config.pairs.is_dir() and config.pairs.name == HUMAN_FOLDER and (config.pairs.parent / MANIFEST_NAME).is_file():
+        return config.pairs.parent
+    return None
+
+
 def eval_judge(config: EvalJudgeConfig, judge: Engine | None = None) -> EvalJudgeReport | CompareReport:
     """Judge every human pair in both orders and measure the judge against the human labels; with
     `config.compare`, do so under each configuration and compare them pair by pair."""
+    if human_run_of(config) is not None:
+        raise InputError("names a run's human labels: `human_run_report` measures them", field="pairs")
+    assert config.pairs is not None
     # Every check before a judge loads: constitutions, templates, every row, the models, the output file.
     configurations = [_prepare(c) for c in configurations_of(config)]
     human = read_human_pairs(config.pairs, config.group_by, config.options.seed)

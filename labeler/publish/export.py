@@ -31,7 +31,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -43,10 +43,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from labeler.core.errors import InputError
 from labeler.core.outputs import check_output_folder, check_outputs
-from labeler.core.records import FLAGS, SPLITS, PreferenceRecord
+from labeler.core.records import FLAG_HUMAN_LABEL, FLAG_TIE, FLAGS, SPLITS, PreferenceRecord
 from labeler.store.atomic import TEMP_SUFFIX, atomic_write_text, fsync_dir
 from labeler.store.card import CARD_NAME, HubMetadata, render_card
 from labeler.store.fingerprint import sha256_bytes
+from labeler.store.human import human_sides
 from labeler.store.manifest import (
     MANIFEST_NAME,
     ExportedSplit,
@@ -142,6 +143,12 @@ class ExportConfig(BaseModel):
         f"(default {DEFAULT_SHARD_SIZE} unless ‹shard_rows› is given).",
     )
     allow_partial: bool = Field(False, description="Export a split that is still being written (marked partial).")
+    prefer_human: bool = Field(
+        False,
+        description="Where people labelled a pair with `labeler review` (RUN/human/), their side (the majority "
+        "of their A/B choices) replaces the judge's: chosen, rejected, p_a (1 or 0) and margin (1), flag "
+        "human_label; the card says how many. Applied before the filters.",
+    )
 
     @field_validator("drop_flags")
     @classmethod
@@ -232,6 +239,39 @@ class _Counts:
     rows_in: int = 0
     rows_out: int = 0
     removed: dict[str, int] = field(default_factory=dict)
+    human: int = 0  # rows whose label came from people (--prefer-human)
+
+
+def with_human_sides(table: pa.Table, sides: Mapping[str, bool]) -> tuple[pa.Table, int]:
+    """`table` of preference rows with each pair in `sides` labelled by people: chosen and rejected follow
+    their side, p_a is 1 (response_a) or 0, margin 1, the flag human_label added (and tie dropped); the
+    judge's own columns (p_a_ab, p_a_ba, masses, log-probabilities) stay. Also how many rows changed."""
+    hits = pc.is_in(table.column("id"), value_set=pa.array(sorted(sides), pa.string()))
+    if not sides or not pc.any(hits).as_py():
+        return table, 0
+    rows = table.to_pylist()
+    changed = 0
+    for row in rows:
+        a_better = sides.get(row["id"])
+        if a_better is None:
+            continue
+        a, b = row["response_a"], row["response_b"]
+        chosen, rejected = (a, b) if a_better else (b, a)
+        flags = [flag for flag in row["flags"] if flag not in (FLAG_TIE, FLAG_HUMAN_LABEL)] + [FLAG_HUMAN_LABEL]
+        row.update(
+            chosen=[{"role": "assistant", "content": chosen}], rejected=[{"role": "assistant", "content": rejected}],
+            chosen_text=chosen, rejected_text=rejected, p_a=1.0 if a_better else 0.0, margin=1.0, flags=flags,
+        )  # fmt: skip
+        changed += 1
+    return pa.Table.from_pylist(rows, schema=table.schema), changed
+
+
+def human_labelled(tables: Iterable[pa.Table], sides: Mapping[str, bool], counts: _Counts) -> Iterator[pa.Table]:
+    """Each table with people's labels in place of the judge's where they gave one (`with_human_sides`)."""
+    for table in tables:
+        table, changed = with_human_sides(table, sides)
+        counts.human += changed
+        yield table
 
 
 def filtered(tables: Iterable[pa.Table], steps: list[RowFilter], counts: _Counts) -> Iterator[pa.Table]:
@@ -444,6 +484,8 @@ def export_run(config: ExportConfig) -> ExportResult:
             counts = _Counts()
             steps = preference_filters(config) if split == PreferenceRecord.split else []
             tables = iter_shard_tables(config.run, split, require_complete=not config.allow_partial)
+            if split == PreferenceRecord.split and config.prefer_human:
+                tables = human_labelled(tables, human_sides(config.run), counts)
             with _writing(out, f"{split}/"):
                 (temp / split).mkdir()
             shards: list[ShardInfo] = []
@@ -463,6 +505,7 @@ def export_run(config: ExportConfig) -> ExportResult:
                 rows_out=counts.rows_out,
                 removed=tuple(FilterCount(filter=label, removed=n) for label, n in counts.removed.items()),
                 complete=source.status == "complete",
+                human_labels=counts.human if split == PreferenceRecord.split and config.prefer_human else None,
             )
         options = config.model_dump(mode="json", exclude={"run", "out"})
         info = ExportInfo(source=config.run.resolve().name, format=config.format, options=options, splits=exported)

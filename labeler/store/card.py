@@ -327,6 +327,14 @@ def _export_section(export: ExportInfo) -> list[str]:
     for name, split in export.splits.items():
         lines += [f"| {name} | {step.filter} | {step.removed} |" for step in split.removed]
         lines.append(f"| {name} | **kept** | {split.rows_out} of {split.rows_in} |")
+    for name, split in export.splits.items():
+        if split.human_labels is not None:
+            lines += [
+                "",
+                f"**Human labels:** {split.human_labels} of the {split.rows_in} {name} rows take chosen, rejected, "
+                "p_a and margin from people's labels (`labeler review`, exported with `--prefer-human`; flag "
+                "`human_label`); the others keep the judge's.",
+            ]
     partial = [name for name, split in export.splits.items() if not split.complete]
     if partial:
         lines += [

@@ -92,6 +92,9 @@ class ExportedSplit(BaseModel):
     rows_out: int = Field(ge=0, description="Rows written.")
     removed: tuple[FilterCount, ...] = Field(default=(), description="Each filter in the order applied.")
     complete: bool = Field(description="Whether the run's split was complete (else exported with --allow-partial).")
+    human_labels: int | None = Field(
+        default=None, description="With --prefer-human: rows whose label came from people (RUN/human/)."
+    )
 
 
 class ExportInfo(BaseModel):

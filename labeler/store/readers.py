@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from labeler.core.errors import InputError
 from labeler.core.records import SPLITS, Record
-from labeler.store.manifest import SplitEntry, load_manifest, manifest_path, split_entry
+from labeler.store.manifest import ShardInfo, SplitEntry, load_manifest, manifest_path, split_entry
 from labeler.store.shards import ids_of, read_verified_shard
 
 
@@ -68,3 +68,10 @@ def iter_records(run_dir: Path, split: str, *, require_complete: bool = True) ->
     """The split's records as validated models (`PreferenceRecord`, `SFTRecord`), shard by shard."""
     for table in iter_shard_tables(run_dir, split, require_complete=require_complete):
         yield from SPLITS[split].from_table(table)
+
+
+def read_committed_shard(run_dir: Path, split: str, shard: ShardInfo) -> pa.Table:
+    """One shard a split's manifest entry lists, verified (sha256, schema, rows), in the split's schema:
+    for readers that page through a run shard by shard (`committed_split(..., require_complete=False)`
+    gives the shards committed so far, also while another process is still writing the split)."""
+    return read_verified_shard(Path(run_dir), shard, SPLITS[split], upgrade=True)
