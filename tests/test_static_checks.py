@@ -63,8 +63,9 @@ SPELLED_FLAGS = {
     "engine/pool.py": {"--api-key-env"},  # a server failure found while running, past the CLI's checks
     "pipeline/config_reference.py": {"--write"},
     "publish/export.py": {"--drop-flags", "--min-margin", "--min-consistency"},  # the filters' names in manifests
-    "store/card.py": {"--allow-partial", "--help"},
-    "store/manifest.py": {"--min-margin", "--allow-partial"},
+    "core/records.py": {"--prefer-human"},  # a flag's description, written into cards
+    "store/card.py": {"--allow-partial", "--help", "--prefer-human"},
+    "store/manifest.py": {"--min-margin", "--allow-partial", "--prefer-human"},
     "store/shards.py": {"--out"},
     "report/config.py": {"--out"},
     "report/sections.py": {"--rm", "--human-pairs", "--eval-judge", "--out", "--eval-policy"},

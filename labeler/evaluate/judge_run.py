@@ -60,7 +60,7 @@ class EvalJudgeConfig(BaseModel):
     pairs: Path | None = Field(
         None,
         description="JSONL/Parquet/Arrow of `prompt` (text or messages), `chosen`, `rejected` (or a run's human/ "
-        "folder: as --human).",
+        "folder: as ‹human›).",
     )
     human: Path | None = Field(
         None,
