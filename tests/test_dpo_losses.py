@@ -24,7 +24,8 @@ def ref_log_sigmoid(x: float) -> float:
 
 
 def ref_soft(h: list[float], p: list[float], beta: float) -> float:
-    return sum(-(pi * ref_log_sigmoid(beta * hi) + (1 - pi) * ref_log_sigmoid(-beta * hi)) for hi, pi in zip(h, p)) / len(h)
+    losses = [-(pi * ref_log_sigmoid(beta * hi) + (1 - pi) * ref_log_sigmoid(-beta * hi)) for hi, pi in zip(h, p)]
+    return sum(losses) / len(h)
 
 
 def ref_hard(h: list[float], p: list[float], beta: float) -> float:
