@@ -114,3 +114,20 @@ def sequence_kl(logits: torch.Tensor, reference_logits: torch.Tensor, mask: torc
     log_q = F.log_softmax(reference_logits.float(), dim=-1)
     per_token = (log_p.exp() * (log_p - log_q)).sum(dim=-1)  # (N, T)
     return (per_token * mask).sum(dim=-1)
+
+
+def response_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """Sum of log pi(token | tokens before it) over the response tokens of each row: (N, T, V) -> (N,).
+
+    `logits[:, t]` predicts `input_ids[:, t + 1]`; `response_mask` (N, T) is 1 on response tokens and 0
+    on prompt tokens and padding, so neither contributes, whatever their logits.
+
+    >>> logits = torch.zeros(1, 3, 4)  # uniform over 4 tokens
+    >>> round(response_logprobs(logits, torch.tensor([[0, 1, 2]]), torch.tensor([[0, 1, 1]])).item(), 4)  # 2 log(1/4)
+    -2.7726
+    """
+    targets = input_ids[:, 1:]  # (N, T-1): the token each position predicts
+    logits = logits[:, :-1].float()  # (N, T-1, V)
+    token_logits = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (N, T-1)
+    token_logprobs = token_logits - logits.logsumexp(dim=-1)  # (N, T-1)
+    return (token_logprobs * response_mask[:, 1:].to(token_logprobs.dtype)).sum(dim=-1)
