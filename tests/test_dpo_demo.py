@@ -117,8 +117,9 @@ def test_dpo_policy_beats_its_start_before_a_judge_that_sees_the_rule(
 def test_labels_near_one_half_move_the_policy_less_than_confident_ones(
     soft_policy: Path, embedded_model: Path, tmp_path: Path
 ) -> None:
-    """Same pairs, same steps (the confident run is the policy above): the judged p of "No" at 0.55 moves the implicit reward margin far less than
-    at 0.95 (the soft loss asks for a margin of logit(p) / beta, and pulls with p - sigmoid(beta h))."""
+    """Same pairs, same steps (the confident run is the policy above): the judged p of "No" at 0.55 moves
+    the implicit reward margin far less than at 0.95 (the soft loss asks for beta h = logit(p), and pulls
+    with p - sigmoid(beta h))."""
     out = tmp_path / "dpo-unsure"
     train_dpo(DPOConfig(data=(labelled_run(tmp_path / "unsure", 0.55),), policy=str(embedded_model), out=out,
                         **TRAINING, **SETTINGS))  # fmt: skip
