@@ -44,3 +44,14 @@ def test_ppo_benchmark_smoke_times_every_rollout_path(tmp_path: Path) -> None:
     assert figures["vllm_merged"]["send_s"] > 0 and figures["hf"]["send_s"] == 0  # only vLLM is sent weights
     assert figures["lora_cost"]["adapter"] > 0 and figures["lora_cost"]["none"] > 0
     assert "ratio vLLM (merged) / transformers" in stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_dpo_benchmark_smoke_times_labeler_and_trl_on_the_same_tokens(tmp_path: Path) -> None:
+    """`bench/dpo.py --smoke`: labeler dpo and TRL's DPOTrainer (reference precomputed, and as it defaults)."""
+    figures, stdout = smoke("dpo.py", tmp_path / "dpo.json")
+    assert figures["tokens"] > 0
+    for name in ("labeler", "trl_precomputed_reference", "trl_default"):
+        assert math.isfinite(figures["tokens_per_s"][name]) and figures["tokens_per_s"][name] > 0, name
+    assert figures["labeler_over_trl"] > 0 and "ratio labeler / TRL DPOTrainer" in stdout
