@@ -324,3 +324,13 @@ def test_hard_loss_equals_trl_dpo_trainer_on_the_first_batch(tiny_model: Path, t
     assert abs(trl_loss - 0.6931) > 1e-3  # the two models differ: a loss of log 2 would prove nothing
     assert ours == pytest.approx(trl_loss, abs=1e-4)
 
+
+
+def test_pair_margin_for_ipo_uses_per_token_means(tmp_path: Path) -> None:
+    logps = torch.tensor([-4.0, -6.0])  # policy: A, B of one pair
+    reference = torch.tensor([[-5.0, -5.0]])  # (B, 2)
+    lengths = torch.tensor([2.0, 4.0])
+    soft = DPOConfig(data=(tmp_path,), out=tmp_path / "o")
+    ipo = DPOConfig(data=(tmp_path,), out=tmp_path / "o", loss="ipo")
+    assert pair_margin(logps, reference, lengths, soft).item() == pytest.approx(1.0 - (-1.0))
+    assert pair_margin(logps, reference, lengths, ipo).item() == pytest.approx(1.0 / 2 - (-1.0) / 4)
