@@ -1,8 +1,8 @@
 """`dpo` as a stage of `labeler run`, and as the policy update of `stages.iterations`: two iterations of
 sample → label → DPO → eval-policy, killed (kill -9) in iteration 1's DPO and resumed to the end.
 
-The policy is the tiny random model (its samples are nonsense, and quick); the judge is the embedded
-model on the transformers engine. The test checks the machinery, not a figure.
+The tiny random model is both the policy and the judge on the transformers engine (its samples and its
+verdicts are nonsense, and quick): the test checks the machinery, not a figure.
 """
 
 from __future__ import annotations
@@ -32,15 +32,14 @@ def write_prompts(path: Path, questions: list[str]) -> Path:
     return path
 
 
-def loop_config(root: Path, judge: Path, policy: Path) -> dict:
+def loop_config(root: Path, policy: Path) -> dict:
     (root / "brief.yaml").write_text(yaml.safe_dump(CONSTITUTION))
     return {
         "out": str(root / "run"),
         "constitution": str(root / "brief.yaml"),
         "prompts": str(write_prompts(root / "train.jsonl", QUESTIONS)),
         "eval_prompts": str(write_prompts(root / "eval.jsonl", QUESTIONS[::-1])),
-        "engine": {"name": "hf", "model": str(judge), "dtype": "float32"},
-        "policy": {"name": "hf", "model": str(policy), "dtype": "float32"},
+        "engine": {"name": "hf", "model": str(policy), "dtype": "float32"},
         "work": {"batch_size": 4, "quiet": True},
         "stages": {
             "revise": None,
@@ -69,13 +68,13 @@ def test_config_takes_dpo_as_the_policy_update(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_iterated_dpo_resumes_after_kill_9(tmp_path: Path, embedded_model: Path, tiny_model: Path) -> None:
+def test_iterated_dpo_resumes_after_kill_9(tmp_path: Path, tiny_model: Path) -> None:
     from labeler.evaluate.policy_report import read_eval_policy
     from labeler.store import read_split
     from labeler.train.dpo.train import DPO_CARD
 
     config_file = tmp_path / "run.yaml"
-    config_file.write_text(yaml.safe_dump(loop_config(tmp_path, embedded_model, tiny_model)))
+    config_file.write_text(yaml.safe_dump(loop_config(tmp_path, tiny_model)))
     out = tmp_path / "run"
     command = [sys.executable, "-m", "labeler", "run", str(config_file)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
