@@ -26,20 +26,27 @@ from labeler.train.ppo.model import POLICY_ADAPTER, REFERENCE_ADAPTER, base_fold
 from labeler.train.rm.model import disable_dropout
 
 
-def logits_of(lm: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-    """Next-token logits of right-padded rows: (N, T) -> (N, T, V)."""
+def logits_of(lm: nn.Module, input_ids: Tensor, attention_mask: Tensor, keep: int = 0) -> Tensor:
+    """Next-token logits of right-padded rows: (N, T) -> (N, T, V), or of their last `keep` positions only."""
     return lm(
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids_from_mask(attention_mask),
+        logits_to_keep=keep,  # 0: every position
         use_cache=False,
     ).logits
 
 
 def sequence_logprobs(lm: nn.Module, batch: dict[str, Tensor]) -> Tensor:
-    """log pi(response | prompt) of every row of a collated batch, summed over response tokens: (2B,)."""
-    logits = logits_of(lm, batch["input_ids"], batch["attention_mask"])  # (2B, T, V)
-    return response_logprobs(logits, batch["input_ids"], batch["response_mask"])
+    """log pi(response | prompt) of every row of a collated batch, summed over response tokens: (2B,).
+
+    The LM head runs only from the position before the earliest response token on: the logits of the
+    prompt tokens before it would be masked out anyway, and the head is a large share of a small model."""
+    input_ids, response_mask = batch["input_ids"], batch["response_mask"]
+    first = int(response_mask.argmax(dim=-1).min())  # the earliest response token of any row
+    start = max(first - 1, 0)
+    logits = logits_of(lm, input_ids, batch["attention_mask"], keep=input_ids.shape[1] - start)  # (2B, T - start, V)
+    return response_logprobs(logits, input_ids[:, start:], response_mask[:, start:])
 
 
 class Policy:
