@@ -308,7 +308,7 @@ def test_hard_loss_equals_trl_dpo_trainer_on_the_first_batch(tiny_model: Path, t
              "rejected": [m.model_dump() for m in r.rejected]} for r in records]  # fmt: skip
     tokenizer = tokenizer_of(tiny_model)
     args = TRLDPOConfig(output_dir=str(tmp_path / "trl"), per_device_train_batch_size=4, beta=0.1, report_to=[],
-                        use_cpu=True, max_length=None, save_strategy="no")  # fmt: skip
+                        use_cpu=True, max_length=None, save_strategy="no", bf16=False)  # fmt: skip
     trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=Dataset.from_list(rows),
                          processing_class=tokenizer)  # fmt: skip
     with torch.no_grad():
