@@ -531,7 +531,45 @@ CASES = [
          "--dry-run"], same("--repo", "acme/prefs/v2")),
     Case("push/with-report-but-no-report", lambda d: ["push", str(preference_run(d)), "--repo", "acme/prefs",
          "--dry-run", "--with-report"], lambda d: ["--with-report", str(d / "pref-run" / "report")]),
+    # labeler dpo
+    Case("dpo/no-data", lambda d: ["dpo", "--out", str(d / "dpo")], same("--data")),
+    Case("dpo/missing-policy", lambda d: ["dpo", "--data", str(preference_run(d)), "--out", str(d / "dpo"),
+         "--policy", str(d / "nowhere")], lambda d: ["--policy", str(d / "nowhere")]),
+    Case("dpo/file-as-data", lambda d: ["dpo", "--data", str(_file(d / "run.txt")), "--out", str(d / "dpo")],
+         lambda d: [str(d / "run.txt"), "--data"]),
+    Case("dpo/unknown-loss", lambda d: ["dpo", "--data", str(preference_run(d)), "--out", str(d / "dpo"),
+         "--loss", "kto"], same("--loss", "kto")),
+    Case("dpo/zero-beta", lambda d: ["dpo", "--data", str(preference_run(d)), "--out", str(d / "dpo"),
+         "--beta", "0"], same("--beta")),
+    Case("dpo/unknown-drop-flag", lambda d: ["dpo", "--data", str(preference_run(d)), "--out", str(d / "dpo"),
+         "--drop-flags", "low_mass,shaky"], same("--drop-flags", "'shaky'")),
+    Case("dpo/every-pair-dropped", lambda d: ["dpo", "--data", str(_flagged_preference_run(d)), "--out",
+         str(d / "dpo"), "--drop-flags", "low_mass"], lambda d: ["--drop-flags", str(d / "pref-run"), "every one"]),
+    Case("dpo/out-is-the-data-run", lambda d: ["dpo", "--data", str(preference_run(d)), "--out",
+         str(d / "pref-run")], lambda d: ["--out", "--data", str(d / "pref-run")]),
+    Case("dpo/out-is-a-file", lambda d: ["dpo", "--data", str(preference_run(d)), "--out", str(_file(d / "dpo"))],
+         lambda d: ["--out", str(d / "dpo")]),
+    Case("dpo/truncated-shard", lambda d: ["dpo", "--data", str(_truncated_preference_run(d)), "--out",
+         str(d / "dpo")], lambda d: [str(_first_shard(d / "pref-run", "preferences"))]),
 ]
+
+
+def _flagged_preference_run(folder: Path) -> Path:
+    """A preference run whose every pair carries the `low_mass` flag."""
+    run = folder / "pref-run"
+    records = [
+        PreferenceRecord(
+            id=record_id(f"Q{i}?", "yes", "no"), **conversation_columns((Message(role="user", content=f"Q{i}?"),),
+            "yes", "no"), response_a="yes", response_b="no", p_a=0.7, p_a_ab=0.7, p_a_ba=0.7, mass_ab=0.1,
+            mass_ba=0.1, logprobs_ab=(-2.5, -3.3), logprobs_ba=(-2.5, -3.3), consistent=True, principle_ids=(),
+            principle_scores=(), margin=0.4, judge_model="m", source="test", flags=("low_mass",),
+        )
+        for i in range(3)
+    ]  # fmt: skip
+    store = RunStore.open(run, "preferences", {"config": {"made": "by a test"}})
+    store.write_shard(records)
+    store.mark_complete()
+    return run
 
 # --- data integrity and safety: one list per area, each part of the table ---------------------------
 

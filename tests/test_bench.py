@@ -55,3 +55,14 @@ def test_review_benchmark_smoke_times_every_page(tmp_path: Path) -> None:
                  "search_next_page_s", "pair_s"):  # fmt: skip
         assert math.isfinite(figures[name]) and figures[name] > 0, name
     assert "the 1 s target" in stdout and figures["cpu"] in stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_dpo_benchmark_smoke_times_labeler_and_trl_on_the_same_tokens(tmp_path: Path) -> None:
+    """`bench/dpo.py --smoke`: labeler dpo and TRL's DPOTrainer (reference precomputed, and as it defaults)."""
+    figures, stdout = smoke("dpo.py", tmp_path / "dpo.json")
+    assert figures["tokens"] > 0
+    for name in ("labeler", "trl_precomputed_reference", "trl_default"):
+        assert math.isfinite(figures["tokens_per_s"][name]) and figures["tokens_per_s"][name] > 0, name
+    assert figures["labeler_over_trl"] > 0 and "ratio labeler / TRL DPOTrainer" in stdout

@@ -10,7 +10,7 @@ import pytest
 from labeler.cli.app import main
 
 COMMANDS = ["init", "validate", "generate", "revise", "label", "eval-judge", "eval-policy", "report", "train-rm",
-            "score-rm", "ppo", "export", "push", "merge", "run", "model prepare"]  # fmt: skip
+            "score-rm", "ppo", "dpo", "export", "push", "merge", "run", "model prepare"]  # fmt: skip
 
 
 def run_cli(args: list[str]) -> int:

@@ -1,10 +1,11 @@
-"""`labeler train-rm`, `labeler score-rm` and `labeler ppo`: every option is a field of the trainer's config."""
+"""`labeler train-rm`, `score-rm`, `ppo` and `dpo`: every option is a field of the trainer's config."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel
 
-from labeler.cli.options import ConfigCommand, Opt, output_file, parse_list
+from labeler.cli.options import ConfigCommand, Opt, output_file, parse_list, parse_names
+from labeler.train.dpo.config import DPOConfig
 from labeler.train.ppo.config import PPOConfig
 from labeler.train.rm.config import RMTrainConfig, ScoreRMConfig
 
@@ -53,6 +54,22 @@ def run_ppo(config: PPOConfig) -> None:
     print(train_ppo(config))
 
 
+def run_dpo(config: DPOConfig) -> None:
+    """DPO a policy (LoRA by default) on the preference split of runs, each pair's soft label its target.
+
+    Writes OUT/metrics.jsonl, OUT/checkpoint-<step>/ folders and the trained policy (a PEFT adapter, or the
+    whole model with --no-lora) with its tokenizer; prints where it went.
+    """
+    from labeler.train.dpo.train import train_dpo
+
+    result = train_dpo(config)
+    summary = f"{result.steps} steps on {result.train_pairs} pairs"
+    if result.eval_metrics:
+        summary += (f"; held-out implicit-reward accuracy {result.eval_metrics['accuracy']:.3f} on "
+                    f"{result.eval_pairs} pairs, KL {result.eval_metrics['kl']:.3f}")
+    print(f"policy: {result.out} ({summary})")
+
+
 COMMANDS = (
     ConfigCommand("train-rm", RMTrainConfig, every_field(RMTrainConfig), run_train_rm),
     ConfigCommand(
@@ -66,5 +83,15 @@ COMMANDS = (
         PPOConfig,
         every_field(PPOConfig, lora_target_modules=Opt("lora_target_modules", parse=parse_list, cli_type=str)),
         run_ppo,
+    ),
+    ConfigCommand(
+        "dpo",
+        DPOConfig,
+        every_field(
+            DPOConfig,
+            drop_flags=Opt("drop_flags", parse=parse_names, cli_type=str, metavar="FLAG,..."),
+            lora_target_modules=Opt("lora_target_modules", parse=parse_list, cli_type=str),
+        ),
+        run_dpo,
     ),
 )

@@ -153,12 +153,12 @@ def adapter_base_spec(adapter: Path) -> str:
 def checkpoint_export(path: Path, *, where: str) -> Path | None:
     """The usable policy inside a `labeler ppo` output or checkpoint folder, or None for other folders.
 
-    An output folder (it holds `training-config.json`, and no model of its own) gives its newest
-    finished checkpoint; a checkpoint gives what it exported (`adapter/` or `model/`).
+    An output folder (it holds `training-config.json`, and no model or adapter of its own, as `labeler dpo`
+    writes) gives its newest finished checkpoint; a checkpoint gives what it exported (`adapter/` or `model/`).
     """
     from labeler.core.layout import SAVED_CONFIG, STATE_FILE, latest_checkpoint
 
-    if (path / SAVED_CONFIG).is_file() and not (path / "config.json").is_file():
+    if (path / SAVED_CONFIG).is_file() and not (path / "config.json").is_file() and not is_adapter_folder(path):
         checkpoint = latest_checkpoint(path)
         if checkpoint is None:
             raise InputError("a training output folder without a finished checkpoint yet", file=path, where=where)

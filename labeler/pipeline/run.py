@@ -1,18 +1,20 @@
 """`labeler run CONFIG.yaml`: the whole job from one validated file.
 
-Stages run in order: revise → label → train-rm → ppo → report. Each stage is resumable on its own
-(shards with fingerprints, training checkpoints), so re-running the same config after a crash skips
-finished stages and continues the interrupted one at the record or step where it stopped. The judge
-engine is opened once, lazily, and shared by the stages that need it.
+Stages run in order: revise → label → train-rm → ppo → dpo → report (dpo beside or instead of
+train-rm → ppo). Each stage is resumable on its own (shards with fingerprints, training checkpoints),
+so re-running the same config after a crash skips finished stages and continues the interrupted one at
+the record or step where it stopped. The judge engine is opened once, lazily, and shared by the stages
+that need it.
 
-With `stages.iterations: N` the loop closes: label → train-rm → ppo runs N times, iteration k in
-`RUN/iter-<k>/` (its preference split and card, `rm/`, `ppo/`, `eval-policy.json`). Iteration 1 labels
-pairs as `stages.label.pairs` says and trains from the starting models; iteration k > 1 labels pairs
-its policy samples (iteration k-1's PPO policy), continues training iteration k-1's reward model on
-them, and continues PPO from iteration k-1's policy. After each PPO, `labeler eval-policy` compares
-the iteration's policy with the starting policy (`stages.ppo.policy`) on `eval_prompts`.
+With `stages.iterations: N` the loop closes: label → train-rm → ppo (or label → dpo) runs N times,
+iteration k in `RUN/iter-<k>/` (its preference split and card, `rm/`, `ppo/` or `dpo/`,
+`eval-policy.json`). Iteration 1 labels pairs as `stages.label.pairs` says and trains from the starting
+models; iteration k > 1 labels pairs its policy samples (iteration k-1's policy), continues training
+iteration k-1's reward model on them, and continues PPO (or DPO) from iteration k-1's policy. After each
+policy update, `labeler eval-policy` compares the iteration's policy with the starting policy
+(`stages.ppo.policy` or `stages.dpo.policy`) on `eval_prompts`.
 
-A trained folder (rm/, ppo/) is kept only when it is finished on inputs that hold what they held when it
+A trained folder (rm/, ppo/, dpo/) is kept only when it is finished on inputs that hold what they held when it
 started (its `training-config.json` records them by content). When they changed, it is refused; with
 `work.overwrite` it is removed with everything made from it (the policy after a reward model, the
 iteration's evaluation, every later iteration) and trained again.
@@ -36,6 +38,7 @@ from labeler.stages.common import WorkSelection
 from labeler.stages.judge import JudgeOptions
 from labeler.stages.label import PAIR_SAMPLING
 from labeler.stages.revise import REVISE_SAMPLING
+from labeler.train.dpo.config import DPOConfig, DPOSettings
 from labeler.train.ppo.config import PPOConfig, PPOSettings
 from labeler.train.rm.config import RMSettings, RMTrainConfig
 
@@ -91,6 +94,10 @@ class PPOStage(PPOSettings):
     """PPO against the trained reward model (`labeler ppo`'s settings)."""
 
 
+class DPOStage(DPOSettings):
+    """DPO on the preference split (`labeler dpo`'s settings)."""
+
+
 class EvalStage(EvalSettings):
     """Each iteration's policy against the start (`labeler eval-policy`'s settings)."""
 
@@ -103,13 +110,18 @@ class Stages(BaseModel):
     label: LabelStage | None = Field(default_factory=LabelStage, description="A/B judging.")
     train_rm: TrainRMStage | None = Field(None, description="Reward-model training on the preference split.")
     ppo: PPOStage | None = Field(None, description="PPO against the trained reward model.")
+    dpo: DPOStage | None = Field(
+        None,
+        description="DPO of stages.dpo.policy on the preference split, each pair's soft label its target "
+        "(beside or instead of train_rm and ppo); with iterations, the policy update of each iteration.",
+    )
     iterations: int | None = Field(
         None,
         ge=1,
-        description="Close the loop: run label → train-rm → ppo this many times, iteration k in RUN/iter-<k>/, "
-        "each after the first labelling its own policy's samples and continuing from the previous reward model "
-        "and policy; each iteration's policy is evaluated against the starting policy on eval_prompts. "
-        "null: one pass, in the run folder itself.",
+        description="Close the loop: run label → train-rm → ppo (or label → dpo) this many times, iteration k "
+        "in RUN/iter-<k>/, each after the first labelling its own policy's samples and continuing from the "
+        "previous reward model and policy; each iteration's policy is evaluated against the starting policy on "
+        "eval_prompts. null: one pass, in the run folder itself.",
     )
     eval: EvalStage = Field(
         default_factory=EvalStage,
@@ -143,17 +155,23 @@ class RunConfig(BaseModel):
         if s.ppo is not None and s.train_rm is None:
             raise ValueError("stages.ppo needs stages.train_rm (its reward model)")
         if s.iterations is not None:
-            missing = [name for name in ("label", "train_rm", "ppo") if getattr(s, name) is None]
+            if s.ppo is not None and s.dpo is not None:
+                raise ValueError("stages.iterations updates the policy once an iteration: stages.ppo or stages.dpo, "
+                                 "not both")
+            update = "dpo" if s.dpo is not None else "ppo"
+            needed = ("label", "dpo") if update == "dpo" else ("label", "train_rm", "ppo")
+            missing = [name for name in needed if getattr(s, name) is None]
             if missing:
-                raise ValueError(f"stages.iterations repeats label, train_rm and ppo: stages.{missing[0]} is off")
+                raise ValueError(f"stages.iterations repeats {', '.join(needed)}: stages.{missing[0]} is off")
             if self.eval_prompts is None:
                 raise ValueError("stages.iterations evaluates every iteration's policy: give eval_prompts")
-            assert s.label is not None and s.ppo is not None
+            assert s.label is not None
             sampler = (self.policy or self.engine).model
-            if s.label.pairs == "prompts" and sampler != s.ppo.policy:
+            start = policy_update(self)[1].policy
+            if s.label.pairs == "prompts" and sampler != start:
                 raise ValueError(
-                    f"with stages.iterations the policy that samples pairs ({sampler!r}) must be the policy PPO "
-                    f"starts from (stages.ppo.policy {s.ppo.policy!r})"
+                    f"with stages.iterations the policy that samples pairs ({sampler!r}) must be the policy "
+                    f"{update.upper()} starts from (stages.{update}.policy {start!r})"
                 )
         return self
 
@@ -162,6 +180,15 @@ class RunConfig(BaseModel):
         section = getattr(self.stages, stage)
         own = section.constitution if section is not None else None
         return own if own is not None else self.constitution
+
+
+def policy_update(config: RunConfig) -> tuple[Literal["ppo", "dpo"], Any]:
+    """The stage that updates the policy in iterations, and its section: dpo when it is on, else ppo."""
+    s = config.stages
+    if s.dpo is not None:
+        return "dpo", s.dpo
+    assert s.ppo is not None
+    return "ppo", s.ppo
 
 
 def load_run_config(path: Path) -> RunConfig:
@@ -214,6 +241,7 @@ class RunResult:
     stages_run: list[str] = field(default_factory=list)  # with iterations, e.g. "iter-2/ppo"
     rm_dir: Path | None = None  # the last one trained
     ppo_dir: Path | None = None  # the last one trained
+    dpo_dir: Path | None = None  # the last one trained
     report: Path | None = None
     evaluations: list[Path] = field(default_factory=list)  # each iteration's eval-policy.json
 
@@ -348,6 +376,12 @@ def check_pipeline(config: RunConfig) -> None:
                     load_prompts(config.prompts)
                 _check_trained(ppo, config)
                 rollout_plan(ppo, start)
+            if s.dpo is not None:
+                stage = "dpo"
+                dpo = dpo_config(config, s.dpo, k)
+                if k == 1:
+                    resolve_model(dpo.policy, field=None, where="key stages.dpo.policy", kind="policy")
+                _check_trained(dpo, config)
             if s.iterations is not None:
                 stage = "eval"
                 _check_evaluation(config, k)
@@ -409,8 +443,11 @@ def device_plan(config: RunConfig) -> list[str]:
         lines.append("train_rm: one process here; `accelerate launch -m labeler train-rm` for one per GPU")
     if s.ppo is not None:
         lines.append("ppo: one process")
+    if s.dpo is not None:
+        lines.append("dpo: one process here; `accelerate launch -m labeler dpo` for one per GPU")
     if s.iterations is not None:
-        lines.append(f"iterations: {s.iterations} x (label, train_rm, ppo, eval-policy: judge and both policies "
+        updates = "dpo" if s.dpo is not None else "train_rm, ppo"
+        lines.append(f"iterations: {s.iterations} x (label, {updates}, eval-policy: judge and both policies "
                      f"{config.engine.model}, 1 replica)")
     return lines
 
@@ -460,6 +497,9 @@ def _run_stages(config: RunConfig) -> RunResult:
         if s.ppo is not None and result.rm_dir is not None:
             result.ppo_dir = _ppo(config, k)
             done(k, "ppo")
+        if s.dpo is not None:
+            result.dpo_dir = _dpo(config, k)
+            done(k, "dpo")
     if s.iterations is not None:
         with LazyEngine(config.engine) as engine:
             result.evaluations.append(_evaluate(config, s.iterations, engine))
@@ -489,17 +529,22 @@ def iteration_dir(config: RunConfig, k: int) -> Path:
 
 
 def iteration_policy(config: RunConfig, k: int) -> ModelRef:
-    """The policy iteration k starts from: `stages.ppo.policy` for k = 1, else the policy iteration k − 1's
-    PPO exports at its last step, named by where it will be (nothing is read: it may not exist yet)."""
+    """The policy iteration k starts from: `stages.ppo.policy` (or `stages.dpo.policy`) for k = 1, else the
+    policy iteration k − 1's PPO exports at its last step (or its DPO saves in dpo/), named by where it will
+    be (nothing is read: it may not exist yet)."""
     from labeler.core.layout import checkpoint_dir
     from labeler.engine.model_ref import ModelRef, checkpoint_label, resolve_model
     from labeler.train.ppo.model import ADAPTER_DIR, MODEL_DIR
 
-    stage = config.stages.ppo
-    assert stage is not None
-    start = resolve_model(stage.policy, field=None, where="key stages.ppo.policy", kind="policy")
+    update, stage = policy_update(config)
+    start = resolve_model(stage.policy, field=None, where=f"key stages.{update}.policy", kind="policy")
     if k == 1:
         return start
+    if update == "dpo":
+        trained = dpo_config(config, stage, k - 1)
+        label = f"{trained.out.parent.name}/{trained.out.name}"
+        return ModelRef(str(trained.out), trained.out, label, "folder", base=(start.base or start) if trained.lora
+                        else None)  # fmt: skip
     previous = ppo_config(config, stage, k - 1)
     checkpoint = checkpoint_dir(previous.out, previous.steps)
     export = checkpoint / (ADAPTER_DIR if previous.lora else MODEL_DIR)
@@ -533,8 +578,8 @@ def label_config_for(config: RunConfig, k: int) -> tuple[LabelConfig, ModelRef |
 def eval_config(config: RunConfig, k: int) -> EvalPolicyConfig:
     """Iteration k's evaluation: its policy against the starting policy on `eval_prompts`, judged by `engine`,
     its reward model scoring both."""
-    stage = config.stages.ppo
-    assert stage is not None and config.eval_prompts is not None
+    _, stage = policy_update(config)
+    assert config.eval_prompts is not None
     folder = iteration_dir(config, k)
     return EvalPolicyConfig(
         baseline=stage.policy,
@@ -542,12 +587,12 @@ def eval_config(config: RunConfig, k: int) -> EvalPolicyConfig:
         prompts=config.eval_prompts,
         constitution=config.constitution_of("label"),
         judge=config.engine.model_copy(update={"data_parallel_size": 1}),  # one replica evaluates
-        reward_model=str(folder / "rm"),
+        reward_model=str(folder / "rm") if config.stages.train_rm is not None else None,
         templates=config.templates,
         seed=config.seed,
         out=folder / EVAL_POLICY_JSON,
         quiet=config.work.quiet,
-        **config.stages.eval.model_dump(),
+        **BaseModel.model_dump(config.stages.eval),
     )
 
 
@@ -585,6 +630,17 @@ def ppo_config(config: RunConfig, stage: BaseModel, k: int = 1) -> PPOConfig:
                      seed=config.seed + k - 1, resume=True, quiet=config.work.quiet, **settings)
 
 
+def dpo_config(config: RunConfig, stage: BaseModel, k: int = 1) -> DPOConfig:
+    """The DPO of a run (of iteration k): on its preference split, into its dpo/, resuming what is there;
+    iteration k > 1 continues from iteration k − 1's policy (its reference), with a seed of its own."""
+    settings = stage.model_dump()
+    folder = iteration_dir(config, k)
+    if k > 1:
+        settings["policy"] = iteration_policy(config, k).spec
+    return DPOConfig(data=(folder,), out=folder / "dpo", seed=config.seed + k - 1, resume=True,
+                     quiet=config.work.quiet, **settings)
+
+
 def _train_rm(config: RunConfig, k: int) -> Path:
     """Iteration k's reward model: kept when finished on today's inputs, else (re)trained."""
     from labeler.train.rm.train import train_reward_model
@@ -609,6 +665,18 @@ def _ppo(config: RunConfig, k: int) -> Path:
     return ppo.out
 
 
+def _dpo(config: RunConfig, k: int) -> Path:
+    """Iteration k's DPO policy: kept when finished on today's inputs, else (re)trained."""
+    from labeler.train.dpo.train import DPO_CARD, train_dpo
+
+    stage = config.stages.dpo
+    assert stage is not None
+    dpo = dpo_config(config, stage, k)
+    if not _keep_trained(config, k, dpo, (dpo.out / DPO_CARD).is_file()):
+        train_dpo(dpo)
+    return dpo.out
+
+
 def _rm_finished(rm: RMTrainConfig) -> bool:
     """Whether the reward model is saved: its card is written last."""
     from labeler.train.rm.model import REWARD_CARD
@@ -623,7 +691,7 @@ def _ppo_finished(ppo: PPOConfig) -> bool:
     return checkpoint_steps(ppo.out)[-1:] == [ppo.steps]
 
 
-def _changed_inputs(trainer: RMTrainConfig | PPOConfig) -> list[str]:
+def _changed_inputs(trainer: RMTrainConfig | PPOConfig | DPOConfig) -> list[str]:
     """The options whose input holds other content than when the run in `trainer.out` started (none when
     no run is there, or it recorded no inputs)."""
     from labeler.train.common.inputs import changed_inputs, field_of, saved_run_config
@@ -632,7 +700,7 @@ def _changed_inputs(trainer: RMTrainConfig | PPOConfig) -> list[str]:
     return [] if saved is None else [option(field_of(key)) for key in changed_inputs(trainer, saved)]
 
 
-def _check_trained(trainer: RMTrainConfig | PPOConfig, config: RunConfig) -> None:
+def _check_trained(trainer: RMTrainConfig | PPOConfig | DPOConfig, config: RunConfig) -> None:
     """The up-front check of a trained folder: its settings, and (without --overwrite, which replaces a
     stale one) that it was trained on inputs that hold what they hold now."""
     from labeler.train.common.resume import resume_point
@@ -642,7 +710,7 @@ def _check_trained(trainer: RMTrainConfig | PPOConfig, config: RunConfig) -> Non
         _refuse_changed(trainer, _changed_inputs(trainer))
 
 
-def _refuse_changed(trainer: RMTrainConfig | PPOConfig, changed: list[str]) -> None:
+def _refuse_changed(trainer: RMTrainConfig | PPOConfig | DPOConfig, changed: list[str]) -> None:
     """`InputError` naming the trained folder when inputs it was trained on changed."""
     if changed:
         raise InputError(
@@ -653,7 +721,7 @@ def _refuse_changed(trainer: RMTrainConfig | PPOConfig, changed: list[str]) -> N
         )
 
 
-def _keep_trained(config: RunConfig, k: int, trainer: RMTrainConfig | PPOConfig, finished: bool) -> bool:
+def _keep_trained(config: RunConfig, k: int, trainer: RMTrainConfig | PPOConfig | DPOConfig, finished: bool) -> bool:
     """Whether iteration k's trained folder is kept as it is (finished on today's inputs); when its inputs
     changed, it is refused, or with --overwrite removed with everything trained from it, to be trained again
     (an unfinished run on today's inputs resumes)."""

@@ -1,0 +1,1 @@
+"""Direct preference optimisation on labeler's preference shards, with each pair's soft label as its target."""
