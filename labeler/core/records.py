@@ -36,13 +36,22 @@ FLAG_TIE = "tie"
 FLAG_CHOICE_OUTSIDE_TOPK = "choice_outside_topk"
 """Flag: a server returned only its top log-probabilities and a choice token was not among them, so its
 probability is an upper bound, not a measurement."""
+FLAG_FROM_SCORES = "from_scores"
+"""Flag: a pair binarized from a ranking that was never judged itself: p_a is σ(s_a − s_b) of the fitted
+Bradley-Terry scores (both orders and the masses say the same; no principle was asked)."""
 FLAGS: dict[str, str] = {
     FLAG_LOW_MASS: "the judge put little probability on the two choice tokens in at least one order",
     FLAG_ORDER_FLIP: "the two presentation orders prefer different responses",
     FLAG_TIE: "p_a is exactly 0.5: chosen and rejected are arbitrary",
     FLAG_CHOICE_OUTSIDE_TOPK: "a choice token was missing from a server's top log-probabilities",
+    FLAG_FROM_SCORES: "a pair of a ranking not judged itself: p_a comes from the fitted Bradley-Terry scores",
 }
 """Every flag a preference row can carry, with what it means."""
+
+FLAG_INTRANSITIVE = "intransitive"
+"""Ranking flag: the judged pairs order at least one triple of responses in a cycle (A > B > C > A)."""
+RANKING_FLAGS: dict[str, str] = {FLAG_INTRANSITIVE: "the judged pairs order some triple of responses in a cycle"}
+"""Every flag a rankings row can carry, with what it means."""
 
 SOURCE_PROMPTS_FILE = "prompts_file"
 """`source` kind of an SFT row: a row of the prompts file."""
@@ -346,7 +355,80 @@ def _assemble(table: pa.Table, schema: pa.Schema, replacements: dict[str, Any]) 
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-SPLITS: dict[str, type[Record]] = {"sft": SFTRecord, "preferences": PreferenceRecord}
+class JudgedComparison(BaseModel):
+    """One pair of a ranking's responses, judged in both orders as a preference row is (same columns)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    a: int = Field(ge=0, description="Index in `responses` of the response shown as A in the ab order.")
+    b: int = Field(ge=0, description="Index in `responses` of the other response (B in the ab order).")
+    p_a: float = Field(ge=0.0, le=1.0, description="Soft label: P(response a is better), mean of both orders.")
+    p_a_ab: float = Field(ge=0.0, le=1.0, description="P(a is better) with a shown first.")
+    p_a_ba: float = Field(ge=0.0, le=1.0, description="P(a is better) with b shown first, mapped back to a.")
+    mass_ab: float = Field(ge=0.0, description="Probability on the two choice tokens, ab order.")
+    mass_ba: float = Field(ge=0.0, description="Probability on the two choice tokens, ba order.")
+    logprobs_ab: tuple[float, float] = Field(description="[log P(a), log P(b)] in the ab order.")
+    logprobs_ba: tuple[float, float] = Field(description="[log P(a), log P(b)] in the ba order, mapped back.")
+    consistent: bool = Field(description="Both orders prefer the same response.")
+    principle_ids: tuple[str, ...] = Field(description="Principles the pair was judged under.")
+    principle_scores: tuple[PrincipleScore, ...] = Field(
+        description="Per principle: log P(a) − log P(b), averaged over both orders (SALMON)."
+    )
+    margin: float = Field(description="Strength of the preference: 2·|p_a − 0.5|.")
+    flags: tuple[str, ...] = Field(description=f"Warnings about the label: {', '.join(FLAGS)}.")
+
+
+class RankingRecord(Record):
+    """K responses to one conversation, the pairs of them judged, and a Bradley-Terry score for each.
+
+    `scores[i]` belongs to `responses[i]` (and `response_ids[i]`): P(i beats j) = σ(scores[i] − scores[j]).
+    The preference split of the same run is derived from these rows by a stated binarization.
+    """
+
+    split: ClassVar[str] = "rankings"
+
+    source_id: str | None = Field(
+        None, description="The input row's own `id` (as text), or null when it had none; `source` names the file."
+    )
+    prompt: tuple[Message, ...] = Field(min_length=1, description="The conversation, as {role, content} messages.")
+    prompt_text: str = Field(description="The last user turn of `prompt`, as plain text.")
+    responses: tuple[str, ...] = Field(min_length=2, description="The responses ranked, as plain text.")
+    response_ids: tuple[str, ...] = Field(
+        description="Each response's id: the input's `response_ids`, else its position in the input list (or "
+        "its sample number), as text."
+    )
+    scores: tuple[float, ...] = Field(
+        description="Bradley-Terry score of each response (logits, mean zero; a weak Gaussian prior keeps them "
+        "finite): P(i beats j) = sigmoid(scores[i] - scores[j])."
+    )
+    score_errors: tuple[float, ...] = Field(description="Standard error of each score (Laplace approximation).")
+    comparisons: tuple[JudgedComparison, ...] = Field(description="Every judged pair, with its soft label.")
+    design: str = Field(description="Which pairs were judged: 'all', or 'round_robin:N' (N pairs per prompt).")
+    intransitive_triples: int = Field(ge=0, description="Triples of responses the judged pairs order in a cycle.")
+    flags: tuple[str, ...] = Field(description=f"Warnings about the ranking: {', '.join(RANKING_FLAGS)}.")
+    judge_model: str = Field(description="Id of the judge model.")
+    source: str = Field(
+        description="How the responses were made, then ':' and the input file's name (policy_samples:FILE, "
+        "responses_file:FILE)."
+    )
+
+    @model_validator(mode="after")
+    def _columns_agree(self) -> RankingRecord:
+        k = len(self.responses)
+        for name in ("response_ids", "scores", "score_errors"):
+            if len(getattr(self, name)) != k:
+                raise ValueError(f"{name} must hold one value per response ({k}), got {len(getattr(self, name))}")
+        if len(set(self.response_ids)) != k:
+            raise ValueError("response_ids must be distinct")
+        for comparison in self.comparisons:
+            if not (comparison.a < k and comparison.b < k and comparison.a != comparison.b):
+                raise ValueError(f"comparison ({comparison.a}, {comparison.b}) does not name two of the {k} responses")
+        if self.prompt_text != prompt_text(self.prompt):
+            raise ValueError("prompt_text must be the last user turn of prompt")
+        return self
+
+
+SPLITS: dict[str, type[Record]] = {"sft": SFTRecord, "preferences": PreferenceRecord, "rankings": RankingRecord}
 """Every split a run directory can hold, by name (the sub-folder of the run)."""
 
 
