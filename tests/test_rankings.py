@@ -255,3 +255,30 @@ def test_rankings_table_schema_is_explicit() -> None:
     assert schema.field("comparisons").type.value_type.field("p_a").type == pa.float64()
     empty = RankingRecord.to_table([])
     assert empty.schema == schema and empty.num_rows == 0
+
+
+def test_train_rm_export_and_report_read_a_ranked_run(tmp_path: Path, tiny_model: Path) -> None:
+    from labeler.publish.export import ExportConfig, export_run
+    from labeler.report.build import write_report
+    from labeler.train.rm.config import RMTrainConfig
+    from labeler.train.rm.pairs import load_pairs
+    from labeler.train.rm.train import train_reward_model
+
+    rows = _write_rows(tmp_path / "responses.jsonl", _response_rows())
+    run = tmp_path / "run"
+    label(_config(run, pairs=rows, binarize="all-pairs"), judge=StrengthJudge())
+    assert load_pairs([run]) == _preferences(run)  # the reward model's reader takes the derived split as it is
+    out = tmp_path / "rm"
+    train_reward_model(RMTrainConfig(data=(run,), base_model=str(tiny_model), out=out, batch_size=4, max_steps=2,
+                                     max_length=64, eval_fraction=0.0, quiet=True))
+    assert (out / "model.safetensors").is_file() or any(out.rglob("*.safetensors"))
+    exported = tmp_path / "export"
+    export_run(ExportConfig(run=run, out=exported))
+    assert load_pairs([exported]) == _preferences(run)
+    assert _rankings(exported) == _rankings(run)
+    write_report(run)
+    statistics = json.loads((run / "report" / "statistics.json").read_text())
+    assert statistics["rankings"]["prompts"] == 3 and statistics["rankings"]["intransitive_rate"] == 0.0
+    spreads = [max(r.scores) - min(r.scores) for r in _rankings(run)]
+    assert statistics["rankings"]["mean_score_spread"] == pytest.approx(sum(spreads) / 3)
+    assert "intransitive rate" in (run / "report" / "index.md").read_text()
