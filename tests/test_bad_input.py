@@ -296,6 +296,8 @@ CASES = [
     Case("label/rankings-in-job-array", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
          str(responses_file(d)), "--out", str(d / "out"), "--shard-index", "0", "--num-shards", "2"],
          same("--num-shards", "one process")),
+    Case("export/ultrafeedback-without-rankings", lambda d: ["export", str(preference_run(d)), "--out",
+         str(d / "out"), "--ultrafeedback"], same("--ultrafeedback", "no rankings split")),
     # 6. empty input
     Case("revise/empty-prompts", lambda d: ["revise", "--constitution", str(HARMLESS), "--prompts",
          str(empty_file(d, "p.jsonl")), "--out", str(d / "out")], lambda d: [str(d / "p.jsonl"), "no prompts"]),

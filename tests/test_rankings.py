@@ -276,6 +276,16 @@ def test_train_rm_export_and_report_read_a_ranked_run(tmp_path: Path, tiny_model
     export_run(ExportConfig(run=run, out=exported))
     assert load_pairs([exported]) == _preferences(run)
     assert _rankings(exported) == _rankings(run)
+    shaped = tmp_path / "ultrafeedback"
+    export_run(ExportConfig(run=run, out=shaped, ultrafeedback=True, format="jsonl"))
+    assert not (shaped / "rankings").exists()
+    rows = [json.loads(line) for line in (shaped / "ultrafeedback" / "shard-00000.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and {row["prompt"] for row in rows} == {"Say something.", "Say something else.", "Hi."}
+    for row in rows:
+        best = min(row["completions"], key=lambda c: c["rank"])
+        assert best["score"] == max(c["score"] for c in row["completions"])
+        assert STRENGTHS[best["response"]] == max(STRENGTHS[c["response"]] for c in row["completions"])
+    assert len(list(iter_records(shaped, "ultrafeedback"))) == 3  # a verified split of an export run
     write_report(run)
     statistics = json.loads((run / "report" / "statistics.json").read_text())
     assert statistics["rankings"]["prompts"] == 3 and statistics["rankings"]["intransitive_rate"] == 0.0

@@ -56,6 +56,7 @@ COMMANDS = (
             Opt("shard_rows", metavar="N"),
             Opt("shard_size", metavar="SIZE"),
             Opt("allow_partial"),
+            Opt("ultrafeedback"),
         ),
         run_export,
     ),

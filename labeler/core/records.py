@@ -428,7 +428,56 @@ class RankingRecord(Record):
         return self
 
 
-SPLITS: dict[str, type[Record]] = {"sft": SFTRecord, "preferences": PreferenceRecord, "rankings": RankingRecord}
+class Completion(BaseModel):
+    """One response of an UltraFeedback-shaped row, with its score."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    response_id: str = Field(description="The response's id (`response_ids` of the ranking).")
+    response: str = Field(description="The response as plain text.")
+    score: float = Field(description="Its Bradley-Terry score (logits, mean zero over the prompt's responses).")
+    score_error: float = Field(description="The score's standard error.")
+    rank: int = Field(ge=1, description="1 for the highest score of the prompt, 2 for the next, ...")
+
+
+class UltraFeedbackRecord(Record):
+    """A ranking in the shape of UltraFeedback: one row per prompt, each response a scored completion.
+
+    `labeler export --ultrafeedback` writes the rankings split in this shape (split `ultrafeedback`).
+
+    >>> ranking = RankingRecord(id="r", prompt=(Message(role="user", content="Hi?"),), prompt_text="Hi?",
+    ...     responses=("a", "b"), response_ids=("0", "1"), scores=(-0.5, 0.5), score_errors=(1.0, 1.0),
+    ...     comparisons=(), design="all", intransitive_triples=0, flags=(), judge_model="m", source="s")
+    >>> [(c.response, c.rank) for c in UltraFeedbackRecord.from_ranking(ranking).completions]
+    [('a', 2), ('b', 1)]
+    """
+
+    split: ClassVar[str] = "ultrafeedback"
+
+    source_id: str | None = Field(None, description="The input row's own `id`, or null when it had none.")
+    prompt: str = Field(description="The last user turn, as plain text (UltraFeedback's instruction).")
+    prompt_messages: tuple[Message, ...] = Field(min_length=1, description="The whole conversation, as messages.")
+    completions: tuple[Completion, ...] = Field(description="Every response with its score, in the input's order.")
+    judge_model: str = Field(description="Id of the judge model.")
+    source: str = Field(description="How the responses were made, then ':' and the input file's name.")
+
+    @classmethod
+    def from_ranking(cls, ranking: RankingRecord) -> UltraFeedbackRecord:
+        order = sorted(range(len(ranking.scores)), key=lambda i: (-ranking.scores[i], i))
+        rank = {index: position + 1 for position, index in enumerate(order)}
+        completions = tuple(
+            Completion(response_id=rid, response=text, score=score, score_error=error, rank=rank[i])
+            for i, (rid, text, score, error) in enumerate(
+                zip(ranking.response_ids, ranking.responses, ranking.scores, ranking.score_errors))
+        )
+        return cls(id=ranking.id, source_id=ranking.source_id, prompt=ranking.prompt_text,
+                   prompt_messages=ranking.prompt, completions=completions, judge_model=ranking.judge_model,
+                   source=ranking.source)
+
+
+SPLITS: dict[str, type[Record]] = {
+    "sft": SFTRecord, "preferences": PreferenceRecord, "rankings": RankingRecord, "ultrafeedback": UltraFeedbackRecord,
+}
 """Every split a run directory can hold, by name (the sub-folder of the run)."""
 
 

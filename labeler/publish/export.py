@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from labeler.core.errors import InputError
 from labeler.core.outputs import check_output_folder, check_outputs
-from labeler.core.records import FLAGS, SPLITS, PreferenceRecord
+from labeler.core.records import FLAGS, SPLITS, PreferenceRecord, RankingRecord, UltraFeedbackRecord
 from labeler.store.atomic import TEMP_SUFFIX, atomic_write_text, fsync_dir
 from labeler.store.card import CARD_NAME, HubMetadata, render_card
 from labeler.store.fingerprint import sha256_bytes
@@ -142,6 +142,11 @@ class ExportConfig(BaseModel):
         f"(default {DEFAULT_SHARD_SIZE} unless --shard-rows is given).",
     )
     allow_partial: bool = Field(False, description="Export a split that is still being written (marked partial).")
+    ultrafeedback: bool = Field(
+        False,
+        description="Write the rankings split in UltraFeedback's shape, as the split `ultrafeedback`: one row per "
+        "prompt with `prompt` and `completions` (each response with its id, score, standard error and rank).",
+    )
 
     @field_validator("drop_flags")
     @classmethod
@@ -312,6 +317,9 @@ def check_export(config: ExportConfig) -> ExportPlan:
             file=manifest_path(run),
             field="allow_partial",
         )
+    if config.ultrafeedback and RankingRecord.split not in splits:
+        raise InputError("writes the rankings split in UltraFeedback's shape, and this export has no rankings split",
+                         field="ultrafeedback")
     if config.filters_given and PreferenceRecord.split not in splits:
         raise InputError("filters apply to the preference split, which this export does not include",
                          where=config.filters_given[0])  # fmt: skip
@@ -444,6 +452,8 @@ def export_run(config: ExportConfig) -> ExportResult:
             counts = _Counts()
             steps = preference_filters(config) if split == PreferenceRecord.split else []
             tables = iter_shard_tables(config.run, split, require_complete=not config.allow_partial)
+            if split == RankingRecord.split and config.ultrafeedback:
+                tables, split = map(_ultrafeedback_table, tables), UltraFeedbackRecord.split
             with _writing(out, f"{split}/"):
                 (temp / split).mkdir()
             shards: list[ShardInfo] = []
@@ -482,6 +492,11 @@ def export_run(config: ExportConfig) -> ExportResult:
         os.close(lock)
     fsync_dir(out.parent)
     return ExportResult(out, exported, tuple(removed))
+def _ultrafeedback_table(table: pa.Table) -> pa.Table:
+    """A rankings table in UltraFeedback's shape (`UltraFeedbackRecord`)."""
+    return UltraFeedbackRecord.to_table([UltraFeedbackRecord.from_ranking(r) for r in RankingRecord.from_table(table)])
+
+
 def _write_file(path: Path, data: bytes) -> None:
     with open(path, "wb") as handle:
         handle.write(data)
