@@ -44,3 +44,17 @@ def test_ppo_benchmark_smoke_times_every_rollout_path(tmp_path: Path) -> None:
     assert figures["vllm_merged"]["send_s"] > 0 and figures["hf"]["send_s"] == 0  # only vLLM is sent weights
     assert figures["lora_cost"]["adapter"] > 0 and figures["lora_cost"]["none"] > 0
     assert "ratio vLLM (merged) / transformers" in stdout
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+@pytest.mark.timeout(900)
+def test_listwise_benchmark_smoke_times_every_path(tmp_path: Path) -> None:
+    """`bench/listwise.py --smoke`: K responses ranked with the prefix cache, the same pairs as independent
+    rows with the cache off and on, and a budget design against every pair."""
+    figures, stdout = smoke("listwise.py", tmp_path / "listwise.json")
+    for name in ("ranked", "rows_cache_off", "rows_cache_on", "budget"):
+        assert math.isfinite(figures["seconds_per_prompt"][name]) and figures["seconds_per_prompt"][name] > 0, name
+    assert figures["prompts"] == 2 and 2 <= figures["pairs"] <= 2 * 3  # K = 3: every pair of each prompt
+    assert 0.0 <= figures["budget_same_best_and_worst"] <= 1.0
+    assert "ranked / independent rows (cache off)" in stdout
