@@ -292,3 +292,18 @@ def test_train_rm_export_and_report_read_a_ranked_run(tmp_path: Path, tiny_model
     spreads = [max(r.scores) - min(r.scores) for r in _rankings(run)]
     assert statistics["rankings"]["mean_score_spread"] == pytest.approx(sum(spreads) / 3)
     assert "intransitive rate" in (run / "report" / "index.md").read_text()
+
+
+def test_a_run_config_ranks_k_responses(tmp_path: Path) -> None:
+    import yaml
+
+    from labeler.pipeline.run import label_config, load_run_config
+
+    config = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+    config["stages"]["label"] = {"pairs": "prompts", "responses": 3, "comparisons": "2", "binarize": "best-random"}
+    for key in ("prompts", "constitution"):
+        config[key] = str((REPO / "configs" / config[key]).resolve())
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    label_stage = label_config(load_run_config(path))
+    assert (label_stage.responses, label_stage.comparisons, label_stage.binarize) == (3, "2", "best-random")

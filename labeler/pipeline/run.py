@@ -34,7 +34,9 @@ from labeler.evaluate.policy_run import EvalPolicyConfig
 from labeler.inputs.rows import check_input_file
 from labeler.stages.common import WorkSelection
 from labeler.stages.judge import JudgeOptions
-from labeler.stages.label import PAIR_SAMPLING
+from labeler.stages.label import PAIR_SAMPLING, RANKING_FIELDS
+from labeler.stages.label import LabelConfig as _LabelConfig
+from labeler.stages.rankings import Binarization
 from labeler.stages.revise import REVISE_SAMPLING
 from labeler.train.ppo.config import PPOConfig
 from labeler.train.rm.config import RMTrainConfig
@@ -87,6 +89,11 @@ class LabelStage(BaseModel):
         description="How the policy samples the two responses when pairs is 'prompts'.",
     )
     options: JudgeOptions = Field(default_factory=JudgeOptions, description="How pairs are judged (seed: the run's).")
+    responses: int | None = Field(
+        None, ge=2, description=_LabelConfig.model_fields["responses"].description
+    )
+    comparisons: str = Field("all", description=_LabelConfig.model_fields["comparisons"].description)
+    binarize: Binarization | None = Field(None, description=_LabelConfig.model_fields["binarize"].description)
 
 
 # The trainers' own configs, less what the run config decides for them (data, output folder, seed, resuming).
@@ -309,6 +316,7 @@ def label_config(config: RunConfig) -> LabelConfig:
         constitution=config.constitution_of("label"), out=config.out, judge=config.engine, policy=config.policy,
         pair_sampling=stage.pair_sampling, options=stage.options.model_copy(update={"seed": config.seed}),
         templates=config.templates, work=config.work, **source,
+        **{name: getattr(stage, name) for name in RANKING_FIELDS},
     )
 
 
@@ -526,6 +534,7 @@ def label_config_for(config: RunConfig, k: int) -> tuple[LabelConfig, ModelRef |
     return LabelConfig(
         constitution=first.constitution, out=out, prompts=config.prompts, judge=first.judge, policy=sampler,
         pair_sampling=first.pair_sampling, options=options, templates=first.templates, work=first.work,
+        **{name: getattr(first, name) for name in RANKING_FIELDS},
     ), policy
 
 

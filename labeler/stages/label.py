@@ -81,7 +81,7 @@ class LabelConfig(BaseModel):
     responses: int | None = Field(
         None,
         ge=2,
-        description="--prompts: sample K responses per prompt, judge pairs of them and rank them by "
+        description="Sample K responses per prompt (from prompts), judge pairs of them and rank them by "
         "Bradley-Terry (the rankings split); 2 is one pair per prompt, the same as leaving it out.",
     )
     comparisons: str = Field(
