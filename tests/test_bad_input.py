@@ -45,6 +45,13 @@ def pairs_file(folder: Path, extra: str = "") -> Path:
     return path
 
 
+def responses_file(folder: Path, *rows: dict) -> Path:
+    path = folder / "responses.jsonl"
+    rows = rows or ({"prompt": "Hi?", "responses": ["Hello.", "Go away.", "Hm."]},)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
 def human_file(folder: Path, extra: str = "") -> Path:
     path = folder / "human.jsonl"
     row = {"prompt": "Hi?", "chosen": "Hello.", "rejected": "Go away.", "topic": "x"}
@@ -274,6 +281,47 @@ CASES = [
          str(pairs_file(d)), "--out", str(d / "out"), "--cot-clamp", "low,high"], same("--cot-clamp", "LOW,HIGH")),
     Case("label/principles-bogus", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
          str(pairs_file(d)), "--out", str(d / "out"), "--principles", "some"], same("--principles", "sample:K")),
+    # K responses per prompt: ranking options and response lists
+    Case("label/responses-one", lambda d: ["label", "--constitution", str(HARMLESS), "--prompts",
+         str(prompts_file(d)), "--out", str(d / "out"), "--responses", "1"], same("--responses", "1")),
+    Case("label/responses-without-prompts", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(d / "out"), "--responses", "4"], same("--responses", "prompts")),
+    Case("label/binarize-without-rankings", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(d / "out"), "--binarize", "best-worst"], same("--binarize", "rankings")),
+    Case("label/binarize-bogus", lambda d: ["label", "--constitution", str(HARMLESS), "--prompts",
+         str(prompts_file(d)), "--out", str(d / "out"), "--responses", "4", "--binarize", "worst"],
+         same("--binarize", "best-worst")),
+    Case("label/comparisons-bogus", lambda d: ["label", "--constitution", str(HARMLESS), "--prompts",
+         str(prompts_file(d)), "--out", str(d / "out"), "--responses", "4", "--comparisons", "some"],
+         same("--comparisons", "'all'")),
+    Case("label/comparisons-cannot-connect", lambda d: ["label", "--constitution", str(HARMLESS), "--prompts",
+         str(prompts_file(d)), "--out", str(d / "out"), "--responses", "4", "--comparisons", "2"],
+         same("--comparisons", "at least 3")),
+    Case("label/comparisons-cannot-connect-a-row", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(responses_file(d, {"prompt": "Hi?", "responses": ["a", "b"]},
+                            {"prompt": "Yo?", "responses": ["a", "b", "c", "d", "e"]})),
+         "--out", str(d / "out"), "--comparisons", "3"],
+         lambda d: [f"{d / 'responses.jsonl'}:2", "--comparisons", "at least 4"]),
+    Case("label/comparisons-with-pairs", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(pairs_file(d)), "--out", str(d / "out"), "--comparisons", "3"], same("--comparisons")),
+    Case("label/one-response-in-row", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(responses_file(d, {"prompt": "Hi?", "responses": ["Hello."]})), "--out", str(d / "out")],
+         lambda d: [f"{d / 'responses.jsonl'}:1", "responses", "at least 2"]),
+    Case("label/duplicate-response-ids", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(responses_file(d, {"prompt": "Hi?", "responses": ["a", "b"]},
+                            {"prompt": "Hi?", "responses": ["a", "b", "c"], "response_ids": ["x", "y", "x"]})),
+         "--out", str(d / "out")], lambda d: [f"{d / 'responses.jsonl'}:2", "response_ids", "duplicate"]),
+    Case("label/repeated-response-text", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(responses_file(d, {"prompt": "Hi?", "responses": ["a", "b", "a"]})), "--out", str(d / "out")],
+         lambda d: [f"{d / 'responses.jsonl'}:1", "responses", "same text"]),
+    Case("label/response-ids-wrong-length", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(responses_file(d, {"prompt": "Hi?", "responses": ["a", "b"], "response_ids": ["x"]})),
+         "--out", str(d / "out")], lambda d: [f"{d / 'responses.jsonl'}:1", "response_ids"]),
+    Case("label/rankings-in-job-array", lambda d: ["label", "--constitution", str(HARMLESS), "--pairs",
+         str(responses_file(d)), "--out", str(d / "out"), "--shard-index", "0", "--num-shards", "2"],
+         same("--num-shards", "one process")),
+    Case("export/ultrafeedback-without-rankings", lambda d: ["export", str(preference_run(d)), "--out",
+         str(d / "out"), "--ultrafeedback"], same("--ultrafeedback", "no rankings split")),
     # 6. empty input
     Case("revise/empty-prompts", lambda d: ["revise", "--constitution", str(HARMLESS), "--prompts",
          str(empty_file(d, "p.jsonl")), "--out", str(d / "out")], lambda d: [str(d / "p.jsonl"), "no prompts"]),

@@ -66,3 +66,17 @@ def test_dpo_benchmark_smoke_times_labeler_and_trl_on_the_same_tokens(tmp_path: 
     for name in ("labeler", "trl_precomputed_reference", "trl_default"):
         assert math.isfinite(figures["tokens_per_s"][name]) and figures["tokens_per_s"][name] > 0, name
     assert figures["labeler_over_trl"] > 0 and "ratio labeler / TRL DPOTrainer" in stdout
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+@pytest.mark.timeout(900)
+def test_listwise_benchmark_smoke_times_every_path(tmp_path: Path) -> None:
+    """`bench/listwise.py --smoke`: K responses ranked with the prefix cache, the same pairs as independent
+    rows with the cache off and on, and a budget design against every pair."""
+    figures, stdout = smoke("listwise.py", tmp_path / "listwise.json")
+    for name in ("ranked", "rows_cache_off", "rows_cache_on", "budget"):
+        assert math.isfinite(figures["seconds_per_prompt"][name]) and figures["seconds_per_prompt"][name] > 0, name
+    assert figures["prompts"] == 2 and 2 <= figures["pairs"] <= 2 * 3  # K = 3: every pair of each prompt
+    assert 0.0 <= figures["budget_same_best_and_worst"] <= 1.0
+    assert "ranked / independent rows (cache off)" in stdout

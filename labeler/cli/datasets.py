@@ -59,6 +59,7 @@ COMMANDS = (
             Opt("shard_size", metavar="SIZE"),
             Opt("allow_partial"),
             Opt("prefer_human"),
+            Opt("ultrafeedback"),
         ),
         run_export,
     ),

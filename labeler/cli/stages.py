@@ -36,6 +36,15 @@ def run_label(config: LabelConfig) -> None:
     from labeler.stages.runner import run_stage
 
     result = run_stage(config)
+    if result.ranked:
+        typer.echo(
+            f"ranked {result.rankings_written} prompts ({result.already_done} already done, "
+            f"{result.counts.identical_dropped} identical responses dropped, {result.counts.too_few_responses} "
+            f"prompts left with fewer than 2 responses, {len(result.skipped_too_long)} skipped as longer than the "
+            f"judge's context) to {result.out / 'rankings'}; wrote {result.written} pairs to "
+            f"{result.out / 'preferences'}"
+        )
+        return
     typer.echo(
         f"wrote {result.written} pairs ({result.already_done} already done, "
         f"{result.counts.identical_dropped} identical pairs dropped, {len(result.skipped_too_long)} skipped as "
@@ -92,6 +101,9 @@ COMMANDS = (
             Opt("prompts"),
             Opt("pairs"),
             Opt("pairs_from"),
+            Opt("responses"),
+            Opt("comparisons"),
+            Opt("binarize"),
             Opt("options.principles"),
             Opt("options.cot"),
             Opt("options.cot_max_tokens"),

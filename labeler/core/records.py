@@ -39,14 +39,23 @@ probability is an upper bound, not a measurement."""
 FLAG_HUMAN_LABEL = "human_label"
 """Flag: chosen, rejected, p_a and margin come from people's labels (`labeler export --prefer-human`), not
 from the judge; p_a_ab, p_a_ba and the other judge columns are still the judge's."""
+FLAG_FROM_SCORES = "from_scores"
+"""Flag: a pair binarized from a ranking that was never judged itself: p_a is σ(s_a − s_b) of the fitted
+Bradley-Terry scores (both orders and the masses say the same; no principle was asked)."""
 FLAGS: dict[str, str] = {
     FLAG_LOW_MASS: "the judge put little probability on the two choice tokens in at least one order",
     FLAG_ORDER_FLIP: "the two presentation orders prefer different responses",
     FLAG_TIE: "p_a is exactly 0.5: chosen and rejected are arbitrary",
     FLAG_CHOICE_OUTSIDE_TOPK: "a choice token was missing from a server's top log-probabilities",
     FLAG_HUMAN_LABEL: "chosen, rejected, p_a and margin come from human labels (export --prefer-human)",
+    FLAG_FROM_SCORES: "a pair of a ranking not judged itself: p_a comes from the fitted Bradley-Terry scores",
 }
 """Every flag a preference row can carry, with what it means."""
+
+FLAG_INTRANSITIVE = "intransitive"
+"""Ranking flag: the judged pairs order at least one triple of responses in a cycle (A > B > C > A)."""
+RANKING_FLAGS: dict[str, str] = {FLAG_INTRANSITIVE: "the judged pairs order some triple of responses in a cycle"}
+"""Every flag a rankings row can carry, with what it means."""
 
 SOURCE_PROMPTS_FILE = "prompts_file"
 """`source` kind of an SFT row: a row of the prompts file."""
@@ -350,7 +359,129 @@ def _assemble(table: pa.Table, schema: pa.Schema, replacements: dict[str, Any]) 
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-SPLITS: dict[str, type[Record]] = {"sft": SFTRecord, "preferences": PreferenceRecord}
+class JudgedComparison(BaseModel):
+    """One pair of a ranking's responses, judged in both orders as a preference row is (same columns)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    a: int = Field(ge=0, description="Index in `responses` of the response shown as A in the ab order.")
+    b: int = Field(ge=0, description="Index in `responses` of the other response (B in the ab order).")
+    p_a: float = Field(ge=0.0, le=1.0, description="Soft label: P(response a is better), mean of both orders.")
+    p_a_ab: float = Field(ge=0.0, le=1.0, description="P(a is better) with a shown first.")
+    p_a_ba: float = Field(ge=0.0, le=1.0, description="P(a is better) with b shown first, mapped back to a.")
+    mass_ab: float = Field(ge=0.0, description="Probability on the two choice tokens, ab order.")
+    mass_ba: float = Field(ge=0.0, description="Probability on the two choice tokens, ba order.")
+    logprobs_ab: tuple[float, float] = Field(description="[log P(a), log P(b)] in the ab order.")
+    logprobs_ba: tuple[float, float] = Field(description="[log P(a), log P(b)] in the ba order, mapped back.")
+    consistent: bool = Field(description="Both orders prefer the same response.")
+    principle_ids: tuple[str, ...] = Field(description="Principles the pair was judged under.")
+    principle_scores: tuple[PrincipleScore, ...] = Field(
+        description="Per principle: log P(a) − log P(b), averaged over both orders (SALMON)."
+    )
+    margin: float = Field(description="Strength of the preference: 2·|p_a − 0.5|.")
+    flags: tuple[str, ...] = Field(description=f"Warnings about the label: {', '.join(FLAGS)}.")
+
+
+class RankingRecord(Record):
+    """K responses to one conversation, the pairs of them judged, and a Bradley-Terry score for each.
+
+    `scores[i]` belongs to `responses[i]` (and `response_ids[i]`): P(i beats j) = σ(scores[i] − scores[j]).
+    The preference split of the same run is derived from these rows by a stated binarization.
+    """
+
+    split: ClassVar[str] = "rankings"
+
+    source_id: str | None = Field(
+        None, description="The input row's own `id` (as text), or null when it had none; `source` names the file."
+    )
+    prompt: tuple[Message, ...] = Field(min_length=1, description="The conversation, as {role, content} messages.")
+    prompt_text: str = Field(description="The last user turn of `prompt`, as plain text.")
+    responses: tuple[str, ...] = Field(min_length=2, description="The responses ranked, as plain text.")
+    response_ids: tuple[str, ...] = Field(
+        description="Each response's id: the input's `response_ids`, else its position in the input list (or "
+        "its sample number), as text."
+    )
+    scores: tuple[float, ...] = Field(
+        description="Bradley-Terry score of each response (logits, mean zero; a weak Gaussian prior keeps them "
+        "finite): P(i beats j) = sigmoid(scores[i] - scores[j])."
+    )
+    score_errors: tuple[float, ...] = Field(description="Standard error of each score (Laplace approximation).")
+    comparisons: tuple[JudgedComparison, ...] = Field(description="Every judged pair, with its soft label.")
+    design: str = Field(description="Which pairs were judged: 'all', or 'round_robin:N' (N pairs per prompt).")
+    intransitive_triples: int = Field(ge=0, description="Triples of responses the judged pairs order in a cycle.")
+    flags: tuple[str, ...] = Field(description=f"Warnings about the ranking: {', '.join(RANKING_FLAGS)}.")
+    judge_model: str = Field(description="Id of the judge model.")
+    source: str = Field(
+        description="How the responses were made, then ':' and the input file's name (policy_samples:FILE, "
+        "responses_file:FILE)."
+    )
+
+    @model_validator(mode="after")
+    def _columns_agree(self) -> RankingRecord:
+        k = len(self.responses)
+        for name in ("response_ids", "scores", "score_errors"):
+            if len(getattr(self, name)) != k:
+                raise ValueError(f"{name} must hold one value per response ({k}), got {len(getattr(self, name))}")
+        if len(set(self.response_ids)) != k:
+            raise ValueError("response_ids must be distinct")
+        for comparison in self.comparisons:
+            if not (comparison.a < k and comparison.b < k and comparison.a != comparison.b):
+                raise ValueError(f"comparison ({comparison.a}, {comparison.b}) does not name two of the {k} responses")
+        if self.prompt_text != prompt_text(self.prompt):
+            raise ValueError("prompt_text must be the last user turn of prompt")
+        return self
+
+
+class Completion(BaseModel):
+    """One response of an UltraFeedback-shaped row, with its score."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    response_id: str = Field(description="The response's id (`response_ids` of the ranking).")
+    response: str = Field(description="The response as plain text.")
+    score: float = Field(description="Its Bradley-Terry score (logits, mean zero over the prompt's responses).")
+    score_error: float = Field(description="The score's standard error.")
+    rank: int = Field(ge=1, description="1 for the highest score of the prompt, 2 for the next, ...")
+
+
+class UltraFeedbackRecord(Record):
+    """A ranking in the shape of UltraFeedback: one row per prompt, each response a scored completion.
+
+    `labeler export --ultrafeedback` writes the rankings split in this shape (split `ultrafeedback`).
+
+    >>> ranking = RankingRecord(id="r", prompt=(Message(role="user", content="Hi?"),), prompt_text="Hi?",
+    ...     responses=("a", "b"), response_ids=("0", "1"), scores=(-0.5, 0.5), score_errors=(1.0, 1.0),
+    ...     comparisons=(), design="all", intransitive_triples=0, flags=(), judge_model="m", source="s")
+    >>> [(c.response, c.rank) for c in UltraFeedbackRecord.from_ranking(ranking).completions]
+    [('a', 2), ('b', 1)]
+    """
+
+    split: ClassVar[str] = "ultrafeedback"
+
+    source_id: str | None = Field(None, description="The input row's own `id`, or null when it had none.")
+    prompt: str = Field(description="The last user turn, as plain text (UltraFeedback's instruction).")
+    prompt_messages: tuple[Message, ...] = Field(min_length=1, description="The whole conversation, as messages.")
+    completions: tuple[Completion, ...] = Field(description="Every response with its score, in the input's order.")
+    judge_model: str = Field(description="Id of the judge model.")
+    source: str = Field(description="How the responses were made, then ':' and the input file's name.")
+
+    @classmethod
+    def from_ranking(cls, ranking: RankingRecord) -> UltraFeedbackRecord:
+        order = sorted(range(len(ranking.scores)), key=lambda i: (-ranking.scores[i], i))
+        rank = {index: position + 1 for position, index in enumerate(order)}
+        completions = tuple(
+            Completion(response_id=rid, response=text, score=score, score_error=error, rank=rank[i])
+            for i, (rid, text, score, error) in enumerate(
+                zip(ranking.response_ids, ranking.responses, ranking.scores, ranking.score_errors))
+        )
+        return cls(id=ranking.id, source_id=ranking.source_id, prompt=ranking.prompt_text,
+                   prompt_messages=ranking.prompt, completions=completions, judge_model=ranking.judge_model,
+                   source=ranking.source)
+
+
+SPLITS: dict[str, type[Record]] = {
+    "sft": SFTRecord, "preferences": PreferenceRecord, "rankings": RankingRecord, "ultrafeedback": UltraFeedbackRecord,
+}
 """Every split a run directory can hold, by name (the sub-folder of the run)."""
 
 

@@ -36,7 +36,9 @@ from labeler.evaluate.policy_run import EvalPolicyConfig, EvalSettings
 from labeler.inputs.rows import check_input_file
 from labeler.stages.common import WorkSelection
 from labeler.stages.judge import JudgeOptions
-from labeler.stages.label import PAIR_SAMPLING
+from labeler.stages.label import PAIR_SAMPLING, RANKING_FIELDS
+from labeler.stages.label import LabelConfig as _LabelConfig
+from labeler.stages.rankings import Binarization
 from labeler.stages.revise import REVISE_SAMPLING
 from labeler.train.dpo.config import DPOConfig, DPOSettings
 from labeler.train.ppo.config import PPOConfig, PPOSettings
@@ -82,6 +84,11 @@ class LabelStage(BaseModel):
         description="How the policy samples the two responses when pairs is 'prompts'.",
     )
     options: JudgeOptions = Field(default_factory=JudgeOptions, description="How pairs are judged (seed: the run's).")
+    responses: int | None = Field(
+        None, ge=2, description=_LabelConfig.model_fields["responses"].description
+    )
+    comparisons: str = Field("all", description=_LabelConfig.model_fields["comparisons"].description)
+    binarize: Binarization | None = Field(None, description=_LabelConfig.model_fields["binarize"].description)
 
 
 # The trainers' and the evaluation's own settings: the run config decides the rest for them (data, prompts,
@@ -331,6 +338,7 @@ def label_config(config: RunConfig) -> LabelConfig:
         constitution=config.constitution_of("label"), out=config.out, judge=config.engine, policy=config.policy,
         pair_sampling=stage.pair_sampling, options=stage.options.model_copy(update={"seed": config.seed}),
         templates=config.templates, work=config.work, **source,
+        **{name: getattr(stage, name) for name in RANKING_FIELDS},
     )
 
 
@@ -572,6 +580,7 @@ def label_config_for(config: RunConfig, k: int) -> tuple[LabelConfig, ModelRef |
     return LabelConfig(
         constitution=first.constitution, out=out, prompts=config.prompts, judge=first.judge, policy=sampler,
         pair_sampling=first.pair_sampling, options=options, templates=first.templates, work=first.work,
+        **{name: getattr(first, name) for name in RANKING_FIELDS},
     ), policy
 
 

@@ -43,7 +43,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from labeler.core.errors import InputError
 from labeler.core.outputs import check_output_folder, check_outputs
-from labeler.core.records import FLAG_HUMAN_LABEL, FLAG_TIE, FLAGS, SPLITS, PreferenceRecord
+from labeler.core.records import (
+    FLAG_HUMAN_LABEL,
+    FLAG_TIE,
+    FLAGS,
+    SPLITS,
+    PreferenceRecord,
+    RankingRecord,
+    UltraFeedbackRecord,
+)
 from labeler.store.atomic import TEMP_SUFFIX, atomic_write_text, fsync_dir
 from labeler.store.card import CARD_NAME, HubMetadata, render_card
 from labeler.store.fingerprint import sha256_bytes
@@ -148,6 +156,11 @@ class ExportConfig(BaseModel):
         description="Where people labelled a pair with `labeler review` (RUN/human/), their side (the majority "
         "of their A/B choices) replaces the judge's: chosen, rejected, p_a (1 or 0) and margin (1), flag "
         "human_label; the card says how many. Applied before the filters.",
+    )
+    ultrafeedback: bool = Field(
+        False,
+        description="Write the rankings split in UltraFeedback's shape, as the split `ultrafeedback`: one row per "
+        "prompt with `prompt` and `completions` (each response with its id, score, standard error and rank).",
     )
 
     @field_validator("drop_flags")
@@ -352,6 +365,9 @@ def check_export(config: ExportConfig) -> ExportPlan:
             file=manifest_path(run),
             field="allow_partial",
         )
+    if config.ultrafeedback and RankingRecord.split not in splits:
+        raise InputError("writes the rankings split in UltraFeedback's shape, and this export has no rankings split",
+                         field="ultrafeedback")
     if config.filters_given and PreferenceRecord.split not in splits:
         raise InputError("filters apply to the preference split, which this export does not include",
                          where=config.filters_given[0])  # fmt: skip
@@ -486,6 +502,8 @@ def export_run(config: ExportConfig) -> ExportResult:
             tables = iter_shard_tables(config.run, split, require_complete=not config.allow_partial)
             if split == PreferenceRecord.split and config.prefer_human:
                 tables = human_labelled(tables, human_sides(config.run), counts)
+            if split == RankingRecord.split and config.ultrafeedback:
+                tables, split = map(_ultrafeedback_table, tables), UltraFeedbackRecord.split
             with _writing(out, f"{split}/"):
                 (temp / split).mkdir()
             shards: list[ShardInfo] = []
@@ -525,6 +543,11 @@ def export_run(config: ExportConfig) -> ExportResult:
         os.close(lock)
     fsync_dir(out.parent)
     return ExportResult(out, exported, tuple(removed))
+def _ultrafeedback_table(table: pa.Table) -> pa.Table:
+    """A rankings table in UltraFeedback's shape (`UltraFeedbackRecord`)."""
+    return UltraFeedbackRecord.to_table([UltraFeedbackRecord.from_ranking(r) for r in RankingRecord.from_table(table)])
+
+
 def _write_file(path: Path, data: bytes) -> None:
     with open(path, "wb") as handle:
         handle.write(data)

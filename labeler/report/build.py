@@ -17,6 +17,7 @@ every file is written, so a crash never leaves half a report; a lock keeps two w
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -46,6 +47,7 @@ from labeler.report.sections import (
     policy_section,
     preference_section,
     principle_section,
+    ranking_section,
     rm_section,
     run_section,
     sft_section,
@@ -108,6 +110,7 @@ def write_report(
                     policy_section(evaluations, figures),
                     preference_section(run.preferences, figures),
                     principle_section(run.preferences, figures),
+                    *((ranking_section(run.rankings),) if run.rankings is not None else ()),
                     sft_section(run.sft, figures),
                     rm_section(logs, missing_logs, figures),
                     calibration_section(human_pairs, human, eval_judge, sources, figures),
@@ -225,6 +228,8 @@ def _statistics(
             "first_shown_rate": data.first_shown_rate,
             "principles": principles,
         }
+    if run.rankings is not None:
+        result["rankings"] = dataclasses.asdict(run.rankings)
     if run.sft is not None:
         result["sft"] = {**statistics_dict(run.sft.stats), "principle_usage": dict(run.sft.principle_usage)}
     result["reward_models"] = {

@@ -76,6 +76,51 @@ class SFTData:
     principle_usage: tuple[tuple[str, int], ...]  # rounds per principle, most used first
 
 
+@dataclass(frozen=True)
+class RankingSummary:
+    """A rankings split in a few numbers: how far each prompt's scores spread, how often its judged pairs
+    go round in a cycle."""
+
+    prompts: int
+    mean_responses: float | None
+    mean_comparisons: float | None
+    mean_score_spread: float | None  # highest minus lowest score of a prompt, in logits
+    median_score_spread: float | None
+    mean_score_error: float | None
+    intransitive_rate: float | None  # prompts with at least one cyclic triple, of all prompts
+    intransitive_triples: int
+
+
+def ranking_summary(table: pa.Table) -> RankingSummary:
+    """The summary of a rankings table.
+
+    >>> t = pa.table({"scores": [[1.0, -1.0], [0.5, 0.0, -0.5]], "score_errors": [[1.0, 1.0], [2.0, 2.0, 2.0]],
+    ...               "comparisons": [[{}], [{}, {}, {}]], "intransitive_triples": [0, 1]})
+    >>> summary = ranking_summary(t)
+    >>> summary.mean_score_spread, summary.intransitive_rate, summary.mean_comparisons
+    (1.5, 0.5, 2.0)
+    """
+    scores = table.column("scores").to_pylist()
+    errors = [e for row in table.column("score_errors").to_pylist() for e in row]
+    cycles = table.column("intransitive_triples").to_pylist()
+    spreads = np.array([max(row) - min(row) for row in scores], dtype=float)
+    n = len(scores)
+
+    def mean(values: list[int] | list[float] | np.ndarray) -> float | None:
+        return float(np.mean(values)) if len(values) else None
+
+    return RankingSummary(
+        prompts=n,
+        mean_responses=mean([len(row) for row in scores]),
+        mean_comparisons=mean([len(row) for row in table.column("comparisons").to_pylist()]),
+        mean_score_spread=mean(spreads),
+        median_score_spread=float(np.median(spreads)) if n else None,
+        mean_score_error=mean(errors),
+        intransitive_rate=mean([c > 0 for c in cycles]),
+        intransitive_triples=int(sum(cycles)),
+    )
+
+
 @dataclass(frozen=True, eq=False)
 class RunData:
     """What a report needs of a run directory; a split the run lacks is None."""
@@ -85,6 +130,7 @@ class RunData:
     preferences: PreferenceData | None
     sft: SFTData | None
     tables: dict[str, pa.Table] = field(default_factory=dict)  # each split the run has, as read
+    rankings: RankingSummary | None = None
 
 
 def pairwise_correlation(matrix: np.ndarray, min_rows: int = 2) -> np.ndarray:
@@ -179,4 +225,5 @@ def collect_run(run_dir: Path) -> RunData:
         preferences=preference_data(tables["preferences"]) if "preferences" in tables else None,
         sft=sft_data(tables["sft"]) if "sft" in tables else None,
         tables=tables,
+        rankings=ranking_summary(tables["rankings"]) if "rankings" in tables else None,
     )

@@ -15,7 +15,7 @@ from labeler.core.records import FLAG_LOW_MASS, FLAG_ORDER_FLIP, SPLITS
 from labeler.evaluate.policy_report import EVAL_POLICY_JSON
 from labeler.evaluate.policy_report import interval as format_interval
 from labeler.report import plots
-from labeler.report.collect import PreferenceData, RunData, SFTData
+from labeler.report.collect import PreferenceData, RankingSummary, RunData, SFTData
 from labeler.report.human_agreement import Calibration, EvalJudgeResult, HumanMatch, calibration
 from labeler.report.metrics import PLOTTED_METRICS, TrainingLog
 from labeler.report.page import Block, Image, Note, Page, Paragraph, Section, Table, fmt
@@ -209,6 +209,32 @@ def principle_section(data: PreferenceData | None, figures: Figures) -> Section:
     else:
         blocks.append(figures.skip(correlation_title, "only one principle has scores"))
     return Section(title, tuple(blocks))
+
+
+def ranking_section(summary: RankingSummary) -> Section:
+    """K responses per prompt: Bradley-Terry score spread and how often the judged pairs form a cycle."""
+    return Section(
+        "Rankings (K responses per prompt)",
+        (
+            Paragraph("Each prompt's responses were judged pair by pair and given Bradley-Terry scores "
+                      "(logits: P(i beats j) = sigmoid(s_i - s_j)). A prompt is intransitive when its judged pairs "
+                      "order some three responses in a cycle (A > B > C > A)."),
+            Table(
+                ("statistic", "value"),
+                (
+                    ("prompts ranked", str(summary.prompts)),
+                    ("mean responses per prompt", fmt(summary.mean_responses, 2)),
+                    ("mean judged pairs per prompt", fmt(summary.mean_comparisons, 2)),
+                    ("mean score spread (highest - lowest)", fmt(summary.mean_score_spread)),
+                    ("median score spread", fmt(summary.median_score_spread)),
+                    ("mean standard error of a score", fmt(summary.mean_score_error)),
+                    ("intransitive rate (prompts with a cycle)", fmt(summary.intransitive_rate)),
+                    ("intransitive triples", str(summary.intransitive_triples)),
+                ),
+                numeric=(1,),
+            ),
+        ),
+    )
 
 
 def sft_section(data: SFTData | None, figures: Figures) -> Section:

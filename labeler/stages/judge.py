@@ -174,11 +174,16 @@ def judge_pairs(
     pairs: Sequence[Pair],
     options: JudgeOptions,
     priors: Mapping[str, float] | None = None,
+    *,
+    share_prefixes: bool = False,
 ) -> list[PreferenceRecord]:
     """Judge a batch of pairs in both orders; one preference record per pair.
 
     `priors`: what `position_priors` measured, for `options.calibrate` (measured here when not given;
-    a caller judging many batches measures them once).
+    a caller judging many batches measures them once). `share_prefixes`: the pairs hold several responses
+    to one conversation (a ranking's tournament); their requests are sent conversation by conversation,
+    and within one by the response shown first, so each request follows those it shares the longest
+    prefix with. The labels are the same either way; only the engine's work differs.
     """
     if not pairs:
         return []
@@ -189,7 +194,8 @@ def judge_pairs(
         asks += [_Ask(index, p, False) for p in principles_for_pair(panel, options, pair)]
         asks += [_Ask(index, p, True) for p in panel.salmon]
 
-    # Requests: pair by pair, order by order, so questions on the same pair+order share a prefix.
+    # Requests: pair by pair, order by order, so questions on the same pair+order share a prefix
+    # (with share_prefixes, conversation by conversation, then by the response shown first).
     requests: list[ChoiceRequest] = []
     slots: list[tuple[int, int]] = []  # (ask index, order: 0 = ab, 1 = ba)
     user_turns: list[str] = []
@@ -199,9 +205,21 @@ def judge_pairs(
             first, second = (pair.response_a, pair.response_b) if order == 0 else (pair.response_b, pair.response_a)
             user_turns.append(_question(templates, options, ask.principle, ask.salmon, pair.messages, first, second))
             slots.append((ask_index, order))
-    order_key = sorted(range(len(slots)), key=lambda i: (asks[slots[i][0]].pair, slots[i][1], slots[i][0]))
-    slots = [slots[i] for i in order_key]
-    user_turns = [user_turns[i] for i in order_key]
+    group: dict[tuple[Message, ...], int] = {}
+    for index, pair in enumerate(pairs):
+        group.setdefault(pair.messages, index)
+
+    def order_key(slot: int) -> tuple[int, str, int, int, int]:
+        ask_index, order = slots[slot]
+        pair = pairs[asks[ask_index].pair]
+        if not share_prefixes:
+            return (asks[ask_index].pair, "", 0, order, ask_index)
+        first = pair.response_a if order == 0 else pair.response_b
+        return (group[pair.messages], first, asks[ask_index].pair, order, ask_index)
+
+    sending = sorted(range(len(slots)), key=order_key)
+    slots = [slots[i] for i in sending]
+    user_turns = [user_turns[i] for i in sending]
 
     prefixes = _answer_prefixes(engine, templates, options, asks, slots, user_turns)
     demo_turns: dict[str, tuple[Message, ...]] = {}

@@ -109,7 +109,8 @@ def too_long_message(characters: int, max_chars: int) -> str:
 
 @dataclass
 class PairCounts:
-    identical_dropped: int = 0
+    identical_dropped: int = 0  # pairs (or, for rankings, responses) dropped as identical or empty
+    too_few_responses: int = 0  # rankings: prompts left with fewer than two distinct responses
 
 
 def pairs_from_revise_run(run_dir: Path, counts: PairCounts) -> Iterator[Pair]:
