@@ -1,0 +1,280 @@
+"""A reward model with one head per principle: the masked multi-head loss against a slow reference, the
+default one-head training unchanged, two heads with opposite scripted rules each learning its own,
+resuming, plain transformers scoring the same, and score-rm reweighting the heads without retraining."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from labeler.core.chat import Message
+from labeler.core.layout import METRICS_FILE
+from labeler.core.records import PreferenceRecord, PrincipleScore, conversation_columns, record_id
+from labeler.store import RunStore
+from labeler.train.rm.config import RMTrainConfig
+from labeler.train.rm.losses import bradley_terry_loss, multi_head_bradley_terry_loss
+from labeler.train.rm.model import REWARD_CARD, load_reward_model
+from labeler.train.rm.train import train_reward_model
+
+WORDS = "apple river stone cloud green quick lamp seven paper music".split()
+
+# Two principles whose scripted rules disagree on every pair: `kind` prefers the response ending in
+# "good", `blunt` the one ending in "bad". The overall label p_a follows `kind`.
+CONSTITUTION = """\
+name: opposite
+principles:
+  - id: kind
+    dimension: Kind
+    definition: The response is kind.
+    weight: 1.0
+  - id: blunt
+    dimension: Blunt
+    definition: The response is blunt.
+    weight: 3.0
+  - id: never-scored
+    dimension: Unused
+    definition: No pair has a score for this one.
+"""
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# --- the loss against a slow reference ---------------------------------------------------------------
+
+
+def slow_multi_head_loss(
+    reward_a: list[list[float]], reward_b: list[list[float]], target: list[list[float]], mask: list[list[bool]],
+    weights: list[float],
+) -> float:
+    """The definition, one number at a time: per head the mean BCE over its labelled pairs, then the weighted
+    mean over the heads that have a labelled pair."""
+    import math
+
+    total, weight_sum = 0.0, 0.0
+    for k, weight in enumerate(weights):
+        losses = []
+        for i in range(len(reward_a)):
+            if mask[i][k]:
+                p = 1.0 / (1.0 + math.exp(-(reward_a[i][k] - reward_b[i][k])))
+                losses.append(-(target[i][k] * math.log(p) + (1.0 - target[i][k]) * math.log(1.0 - p)))
+        if losses:
+            total += weight * sum(losses) / len(losses)
+            weight_sum += weight
+    return total / weight_sum
+
+
+def test_multi_head_loss_matches_the_slow_reference_and_masked_pairs_train_nothing() -> None:
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        batch = int(torch.randint(1, 9, (1,), generator=generator))
+        heads = int(torch.randint(1, 5, (1,), generator=generator))
+        reward_a = torch.randn(batch, heads, generator=generator, dtype=torch.float64, requires_grad=True)
+        reward_b = torch.randn(batch, heads, generator=generator, dtype=torch.float64)
+        target = torch.rand(batch, heads, generator=generator, dtype=torch.float64)
+        mask = torch.rand(batch, heads, generator=generator) < 0.6
+        mask[0, 0] = True  # some head has a label
+        weights = torch.rand(heads, generator=generator, dtype=torch.float64) + 0.1
+        loss = multi_head_bradley_terry_loss(reward_a, reward_b, target, mask, weights)
+        expected = slow_multi_head_loss(reward_a.tolist(), reward_b.tolist(), target.tolist(), mask.tolist(),
+                                        weights.tolist())
+        assert loss.item() == pytest.approx(expected, rel=1e-10)
+        loss.backward()
+        assert reward_a.grad is not None
+        assert torch.all(reward_a.grad[~mask] == 0)  # a pair without a label for a head does not train it
+        assert torch.all(reward_a.grad[mask] != 0)
+
+
+def test_one_head_with_every_label_is_the_bradley_terry_loss() -> None:
+    reward_a, reward_b, target = torch.randn(7), torch.randn(7), torch.rand(7)
+    ones = torch.ones(7, 1, dtype=torch.bool)
+    combined = multi_head_bradley_terry_loss(reward_a[:, None], reward_b[:, None], target[:, None], ones)
+    torch.testing.assert_close(combined, bradley_terry_loss(reward_a, reward_b, target), rtol=0, atol=1e-7)
+    torch.testing.assert_close(combined, F.binary_cross_entropy_with_logits(reward_a - reward_b, target))
+
+
+# --- data ----------------------------------------------------------------------------------------------
+
+
+def scripted_pair(index: int, rng: random.Random, *, blunt_scored: bool = True) -> PreferenceRecord:
+    prompt = f"Question {index}: say something."
+    filler = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 6)))
+    good, bad = f"{filler} good", f"{filler} bad"
+    a_good = rng.random() < 0.5
+    a, b = (good, bad) if a_good else (bad, good)
+    kind = 3.0 if a_good else -3.0
+    scores = [PrincipleScore(principle_id="kind", score=kind)]
+    if blunt_scored:
+        scores.append(PrincipleScore(principle_id="blunt", score=-kind))
+    p_a = 0.9 if a_good else 0.1
+    return PreferenceRecord(
+        id=record_id(prompt, a, b), **conversation_columns([Message(role="user", content=prompt)], good, bad),
+        response_a=a, response_b=b, p_a=p_a, p_a_ab=p_a, p_a_ba=p_a, mass_ab=0.9, mass_ba=0.9,
+        logprobs_ab=(-0.1, -2.0), logprobs_ba=(-0.1, -2.0), consistent=True, principle_ids=("kind", "blunt"),
+        principle_scores=tuple(scores), margin=0.4, judge_model="synthetic", source="synthetic", flags=(),
+    )  # fmt: skip
+
+
+def write_run(folder: Path, records: Sequence[PreferenceRecord]) -> Path:
+    store = RunStore.open(folder, "preferences", {"synthetic": len(records)})
+    store.write_shard(list(records))
+    store.mark_complete()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def scripted_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = random.Random(0)  # every fourth pair has no blunt score: that head skips it
+    pairs = [scripted_pair(i, rng, blunt_scored=i % 4 != 0) for i in range(160)]
+    return write_run(tmp_path_factory.mktemp("run") / "run", pairs)
+
+
+@pytest.fixture(scope="module")
+def constitution(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("constitution") / "opposite.yaml"
+    path.write_text(CONSTITUTION)
+    return path
+
+
+def heads_config(run: Path, model: Path, out: Path, constitution: Path | None, **overrides: object) -> RMTrainConfig:
+    settings: dict[str, object] = {
+        "data": (run,), "base_model": str(model), "out": out, "batch_size": 16, "learning_rate": 3e-3,
+        "warmup_steps": 5, "max_length": 64, "eval_fraction": 0.2, "logging_steps": 10, "quiet": True,
+    }  # fmt: skip
+    if constitution is not None:
+        settings |= {"heads": "principles", "constitution": constitution}
+    return RMTrainConfig.model_validate(settings | overrides)
+
+
+def metric_rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / METRICS_FILE).read_text().splitlines()]
+
+
+# --- the default is today's training -------------------------------------------------------------------
+
+
+def test_default_one_head_training_gives_the_same_losses_as_before(tiny_model: Path, tmp_path: Path) -> None:
+    """Losses of one-head training on these pairs and seed, as recorded before heads existed."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_rm_train import preference
+
+    rng = random.Random(0)
+    run = write_run(tmp_path / "run", [preference(i, rng) for i in range(40)])
+    out = tmp_path / "rm"
+    train_reward_model(heads_config(run, tiny_model, out, None, max_steps=6, batch_size=8, logging_steps=1))
+    losses = [row["loss"] for row in metric_rows(out)]
+    before = [0.6934142708778381, 0.6900900602340698, 0.6823933720588684, 0.6624053120613098, 0.6432419300079346]
+    assert losses == pytest.approx(before, abs=1e-5)
+    card = json.loads((out / REWARD_CARD).read_text())
+    assert "heads" not in card
+    assert json.loads((out / "config.json").read_text())["id2label"] == {"0": "LABEL_0"}
+
+
+# --- two heads, opposite rules -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def heads_model(tiny_model: Path, scripted_run: Path, constitution: Path,
+                tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("rm") / "rm"
+    torch.set_num_threads(1)
+    train_reward_model(heads_config(scripted_run, tiny_model, out, constitution, epochs=20, max_steps=100))
+    return out
+
+
+def held_out(n: int) -> list[tuple[list[dict[str, str]], list[dict[str, str]]]]:
+    """(good, bad) conversations of prompts the training never saw."""
+    rng = random.Random(7)
+    chats = []
+    for i in range(n):
+        prompt = {"role": "user", "content": f"Question {1000 + i}: say something."}
+        filler = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 6)))
+        chats.append(([prompt, {"role": "assistant", "content": f"{filler} good"}],
+                      [prompt, {"role": "assistant", "content": f"{filler} bad"}]))
+    return chats
+
+
+def test_each_head_learns_its_own_rule_and_not_the_other(heads_model: Path) -> None:
+    model = load_reward_model(heads_model, device="cpu")
+    assert model.heads == ("overall", "kind", "blunt")  # the unscored principle gets no head
+    pairs = held_out(40)
+    good = model.score_heads([g for g, _ in pairs])  # (40, 3)
+    bad = model.score_heads([b for _, b in pairs])
+    prefers_good = (good > bad).float().mean(dim=0)  # per head: how often "good" wins
+    kind_rule = {"overall": prefers_good[0].item(), "kind": prefers_good[1].item(), "blunt": prefers_good[2].item()}
+    blunt_rule = {name: 1.0 - value for name, value in kind_rule.items()}  # ties are not expected
+    assert kind_rule["kind"] > 0.9 and blunt_rule["kind"] < 0.6
+    assert blunt_rule["blunt"] > 0.9 and kind_rule["blunt"] < 0.6
+    assert kind_rule["overall"] > 0.9  # p_a follows kind
+    final_eval = [row for row in metric_rows(heads_model) if row["split"] == "eval"][-1]
+    assert final_eval["accuracy/kind"] > 0.9 and final_eval["accuracy/blunt"] > 0.9
+    card = json.loads((heads_model / REWARD_CARD).read_text())
+    assert card["heads"] == ["overall", "kind", "blunt"] and card["head_weights"] == {"kind": 1.0, "blunt": 3.0}
+    # the default weighting is the constitution's: 1 × kind + 3 × blunt
+    torch.testing.assert_close(model.score([g for g, _ in pairs]), good[:, 1] + 3.0 * good[:, 2])
+
+
+def test_saved_heads_model_scores_the_same_in_plain_transformers(heads_model: Path) -> None:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    plain = AutoModelForSequenceClassification.from_pretrained(heads_model, use_safetensors=True).eval()
+    assert plain.config.num_labels == 3 and plain.config.id2label == {0: "overall", 1: "kind", 2: "blunt"}
+    tokenizer = AutoTokenizer.from_pretrained(heads_model)
+    ours = load_reward_model(heads_model, device="cpu")
+    for chat in [c for pair in held_out(3) for c in pair]:
+        text = tokenizer.apply_chat_template(chat, tokenize=False)
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")
+        with torch.no_grad():
+            expected = plain(**ids).logits[0]  # (3,)
+        torch.testing.assert_close(ours.score_heads([chat])[0], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_heads_resume_gives_the_same_weights_and_metrics(
+    tiny_model: Path, scripted_run: Path, constitution: Path, tmp_path: Path
+) -> None:
+    settings = {"max_steps": 8, "batch_size": 8, "checkpoint_every": 4, "logging_steps": 2, "eval_steps": 4,
+                "head_loss_weights": "constitution"}
+    whole = tmp_path / "whole"
+    train_reward_model(heads_config(scripted_run, tiny_model, whole, constitution, **settings))
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(whole / "checkpoint-4", resumed / "checkpoint-4")
+    shutil.copy(whole / METRICS_FILE, resumed / METRICS_FILE)
+    result = train_reward_model(heads_config(scripted_run, tiny_model, resumed, constitution, resume=True, **settings))
+    assert result.steps == 8
+    expected, actual = load_file(whole / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert expected["score.weight"].shape == (3, 32)
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=1e-6)
+    timing = {"tokens_per_s"}
+    assert [{k: v for k, v in r.items() if k not in timing} for r in metric_rows(resumed)] == [
+        {k: v for k, v in r.items() if k not in timing} for r in metric_rows(whole)
+    ]
+    assert "accuracy/blunt" in metric_rows(whole)[-1]
+
+
+def test_loss_weights_from_the_constitution_change_training(
+    tiny_model: Path, scripted_run: Path, constitution: Path, tmp_path: Path
+) -> None:
+    finals = {}
+    for weights in ("equal", "constitution"):
+        out = tmp_path / weights
+        train_reward_model(heads_config(scripted_run, tiny_model, out, constitution, max_steps=3,
+                                        head_loss_weights=weights))
+        finals[weights] = load_file(out / "model.safetensors")["score.weight"]
+    assert not torch.allclose(finals["equal"], finals["constitution"])
