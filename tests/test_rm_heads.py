@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from labeler.cli.app import main
 from labeler.core.chat import Message
 from labeler.core.layout import METRICS_FILE
 from labeler.core.records import PreferenceRecord, PrincipleScore, conversation_columns, record_id
@@ -278,3 +279,54 @@ def test_loss_weights_from_the_constitution_change_training(
                                         head_loss_weights=weights))
         finals[weights] = load_file(out / "model.safetensors")["score.weight"]
     assert not torch.allclose(finals["equal"], finals["constitution"])
+
+
+# --- score-rm: per head, and under any weighting ----------------------------------------------------------
+
+
+def human_pairs(folder: Path) -> Path:
+    """Human-labelled pairs where the human prefers the "good" response: the kind rule."""
+    lines = []
+    for i, (good, bad) in enumerate(held_out(16)):
+        lines.append(json.dumps({"prompt": good[:1], "chosen": good[1]["content"], "rejected": bad[1]["content"],
+                                 "topic": "even" if i % 2 == 0 else "odd"}))
+    path = folder / "human.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def score_rm(model: Path, pairs: Path, out: Path, *extra: str) -> dict:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["score-rm", "--model", str(model), "--pairs", str(pairs), "--group-by", "topic", "--out", str(out),
+              *extra])
+    assert exit_info.value.code == 0
+    return json.loads(out.read_text())
+
+
+def test_score_rm_reports_every_head_and_reweights_without_retraining(
+    heads_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pairs = human_pairs(tmp_path)
+    weights_before = (heads_model / "model.safetensors").read_bytes()
+    default = score_rm(heads_model, pairs, tmp_path / "default.json")
+    assert default["weights"] == {"kind": 1.0, "blunt": 3.0}  # the constitution's
+    assert list(default["heads"]) == ["overall", "kind", "blunt"]
+    kind, blunt = default["heads"]["kind"], default["heads"]["blunt"]
+    assert kind["overall"]["accuracy"] > 0.9 and blunt["overall"]["accuracy"] < 0.1
+    assert sorted(kind["groups"]) == ["even", "odd"] and kind["groups"]["odd"]["pairs"] == 8
+    printed = capsys.readouterr().out
+    assert "accuracy of each head on its own" in printed and "kind=1, blunt=3" in printed
+
+    towards_kind = score_rm(heads_model, pairs, tmp_path / "kind.json", "--weights", "kind=1")
+    towards_blunt = score_rm(heads_model, pairs, tmp_path / "blunt.json", "--weights", "kind=1,blunt=2")
+    assert towards_kind["overall"]["accuracy"] > 0.9 and towards_kind["overall"] == kind["overall"]
+    assert towards_blunt["overall"]["accuracy"] < 0.5 < towards_kind["overall"]["accuracy"]
+    assert towards_blunt["heads"] == towards_kind["heads"] == default["heads"]  # the same model scored each time
+    assert (heads_model / "model.safetensors").read_bytes() == weights_before
+
+
+def test_score_rm_on_a_one_head_model_reports_no_heads(tiny_model: Path, scripted_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rm"
+    train_reward_model(heads_config(scripted_run, tiny_model, out, None, max_steps=2))
+    report = score_rm(out, human_pairs(tmp_path), tmp_path / "report.json")
+    assert report["heads"] == {} and report["weights"] == {"LABEL_0": 1.0}

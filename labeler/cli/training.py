@@ -7,9 +7,13 @@ from pydantic import BaseModel
 from labeler.cli.options import ConfigCommand, Opt, output_file, parse_list
 from labeler.train.ppo.config import PPOConfig
 from labeler.train.rm.config import RMTrainConfig, ScoreRMConfig
+from labeler.train.rm.heads import parse_head_weights
 
 # Old spellings of options, refused with a message naming the new one.
 RENAMED_FLAGS = {"learning_rate": ("--lr",), "lora_rank": ("--lora-r",), "checkpoint_every": ("--checkpoint-steps",)}
+
+
+HEAD_WEIGHTS = Opt("weights", parse=parse_head_weights, cli_type=str, metavar="NAME=W,...")
 
 
 def every_field(model: type[BaseModel], **special: Opt) -> tuple[Opt, ...]:
@@ -34,11 +38,13 @@ def run_score_rm(config: ScoreRMConfig) -> None:
     """Accuracy of a reward model on human-labelled pairs (r_chosen > r_rejected), per group if asked."""
     from rich.console import Console
 
-    from labeler.evaluate.reward_model import report_table, score_reward_model
+    from labeler.evaluate.reward_model import heads_table, report_table, score_reward_model
 
     report = score_reward_model(config)
     console = Console()
     console.print(report_table(report))
+    if report.heads:
+        console.print(heads_table(report))
     if config.out is not None:
         console.print(f"report: {config.out}")
 
@@ -58,7 +64,11 @@ COMMANDS = (
     ConfigCommand(
         "score-rm",
         ScoreRMConfig,
-        every_field(ScoreRMConfig, out=Opt("out", parse=output_file, cli_type=str, metavar="FILE")),
+        every_field(
+            ScoreRMConfig,
+            out=Opt("out", parse=output_file, cli_type=str, metavar="FILE"),
+            weights=HEAD_WEIGHTS,
+        ),
         run_score_rm,
     ),
     ConfigCommand(

@@ -132,6 +132,12 @@ class ScoreRMConfig(BaseModel):
         "optional group."
     )
     group_by: str | None = Field(None, description="Column to report accuracy per value of (e.g. a category).")
+    weights: dict[str, float] | None = Field(
+        None,
+        description="How to weight a reward model's heads (NAME=W,...): the reward is the weighted sum, a head "
+        "not named weighs 0 (default: the model's own weighting, its constitution's weights). Each head's own "
+        "accuracy is reported too.",
+    )
     out: Path | None = Field(None, description="Write the report as JSON here.")
     batch_size: int = Field(16, ge=1, description="Conversations per forward pass.")
     max_length: int | None = Field(None, ge=8, description="Most tokens per conversation (default: as trained).")
