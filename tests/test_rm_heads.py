@@ -330,3 +330,62 @@ def test_score_rm_on_a_one_head_model_reports_no_heads(tiny_model: Path, scripte
     train_reward_model(heads_config(scripted_run, tiny_model, out, None, max_steps=2))
     report = score_rm(out, human_pairs(tmp_path), tmp_path / "report.json")
     assert report["heads"] == {} and report["weights"] == {"LABEL_0": 1.0}
+
+
+# --- PPO against a weighting of the heads -------------------------------------------------------------------
+
+
+def test_ppo_rewards_with_the_weighted_sum_of_heads(heads_model: Path, tiny_model: Path, tmp_path: Path) -> None:
+    """One PPO step from the same seed (so the same completions) under three weightings: the logged reward is
+    the weighted sum of the heads, the default being the constitution's weights."""
+    from labeler.train.ppo.config import PPOConfig
+    from labeler.train.ppo.rewards import RewardModelReward
+    from labeler.train.ppo.train import train_ppo
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"Question {i}: say something."}) + "\n" for i in range(4)))
+    rewards = {}
+    for name, weights in {"kind": {"kind": 1.0}, "blunt": {"blunt": 1.0}, "default": None}.items():
+        out = tmp_path / name
+        train_ppo(PPOConfig(policy=str(tiny_model), prompts=prompts, out=out, reward_model=str(heads_model),
+                            reward_weights=weights, steps=1, rollout_batch=4, minibatch=2, ppo_epochs=1,
+                            max_new_tokens=4, device="cpu", rollout_engine="hf", quiet=True))
+        rewards[name] = metric_rows(out)[0]["reward"]
+    assert rewards["default"] == pytest.approx(rewards["kind"] + 3.0 * rewards["blunt"], abs=1e-4)
+    assert rewards["kind"] != pytest.approx(rewards["blunt"], abs=1e-4)
+
+    prompt = [Message(role="user", content="Question 1: say something.")]
+    reward = RewardModelReward(heads_model, {"kind": 2.0, "overall": -1.0})
+    heads = reward.model.score_heads([[{"role": "user", "content": "Question 1: say something."},
+                                       {"role": "assistant", "content": "lamp good"}]])[0]
+    assert reward([prompt], ["lamp good"])[0] == pytest.approx(float(2.0 * heads[1] - heads[0]), abs=1e-5)
+
+
+def test_eval_policy_reports_the_mean_of_each_head(heads_model: Path, tiny_model: Path, tmp_path: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from fake_engine import FakeEngine
+
+    from labeler.engine import EngineConfig
+    from labeler.evaluate.policy_run import EvalPolicyConfig, eval_policy
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"Question {i}: say something."}) + "\n" for i in range(6)))
+    constitution = tmp_path / "opposite.yaml"
+    constitution.write_text(CONSTITUTION)
+    config = EvalPolicyConfig(
+        baseline=str(tiny_model), candidate=str(tiny_model), prompts=prompts, constitution=constitution,
+        judge=EngineConfig(name="hf", model=str(tiny_model)), reward_model=str(heads_model), kl=False, quiet=True,
+    )  # fmt: skip
+    report = eval_policy(config, judge=FakeEngine(), baseline=FakeEngine("a"), candidate=FakeEngine("b"))
+    assert report.rewards is not None and list(report.rewards.heads) == ["overall", "kind", "blunt"]
+    model = load_reward_model(heads_model, device="cpu")
+    for role in ("baseline", "candidate"):
+        chats = [[{"role": "user", "content": f"Question {i}: say something."},
+                  {"role": "assistant", "content": getattr(row, role)}] for i, row in enumerate(report.prompts)]
+        expected = model.score_heads(chats).mean(dim=0)  # (3,)
+        for k, head in enumerate(("overall", "kind", "blunt")):
+            assert getattr(report.rewards.heads[head], role).mean == pytest.approx(float(expected[k]), abs=1e-5)
+        weighted = getattr(report.rewards, role).mean  # the constitution's weights: 1 × kind + 3 × blunt
+        assert weighted == pytest.approx(float(expected[1] + 3.0 * expected[2]), abs=1e-5)

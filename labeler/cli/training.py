@@ -13,9 +13,6 @@ from labeler.train.rm.heads import parse_head_weights
 RENAMED_FLAGS = {"learning_rate": ("--lr",), "lora_rank": ("--lora-r",), "checkpoint_every": ("--checkpoint-steps",)}
 
 
-HEAD_WEIGHTS = Opt("weights", parse=parse_head_weights, cli_type=str, metavar="NAME=W,...")
-
-
 def every_field(model: type[BaseModel], **special: Opt) -> tuple[Opt, ...]:
     """One option per field of a flat config, in field order (`special` replaces a field's default Opt)."""
     return tuple(
@@ -67,14 +64,18 @@ COMMANDS = (
         every_field(
             ScoreRMConfig,
             out=Opt("out", parse=output_file, cli_type=str, metavar="FILE"),
-            weights=HEAD_WEIGHTS,
+            weights=Opt("weights", parse=parse_head_weights, cli_type=str, metavar="NAME=W,..."),
         ),
         run_score_rm,
     ),
     ConfigCommand(
         "ppo",
         PPOConfig,
-        every_field(PPOConfig, lora_target_modules=Opt("lora_target_modules", parse=parse_list, cli_type=str)),
+        every_field(
+            PPOConfig,
+            lora_target_modules=Opt("lora_target_modules", parse=parse_list, cli_type=str),
+            reward_weights=Opt("reward_weights", parse=parse_head_weights, cli_type=str, metavar="NAME=W,..."),
+        ),
         run_ppo,
     ),
 )

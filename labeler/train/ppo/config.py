@@ -37,6 +37,12 @@ class PPOConfig(TrainingConfig):
         None,
         description="Reward model written by `labeler train-rm` (a folder or a Hub id), or give a reward rule instead.",
     )
+    reward_weights: dict[str, float] | None = Field(
+        None,
+        description="With a reward model that has one head per principle (`train-rm --heads principles`): the "
+        "reward is the weighted sum of its heads, NAME=W,... (a head not named weighs 0; default: the model's own "
+        "weighting, its constitution's weights).",
+    )
     reward_rule: str | None = Field(
         None,
         description="A rule-based reward instead of a reward model: `word:WORD` scores each completion "
@@ -114,6 +120,8 @@ class PPOConfig(TrainingConfig):
     def _check(self) -> PPOConfig:
         if self.reward_model is not None and self.reward_rule is not None:
             raise ValueError("give reward_model or reward_rule, not both")
+        if self.reward_weights is not None and self.reward_rule is not None:
+            raise ValueError("reward_weights weighs a reward model's heads; a reward rule has none")
         if self.rollout_batch % self.minibatch != 0:
             raise ValueError(
                 f"minibatch={self.minibatch} must divide rollout_batch={self.rollout_batch}"
