@@ -389,3 +389,12 @@ def test_eval_policy_reports_the_mean_of_each_head(heads_model: Path, tiny_model
             assert getattr(report.rewards.heads[head], role).mean == pytest.approx(float(expected[k]), abs=1e-5)
         weighted = getattr(report.rewards, role).mean  # the constitution's weights: 1 × kind + 3 × blunt
         assert weighted == pytest.approx(float(expected[1] + 3.0 * expected[2]), abs=1e-5)
+
+
+def test_a_run_config_gives_per_principle_training_the_label_constitution(tmp_path: Path) -> None:
+    from labeler.pipeline.run import RunConfig, train_rm_config
+
+    stages = {"label": {"pairs": "prompts", "constitution": "c.yaml"}, "train_rm": {"heads": "principles"}}
+    run = RunConfig.model_validate({"out": tmp_path, "constitution": "other.yaml", "prompts": "p", "stages": stages})
+    config = train_rm_config(run, run.stages.train_rm)
+    assert config.heads == "principles" and config.constitution is not None and config.constitution.name == "c.yaml"
