@@ -330,6 +330,10 @@ CASES = [
     Case("train-rm/heads-principles-without-salmon-scores", lambda d: ["train-rm", "--data", str(preference_run(d)),
          "--out", str(d / "rm"), "--heads", "principles", "--constitution", str(SALMON)],
          same(str(SALMON), "no pair has a principle_scores entry", "--salmon", "--heads")),
+    Case("train-rm/heads-principles-with-a-principle-called-overall", lambda d: ["train-rm", "--data",
+         str(preference_run(d)), "--out", str(d / "rm"), "--heads", "principles", "--constitution", str(_file(
+         d / "o.yaml", "name: o\nprinciples:\n  - id: overall\n    definition: Good.\n"))],
+         lambda d: [str(d / "o.yaml"), "'overall'", "--heads"]),
     Case("train-rm/heads-principles-without-constitution", lambda d: ["train-rm", "--data", str(preference_run(d)),
          "--out", str(d / "rm"), "--heads", "principles"], same("heads=principles needs a constitution")),
     Case("train-rm/heads-principles-with-principle-conditioned", lambda d: ["train-rm", "--data",

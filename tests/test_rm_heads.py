@@ -398,3 +398,21 @@ def test_a_run_config_gives_per_principle_training_the_label_constitution(tmp_pa
     run = RunConfig.model_validate({"out": tmp_path, "constitution": "other.yaml", "prompts": "p", "stages": stages})
     config = train_rm_config(run, run.stages.train_rm)
     assert config.heads == "principles" and config.constitution is not None and config.constitution.name == "c.yaml"
+
+
+def test_continuing_a_heads_model_needs_the_same_heads(heads_model: Path, scripted_run: Path, tmp_path: Path) -> None:
+    from labeler.core.errors import InputError
+    from labeler.train.rm.train import check_rm_training
+
+    fewer = tmp_path / "kind-only.yaml"
+    fewer.write_text("name: k\nprinciples:\n  - id: kind\n    definition: The response is kind.\n")
+    with pytest.raises(InputError, match="heads overall, kind, blunt; this run trains overall, kind"):
+        check_rm_training(heads_config(scripted_run, heads_model, tmp_path / "rm", fewer))
+    same = check_rm_training(heads_config(scripted_run, heads_model, tmp_path / "rm", constitution_file(tmp_path)))
+    assert same.heads == ("overall", "kind", "blunt") and same.loss_weights == (1.0, 1.0, 1.0)
+
+
+def constitution_file(folder: Path) -> Path:
+    path = folder / "opposite.yaml"
+    path.write_text(CONSTITUTION)
+    return path

@@ -7,7 +7,8 @@ Single process on CPU or one GPU; several GPUs with `accelerate launch -m labele
 Each optimizer step runs the 2B conversations of B pairs (all the A sides, then all the B sides)
 through the model in one call, the prompt tokens a pair's two conversations share only once, reads
 one reward per conversation at its last real token, and takes the Bradley-Terry loss of r_a − r_b
-against the label (see `labeler.train.rm.losses`).
+against the label (see `labeler.train.rm.losses`). With `heads=principles` each conversation gets one
+reward per head, and each head's loss is taken against its own label on the pairs that have one.
 
 Writes to `config.out`:
 - `metrics.jsonl`: one JSON object per logging step (split "train") and per evaluation (split "eval");
