@@ -205,6 +205,23 @@ def _model_folder(path: Path, config: str | None = '{"architectures": ["LlamaFor
     return path
 
 
+def heads_reward_model(folder: Path) -> Path:
+    """What `train-rm --heads principles` writes, as far as the checks read it: config (heads in id2label),
+    a well-formed safetensors header, the embedded model's tokenizer. Its weights are never loaded."""
+    model = _mkdir(folder / "heads-rm")
+    (model / "config.json").write_text(json.dumps({
+        "architectures": ["LlamaForSequenceClassification"], "id2label": {"0": "overall", "1": "harmless"},
+    }))
+    (model / "model.safetensors").write_bytes((2).to_bytes(8, "little") + b"{}")
+    embedded = Path.home() / ".cache/labeler/models/SmolLM2-135M-Instruct"
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (embedded / name).is_file():
+            shutil.copy(embedded / name, model / name)
+    (model / "labeler-rm.json").write_text(json.dumps({"heads": ["overall", "harmless"],
+                                                       "head_weights": {"harmless": 3.0}}))
+    return model
+
+
 CASES = [
     # 1. a folder that is not a model, for every model argument; a missing path, a Hub id not in the cache
     Case("score-rm/empty-model-folder", lambda d: ["score-rm", "--model", str(_mkdir(d / "m")),
@@ -381,6 +398,37 @@ CASES = [
     Case("train-rm/constitution-without-salmon", lambda d: ["train-rm", "--data", str(preference_run(d)), "--out",
          str(d / "rm"), "--principle-conditioned", "--constitution", str(_file(d / "j.yaml",
          "name: j\nprinciples:\n  - id: j\n    judge: Which?\n"))], lambda d: [str(d / "j.yaml"), "salmon"]),
+    # a reward model with one head per principle: training without scores, weights naming no head
+    Case("train-rm/heads-principles-without-salmon-scores", lambda d: ["train-rm", "--data", str(preference_run(d)),
+         "--out", str(d / "rm"), "--heads", "principles", "--constitution", str(SALMON)],
+         same(str(SALMON), "no pair has a principle_scores entry", "--salmon", "--heads")),
+    Case("train-rm/heads-principles-with-a-principle-called-overall", lambda d: ["train-rm", "--data",
+         str(preference_run(d)), "--out", str(d / "rm"), "--heads", "principles", "--constitution", str(_file(
+         d / "o.yaml", "name: o\nprinciples:\n  - id: overall\n    definition: Good.\n"))],
+         lambda d: [str(d / "o.yaml"), "'overall'", "--heads"]),
+    Case("train-rm/heads-principles-without-constitution", lambda d: ["train-rm", "--data", str(preference_run(d)),
+         "--out", str(d / "rm"), "--heads", "principles"], same("heads=principles needs a constitution")),
+    Case("train-rm/heads-principles-with-principle-conditioned", lambda d: ["train-rm", "--data",
+         str(preference_run(d)), "--out", str(d / "rm"), "--heads", "principles", "--principle-conditioned",
+         "--constitution", str(SALMON)], same("pick one")),
+    Case("train-rm/unknown-heads-choice", lambda d: ["train-rm", "--data", str(preference_run(d)), "--out",
+         str(d / "rm"), "--heads", "many"], same("--heads", "many")),
+    Case("train-rm/head-loss-weights-without-heads", lambda d: ["train-rm", "--data", str(preference_run(d)),
+         "--out", str(d / "rm"), "--head-loss-weights", "constitution"], same("head_loss_weights only applies")),
+    Case("score-rm/unknown-head-in-weights", lambda d: ["score-rm", "--model", str(heads_reward_model(d)),
+         "--pairs", str(human_file(d)), "--weights", "harmles=1"],
+         same("--weights", "unknown head 'harmles'", "overall, harmless")),
+    Case("score-rm/malformed-weights", lambda d: ["score-rm", "--model", str(heads_reward_model(d)),
+         "--pairs", str(human_file(d)), "--weights", "harmless"], same("--weights", "NAME=WEIGHT")),
+    Case("score-rm/weight-not-a-number", lambda d: ["score-rm", "--model", str(heads_reward_model(d)),
+         "--pairs", str(human_file(d)), "--weights", "harmless=lots"], same("--weights", "not a number")),
+    Case("score-rm/all-weights-zero", lambda d: ["score-rm", "--model", str(heads_reward_model(d)),
+         "--pairs", str(human_file(d)), "--weights", "harmless=0"], same("--weights", "every weight is zero")),
+    Case("ppo/unknown-head-in-reward-weights", lambda d: ["ppo", "--prompts", str(prompts_file(d)), "--out",
+         str(d / "out"), "--reward-model", str(heads_reward_model(d)), "--reward-weights", "helpful=1"],
+         same("--reward-weights", "unknown head 'helpful'")),
+    Case("ppo/reward-weights-with-a-rule", lambda d: ["ppo", "--prompts", str(prompts_file(d)), "--out",
+         str(d / "out"), "--reward-rule", "word:no", "--reward-weights", "harmless=1"], same("reward rule has none")),
     # eval-policy, and the iterations of `labeler run`
     Case("eval-policy/missing-prompts", lambda d: ["eval-policy", "--baseline", "default", "--candidate", "default",
          "--prompts", str(d / "nowhere.jsonl"), "--constitution", str(HARMLESS)], lambda d: [str(d / "nowhere.jsonl")]),

@@ -72,6 +72,8 @@ SPELLED_FLAGS = {
     "train/common/inputs.py": {"--data"},  # the key of OUT/training-config.json's inputs
     "train/ppo/rollout.py": {"--rollout-engine", "--rollout-weights"},
     "train/ppo/rewards.py": {"--reward-rule"},
+    "train/ppo/config.py": {"--heads"},  # another command's: `train-rm --heads principles`
+    "train/rm/train.py": {"--salmon"},  # another command's: `label --salmon`
     "evaluate/policy_run.py": {"--no-kl"},  # a reason written into eval-policy.json
 }
 

@@ -8,6 +8,7 @@ from labeler.cli.options import ConfigCommand, Opt, output_file, parse_list, par
 from labeler.train.dpo.config import DPOConfig
 from labeler.train.ppo.config import PPOConfig
 from labeler.train.rm.config import RMTrainConfig, ScoreRMConfig
+from labeler.train.rm.heads import parse_head_weights
 
 # Old spellings of options, refused with a message naming the new one.
 RENAMED_FLAGS = {"learning_rate": ("--lr",), "lora_rank": ("--lora-r",), "checkpoint_every": ("--checkpoint-steps",)}
@@ -35,11 +36,13 @@ def run_score_rm(config: ScoreRMConfig) -> None:
     """Accuracy of a reward model on human-labelled pairs (r_chosen > r_rejected), per group if asked."""
     from rich.console import Console
 
-    from labeler.evaluate.reward_model import report_table, score_reward_model
+    from labeler.evaluate.reward_model import heads_table, report_table, score_reward_model
 
     report = score_reward_model(config)
     console = Console()
     console.print(report_table(report))
+    if report.heads:
+        console.print(heads_table(report))
     if config.out is not None:
         console.print(f"report: {config.out}")
 
@@ -75,13 +78,21 @@ COMMANDS = (
     ConfigCommand(
         "score-rm",
         ScoreRMConfig,
-        every_field(ScoreRMConfig, out=Opt("out", parse=output_file, cli_type=str, metavar="FILE")),
+        every_field(
+            ScoreRMConfig,
+            out=Opt("out", parse=output_file, cli_type=str, metavar="FILE"),
+            weights=Opt("weights", parse=parse_head_weights, cli_type=str, metavar="NAME=W,..."),
+        ),
         run_score_rm,
     ),
     ConfigCommand(
         "ppo",
         PPOConfig,
-        every_field(PPOConfig, lora_target_modules=Opt("lora_target_modules", parse=parse_list, cli_type=str)),
+        every_field(
+            PPOConfig,
+            lora_target_modules=Opt("lora_target_modules", parse=parse_list, cli_type=str),
+            reward_weights=Opt("reward_weights", parse=parse_head_weights, cli_type=str, metavar="NAME=W,..."),
+        ),
         run_ppo,
     ),
     ConfigCommand(

@@ -63,6 +63,16 @@ class Lengths(BaseModel):
     win_rate_otherwise: float | None = Field(description="Mean P(candidate better) where it is not longer.")
 
 
+class HeadRewards(BaseModel):
+    """Mean scores of one head of a reward model with several, for both policies' answers."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    baseline: MeanWithInterval
+    candidate: MeanWithInterval
+    difference: MeanWithInterval = Field(description="Per prompt: candidate's score minus baseline's.")
+
+
 class Rewards(BaseModel):
     """Mean reward-model scores of both policies' answers."""
 
@@ -72,6 +82,11 @@ class Rewards(BaseModel):
     baseline: MeanWithInterval
     candidate: MeanWithInterval
     difference: MeanWithInterval = Field(description="Per prompt: candidate's reward minus baseline's.")
+    heads: dict[str, HeadRewards] = Field(
+        default_factory=dict,
+        description="A reward model with one head per principle: each head's mean, in output order (the reward "
+        "above is their weighted sum, by the model's own weights).",
+    )
 
 
 class KL(BaseModel):
@@ -147,8 +162,10 @@ def build_report(
     kl_values: np.ndarray | None,
     kl_skipped: str | None,
     judge_model: str,
+    head_rewards: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> EvalPolicyReport:
-    """Every figure of the report from the per-prompt numbers."""
+    """Every figure of the report from the per-prompt numbers (`head_rewards`: head -> role -> scores, for a
+    reward model with several heads)."""
     seed = config.seed
     p = np.mean(np.stack(list(per_principle.values())), axis=0)  # (n,) mean over principles
     groups = {}
@@ -173,6 +190,14 @@ def build_report(
             baseline=mean_with_interval(rewards["baseline"], seed=seed),
             candidate=mean_with_interval(rewards["candidate"], seed=seed),
             difference=mean_with_interval(rewards["candidate"] - rewards["baseline"], seed=seed),
+            heads={
+                head: HeadRewards(
+                    baseline=mean_with_interval(by_role["baseline"], seed=seed),
+                    candidate=mean_with_interval(by_role["candidate"], seed=seed),
+                    difference=mean_with_interval(by_role["candidate"] - by_role["baseline"], seed=seed),
+                )
+                for head, by_role in (head_rewards or {}).items()
+            },
         )
     kl_report = None
     if kl_values is not None:
@@ -279,6 +304,9 @@ def report_tables(report: EvalPolicyReport) -> list[Table]:
                         interval(r.candidate.mean, r.candidate.low, r.candidate.high, percent=False))
         figures.add_row("reward difference", "", interval(r.difference.mean, r.difference.low, r.difference.high,
                                                           percent=False))
+        for head, h in r.heads.items():
+            figures.add_row(f"  head {head}", interval(h.baseline.mean, h.baseline.low, h.baseline.high, percent=False),
+                            interval(h.candidate.mean, h.candidate.low, h.candidate.high, percent=False))
     if report.kl is not None:
         k = report.kl.per_answer
         figures.add_row("KL(candidate || baseline) per answer, nats", "",

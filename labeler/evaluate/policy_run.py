@@ -237,14 +237,16 @@ def eval_policy(
         judge_model = judge_engine.model_id
 
     # --- 3. Rewards and KL
-    rewards = _rewards(plan.reward_model, prompts, texts) if plan.reward_model is not None else None
+    rewards, head_rewards = None, None
+    if plan.reward_model is not None:
+        rewards, head_rewards = _rewards(plan.reward_model, prompts, texts)
     kl_values: np.ndarray | None = None
     kl_skipped: str | None = "not asked for (--no-kl)"
     if config.kl:
         kl_values, kl_skipped = _kl(plan, prompts, answers["candidate"], config)
 
     report = build_report(config, plan, answers, texts, per_principle, masses, consistent, rewards, kl_values,
-                          kl_skipped, judge_model)
+                          kl_skipped, judge_model, head_rewards)
     if config.out is not None:
         config.out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(config.out, report.model_dump_json(indent=2) + "\n")
@@ -269,19 +271,30 @@ def _sample(engine: Engine, prompts: Sequence[Prompt], config: EvalPolicyConfig,
     return generations
 
 
-def _rewards(model: ModelRef, prompts: Sequence[Prompt], texts: dict[str, list[str]]) -> dict[str, np.ndarray]:
-    """The reward model's score of each policy's answer to each prompt."""
+def _rewards(
+    model: ModelRef, prompts: Sequence[Prompt], texts: dict[str, list[str]]
+) -> tuple[dict[str, np.ndarray], dict[str, dict[str, np.ndarray]] | None]:
+    """The reward model's score of each policy's answer to each prompt (by role), and with several heads each
+    head's (head -> role -> scores); the reward is the heads' sum by the model's own weights."""
+    import torch
+
+    from labeler.train.rm.heads import weight_vector
     from labeler.train.rm.model import load_reward_model
 
     reward = load_reward_model(model.folder())
-    scores = {}
+    vector = torch.tensor(weight_vector(reward.heads, reward.weights))  # (K,)
+    scores, per_head = {}, {}
     for role in ROLES:
         conversations = [
             [*({"role": m.role, "content": m.content} for m in p.messages), {"role": "assistant", "content": text}]
             for p, text in zip(prompts, texts[role])
         ]
-        scores[role] = reward.score(conversations).float().cpu().numpy()
-    return scores
+        heads = reward.score_heads(conversations).float().cpu()  # (N, K)
+        scores[role] = (heads @ vector).numpy()
+        per_head[role] = heads.numpy()
+    if len(reward.heads) == 1:
+        return scores, None
+    return scores, {head: {role: per_head[role][:, k] for role in ROLES} for k, head in enumerate(reward.heads)}
 
 
 def _kl(plan: EvalPlan, prompts: Sequence[Prompt], answers: Sequence[Generation],

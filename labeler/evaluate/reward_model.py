@@ -5,6 +5,10 @@ Input: JSONL, Parquet or Arrow, one pair a row (read by `labeler.inputs.human_pa
 `prompt` is text (one user turn) or a list of {role, content} messages; `chosen` and `rejected` are
 text (the assistant's reply) or TRL's conversational form, a list of the one assistant message.
 A pair counts as correct when r_chosen > r_rejected strictly; ties are counted separately.
+
+A reward model with one head per principle (`train-rm --heads principles`) is scored under a weighting
+of its heads (`weights`, by default its constitution's), and each head on its own as well: the same
+scores reweighted, with no retraining.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from labeler.core.outputs import check_outputs
 from labeler.engine.model_ref import resolve_model
 from labeler.inputs.human_pairs import read_human_labelled_pairs
 from labeler.train.rm.config import ScoreRMConfig
+from labeler.train.rm.heads import check_head_weights, default_head_weights, head_names, read_reward_card, weight_vector
 
 
 class GroupScore(BaseModel):
@@ -31,6 +36,15 @@ class GroupScore(BaseModel):
     mean_margin: float = Field(description="Mean of r_chosen − r_rejected.")
 
 
+class HeadScore(BaseModel):
+    """Accuracy of one head of a reward model, on its own."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    overall: GroupScore = Field(description="All pairs together.")
+    groups: dict[str, GroupScore] = Field(description="Per value of the group column, sorted by name.")
+
+
 class ScoreReport(BaseModel):
     """What `labeler score-rm` prints and writes."""
 
@@ -39,8 +53,13 @@ class ScoreReport(BaseModel):
     model: str = Field(description="Reward model folder.")
     pairs_file: str = Field(description="The JSONL of labelled pairs.")
     group_by: str | None = Field(description="Column the groups come from, if any.")
+    weights: dict[str, float] = Field(description="The weight of each head in the reward that `overall` and "
+                                      "`groups` score (a head not named weighs 0).")
     overall: GroupScore = Field(description="All pairs together.")
     groups: dict[str, GroupScore] = Field(description="Per value of the group column, sorted by name.")
+    heads: dict[str, HeadScore] = Field(
+        default_factory=dict, description="Each head on its own (a model with several heads), in output order."
+    )
 
 
 def group_scores(
@@ -71,23 +90,38 @@ def group_scores(
 
 def score_reward_model(config: ScoreRMConfig) -> ScoreReport:
     """Score every labelled pair with the reward model; write the report to `config.out` when set."""
+    import torch
+
     from labeler.train.rm.model import load_reward_model
 
     # Every check before the model loads: the model folder, every row, the output file.
     folder = resolve_model(config.model, field="model", kind="reward").folder()
+    heads = head_names(folder)
+    weights = check_head_weights(
+        config.weights or default_head_weights(heads, read_reward_card(folder)), heads, field="weights"
+    )
     pairs = read_human_labelled_pairs(config.pairs, group_by=config.group_by)
     if config.out is not None:
         check_outputs(config.out, "file", {"model": config.model, "pairs": config.pairs})
     model = load_reward_model(folder, max_length=config.max_length, batch_size=config.batch_size)
-    chosen = model.score([p.conversation(p.chosen) for p in pairs]).float().cpu().tolist()
-    rejected = model.score([p.conversation(p.rejected) for p in pairs]).float().cpu().tolist()
-    overall, groups = group_scores(chosen, rejected, [p.group for p in pairs])
+    chosen = model.score_heads([p.conversation(p.chosen) for p in pairs]).float().cpu()  # (N, K)
+    rejected = model.score_heads([p.conversation(p.rejected) for p in pairs]).float().cpu()
+    groups_of = [p.group for p in pairs]
+    vector = torch.tensor(weight_vector(heads, weights))  # (K,)
+    overall, groups = group_scores((chosen @ vector).tolist(), (rejected @ vector).tolist(), groups_of)
+    per_head = {}
+    if len(heads) > 1:
+        for k, name in enumerate(heads):
+            head_overall, head_groups = group_scores(chosen[:, k].tolist(), rejected[:, k].tolist(), groups_of)
+            per_head[name] = HeadScore(overall=head_overall, groups=head_groups)
     report = ScoreReport(
         model=str(config.model),
         pairs_file=str(config.pairs),
         group_by=config.group_by,
+        weights=weights,
         overall=overall,
         groups=groups,
+        heads=per_head,
     )
     if config.out is not None:
         config.out.parent.mkdir(parents=True, exist_ok=True)
@@ -95,11 +129,38 @@ def score_reward_model(config: ScoreRMConfig) -> ScoreReport:
     return report
 
 
+def weighting_text(weights: Mapping[str, float]) -> str:
+    """A weighting as people write it.
+
+    >>> weighting_text({"kind": 1.0, "brief": 0.5})
+    'kind=1, brief=0.5'
+    """
+    return ", ".join(f"{name}={weight:g}" for name, weight in weights.items())
+
+
+def heads_table(report: ScoreReport) -> Any:
+    """Each head's accuracy on its own: one row per head, one column per group, then all pairs."""
+    from rich.table import Table
+
+    table = Table(title="accuracy of each head on its own")
+    table.add_column("head")
+    for name in report.groups:
+        table.add_column(name, justify="right")
+    table.add_column("all", justify="right")
+    for head, score in report.heads.items():
+        table.add_row(head, *(f"{score.groups[name].accuracy:.3f}" for name in report.groups),
+                      f"{score.overall.accuracy:.3f}")
+    return table
+
+
 def report_table(report: ScoreReport) -> Any:
     """The report as a rich table: one row per group, then the total."""
     from rich.table import Table
 
-    table = Table(title=f"reward model accuracy: {report.model}")
+    title = f"reward model accuracy: {report.model}"
+    if report.heads:
+        title += f" (heads weighted {weighting_text(report.weights)})"
+    table = Table(title=title)
     table.add_column(report.group_by or "pairs")
     for name in ("pairs", "accuracy", "ties", "mean margin"):
         table.add_column(name, justify="right")

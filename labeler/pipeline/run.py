@@ -72,7 +72,8 @@ class LabelStage(BaseModel):
     model_config = _FORBID
     constitution: Path | None = Field(
         None, description="This stage's own constitution (such as CAI's labelling principles), also the one "
-        "each iteration's evaluation judges by and a principle-conditioned reward model reads; null: the run's.",
+        "each iteration's evaluation judges by and a principle-conditioned or per-principle reward model reads; "
+        "null: the run's.",
     )
     pairs: Literal["revise", "prompts"] | Path = Field(
         "revise",
@@ -620,7 +621,8 @@ def train_rm_config(config: RunConfig, stage: BaseModel, k: int = 1) -> RMTrainC
     """The reward-model training of a run (of iteration k): on its preference split, into its rm/, resuming
     what is there; iteration k > 1 continues training iteration k − 1's reward model."""
     settings = stage.model_dump()
-    constitution = config.constitution_of("label") if settings.get("principle_conditioned") else None
+    uses_principles = settings.get("principle_conditioned") or settings.get("heads") == "principles"
+    constitution = config.constitution_of("label") if uses_principles else None
     folder = iteration_dir(config, k)
     if k > 1:
         settings["base_model"] = str(iteration_dir(config, k - 1) / "rm")

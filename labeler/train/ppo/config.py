@@ -86,6 +86,14 @@ class PPOSettings(TrainingSettings):
     vf_coef: float = Field(0.1, ge=0.0, description="Weight of the value loss.")
     max_grad_norm: float = Field(1.0, gt=0.0, description="Gradient clipping norm.")
 
+    # --- reward
+    reward_weights: dict[str, float] | None = Field(
+        None,
+        description="With a reward model that has one head per principle (`train-rm --heads principles`): the "
+        "reward is the weighted sum of its heads, NAME=W,... (a head not named weighs 0; default: the model's own "
+        "weighting, its constitution's weights).",
+    )
+
     # --- bookkeeping
     checkpoint_every: int = Field(
         10, ge=0, description="Steps between checkpoints (0: none in between; the last step always saves)."
@@ -122,6 +130,8 @@ class PPOConfig(PPOSettings, TrainingConfig):
     def _check(self) -> PPOConfig:
         if self.reward_model is not None and self.reward_rule is not None:
             raise ValueError("give reward_model or reward_rule, not both")
+        if self.reward_weights is not None and self.reward_rule is not None:
+            raise ValueError("reward_weights weighs a reward model's heads; a reward rule has none")
         if self.rollout_batch % self.minibatch != 0:
             raise ValueError(
                 f"minibatch={self.minibatch} must divide rollout_batch={self.rollout_batch}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -83,36 +83,48 @@ def parse_reward_rule(rule: str, *, where: str = "--reward-rule") -> RewardFn:
 
 
 class RewardModelReward:
-    """Scores each full conversation (prompt + completion as the assistant's turn) with a reward model."""
+    """Scores each full conversation (prompt + completion as the assistant's turn) with a reward model;
+    a model with several heads by the weighted sum of its heads (`weights`, default the model's own)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, weights: Mapping[str, float] | None = None) -> None:
         # Imported here: the reward-model package pulls in torch and transformers.
         from labeler.train.rm.model import load_reward_model
 
         self.model: Any = load_reward_model(folder)  # batches internally; scores on its own device
+        self.weights = weights
 
     def __call__(self, prompts: Sequence[Conversation], completions: list[str]) -> list[float]:
         conversations = [
             [m.model_dump() for m in (*prompt, Message(role="assistant", content=completion))]
             for prompt, completion in zip(prompts, completions, strict=True)
         ]  # {role, content} dicts: what the reward model's chat template takes
-        return [float(score) for score in self.model.score(conversations).float().cpu()]
+        return [float(score) for score in self.model.score(conversations, self.weights).float().cpu()]
 
 
-def check_reward(reward_model: str | None, reward_rule: str | None) -> ModelRef | None:
-    """Check the reward a config names without loading it: the rule parses, or the reward model resolves."""
+def check_reward(
+    reward_model: str | None, reward_rule: str | None, reward_weights: Mapping[str, float] | None = None
+) -> ModelRef | None:
+    """Check the reward a config names without loading it: the rule parses, or the reward model resolves
+    (and has every head `reward_weights` names)."""
     if reward_rule is not None:
         parse_reward_rule(reward_rule)
         return None
     if reward_model is None:
         raise InputError("give ‹reward_model› DIR or ‹reward_rule› KIND:ARGUMENT", field="reward_model")
-    return resolve_model(reward_model, field="reward_model", kind="reward")
+    model = resolve_model(reward_model, field="reward_model", kind="reward")
+    if reward_weights is not None:
+        from labeler.train.rm.heads import check_head_weights, head_names
+
+        check_head_weights(reward_weights, head_names(model.folder()), field="reward_weights")
+    return model
 
 
-def load_reward(reward_model: ModelRef | None, reward_rule: str | None) -> RewardFn:
+def load_reward(
+    reward_model: ModelRef | None, reward_rule: str | None, reward_weights: Mapping[str, float] | None = None
+) -> RewardFn:
     """The reward a config names: a rule, or a reward model already checked by `check_reward`."""
     if reward_rule is not None:
         return parse_reward_rule(reward_rule)
     if reward_model is None:
         raise InputError("give ‹reward_model› DIR or ‹reward_rule› KIND:ARGUMENT", field="reward_model")
-    return RewardModelReward(reward_model.folder())
+    return RewardModelReward(reward_model.folder(), reward_weights)

@@ -72,7 +72,9 @@ def check_ppo(config: PPOConfig, *, custom_reward: bool = False) -> CheckedPPO:
         )
     prompts = load_prompts(config.prompts)
     policy = resolve_model(config.policy, field="policy", kind="policy")
-    reward_model = None if custom_reward else check_reward(config.reward_model, config.reward_rule)
+    reward_model = None
+    if not custom_reward:
+        reward_model = check_reward(config.reward_model, config.reward_rule, config.reward_weights)
     rollout = rollout_plan(config, policy)
     return CheckedPPO(prompts, policy, reward_model, resume_point(config), rollout)
 
@@ -85,7 +87,9 @@ def train_ppo(config: PPOConfig, reward_fn: RewardFn | None = None) -> Path:
     # --- Checks first: bad input fails before anything loads or is written
     checked = check_ppo(config, custom_reward=reward_fn is not None)
     resume_from = checked.resume_from
-    reward = reward_fn if reward_fn is not None else load_reward(checked.reward_model, config.reward_rule)
+    reward = reward_fn
+    if reward is None:
+        reward = load_reward(checked.reward_model, config.reward_rule, config.reward_weights)
     tokenizer = policy_tokenizer(checked.policy)
     prompts, prompt_ids = _encode_prompts(tokenizer, checked.prompts, config)
     eos_ids = _eos_token_ids(tokenizer, checked.policy)

@@ -4,6 +4,7 @@
 - `salmon`: principle-conditioned targets (SALMON) and the system message that shows the principles;
 - `data`: preference pairs from run folders, the eval split, label kinds, batches;
 - `model`: the reward read at the last real token; `load_reward_model(dir).score(conversations)`;
+- `heads`: the heads of a model with one per principle, read from its folder, and weightings of them;
 - `train`: `train_reward_model(RMTrainConfig)`, one loop; `checkpoint`: resumable checkpoints;
 - `score`: accuracy on human-labelled pairs (`labeler score-rm`).
 

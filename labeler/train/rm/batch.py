@@ -75,8 +75,9 @@ def collate_pairs(
     pair's two conversations start with (the prompt) go once into `prefix_ids`, `prefix_mask` (B, P),
     and `input_ids`, `attention_mask` (2B, S) hold only what follows, row i continuing prefix row
     i mod B: same rewards, fewer tokens through the model. Sharing falls back to full rows when a pair
-    shares nothing. Always: `target_a`, `margin` (B,), and `tokens` (a scalar: the real tokens of all
-    2B full conversations, the throughput measure).
+    shares nothing. Always: `target_a`, `margin` (B,), `targets` and `mask` (B, K): every head's target
+    (column 0 is `target_a`, the others the examples' `head_targets`) and whether the pair has it, and
+    `tokens` (a scalar: the real tokens of all 2B full conversations, the throughput measure).
     """
     import torch
 
@@ -96,6 +97,9 @@ def collate_pairs(
         batch["input_ids"], batch["attention_mask"] = pad_rows(ids, pad_id, side="right")
     batch["target_a"] = torch.tensor([e.target_a for e in examples], dtype=torch.float32)
     batch["margin"] = torch.tensor([e.margin for e in examples], dtype=torch.float32)
+    heads = [(e.target_a, *e.head_targets) for e in examples]
+    batch["targets"] = torch.tensor([[0.5 if t is None else t for t in row] for row in heads], dtype=torch.float32)
+    batch["mask"] = torch.tensor([[t is not None for t in row] for row in heads], dtype=torch.bool)
     batch["tokens"] = torch.tensor(sum(len(row) for row in ids))
     return batch
 

@@ -42,6 +42,17 @@ class RMSettings(TrainingSettings):
     principle_conditioned: bool = Field(
         False, description="SALMON: show sampled principles in a system message; target from principle_scores."
     )
+    heads: Literal["one", "principles"] = Field(
+        "one",
+        description="one: a single reward head; principles: an overall head trained on p_a plus one head per "
+        "principle of the constitution, each trained on sigmoid of the pair's principle_scores entry for it "
+        "(a run labelled with SALMON scores), to be weighted when the model is used.",
+    )
+    head_loss_weights: Literal["equal", "constitution"] = Field(
+        "equal",
+        description="How the heads' losses add up (heads=principles): equally, or each principle head's by its "
+        "principle's `weight` in the constitution (the overall head weighs 1).",
+    )
     principles_per_example: int = Field(3, ge=1, description="Principles shown per example (principle-conditioned).")
     negate_probability: float = Field(
         0.5, ge=0.0, le=1.0, description="Chance of showing a principle's negative definition instead (flips it)."
@@ -83,15 +94,29 @@ class RMTrainConfig(RMSettings, TrainingConfig):
 
     data: tuple[Path, ...] = Field(min_length=1, description="Run folders whose preference split to train on.")
     constitution: Path | None = Field(
-        None, description="Constitution whose salmon principles are shown (needed with principle_conditioned)."
+        None,
+        description="Constitution whose salmon principles are shown (principle_conditioned), or whose principles "
+        "get a head each (heads=principles).",
     )
 
     @model_validator(mode="after")
     def _consistent(self) -> RMTrainConfig:
+        per_principle = self.heads == "principles"
         if self.principle_conditioned and self.constitution is None:
             raise ValueError("principle_conditioned needs a constitution (‹constitution› FILE)")
-        if self.constitution is not None and not self.principle_conditioned:
-            raise ValueError("constitution is only used with principle_conditioned (‹principle_conditioned›)")
+        if per_principle and self.constitution is None:
+            raise ValueError("heads=principles needs a constitution (‹constitution› FILE)")
+        if self.constitution is not None and not (self.principle_conditioned or per_principle):
+            raise ValueError(
+                "constitution is only used with principle_conditioned (‹principle_conditioned›) "
+                "or heads=principles (‹heads› principles)"
+            )
+        if per_principle and self.principle_conditioned:
+            raise ValueError("heads=principles and principle_conditioned are two ways to use principles: pick one")
+        if per_principle and self.margin:
+            raise ValueError("margin applies to one overall preference; heads=principles cannot use it")
+        if self.head_loss_weights != "equal" and not per_principle:
+            raise ValueError("head_loss_weights only applies with heads=principles (‹heads› principles)")
         if self.principle_conditioned and self.margin:
             raise ValueError(
                 "margin applies to the overall preference; principle_conditioned targets come from "
@@ -113,6 +138,12 @@ class ScoreRMConfig(BaseModel):
         "optional group."
     )
     group_by: str | None = Field(None, description="Column to report accuracy per value of (e.g. a category).")
+    weights: dict[str, float] | None = Field(
+        None,
+        description="How to weight a reward model's heads (NAME=W,...): the reward is the weighted sum, a head "
+        "not named weighs 0 (default: the model's own weighting, its constitution's weights). Each head's own "
+        "accuracy is reported too.",
+    )
     out: Path | None = Field(None, description="Write the report as JSON here.")
     batch_size: int = Field(16, ge=1, description="Conversations per forward pass.")
     max_length: int | None = Field(None, ge=8, description="Most tokens per conversation (default: as trained).")

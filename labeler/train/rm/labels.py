@@ -3,7 +3,9 @@
 - `SoftLabels`: Bradley-Terry against the judge's soft label `p_a`;
 - `HardLabels`: against its hard version, p_a >= 0.5 (TRL's chosen/rejected);
 - `PrincipleLabels` (SALMON): a few principles shown in a system message, the target from the most
-  decisive shown principle's `principle_scores` entry.
+  decisive shown principle's `principle_scores` entry;
+- `PrincipleHeadLabels`: one target per reward head, `p_a` for the overall head and sigmoid of each
+  principle's `principle_scores` entry for that principle's head (none where the pair has no score).
 
 Adding a kind is adding one class with `usable` and `example`.
 """
@@ -23,6 +25,7 @@ from labeler.train.rm.salmon import (
     ShownPrinciple,
     salmon_target,
     sample_shown_principles,
+    sigmoid,
     with_principles,
 )
 
@@ -35,6 +38,7 @@ class TrainingExample:
     conversation_b: tuple[Message, ...]
     target_a: float
     margin: float  # TRL-style: how much the chosen response should win by (0 when unused)
+    head_targets: tuple[float | None, ...] = ()  # further heads' targets (None: no label, the head skips the pair)
 
 
 class LabelKind(Protocol):
@@ -116,3 +120,46 @@ class PrincipleLabels:
             target = hard_target(target)
         a, b = _conversations(with_principles(pair.prompt, shown), pair)
         return TrainingExample(a, b, target_a=target, margin=0.0)
+
+
+OVERALL_HEAD = "overall"
+"""The name of the head trained on `p_a` in a model with one head per principle."""
+
+
+@dataclass(frozen=True)
+class PrincipleHeadLabels:
+    """One reward head per principle: the overall head learns `p_a`, principle k's head sigmoid(score_k).
+
+    A pair without a `principle_scores` entry for a principle gives that head no target (it is masked
+    out of that head's loss); the overall head trains on every pair.
+    """
+
+    principle_ids: tuple[str, ...]
+    hard: bool = False
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        """Head names in output order: the overall head, then one per principle."""
+        return (OVERALL_HEAD, *self.principle_ids)
+
+    def usable(self, pair: PreferenceRecord) -> bool:
+        return True
+
+    def example(self, pair: PreferenceRecord, *, epoch: int) -> TrainingExample:
+        scores = {s.principle_id: s.score for s in pair.principle_scores}
+        targets = principle_head_targets(self.principle_ids, scores)
+        overall = pair.p_a
+        if self.hard:
+            overall = hard_target(overall)
+            targets = tuple(None if t is None else hard_target(t) for t in targets)
+        a, b = _conversations(pair.prompt, pair)
+        return TrainingExample(a, b, target_a=overall, margin=0.0, head_targets=targets)
+
+
+def principle_head_targets(principle_ids: Sequence[str], scores: dict[str, float]) -> tuple[float | None, ...]:
+    """Each principle head's soft label: sigmoid of the pair's score for it, or None where it has none.
+
+    >>> principle_head_targets(["kind", "brief"], {"kind": 0.0, "other": 1.0})
+    (0.5, None)
+    """
+    return tuple(sigmoid(scores[pid]) if pid in scores else None for pid in principle_ids)

@@ -132,3 +132,63 @@ def chosen_rejected(
     """
     chosen_is_a = a_chosen(target_a)  # (B,) bool
     return torch.where(chosen_is_a, reward_a, reward_b), torch.where(chosen_is_a, reward_b, reward_a)
+
+
+def multi_head_bradley_terry_loss(
+    reward_a: torch.Tensor,
+    reward_b: torch.Tensor,
+    target_a: torch.Tensor,
+    mask: torch.Tensor,
+    head_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Bradley-Terry loss of K reward heads at once, each head only on the pairs that have its label.
+
+    `reward_a`, `reward_b`, `target_a`, `mask` are (B, K): head k's rewards, its soft label, and whether
+    pair i has a label for head k (a pair without a score for a principle does not train that head).
+    Each head's loss is the mean BCE-with-logits over its labelled pairs; the result is the
+    `head_weights`-weighted mean (default: equal) over the heads that have a labelled pair in the batch.
+    With K = 1 and every pair labelled it is `bradley_terry_loss`.
+
+    >>> ra, rb = torch.tensor([[2.0, 0.0], [0.0, 5.0]]), torch.zeros(2, 2)
+    >>> target, mask = torch.tensor([[1.0, 0.5], [1.0, 1.0]]), torch.tensor([[True, False], [True, True]])
+    >>> round(multi_head_bradley_terry_loss(ra, rb, target, mask).item(), 4)  # ((0.1269 + 0.6931) / 2 + 0.0067) / 2
+    0.2084
+    >>> round(multi_head_bradley_terry_loss(ra[:, :1], rb[:, :1], target[:, :1], mask[:, :1]).item(), 4)
+    0.41
+    """
+    if reward_a.dim() != 2:
+        raise ValueError(f"reward_a has shape {tuple(reward_a.shape)}: pass (B, K) tensors, one column per head")
+    for name, tensor in (("reward_b", reward_b), ("target_a", target_a), ("mask", mask)):
+        if tensor.shape != reward_a.shape:
+            raise ValueError(
+                f"{name} has shape {tuple(tensor.shape)} but reward_a has shape {tuple(reward_a.shape)}"
+            )
+    weights = torch.ones(reward_a.shape[1], device=reward_a.device) if head_weights is None else head_weights
+    if weights.shape != (reward_a.shape[1],):
+        raise ValueError(
+            f"head_weights has shape {tuple(weights.shape)}: pass one weight per head ({reward_a.shape[1]},)"
+        )
+    logits = reward_a - reward_b  # (B, K)
+    per_pair = F.binary_cross_entropy_with_logits(logits, target_a.to(logits.dtype), reduction="none")  # (B, K)
+    labelled = mask.to(logits.dtype)  # (B, K)
+    counts = labelled.sum(dim=0)  # (K,) labelled pairs per head
+    per_head = (per_pair * labelled).sum(dim=0) / counts.clamp(min=1.0)  # (K,)
+    present = weights.to(logits.dtype) * (counts > 0).to(logits.dtype)  # (K,) heads with a label in the batch
+    return (per_head * present).sum() / present.sum().clamp(min=torch.finfo(logits.dtype).tiny)
+
+
+def head_accuracy(
+    reward_a: torch.Tensor, reward_b: torch.Tensor, target_a: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per head: how many labelled pairs it orders as its label does (a tie is wrong), and how many it has.
+
+    (B, K) inputs as in `multi_head_bradley_terry_loss`; returns two (K,) tensors (correct, labelled).
+
+    >>> correct, labelled = head_accuracy(torch.tensor([[1.0, 0.0]]), torch.zeros(1, 2), torch.tensor([[0.9, 0.9]]),
+    ...                                   torch.tensor([[True, False]]))
+    >>> correct.tolist(), labelled.tolist()
+    ([1.0, 0.0], [1.0, 0.0])
+    """
+    right = torch.where(a_chosen(target_a), reward_a > reward_b, reward_b > reward_a)  # (B, K)
+    labelled = mask.to(torch.float32)
+    return (right.to(torch.float32) * labelled).sum(dim=0), labelled.sum(dim=0)

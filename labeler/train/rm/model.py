@@ -8,6 +8,9 @@ reward never comes from padding.
 
     model = load_reward_model("runs/rm")
     rewards = model.score([[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]])
+
+A model with one head per principle (`heads=principles`) has `num_labels` = heads: `score_heads` gives
+every head's reward, `score` their weighted sum (by default the constitution's weights; see `heads`).
 """
 
 from __future__ import annotations
@@ -24,19 +27,27 @@ from labeler.core.errors import InputError
 from labeler.core.padding import last_token_index, position_ids_from_mask
 from labeler.engine.model_ref import guard_model_load
 from labeler.train.common.tokenizer import load_tokenizer
+from labeler.train.rm.heads import (
+    REWARD_CARD,
+    check_head_weights,
+    default_head_weights,
+    head_names,
+    read_reward_card,
+    weight_vector,
+)
 
-REWARD_CARD = "labeler-rm.json"
-"""File written next to a trained reward model: its training config, data runs and final metrics."""
+__all__ = ["REWARD_CARD", "LastTokenReward", "RewardModel", "load_classifier", "load_reward_model", "read_reward_card"]
 
 
 class LastTokenReward(nn.Module):
     """Wraps a causal-LM sequence classifier: token rows -> one reward per row, read at its last real token.
 
-    `forward(input_ids, attention_mask)`: (N, T) -> (N,). With `prefix_ids`, `prefix_mask` (B, P) as
-    well, row i of `input_ids` continues prefix row i mod B: the prefix runs once and its keys and
-    values serve every row that continues it (the prompt a pair's two responses share), which gives
-    the same rewards as running each full row. Both passes happen inside one `forward`, so a DDP
-    wrapper sees each parameter used in one forward per step. A module of its own so that
+    `forward(input_ids, attention_mask)`: (N, T) -> (N,), or (N, K) for a classifier with K > 1 heads.
+    With `prefix_ids`, `prefix_mask` (B, P) as well, row i of `input_ids` continues prefix row i mod B:
+    the prefix runs once and its keys and values serve every row that continues it (the prompt a pair's
+    two responses share), which gives the same rewards as running each full row. Both passes happen
+    inside one `forward`, so a DDP wrapper sees each parameter used in one forward per step. A module of
+    its own so that
     `accelerate` can wrap it.
     """
 
@@ -80,7 +91,7 @@ class LastTokenReward(nn.Module):
             ).last_hidden_state  # (N, T, C)
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         last = hidden[rows, last_token_index(attention_mask)]  # (N, C)
-        return self.classifier.score(last).squeeze(-1).float()  # (N,)
+        return self.classifier.score(last).squeeze(-1).float()  # (N,), or (N, K) with K heads
 
 
 def disable_dropout(module: nn.Module) -> None:
@@ -117,18 +128,28 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def load_classifier(path: Path | str, *, dtype: torch.dtype, pad_token_id: int) -> Any:
-    """`AutoModelForSequenceClassification` with one output, from safetensors only, no remote code.
+def load_classifier(
+    path: Path | str, *, dtype: torch.dtype, pad_token_id: int, heads: Sequence[str] | None = None
+) -> Any:
+    """`AutoModelForSequenceClassification` from safetensors only, no remote code: one output, or one per
+    name in `heads` (the names go into its config's `id2label`, so a saved copy says which output is which).
 
     The folder was checked by `labeler.engine.model_ref.resolve_model` (config, safetensors) before.
     """
     from transformers import AutoModelForSequenceClassification
 
     guard_model_load(f"model {path}")
+    named: dict[str, Any] = {"num_labels": 1}
+    if heads is not None:
+        named = {
+            "num_labels": len(heads),
+            "id2label": dict(enumerate(heads)),
+            "label2id": {name: index for index, name in enumerate(heads)},
+        }
     with quiet_transformers():
         model = AutoModelForSequenceClassification.from_pretrained(
             path,
-            num_labels=1,
+            **named,
             dtype=dtype,
             use_safetensors=True,
             trust_remote_code=False,
@@ -144,19 +165,42 @@ def load_classifier(path: Path | str, *, dtype: torch.dtype, pad_token_id: int) 
 class RewardModel:
     """A trained reward model ready to score conversations, in batches."""
 
-    def __init__(self, classifier: nn.Module, tokenizer: Any, *, max_length: int, batch_size: int = 16) -> None:
+    def __init__(
+        self,
+        classifier: nn.Module,
+        tokenizer: Any,
+        *,
+        max_length: int,
+        batch_size: int = 16,
+        heads: Sequence[str] = ("LABEL_0",),
+        weights: Mapping[str, float] | None = None,
+    ) -> None:
         self.reward = LastTokenReward(classifier).eval()
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.batch_size = batch_size
+        self.heads = tuple(heads)  # output names, in order
+        self.weights = check_head_weights(weights or {self.heads[0]: 1.0}, self.heads, field="weights")
 
     @property
     def device(self) -> torch.device:
         return next(self.reward.parameters()).device
 
     @torch.no_grad()
-    def score(self, conversations: Sequence[Sequence[Mapping[str, str]]]) -> torch.Tensor:
-        """One reward per conversation (prompt messages then the assistant's response): float32 (N,) on `device`."""
+    def score(
+        self, conversations: Sequence[Sequence[Mapping[str, str]]], weights: Mapping[str, float] | None = None
+    ) -> torch.Tensor:
+        """One reward per conversation (prompt messages then the assistant's response): float32 (N,) on `device`.
+
+        With several heads, the weighted sum Σ_k w_k r_k by `weights` (default: the model's own weighting).
+        """
+        chosen = self.weights if weights is None else check_head_weights(weights, self.heads, field="weights")
+        vector = torch.tensor(weight_vector(self.heads, chosen), device=self.device)  # (K,)
+        return self.score_heads(conversations) @ vector
+
+    @torch.no_grad()
+    def score_heads(self, conversations: Sequence[Sequence[Mapping[str, str]]]) -> torch.Tensor:
+        """Every head's reward for each conversation: float32 (N, K) on `device`, columns in `heads` order."""
         from labeler.train.rm.batch import encode_conversations
 
         scores = []
@@ -164,11 +208,10 @@ class RewardModel:
             batch = encode_conversations(
                 self.tokenizer, conversations[start : start + self.batch_size], self.max_length
             )
-            scores.append(
-                self.reward(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
-            )
+            rewards = self.reward(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
+            scores.append(rewards.reshape(len(rewards), len(self.heads)))  # (B, K), also for one head
         if not scores:
-            return torch.zeros(0, device=self.device)
+            return torch.zeros(0, len(self.heads), device=self.device)
         return torch.cat(scores)
 
 
@@ -176,19 +219,6 @@ def _context_length(classifier: Any, tokenizer: Any) -> int:
     """The longest input the model takes: its position limit, or the tokenizer's when smaller."""
     limits = [getattr(classifier.config, "max_position_embeddings", None), tokenizer.model_max_length]
     return min(int(limit) for limit in limits if limit)
-
-
-def read_reward_card(path: Path | str) -> dict[str, Any]:
-    """The `labeler-rm.json` of a model folder (empty when the folder was not written by labeler)."""
-    card = Path(path) / REWARD_CARD
-    if not card.is_file():
-        return {}
-    from labeler.core.input_files import read_json
-
-    data = read_json(card, what="a reward-model card", invalid="not valid JSON")
-    if not isinstance(data, dict):
-        raise InputError("expected a JSON object", file=card)
-    return data
 
 
 def load_reward_model(
@@ -203,11 +233,16 @@ def load_reward_model(
 
     `max_length` defaults to the one the model was trained with; `device` to CUDA when available.
     """
-    tokenizer = load_tokenizer(path)
-    classifier = load_classifier(path, dtype=dtype, pad_token_id=tokenizer.pad_token_id)
-    if classifier.config.num_labels != 1:
-        raise InputError(f"has num_labels={classifier.config.num_labels}; a reward model has 1", file=path)
     card = read_reward_card(path)
+    heads = head_names(path)
+    if len(heads) > 1 and "heads" not in card:
+        raise InputError(
+            f"has {len(heads)} outputs but no `heads` in its {REWARD_CARD}: a reward model has one output, "
+            "or one per head written by `labeler train-rm`",
+            file=path,
+        )
+    tokenizer = load_tokenizer(path)
+    classifier = load_classifier(path, dtype=dtype, pad_token_id=tokenizer.pad_token_id, heads=heads)
     trained_length = card.get("config", {}).get("max_length")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return RewardModel(
@@ -215,4 +250,6 @@ def load_reward_model(
         tokenizer,
         max_length=max_length or trained_length or _context_length(classifier, tokenizer),
         batch_size=batch_size,
+        heads=heads,
+        weights=default_head_weights(heads, card),
     )

@@ -62,6 +62,19 @@ def check_runs(runs: Sequence[Path]) -> list[SourceRun]:
     return sources
 
 
+def scored_principles(runs: Sequence[Path]) -> set[str]:
+    """The principle ids that some pair of the runs has a `principle_scores` entry for (read from the shards'
+    column alone, before any record is built)."""
+    from labeler.store import iter_shard_tables
+
+    ids: set[str] = set()
+    for run in map(Path, runs):
+        for table in iter_shard_tables(run, PREFERENCES):
+            for scores in table.column("principle_scores").to_pylist():
+                ids.update(entry["principle_id"] for entry in scores or ())
+    return ids
+
+
 def _refuse_repeated_pairs(run: Path, ids: Sequence[str], read_from: dict[str, Path]) -> None:
     """Record where each pair id was read; `InputError` when another --data run already had it."""
     for pair_id in ids:

@@ -7,7 +7,8 @@ Single process on CPU or one GPU; several GPUs with `accelerate launch -m labele
 Each optimizer step runs the 2B conversations of B pairs (all the A sides, then all the B sides)
 through the model in one call, the prompt tokens a pair's two conversations share only once, reads
 one reward per conversation at its last real token, and takes the Bradley-Terry loss of r_a − r_b
-against the label (see `labeler.train.rm.losses`).
+against the label (see `labeler.train.rm.losses`). With `heads=principles` each conversation gets one
+reward per head, and each head's loss is taken against its own label on the pairs that have one.
 
 Writes to `config.out`:
 - `metrics.jsonl`: one JSON object per logging step (split "train") and per evaluation (split "eval");
@@ -24,7 +25,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -39,10 +40,34 @@ from labeler.train.common.resume import resume_point, start_run
 from labeler.train.common.tokenizer import load_tokenizer
 from labeler.train.rm.batch import collate_pairs, count_truncated
 from labeler.train.rm.config import RMTrainConfig
-from labeler.train.rm.labels import HardLabels, LabelKind, PrincipleLabels, SoftLabels
-from labeler.train.rm.losses import bradley_terry_loss, mean_chosen_margin, oriented_margin, pairwise_accuracy
-from labeler.train.rm.model import REWARD_CARD, LastTokenReward, disable_dropout, load_classifier
-from labeler.train.rm.pairs import SourceRun, check_runs, epoch_batches, load_pairs, split_train_eval
+from labeler.train.rm.heads import REWARD_CARD, head_names
+from labeler.train.rm.labels import (
+    OVERALL_HEAD,
+    HardLabels,
+    LabelKind,
+    PrincipleHeadLabels,
+    PrincipleLabels,
+    SoftLabels,
+)
+from labeler.train.rm.losses import (
+    head_accuracy,
+    mean_chosen_margin,
+    multi_head_bradley_terry_loss,
+    oriented_margin,
+    pairwise_accuracy,
+)
+from labeler.train.rm.model import LastTokenReward, disable_dropout, load_classifier
+from labeler.train.rm.pairs import (
+    SourceRun,
+    check_runs,
+    epoch_batches,
+    load_pairs,
+    scored_principles,
+    split_train_eval,
+)
+
+if TYPE_CHECKING:
+    from labeler.inputs.constitution import Principle
 
 logger = logging.getLogger(__name__)
 
@@ -83,22 +108,76 @@ def learning_rate_at(step: int, *, peak: float, warmup_steps: int, total_steps: 
 
 @dataclass(frozen=True)
 class CheckedRMTraining:
-    """What the checks found: the base model, the runs' data, the label kind, where to resume from."""
+    """What the checks found: the base model, the runs' data, the label kind, where to resume from, and
+    the heads with their weights in the loss and at use time (one unnamed head without heads=principles)."""
 
     base: ModelRef
     runs: list[SourceRun]
     label_kind: LabelKind
     resume_from: Path | None
+    heads: tuple[str, ...] | None = None  # output names (None: one head, as a plain reward model)
+    loss_weights: tuple[float, ...] = (1.0,)  # one per head, for the loss
+    use_weights: dict[str, float] | None = None  # the weighting saved for scoring and PPO
 
 
 def check_rm_training(config: RMTrainConfig) -> CheckedRMTraining:
     """Every check `train_reward_model` makes before it loads a model or writes a file."""
+    base = resolve_model(config.base_model, field="base_model", kind="backbone")
+    runs = check_runs(config.data)
+    if config.heads == "one":
+        return CheckedRMTraining(base, runs, label_kind_for(config), resume_point(config))
+    principles = principle_heads(config)
+    heads = (OVERALL_HEAD, *(p.id for p in principles))
+    if base.path is not None and (base.path / REWARD_CARD).is_file() and head_names(base.path) != heads:
+        raise InputError(
+            f"is a reward model with heads {', '.join(head_names(base.path))}; this run trains "
+            f"{', '.join(heads)}: continue from a model with the same heads, or from a causal LM",
+            file=base.path,
+            field="base_model",
+        )
+    constitution_weights = config.head_loss_weights == "constitution"
     return CheckedRMTraining(
-        base=resolve_model(config.base_model, field="base_model", kind="backbone"),
-        runs=check_runs(config.data),
-        label_kind=label_kind_for(config),
-        resume_from=resume_point(config),
+        base,
+        runs,
+        PrincipleHeadLabels(principle_ids=tuple(p.id for p in principles), hard=config.loss == "hard"),
+        resume_point(config),
+        heads=heads,
+        loss_weights=(1.0, *(float(p.weight) if constitution_weights else 1.0 for p in principles)),
+        use_weights={p.id: float(p.weight) for p in principles},
     )
+
+
+def principle_heads(config: RMTrainConfig) -> list[Principle]:
+    """The constitution's principles that get a head: those some pair of the runs has a score for.
+
+    `InputError` when no pair has a score for any of them (the run was labelled without --salmon, or with
+    another constitution), or when a principle is called like the overall head.
+    """
+    from labeler.inputs.constitution import load_constitution
+
+    assert config.constitution is not None  # checked by RMTrainConfig
+    constitution = load_constitution(config.constitution)
+    if any(p.id == OVERALL_HEAD for p in constitution.principles):
+        raise InputError(
+            f"has a principle called {OVERALL_HEAD!r}, the name of the head trained on p_a: rename it "
+            "for heads=principles",
+            file=config.constitution,
+            field="heads",
+        )
+    scored = scored_principles(config.data)
+    principles = [p for p in constitution.principles if p.id in scored]
+    if not principles:
+        raise InputError(
+            "no pair has a principle_scores entry for any principle of the constitution "
+            f"({', '.join(p.id for p in constitution.principles)}): heads=principles needs runs labelled with "
+            "per-principle scores (label --salmon) under this constitution",
+            file=config.constitution,
+            field="heads",
+        )
+    unscored = [p.id for p in constitution.principles if p.id not in scored]
+    if unscored:
+        logger.warning("no pair has a score for principle(s) %s: they get no head", ", ".join(unscored))
+    return principles
 
 
 def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
@@ -108,6 +187,7 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
     # ---- checks: bad input fails here, before any model loads or any file is written -------------
     checked = check_rm_training(config)
     base, runs, label_kind, resume_from = checked.base, checked.runs, checked.label_kind, checked.resume_from
+    heads, loss_weights = checked.heads, checked.loss_weights
 
     # ---- setup: processes, output folder --------------------------------------------------------
     accelerator = Accelerator(mixed_precision=config.mixed_precision)
@@ -155,7 +235,7 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
             "%d of %d training conversations are longer than max_length=%d and lose their first tokens",
             truncated, 2 * len(train_pairs), config.max_length,
         )
-    classifier = load_classifier(folder, dtype=weights_dtype(config), pad_token_id=tokenizer.pad_token_id)
+    classifier = load_classifier(folder, dtype=weights_dtype(config), pad_token_id=tokenizer.pad_token_id, heads=heads)
     disable_dropout(classifier)
     if config.gradient_checkpointing:
         # Non-reentrant: works with LoRA's frozen inputs, and with the prefix pass off (it keeps a cache).
@@ -182,6 +262,7 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
     )
     reward, optimizer = accelerator.prepare(reward, optimizer)
     reward.train()
+    head_weights = torch.tensor(loss_weights, device=accelerator.device)  # (K,)
 
     # ---- resume: parameters, optimizer moments, RNG, step and unlogged metric sums ---------------
     step, tokens = 0, 0
@@ -223,11 +304,13 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
             with accelerator.autocast():
                 rewards = reward(
                     batch["input_ids"], batch["attention_mask"], batch.get("prefix_ids"), batch.get("prefix_mask")
-                )  # (2B,)
-            reward_a, reward_b = rewards.chunk(2)  # (B,), (B,)
+                ).reshape(2 * len(examples), -1)  # (2B, K): one column per head
+            heads_a, heads_b = rewards.chunk(2)  # (B, K), (B, K)
+            reward_a, reward_b = heads_a[:, 0], heads_b[:, 0]  # (B,): the overall head (the only one by default)
             target_a = batch["target_a"]  # (B,)
-            margin_a = oriented_margin(batch["margin"], target_a) if config.margin else None
-            loss = bradley_terry_loss(reward_a, reward_b, target_a, margin_a)
+            if config.margin:  # TRL-style: the chosen side must win by the margin (one head only, see config)
+                heads_a = heads_a - oriented_margin(batch["margin"], target_a)[:, None]
+            loss = multi_head_bradley_terry_loss(heads_a, heads_b, batch["targets"], batch["mask"], head_weights)
 
             # backward and update
             accelerator.backward(loss)
@@ -263,7 +346,9 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
 
             # periodic evaluation and checkpoints (the final ones come after the loop)
             if config.eval_steps and step % config.eval_steps == 0 and step < total_steps and eval_pairs:
-                result = evaluate(accelerator.unwrap_model(reward), eval_pairs, label_kind, tokenizer, config)
+                result = evaluate(
+                    accelerator.unwrap_model(reward), eval_pairs, label_kind, tokenizer, config, heads, head_weights
+                )
                 metrics.append({"step": step, "split": "eval", **result})
             if config.checkpoint_every and step % config.checkpoint_every == 0 and step < total_steps:
                 accelerator.wait_for_everyone()
@@ -282,7 +367,9 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
     # ---- final evaluation and save ------------------------------------------------------------
     eval_metrics = {}
     if eval_pairs:
-        eval_metrics = evaluate(accelerator.unwrap_model(reward), eval_pairs, label_kind, tokenizer, config)
+        eval_metrics = evaluate(
+            accelerator.unwrap_model(reward), eval_pairs, label_kind, tokenizer, config, heads, head_weights
+        )
         metrics.append({"step": step, "split": "eval", **eval_metrics})
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -301,6 +388,11 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
             "metrics": {"train": last_train, "eval": eval_metrics},
             "reward": "score head at the last attended token of the chat-template rendering",
         }
+        if heads is not None:
+            # Output k of the saved classifier is head k (its config's id2label); the weights are the
+            # constitution's, the weighting score-rm and ppo use when none is given.
+            card["heads"] = list(heads)
+            card["head_weights"] = checked.use_weights
         if isinstance(label_kind, PrincipleLabels):
             # A principle-conditioned model expects these principles in a system message (salmon.py).
             card["salmon_principles"] = [p.id for p in label_kind.principles]
@@ -325,8 +417,12 @@ def evaluate(
     label_kind: LabelKind,
     tokenizer: Any,
     config: RMTrainConfig,
+    heads: Sequence[str] | None = None,
+    head_weights: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """Loss, accuracy and mean chosen margin over `pairs`, weighted by pair (not by batch).
+    """Loss, accuracy and mean chosen margin over `pairs`, weighted by pair (not by batch); with several
+    heads also `accuracy/<head>`, each head's accuracy on its own labelled pairs. Accuracy and margin are
+    those of the first head (the overall one).
 
     Takes the unwrapped module: every process evaluates all pairs, so no collective call can hang on
     processes doing different numbers of forward passes. Principle draws use epoch 0, so every
@@ -336,20 +432,30 @@ def evaluate(
     was_training = reward.training
     reward.eval()
     sums = {"loss": 0.0, "accuracy": 0.0, "margin": 0.0}
+    correct, labelled = torch.zeros(len(heads or [1])), torch.zeros(len(heads or [1]))  # (K,) per head
     for start in range(0, len(pairs), config.batch_size):
         examples = [label_kind.example(pair, epoch=0) for pair in pairs[start : start + config.batch_size]]
         batch = collate_pairs(examples, tokenizer, config.max_length, share_prefix=config.share_prefix)
         batch = {name: tensor.to(device) for name, tensor in batch.items()}
         rewards = reward(batch["input_ids"], batch["attention_mask"], batch.get("prefix_ids"), batch.get("prefix_mask"))
-        reward_a, reward_b = rewards.chunk(2)  # (B,), (B,)
+        heads_a, heads_b = rewards.reshape(2 * len(examples), -1).chunk(2)  # (B, K), (B, K)
+        reward_a, reward_b = heads_a[:, 0], heads_b[:, 0]  # (B,)
         target_a = batch["target_a"]
-        margin_a = oriented_margin(batch["margin"], target_a) if config.margin else None
+        if config.margin:
+            heads_a = heads_a - oriented_margin(batch["margin"], target_a)[:, None]
         n = len(examples)
-        sums["loss"] += bradley_terry_loss(reward_a, reward_b, target_a, margin_a).item() * n
+        loss = multi_head_bradley_terry_loss(heads_a, heads_b, batch["targets"], batch["mask"], head_weights)
+        sums["loss"] += loss.item() * n
         sums["accuracy"] += pairwise_accuracy(reward_a, reward_b, target_a).item() * n
         sums["margin"] += mean_chosen_margin(reward_a, reward_b, target_a).item() * n
+        right, count = head_accuracy(heads_a, heads_b, batch["targets"], batch["mask"])
+        correct, labelled = correct + right.cpu(), labelled + count.cpu()
     reward.train(was_training)
-    return {name: total / len(pairs) for name, total in sums.items()} | {"pairs": len(pairs)}
+    result = {name: total / len(pairs) for name, total in sums.items()} | {"pairs": len(pairs)}
+    for name, right, count in zip(heads or (), correct.tolist(), labelled.tolist()):  # none for one head
+        if count:
+            result[f"accuracy/{name}"] = right / count
+    return result
 
 
 @dataclass
