@@ -50,6 +50,18 @@ FLAGS: dict[str, str] = {
     FLAG_HUMAN_LABEL: "chosen, rejected, p_a and margin come from human labels (export --prefer-human)",
     FLAG_FROM_SCORES: "a pair of a ranking not judged itself: p_a comes from the fitted Bradley-Terry scores",
 }
+
+
+def known_flags(flags: tuple[str, ...]) -> tuple[str, ...]:
+    """`flags` once each, in order; a `ValueError` naming the first that is no flag of `FLAGS`.
+
+    >>> known_flags(("tie", "low_mass", "tie"))
+    ('tie', 'low_mass')
+    """
+    unknown = [flag for flag in flags if flag not in FLAGS]
+    if unknown:
+        raise ValueError(f"unknown flag {unknown[0]!r}; known: {', '.join(FLAGS)}")
+    return tuple(dict.fromkeys(flags))
 """Every flag a preference row can carry, with what it means."""
 
 FLAG_INTRANSITIVE = "intransitive"

@@ -51,6 +51,7 @@ from labeler.core.records import (
     PreferenceRecord,
     RankingRecord,
     UltraFeedbackRecord,
+    known_flags,
 )
 from labeler.store.atomic import TEMP_SUFFIX, atomic_write_text, fsync_dir
 from labeler.store.card import CARD_NAME, HubMetadata, render_card
@@ -166,10 +167,7 @@ class ExportConfig(BaseModel):
     @field_validator("drop_flags")
     @classmethod
     def _known_flags(cls, flags: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [flag for flag in flags if flag not in FLAGS]
-        if unknown:
-            raise ValueError(f"unknown flag {unknown[0]!r}; known: {', '.join(FLAGS)}")
-        return tuple(dict.fromkeys(flags))
+        return known_flags(flags)
 
     @field_validator("split")
     @classmethod

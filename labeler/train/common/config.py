@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -31,6 +31,35 @@ class TrainingSettings(BaseModel):
     lora_rank: int = Field(16, ge=1, description="LoRA rank of a fresh adapter.")
     lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (the update is scaled by alpha/rank).")
     keep_checkpoints: int = Field(2, ge=1, description="Keep only the newest this many checkpoints.")
+
+
+
+class PairTrainingSettings(TrainingSettings):
+    """How the trainers on judged pairs (`train-rm`, `dpo`) hold out pairs, step, and log: one declaration
+    for both."""
+
+    eval_fraction: float = Field(
+        0.05, ge=0.0, lt=1.0, description="Fraction of pairs held out for evaluation (seeded, by pair id)."
+    )
+    epochs: int = Field(1, ge=1, description="Passes over the training pairs.")
+    max_steps: int | None = Field(
+        None, ge=1, description="Stop after this many optimizer steps (before the epochs end)."
+    )
+    lr_schedule: Literal["linear", "constant"] = Field(
+        "linear", description="After warmup: linear decay to zero, or constant."
+    )
+    warmup_steps: int = Field(0, ge=0, description="Steps of linear warmup from zero.")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
+    max_grad_norm: float | None = Field(1.0, gt=0.0, description="Clip the gradient norm to this (None: no clipping).")
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="Autocast precision through accelerate.")
+    weights_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="Dtype the weights are loaded and trained in; auto: bfloat16 when training in bf16 on a GPU, "
+        "else float32.",
+    )
+    logging_steps: int = Field(10, ge=1, description="Write averaged training metrics every this many steps.")
+    eval_steps: int = Field(0, ge=0, description="Evaluate every this many steps (0: only at the end).")
+    checkpoint_every: int = Field(0, ge=0, description="Write checkpoint-<step>/ every this many steps (0: never).")
 
 
 class TrainingConfig(TrainingSettings):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +42,24 @@ class MetricsLog:
         if not self.path.is_file():
             return []
         return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@dataclass
+class MetricWindow:
+    """Sums of a pair trainer's per-step metrics since the last log line (saved in checkpoints, so resuming
+    loses none)."""
+
+    loss: float = 0.0
+    accuracy: float = 0.0
+    margin: float = 0.0
+    steps: int = 0
+
+    def add(self, *, loss: float, accuracy: float, margin: float) -> None:
+        self.loss += loss
+        self.accuracy += accuracy
+        self.margin += margin
+        self.steps += 1
+
+    def averages(self) -> dict[str, float]:
+        n = max(self.steps, 1)
+        return {"loss": self.loss / n, "accuracy": self.accuracy / n, "margin": self.margin / n}

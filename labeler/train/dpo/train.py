@@ -38,8 +38,10 @@ from labeler.core.progress import progress_bar
 from labeler.core.records import PreferenceRecord
 from labeler.engine.model_ref import ModelRef, resolve_model
 from labeler.train.common.checkpoint import load_checkpoint, save_checkpoint
-from labeler.train.common.metrics import MetricsLog
+from labeler.train.common.metrics import MetricsLog, MetricWindow
+from labeler.train.common.precision import weights_dtype
 from labeler.train.common.resume import resume_point, start_run
+from labeler.train.common.schedule import PairTrainingResult, learning_rate_at
 from labeler.train.dpo.batch import TokenizedPair, collate, tokenize_pair
 from labeler.train.dpo.config import DPOConfig
 from labeler.train.dpo.losses import (
@@ -53,27 +55,13 @@ from labeler.train.dpo.losses import (
 from labeler.train.dpo.model import POLICY_ADAPTER, Policy, load_policy, logits_of, sequence_logprobs
 from labeler.train.ppo.model import policy_tokenizer
 from labeler.train.rm.pairs import SourceRun, check_runs, epoch_batches, load_pairs, split_train_eval
-from labeler.train.rm.train import learning_rate_at
 
 logger = logging.getLogger(__name__)
 
 REFERENCE_CACHE = "reference-logprobs.safetensors"
 DPO_CARD = "labeler-dpo.json"
+DPOResult = PairTrainingResult  # what a finished DPO run produced
 __all__ = ["DPO_CARD", "REFERENCE_CACHE", "DPOResult", "check_dpo", "train_dpo"]
-
-
-@dataclass(frozen=True)
-class DPOResult:
-    """What a finished DPO run produced."""
-
-    out: Path
-    steps: int
-    train_pairs: int
-    eval_pairs: int
-    train_metrics: dict[str, float]  # averages over the last logging window
-    eval_metrics: dict[str, float]  # final evaluation (empty without an eval split)
-    tokens: int  # non-padding tokens through the policy's training passes, all processes
-    train_seconds: float  # time in the loop (this process's share since start or resume)
 
 
 @dataclass(frozen=True)
@@ -153,11 +141,11 @@ def train_dpo(config: DPOConfig) -> DPOResult:
 
     # ---- resume: parameters, optimizer moments, RNG, step and unlogged metric sums ---------------
     step, tokens = 0, 0
-    window = _MetricWindow()
+    window = MetricWindow()
     if resume_from is not None:
         state = load_checkpoint(resume_from, module=accelerator.unwrap_model(model), optimizer=optimizer.optimizer)
         step, tokens = state["step"], state["tokens"]
-        window = _MetricWindow(**state["window"])
+        window = MetricWindow(**state["window"])
         accelerator.print(f"resumed from {resume_from} at step {step}")
     metrics.truncate_after(step)  # rows of steps after the checkpoint are written again
     accelerator.wait_for_everyone()
@@ -210,14 +198,15 @@ def train_dpo(config: DPOConfig) -> DPOResult:
                 step_tokens = int(accelerator.reduce(batch["attention_mask"].sum(), reduction="sum").item())
             tokens += step_tokens
             window_tokens += step_tokens
-            window.add(*step_metrics.tolist())
+            step_loss, step_margin, step_accuracy = step_metrics.tolist()
+            window.add(loss=step_loss, accuracy=step_accuracy, margin=step_margin)
             advance(1, f"loss {step_metrics[0].item():.4f}")
             if step % config.logging_steps == 0 or step == total_steps:
                 now = time.monotonic()
                 last_train = {**window.averages(), "lr": lr, "tokens": tokens,
                               "tokens_per_s": window_tokens / max(now - window_started, 1e-9)}
                 metrics.append({"step": step, "epoch": step / steps_per_epoch, "split": "train", **last_train})
-                window, window_started, window_tokens = _MetricWindow(), now, 0
+                window, window_started, window_tokens = MetricWindow(), now, 0
 
             # periodic evaluation and checkpoints (the final evaluation comes after the loop)
             if config.eval_steps and step % config.eval_steps == 0 and step < total_steps and eval_rows:
@@ -335,30 +324,3 @@ def save_policy(policy: Policy, tokenizer: Any, out: Path) -> None:
     else:
         policy.lm.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-
-
-@dataclass
-class _MetricWindow:
-    """Sums of per-step metrics since the last log line (saved in checkpoints, so resuming loses none)."""
-
-    loss: float = 0.0
-    margin: float = 0.0
-    accuracy: float = 0.0
-    steps: int = 0
-
-    def add(self, loss: float, margin: float, accuracy: float) -> None:
-        self.loss += loss
-        self.margin += margin
-        self.accuracy += accuracy
-        self.steps += 1
-
-    def averages(self) -> dict[str, float]:
-        n = max(self.steps, 1)
-        return {"loss": self.loss / n, "margin": self.margin / n, "accuracy": self.accuracy / n}
-
-
-def weights_dtype(config: DPOConfig) -> torch.dtype:
-    """The dtype the weights train in: `weights_dtype`, where auto means bfloat16 for bf16 training on a GPU."""
-    if config.weights_dtype == "auto":
-        return torch.bfloat16 if config.mixed_precision == "bf16" and torch.cuda.is_available() else torch.float32
-    return torch.bfloat16 if config.weights_dtype == "bfloat16" else torch.float32

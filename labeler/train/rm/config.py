@@ -7,17 +7,14 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from labeler.train.common.config import TrainingConfig, TrainingSettings
+from labeler.train.common.config import PairTrainingSettings, TrainingConfig
 
 
-class RMSettings(TrainingSettings):
+class RMSettings(PairTrainingSettings):
     """How a reward model is trained: everything but its data, its constitution and where it writes (what a
     run config's `stages.train_rm` holds)."""
 
     # --- data
-    eval_fraction: float = Field(
-        0.05, ge=0.0, lt=1.0, description="Fraction of pairs held out for evaluation (seeded, by pair id)."
-    )
     max_length: int = Field(
         512, ge=8, description="Most tokens per conversation; longer ones lose tokens from the left."
     )
@@ -58,33 +55,13 @@ class RMSettings(TrainingSettings):
         0.5, ge=0.0, le=1.0, description="Chance of showing a principle's negative definition instead (flips it)."
     )
     # --- optimisation
-    epochs: int = Field(1, ge=1, description="Passes over the training pairs.")
-    max_steps: int | None = Field(
-        None, ge=1, description="Stop after this many optimizer steps (before the epochs end)."
-    )
     batch_size: int = Field(8, ge=1, description="Pairs per optimizer step and process.")
     learning_rate: float = Field(1e-5, gt=0.0, description="Peak learning rate (LoRA usually wants about 1e-4).")
-    lr_schedule: Literal["linear", "constant"] = Field(
-        "linear", description="After warmup: linear decay to zero, or constant."
-    )
-    warmup_steps: int = Field(0, ge=0, description="Steps of linear warmup from zero.")
-    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
-    max_grad_norm: float | None = Field(1.0, gt=0.0, description="Clip the gradient norm to this (None: no clipping).")
-    mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="Autocast precision through accelerate.")
-    weights_dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto",
-        description="Dtype the weights are loaded and trained in; auto: bfloat16 when training in bf16 on a GPU "
-        "(half the memory: a LoRA reward model on a 7B base then fits one 80 GB GPU), else float32.",
-    )
     gradient_checkpointing: bool = Field(
         False,
         description="Recompute activations in the backward pass instead of keeping them: much less memory for long "
         "conversations and large models, about a third more compute (turns share_prefix off).",
     )
-    # --- bookkeeping
-    logging_steps: int = Field(10, ge=1, description="Write averaged training metrics every this many steps.")
-    eval_steps: int = Field(0, ge=0, description="Evaluate every this many steps (0: only at the end).")
-    checkpoint_every: int = Field(0, ge=0, description="Write checkpoint-<step>/ every this many steps (0: never).")
 
 
 class RMTrainConfig(RMSettings, TrainingConfig):

@@ -35,8 +35,10 @@ from labeler.core.progress import progress_bar
 from labeler.core.records import PreferenceRecord
 from labeler.engine.model_ref import ModelRef, resolve_model
 from labeler.train.common.checkpoint import load_checkpoint, save_checkpoint
-from labeler.train.common.metrics import METRICS_FILE, MetricsLog
+from labeler.train.common.metrics import METRICS_FILE, MetricsLog, MetricWindow
+from labeler.train.common.precision import weights_dtype
 from labeler.train.common.resume import resume_point, start_run
+from labeler.train.common.schedule import PairTrainingResult, learning_rate_at
 from labeler.train.common.tokenizer import load_tokenizer
 from labeler.train.rm.batch import collate_pairs, count_truncated
 from labeler.train.rm.config import RMTrainConfig
@@ -72,38 +74,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 LORA_TARGET_MODULES = ("q_proj", "v_proj")
+RMTrainResult = PairTrainingResult  # what a finished reward-model training produced
 __all__ = ["METRICS_FILE", "RMTrainResult", "check_rm_training", "learning_rate_at", "train_reward_model"]
-
-
-@dataclass(frozen=True)
-class RMTrainResult:
-    """What a finished training run produced."""
-
-    out: Path
-    steps: int
-    train_pairs: int
-    eval_pairs: int
-    train_metrics: dict[str, float]  # averages over the last logging window
-    eval_metrics: dict[str, float]  # final evaluation (empty without an eval split)
-    tokens: int  # non-padding tokens seen by the forward passes, all processes
-    train_seconds: float  # time in the loop (this process's share since start or resume)
-
-
-def learning_rate_at(step: int, *, peak: float, warmup_steps: int, total_steps: int, schedule: str) -> float:
-    """Learning rate of optimizer step `step` (from 0): linear warmup, then linear decay or constant.
-
-    A pure function of the step, so a resumed run needs no scheduler state.
-
-    >>> [round(learning_rate_at(s, peak=1.0, warmup_steps=2, total_steps=6, schedule="linear"), 2) for s in range(6)]
-    [0.5, 1.0, 1.0, 0.75, 0.5, 0.25]
-    >>> learning_rate_at(5, peak=1.0, warmup_steps=0, total_steps=6, schedule="constant")
-    1.0
-    """
-    if step < warmup_steps:
-        return peak * (step + 1) / warmup_steps
-    if schedule == "constant":
-        return peak
-    return peak * (total_steps - step) / max(1, total_steps - warmup_steps)
 
 
 @dataclass(frozen=True)
@@ -266,11 +238,11 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
 
     # ---- resume: parameters, optimizer moments, RNG, step and unlogged metric sums ---------------
     step, tokens = 0, 0
-    window = _MetricWindow()
+    window = MetricWindow()
     if resume_from is not None:
         state = load_checkpoint(resume_from, module=accelerator.unwrap_model(reward), optimizer=optimizer.optimizer)
         step, tokens = state["step"], state["tokens"]
-        window = _MetricWindow(**state["window"])
+        window = MetricWindow(**state["window"])
         accelerator.print(f"resumed from {resume_from} at step {step}")
     metrics.truncate_after(step)  # rows of steps after the checkpoint are written again
     accelerator.wait_for_everyone()
@@ -331,7 +303,8 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
                 step_tokens = int(accelerator.reduce(batch["tokens"], reduction="sum").item())
             tokens += step_tokens
             window_tokens += step_tokens
-            window.add(*step_metrics.tolist())
+            step_loss, step_accuracy, step_margin = step_metrics.tolist()
+            window.add(loss=step_loss, accuracy=step_accuracy, margin=step_margin)
             advance(1, f"loss {step_metrics[0].item():.4f}")
             if step % config.logging_steps == 0 or step == total_steps:
                 now = time.monotonic()
@@ -342,7 +315,7 @@ def train_reward_model(config: RMTrainConfig) -> RMTrainResult:
                     "tokens_per_s": window_tokens / max(now - window_started, 1e-9),
                 }
                 metrics.append({"step": step, "epoch": step / steps_per_epoch, "split": "train", **last_train})
-                window, window_started, window_tokens = _MetricWindow(), now, 0
+                window, window_started, window_tokens = MetricWindow(), now, 0
 
             # periodic evaluation and checkpoints (the final ones come after the loop)
             if config.eval_steps and step % config.eval_steps == 0 and step < total_steps and eval_pairs:
@@ -458,31 +431,8 @@ def evaluate(
     return result
 
 
-@dataclass
-class _MetricWindow:
-    """Sums of per-step metrics since the last log line (saved in checkpoints, so resuming loses none)."""
-
-    loss: float = 0.0
-    accuracy: float = 0.0
-    margin: float = 0.0
-    steps: int = 0
-
-    def add(self, loss: float, accuracy: float, margin: float) -> None:
-        self.loss += loss
-        self.accuracy += accuracy
-        self.margin += margin
-        self.steps += 1
-
-    def averages(self) -> dict[str, float]:
-        n = max(self.steps, 1)
-        return {"loss": self.loss / n, "accuracy": self.accuracy / n, "margin": self.margin / n}
 
 
-def weights_dtype(config: RMTrainConfig) -> torch.dtype:
-    """The dtype the weights train in: `weights_dtype`, where auto means bfloat16 for bf16 training on a GPU."""
-    if config.weights_dtype == "auto":
-        return torch.bfloat16 if config.mixed_precision == "bf16" and torch.cuda.is_available() else torch.float32
-    return torch.bfloat16 if config.weights_dtype == "bfloat16" else torch.float32
 
 
 def label_kind_for(config: RMTrainConfig) -> LabelKind:
