@@ -215,8 +215,10 @@ def _combine_values(values: list[Any]) -> Any:
     if dataclasses.is_dataclass(first) and not isinstance(first, type):
         fields = {f.name: _combine_values([getattr(v, f.name) for v in values]) for f in dataclasses.fields(first)}
         return type(first)(**fields)
-    if isinstance(first, bool):
-        raise TypeError("cannot combine flags of parts")
+    if isinstance(first, bool):  # a flag of the run (such as `ranked`), the same in every part
+        if any(value != first for value in values):
+            raise TypeError("the parts disagree on a flag of the run")
+        return first
     if isinstance(first, int | float):
         return sum(values)
     if isinstance(first, list):
